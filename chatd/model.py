@@ -1,0 +1,390 @@
+"""The vocabulary shared by the codecs and the hub: commands, events and actions.
+
+Everything here is an immutable value (frozen, slotted dataclasses), so tests compare
+what the hub returned with ``==`` and codecs can encode one event once and hand the same
+bytes to every recipient.
+
+- A *command* is what a client asked for, already parsed by its codec. It names no
+  socket and no wire format; ``Disconnected`` is how "the peer went away" enters the hub
+  through the same door as everything else (the h11 habit).
+- An *event* is what a client is told. Codecs turn events into bytes.
+- An *action* is what the hub asks the shell (the server) to do: deliver an event to some
+  connections, store a message, close a connection.
+
+Connection ids (``cid``) are plain integers handed out by the server.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = [
+    # commands
+    "Command", "Hello", "Join", "Part", "Say", "PrivMsg", "Nick", "Who", "Rooms", "Topic",
+    "Ping", "Quit", "History", "Away", "Whois", "Disconnected", "Echo",
+    # events
+    "Event", "Welcome", "Joined", "JoinEvent", "PartEvent", "Message", "PrivateMessage",
+    "NickEvent", "WhoReply", "RoomInfo", "RoomsReply", "TopicEvent", "Pong", "QuitEvent",
+    "Error", "Skipped", "Shutdown", "Notice", "HistoryReply", "HistoryEnd", "WhoisReply",
+    "AwayReply",
+    # actions
+    "Action", "Deliver", "Store", "Replay", "FetchHistory", "Close",
+    # errors
+    "ProtocolError", "ErrorCode",
+]
+
+
+class ErrorCode:
+    """The error codes of the wire protocol (docs/protocol.md lists what each means)."""
+
+    BAD_JSON = "bad_json"
+    UNKNOWN_OP = "unknown_op"
+    BAD_REQUEST = "bad_request"
+    NOT_REGISTERED = "not_registered"
+    ALREADY_REGISTERED = "already_registered"
+    BAD_NICK = "bad_nick"
+    NICK_TAKEN = "nick_taken"
+    BAD_ROOM = "bad_room"
+    NOT_IN_ROOM = "not_in_room"
+    NO_SUCH_NICK = "no_such_nick"
+    NO_SUCH_ROOM = "no_such_room"
+    LINE_TOO_LONG = "line_too_long"
+    BAD_ENCODING = "bad_encoding"
+    SERVER_FULL = "server_full"
+    BAD_PASSWORD = "bad_password"
+    TEXT_TOO_LONG = "text_too_long"
+    TIMEOUT = "timeout"
+    SLOW_CONSUMER = "slow_consumer"
+    HISTORY_OFF = "history_off"
+
+
+class ProtocolError(Exception):
+    """The peer sent something we will not accept. Carries the wire error code.
+
+    Raised by codecs (a line that does not parse) and turned into an :class:`Error`
+    event for that connection alone. Any *other* exception out of a codec or the hub is
+    a bug, and the server treats it as one.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+# --------------------------------------------------------------------------- commands
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """Base of every command. ``rid`` is the client's request id, echoed on replies."""
+
+    rid: object = field(default=None, kw_only=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Hello(Command):
+    nick: str
+    password: str | None = None
+    # Rooms to join right after a successful registration (text mode lands in #lobby).
+    autojoin: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Join(Command):
+    room: str
+
+
+@dataclass(frozen=True, slots=True)
+class Part(Command):
+    room: str | None  # None: the current room (text mode's bare /part)
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Say(Command):
+    room: str | None  # None: the current room (text mode's plain lines)
+    text: str
+    action: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PrivMsg(Command):
+    to: str
+    text: str
+    notice: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Nick(Command):
+    nick: str
+
+
+@dataclass(frozen=True, slots=True)
+class Who(Command):
+    room: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Rooms(Command):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Topic(Command):
+    room: str | None
+    topic: str | None  # None: ask for the topic instead of setting it
+
+
+@dataclass(frozen=True, slots=True)
+class Ping(Command):
+    token: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Quit(Command):
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class History(Command):
+    room: str | None
+    before: int | None = None
+    after: int | None = None
+    limit: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Away(Command):
+    message: str | None  # None or "": back
+
+
+@dataclass(frozen=True, slots=True)
+class Whois(Command):
+    nick: str
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnected(Command):
+    """The transport lost the peer (EOF, reset, timeout, limit). Never sent by a client."""
+
+    reason: str = "connection closed"
+
+
+@dataclass(frozen=True, slots=True)
+class Echo(Command):
+    """Not for the hub: a codec's own answer (``/help``) sent straight back to its client."""
+
+    event: Event
+
+
+# --------------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Base of everything a client is told."""
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome(Event):
+    nick: str
+    server: str
+    motd: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Joined(Event):
+    """To the joiner: you are in, here is the room."""
+
+    room: str
+    topic: str
+    members: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class JoinEvent(Event):
+    """To the other members: somebody joined."""
+
+    room: str
+    nick: str
+
+
+@dataclass(frozen=True, slots=True)
+class PartEvent(Event):
+    room: str
+    nick: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Message(Event):
+    """A room message. ``mid`` is server-wide increasing; ``ts`` is wall-clock seconds."""
+
+    room: str
+    sender: str
+    text: str
+    ts: float
+    mid: int
+    action: bool = False
+    history: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PrivateMessage(Event):
+    sender: str
+    to: str
+    text: str
+    ts: float
+    notice: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class NickEvent(Event):
+    old: str
+    new: str
+
+
+@dataclass(frozen=True, slots=True)
+class WhoReply(Event):
+    room: str
+    members: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RoomInfo:
+    room: str
+    members: int
+    topic: str
+
+
+@dataclass(frozen=True, slots=True)
+class RoomsReply(Event):
+    rooms: tuple[RoomInfo, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TopicEvent(Event):
+    """A topic was set (``by`` the setter), or the answer to a topic query (``by`` "")."""
+
+    room: str
+    topic: str
+    by: str
+
+
+@dataclass(frozen=True, slots=True)
+class Pong(Event):
+    token: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class QuitEvent(Event):
+    nick: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Error(Event):
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped(Event):
+    """You were too slow to read: this many room messages were not queued for you."""
+
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Shutdown(Event):
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Notice(Event):
+    """Informational text from the server itself (help, banners)."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryReply(Event):
+    room: str
+    messages: tuple[Message, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEnd(Event):
+    room: str
+
+
+@dataclass(frozen=True, slots=True)
+class WhoisReply(Event):
+    nick: str
+    rooms: tuple[str, ...]
+    away: str | None
+    idle_seconds: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AwayReply(Event):
+    away: bool
+
+
+# --------------------------------------------------------------------------- actions
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """Base of what the hub asks the server to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class Deliver(Action):
+    """Send ``event`` to every connection in ``cids``; ``rid`` marks a direct reply.
+
+    ``droppable`` events (room messages) may be skipped for a connection whose output is
+    over its soft limit; everything else is always queued.
+    """
+
+    cids: tuple[int, ...]
+    event: Event
+    droppable: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Store(Action):
+    """Persist a room message; the server commits it before any byte of it is sent."""
+
+    message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class Replay(Action):
+    """After a join: send ``cid`` the last ``limit`` messages of ``room``, then HistoryEnd."""
+
+    cid: int
+    room: str
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class FetchHistory(Action):
+    """Answer a member's history request with a HistoryReply."""
+
+    cid: int
+    room: str
+    before: int | None
+    after: int | None
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class Close(Action):
+    """Close ``cid``: after its queued output is flushed when ``flush`` is true."""
+
+    cid: int
+    reason: str
+    flush: bool = True
+
