@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--" + f.name.replace("_", "-"), dest=f.name, type=kind, default=None,
             metavar={int: "N", float: "SECONDS" if "seconds" in f.name else "N"}.get(
                 kind, f.name.split("_")[-1].upper()),
-            help=f"{f.metadata.get('help', '')} (default: {default})",
+            help=f.metadata.get("help", "") + ("" if default == "" else f" (default: {default})"),
         )
     return parser
 
@@ -150,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"chatd: {exc}", file=sys.stderr)
             return 2
         next_mid = history.last_mid() + 1
+        print(f"chatd: room history in {history.path} (next message id {next_mid})",
+              flush=True)
 
     server = Server(config, history=history, next_mid=next_mid)
     try:
@@ -176,7 +178,11 @@ def main(argv: list[str] | None = None) -> int:
     server_stopping = [False]
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    server.serve_forever()
+    try:
+        server.serve_forever()
+    finally:
+        if history is not None:
+            history.close()
     logger.info("stopped; %s", _summary(server.stats))
     return 0
 

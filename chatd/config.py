@@ -89,9 +89,11 @@ class Config:
                                 cli=False)
 
     # --- history ---------------------------------------------------------------------------
-    db: str = _opt(":memory:", "SQLite file for room history (':memory:' keeps it for this "
-                   "run only)")
-    history_replay: int = _opt(50, "messages replayed to a client when it joins a room")
+    db: str = _opt("", "SQLite file for room history (default: $XDG_DATA_HOME/chatd/history.db, "
+                   "that is ~/.local/share/chatd/history.db; ':memory:' keeps history for "
+                   "this run only)")
+    history_replay: int = _opt(50, "earlier messages replayed to a client when it joins a "
+                               "room (0: none, just history_end)")
     history_max_limit: int = _opt(500, "most messages one history request may return")
 
     # --- logging -----------------------------------------------------------------------------

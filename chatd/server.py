@@ -453,7 +453,7 @@ class Server:
         conn = self._conns.get(action.cid)
         if conn is None:
             return
-        if self._history is not None:
+        if self._history is not None and action.limit > 0:
             self._history.commit()
             for message in self._history.recent(action.room, action.limit):
                 self._deliver(Deliver((action.cid,), message))

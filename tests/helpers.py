@@ -40,7 +40,9 @@ class ChatdProcess:
     def __init__(self, *args: str, env: dict[str, str] | None = None,
                  port: int = 0, irc: bool = False, preexec: Callable[[], None] | None = None
                  ) -> None:
-        self.args = list(args)
+        # History off the disk unless a test asks for a file: servers started by tests
+        # must not share (or lock) the user's ~/.local/share/chatd/history.db.
+        self.args = list(args) if "--db" in args else ["--db", ":memory:", *args]
         self.env = env
         self.port = port
         self.irc_port: int | None = 0 if irc else None
