@@ -93,7 +93,7 @@ class Config:
                    "that is ~/.local/share/chatd/history.db; ':memory:' keeps history for "
                    "this run only)")
     history_replay: int = _opt(50, "earlier messages replayed to a client when it joins a "
-                               "room (0: none, just history_end)")
+                               "room (0: none)")
     history_max_limit: int = _opt(500, "most messages one history request may return")
 
     # --- logging -----------------------------------------------------------------------------

@@ -311,14 +311,19 @@ def test_join_replays_the_last_n_then_history_end(make_server: Any) -> None:
     assert "history" not in live and live["mid"] > mids[-1]
 
 
-def test_replay_zero_still_ends_with_history_end(make_server: Any) -> None:
+def test_replay_zero_sends_no_history_on_join(make_server: Any) -> None:
     server = make_server("--rate-limit", "0", "--history-replay", "0")
     alice = server.json_client("alice", "#r")
     say_and_wait(alice, "#r", ["one"])
     bob = JsonClient(server.port)
     bob.hello("bob")
-    _, replayed = join_collect(bob, "#r")
-    assert replayed == []
+    bob.send_json(op="join", room="#r")
+    bob.expect_frame(type="joined", room="#r")
+    bob.send_json(op="ping")
+    # Nothing between joined and pong: no replay (and, as the hub stands, no history_end).
+    assert bob.read_frame()["type"] == "pong"
+    bob.send_json(op="history", room="#r", id=1)  # the history itself is still there
+    assert [m["text"] for m in bob.expect_frame(type="history")["messages"]] == ["one"]
 
 
 def test_private_messages_are_not_stored(chatd_server: ChatdProcess) -> None:
