@@ -271,6 +271,9 @@ def make_session(
         key_bindings=bindings,
         style=STYLE,
         enable_history_search=False,
+        # The server echoes what we send, timestamped; the accepted prompt line would only
+        # repeat it, so it is erased.
+        erase_when_done=True,
         input=input,
         output=output,
     )
