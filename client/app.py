@@ -54,6 +54,7 @@ class Options:
     room: str
     history_file: Path | None
     connect_timeout: float = 5.0
+    welcome_timeout: float = WELCOME_TIMEOUT
 
 
 class ChatApp:
@@ -85,11 +86,12 @@ class ChatApp:
         self.link = link
         lines = link.lines()
         try:
-            await asyncio.wait_for(self._register(link, lines), WELCOME_TIMEOUT)
+            await asyncio.wait_for(self._register(link, lines), self.opts.welcome_timeout)
         except TimeoutError:
             await link.close()
             raise Fatal(
-                f"{self.where} did not greet like a chatd server within {WELCOME_TIMEOUT:g} s"
+                f"{self.where} did not greet like a chatd server "
+                f"within {self.opts.welcome_timeout:g} s"
             ) from None
         except Fatal:
             await link.close()
