@@ -29,6 +29,7 @@ from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 from prompt_toolkit.input import Input
 from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 from prompt_toolkit.output import Output
+from prompt_toolkit.renderer import print_formatted_text as renderer_print_formatted_text
 from prompt_toolkit.styles import Style
 
 from client.core import COMMANDS, ChatState, Kind, Line
@@ -315,10 +316,31 @@ class Ui:
         for line in lines:
             out.extend(fragments(line, current.name if current else None, self._colour))
             out.append(("", "\n"))
-        print_formatted_text(FormattedText(out), style=STYLE, end="")
+        self._print_above(FormattedText(out))
         if any(line.mention for line in lines):
             self.session.output.bell()
         self.refresh()
+
+    def _print_above(self, text: FormattedText) -> None:
+        """Print above the running prompt, without leaving raw mode.
+
+        ``print_formatted_text`` goes through ``run_in_terminal``, which switches the
+        terminal to cooked mode while it prints: a Ctrl-D typed in that instant is eaten
+        by the tty as end-of-file and a Ctrl-C becomes SIGINT (both seen in the tmux
+        tests). A chat client prints all the time, so it does what ``in_terminal`` does
+        minus the mode switch: erase the prompt, print, reset the renderer, redraw. All of
+        it runs synchronously on the loop's thread, so nothing renders in between.
+        """
+        app = self.session.app
+        if not app.is_running or app.is_done or getattr(app, "_running_in_terminal", False):
+            print_formatted_text(text, style=STYLE, end="")
+            return
+        app.renderer.erase()
+        renderer_print_formatted_text(app.output, text, STYLE, color_depth=app.color_depth)
+        app.output.flush()
+        app.renderer.reset()
+        app.renderer.request_absolute_cursor_position()
+        app.invalidate()
 
     def refresh(self) -> None:
         """Redraw the toolbar and prompt (state changed)."""

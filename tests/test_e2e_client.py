@@ -58,7 +58,7 @@ class Pane:
         tmux.run("respawn-pane", "-k", "-t", name, wrapped)
 
     def lines(self) -> list[str]:
-        text = self.tmux.run("capture-pane", "-p", "-J", "-t", self.target)
+        text = self.tmux.run("capture-pane", "-p", "-J", "-S", "-", "-t", self.target)
         return [line.rstrip() for line in text.splitlines()]
 
     def screen(self) -> str:
@@ -84,8 +84,16 @@ class Pane:
     def prompt_line(self) -> str:
         """The input line: the last line that starts with the room prompt."""
         candidates = [line for line in self.lines() if line.startswith("#lobby>")]
-        assert candidates, self.screen()
-        return candidates[-1]
+        return candidates[-1] if candidates else ""
+
+    def wait_prompt(self, expected: str, timeout: float = 10.0) -> None:
+        """Wait until the input line reads ``expected`` (redraws are asynchronous)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.prompt_line() == expected:
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"input line is not {expected!r}:\n{self.screen()}")
 
     def exit_status(self, timeout: float = 10.0) -> int:
         deadline = time.monotonic() + timeout
@@ -130,7 +138,7 @@ def test_incoming_messages_never_disturb_typing(chatd_server, tmux, tmp_path) ->
     screen = alice.lines()
     for n in range(5):
         assert any(f"<bob> message {n} from bob" in line for line in screen), alice.screen()
-    assert alice.prompt_line() == "#lobby> half typed", alice.screen()
+    alice.wait_prompt("#lobby> half typed")
     # no line mixes the draft with an incoming message
     assert not any("half typed" in line and "bob" in line for line in screen)
 
@@ -138,7 +146,7 @@ def test_incoming_messages_never_disturb_typing(chatd_server, tmux, tmp_path) ->
     alice.press("Enter")
     bob.wait_for("<alice> half typed and finished")
     alice.wait_for("<alice> half typed and finished")
-    assert alice.prompt_line() == "#lobby>", alice.screen()
+    alice.wait_prompt("#lobby>")
     assert sum("half typed" in line for line in alice.lines()) == 1  # the echo, once
 
     # a mention of bob is shown to bob (highlighted: checked in the ui tests)
@@ -176,7 +184,7 @@ def test_clients_reconnect_and_rejoin_after_server_restart(  # type: ignore[no-u
     alice.wait_for("you joined #dev", count=2, timeout=15)
     bob.wait_for("you joined #lobby", count=2, timeout=15)
     alice.wait_for("connected | 127.0.0.1")
-    assert alice.prompt_line() == "#lobby> typed across the restart", alice.screen()
+    alice.wait_prompt("#lobby> typed across the restart")
 
     alice.press("Enter")
     bob.wait_for("<alice> typed across the restart")
