@@ -7,10 +7,43 @@ import pytest
 from chatd.config import Config
 from chatd.hub import Hub
 from chatd.model import (
-    Away, AwayReply, Close, Deliver, Disconnected, Error, FetchHistory, Hello, History, Join,
-    Joined, JoinEvent, Message, Nick, NickEvent, Notice, Part, PartEvent, Ping, Pong,
-    PrivateMessage, PrivMsg, Quit, QuitEvent, Replay, RoomInfo, Rooms, RoomsReply, Say, Store,
-    Topic, TopicEvent, Welcome, Who, Whois, WhoisReply, WhoReply,
+    Away,
+    AwayReply,
+    Close,
+    Deliver,
+    Disconnected,
+    Error,
+    FetchHistory,
+    Hello,
+    History,
+    Join,
+    Joined,
+    JoinEvent,
+    Message,
+    Nick,
+    NickEvent,
+    Notice,
+    Part,
+    PartEvent,
+    Ping,
+    Pong,
+    PrivateMessage,
+    PrivMsg,
+    Quit,
+    QuitEvent,
+    Replay,
+    RoomInfo,
+    Rooms,
+    RoomsReply,
+    Say,
+    Store,
+    Topic,
+    TopicEvent,
+    Welcome,
+    Who,
+    Whois,
+    WhoisReply,
+    WhoReply,
 )
 
 NOW = 1000.0
@@ -64,7 +97,7 @@ def test_say_is_stored_then_delivered_to_every_member_sender_included() -> None:
     # With a request id the sender's copy is its own direct reply.
     second = Message("#a", "alice", "again", NOW, 2, action=True)
     assert hub.handle(1, Say("#a", "again", action=True, rid="x"), NOW) == [
-        Store(second), Deliver((2,), second, droppable=True), Deliver((1,), second, rid="x")]
+        Store(second), Deliver((1, 2), second, rid="x", droppable=True, reply_to=1)]
 
 
 def test_mids_increase_across_rooms() -> None:
