@@ -454,7 +454,11 @@ def test_sigkill_loses_nothing_any_client_received(make_server: Any, tmp_path: P
     server = make_server("--rate-limit", "0", "--db", db)
     senders = [server.json_client(f"s{i}", "#load") for i in range(3)]
     watcher = server.json_client("watcher", "#load")
-    per_sender, kill_after = 1500, 200
+    # Senders keep sending blocks until the kill stops them (at most ``max_blocks``), so
+    # traffic is still flowing when it lands even if the watcher is scheduled late. A
+    # block (~66 KB) outsizes one recv() (64 KiB), so turns are big and their commits take
+    # milliseconds: the window a commit-after-send server would leave open is wide.
+    block_size, max_blocks, kill_after = 1500, 10, 200
     inboxes: dict[int, bytearray] = {}
 
     def drain(client: JsonClient) -> None:
@@ -467,12 +471,12 @@ def test_sigkill_loses_nothing_any_client_received(make_server: Any, tmp_path: P
             pass  # a reset or a timeout: what was read so far counts
 
     def blast(client: JsonClient, name: str) -> None:
-        block = "".join(f'{{"op":"say","room":"#load","text":"{name} {n}"}}\n'
-                        for n in range(per_sender))
         try:
-            client.send(block.encode())
+            for b in range(max_blocks):
+                client.send("".join(f'{{"op":"say","room":"#load","text":"{name} {b}.{n}"}}\n'
+                                    for n in range(block_size)).encode())
         except OSError:
-            pass  # the server died first
+            pass  # the server died: that is the point
 
     # Each sender writes and reads at once (two threads on one socket), so neither side's
     # buffers stall the traffic: it is still flowing when the kill lands.
@@ -500,9 +504,10 @@ def test_sigkill_loses_nothing_any_client_received(make_server: Any, tmp_path: P
     reader = server.json_client("reader", "#load")
     stored = [m["mid"] for m in fetch_all(reader, "#load")]
     assert stored == sorted(set(stored))
-    assert len(stored) < 3 * per_sender, "the kill should land mid-traffic"
+    assert len(stored) < 3 * block_size * max_blocks, "the kill should land mid-traffic"
     missing = received - set(stored)
-    assert not missing, f"{len(missing)} received mids not in history, e.g. {sorted(missing)[:5]}"
+    assert not missing, (f"{len(missing)} of {len(received)} received mids not among "
+                         f"{len(stored)} stored, e.g. {sorted(missing)[:5]}")
     (new_mid,) = say_and_wait(reader, "#load", ["after the kill"])
     assert new_mid > max(stored)
 
