@@ -474,6 +474,17 @@ class Server:
     # ------------------------------------------------------------------ output limits
 
     def _over_soft_limit(self, conn: Connection) -> None:
+        # Within one tick every ready client's lines run before anything is flushed, so a
+        # burst (many senders, or one paste of 30 lines) can pile up more than the soft or
+        # even the hard limit for a reader that keeps up perfectly. Judge only what the
+        # kernel will not take now: try to send first, as asyncio's write() does.
+        try:
+            conn.flush(self.config.max_write_bytes_per_tick)
+        except OSError as exc:
+            self._close(conn, f"write error: {exc.strerror or exc}", flush=False)
+            return
+        if conn.out.size <= self.config.out_soft_limit_bytes:
+            return
         if conn.out.size > self.config.out_hard_limit_bytes:
             self._slow_consumer(conn, f"output buffer over the hard limit "
                                       f"({self.config.out_hard_limit_bytes} bytes)")
