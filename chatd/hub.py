@@ -17,8 +17,8 @@ Rules kept here and nowhere else:
 - a departing client is announced once, with ``QuitEvent``, to everyone sharing a room.
 
 Replies to a request carry its ``rid``. When an event goes to a room *and* is the reply
-to the sender's request, the sender's copy is a separate ``Deliver`` with the ``rid`` so
-that everybody else's copy can still be encoded once.
+to the sender's request, one ``Deliver`` names the sender as ``reply_to``: only that copy
+carries the ``rid``, and everybody else's copy can still be encoded once.
 """
 
 from __future__ import annotations
@@ -30,10 +30,47 @@ from typing import Any
 
 from chatd.config import Config
 from chatd.model import (
-    Action, Away, AwayReply, Close, Command, Deliver, Disconnected, Error, ErrorCode, Event,
-    FetchHistory, Hello, History, Join, Joined, JoinEvent, Message, Nick, NickEvent, Notice, Part,
-    PartEvent, Ping, Pong, PrivateMessage, PrivMsg, Quit, QuitEvent, Replay, RoomInfo, Rooms,
-    RoomsReply, Say, Store, Topic, TopicEvent, Welcome, Who, Whois, WhoisReply, WhoReply,
+    Action,
+    Away,
+    AwayReply,
+    Close,
+    Command,
+    Deliver,
+    Disconnected,
+    Error,
+    ErrorCode,
+    Event,
+    FetchHistory,
+    Hello,
+    History,
+    Join,
+    Joined,
+    JoinEvent,
+    Message,
+    Nick,
+    NickEvent,
+    Notice,
+    Part,
+    PartEvent,
+    Ping,
+    Pong,
+    PrivateMessage,
+    PrivMsg,
+    Quit,
+    QuitEvent,
+    Replay,
+    RoomInfo,
+    Rooms,
+    RoomsReply,
+    Say,
+    Store,
+    Topic,
+    TopicEvent,
+    Welcome,
+    Who,
+    Whois,
+    WhoisReply,
+    WhoReply,
 )
 from chatd.names import clean_line, clean_text, fold, valid_nick, valid_room
 
@@ -172,11 +209,9 @@ class Hub:
     def _to_room(room: _Room, client: _Client, command: Command, event: Event,
                  droppable: bool = False) -> list[Action]:
         """``event`` to every member; the sender's copy carries the request id."""
-        if command.rid is None or len(room.members) == 1:
-            return [Deliver(room.cids, event, rid=command.rid, droppable=droppable)]
-        others = tuple(cid for cid in room.cids if cid != client.cid)
-        return [Deliver(others, event, droppable=droppable),
-                Deliver((client.cid,), event, rid=command.rid)]
+        reply_to = client.cid if command.rid is not None else None
+        return [Deliver(room.cids, event, rid=command.rid, droppable=droppable,
+                        reply_to=reply_to)]
 
     def _room_of(self, client: _Client, name: str | None) -> _Room:
         """The member room ``name`` (None: the current room), or a refusal."""
@@ -228,12 +263,12 @@ class Hub:
             if not hmac.compare_digest(given, password.encode()):
                 client.password_failures += 1
                 left = self._config.max_password_failures - client.password_failures
-                actions = self._error(client, cmd, ErrorCode.BAD_PASSWORD,
+                refusal = self._error(client, cmd, ErrorCode.BAD_PASSWORD,
                                       "wrong password" if cmd.password else
                                       "this server needs a password")
                 if left <= 0:
-                    actions.append(Close(client.cid, "too many wrong passwords"))
-                return actions
+                    refusal.append(Close(client.cid, "too many wrong passwords"))
+                return refusal
         self._check_new_nick(cmd.nick, client)
         client.nick = cmd.nick
         self._nicks[fold(cmd.nick)] = client
@@ -315,7 +350,8 @@ class Hub:
             actions.append(Deliver((target.cid,), event))
         actions.append(self._reply(client, cmd, event))
         if target.away and not cmd.notice:
-            actions.append(self._reply(client, cmd, Notice(f"{target.nick} is away: {target.away}")))
+            away = Notice(f"{target.nick} is away: {target.away}")
+            actions.append(self._reply(client, cmd, away))
         return actions
 
     def _nick(self, client: _Client, cmd: Nick, now: float) -> list[Action]:
