@@ -929,7 +929,8 @@ def run_many(server: ChatdProcess, clients: int, rooms: int) -> dict[str, Any]:
     base_fds = server.fd_count()
     while len(socks) < clients:
         socks += many_sockets(server.port, min(1000, clients - len(socks)), timeout=30)
-        wait_until(lambda: server.fd_count() >= base_fds + len(socks), 30, "accepted")
+        wanted = base_fds + len(socks)
+        wait_until(lambda wanted=wanted: server.fd_count() >= wanted, 30, "accepted")
     connected_s = time.monotonic() - start
     joined = [False] * clients
     got_msg = [0] * clients
