@@ -113,6 +113,19 @@ class Swarm:
                 continue
             assert sent == len(payload), "payload did not fit the socket buffer"
 
+    def send_pumping(self, i: int, data: bytes, timeout: float = 10) -> None:
+        """Send all of ``data`` on socket ``i``, reading every socket while it waits (the
+        server stops reading a client whose replies pile up unread)."""
+        view = memoryview(data)
+        deadline = time.monotonic() + timeout
+        while view:
+            try:
+                view = view[self.socks[i].send(view):]
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise AssertionError(f"socket {i} stayed unwritable") from None
+                self.pump(0.01)
+
     def _mark_closed(self, i: int) -> None:
         if i not in self.closed:
             self.closed[i] = time.monotonic()
@@ -653,8 +666,7 @@ def run_slow_consumers(server: ChatdProcess, readers: int, sleepers: int,
     target = sleepers // 2
     for i in range(1, target + 1):
         for _ in range(40):  # 40 x ~2 KB > 64 KiB hard limit
-            socks[0].sendall(frame(op="msg", to=f"sleeper{i}", text=text))
-        swarm.pump(0)
+            swarm.send_pumping(0, frame(op="msg", to=f"sleeper{i}", text=text))
     swarm.pump_until(lambda: server.log().count(CUT_HARD) >= target, 15,
                      "sleepers cut at the hard limit")
     hard_cut_s = time.monotonic() - flood_start
@@ -817,6 +829,7 @@ def run_fd_exhaustion(server: ChatdProcess, limit: int, extra: int,
     """Open ``limit + extra`` connections against a server whose RLIMIT_NOFILE is
     ``limit``; measure its CPU while saturated; then free them and check recovery."""
     fds_idle = server.fd_count()
+    assert extra <= limit - 2 * fds_idle, "the waiting ones must fit once the others leave"
     socks = many_sockets(server.port, limit + extra)  # the kernel completes them all
     swarm = Swarm(socks)
     swarm.send_all(lambda i: frame(op="hello", nick=f"fd{i}"))
