@@ -453,11 +453,12 @@ class Server:
         conn = self._conns.get(action.cid)
         if conn is None:
             return
+        count = 0
         if self._history is not None:
             self._history.commit()
-            for message in self._history.recent(action.room, action.limit):
+            for count, message in enumerate(self._history.recent(action.room, action.limit), 1):
                 self._deliver(Deliver((action.cid,), message))
-        self._deliver_one(conn, HistoryEnd(action.room))
+        self._deliver_one(conn, HistoryEnd(action.room, count))
 
     def _fetch_history(self, action: FetchHistory) -> None:
         conn = self._conns.get(action.cid)
