@@ -15,14 +15,39 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from chatd.codecs.irc import (
-    CAPABILITIES, IrcCodec, IrcLines, IrcMessage, format_line, parse_line, split_text,
+    CAPABILITIES,
+    IrcCodec,
+    IrcLines,
+    IrcMessage,
+    format_line,
+    parse_line,
+    split_text,
 )
 from chatd.codecs.json import JsonCodec
 from chatd.config import Config
 from chatd.hub import Hub
 from chatd.model import (
-    Close, Deliver, Echo, Error, ErrorCode, Hello, HistoryEnd, Join, Joined, Message, Part,
-    PrivateMessage, PrivMsg, Quit, Replay, Say, Store, Topic, Welcome, Who, Whois,
+    Close,
+    Deliver,
+    Echo,
+    Error,
+    ErrorCode,
+    Hello,
+    HistoryEnd,
+    Join,
+    Joined,
+    Message,
+    Part,
+    PrivateMessage,
+    PrivMsg,
+    Quit,
+    Replay,
+    Say,
+    Store,
+    Topic,
+    Welcome,
+    Who,
+    Whois,
 )
 
 # --------------------------------------------------------------------------- harness
@@ -593,7 +618,8 @@ def test_codec_answers_for_events_it_renders_itself() -> None:
     codec = IrcCodec("srv")
     codec.observe(Welcome("ann", "srv"))
     codec.observe(Joined("#a", "", ("ann",)))
-    assert codec.encode(Error(ErrorCode.TIMEOUT, "too slow")) == b"ERROR :Closing link: too slow\r\n"
+    assert codec.encode(Error(ErrorCode.TIMEOUT, "too slow")) == \
+        b"ERROR :Closing link: too slow\r\n"
     assert codec.encode(Error("weird_code", "odd")) == b":srv NOTICE ann :weird_code: odd\r\n"
     line = codec.encode(PrivateMessage("bob", "ann", "x", 0.0, notice=True))
     assert line == b":bob!bob@chatd NOTICE ann :x\r\n"
