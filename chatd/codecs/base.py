@@ -31,10 +31,11 @@ class Codec(ABC):
     #: Short name for logs ("json", "text", "irc").
     name: str = "?"
 
-    @property
-    def cache_key(self) -> Hashable:
-        """Connections whose codecs share a key get the same bytes for the same event."""
-        return self.name
+    #: Connections whose codecs share a key get the same bytes for the same event. A plain
+    #: attribute, not a property: the fan-out reads it once per recipient. A codec whose
+    #: output depends on per-connection state (IRC: own nick, capabilities) reassigns it
+    #: when that state changes.
+    cache_key: Hashable = "?"
 
     @abstractmethod
     def decode(self, line: bytes) -> list[Command]:
@@ -51,7 +52,7 @@ class Codec(ABC):
         May return ``b""`` for events this mode does not show.
         """
 
-    def observe(self, event: Event) -> None:
+    def observe(self, event: Event) -> None:  # noqa: B027 - optional hook, no-op default
         """Called with every non-message event delivered to this connection.
 
         Codecs that track per-connection state (registration, own nick) look here; the

@@ -16,10 +16,45 @@ from datetime import datetime
 
 from chatd.codecs.base import Codec, decode_utf8
 from chatd.model import (
-    Away, AwayReply, Command, Echo, Error, ErrorCode, Event, Hello, History, HistoryEnd,
-    HistoryReply, Join, Joined, JoinEvent, Message, Nick, NickEvent, Notice, Part, PartEvent,
-    Ping, Pong, PrivateMessage, PrivMsg, ProtocolError, Quit, QuitEvent, Rooms, RoomsReply,
-    Say, Shutdown, Skipped, Topic, TopicEvent, Welcome, Who, Whois, WhoisReply, WhoReply,
+    Away,
+    AwayReply,
+    Command,
+    Echo,
+    Error,
+    ErrorCode,
+    Event,
+    Hello,
+    History,
+    HistoryEnd,
+    HistoryReply,
+    Join,
+    Joined,
+    JoinEvent,
+    Message,
+    Nick,
+    NickEvent,
+    Notice,
+    Part,
+    PartEvent,
+    Ping,
+    Pong,
+    PrivateMessage,
+    PrivMsg,
+    ProtocolError,
+    Quit,
+    QuitEvent,
+    Rooms,
+    RoomsReply,
+    Say,
+    Shutdown,
+    Skipped,
+    Topic,
+    TopicEvent,
+    Welcome,
+    Who,
+    Whois,
+    WhoisReply,
+    WhoReply,
 )
 
 __all__ = ["TextCodec", "HELP", "LOBBY"]
@@ -207,6 +242,7 @@ def _render(event: Event) -> str:
 
 class TextCodec(Codec):
     name = "text"
+    cache_key = "text"
 
     def __init__(self, password_required: bool = False) -> None:
         self._password_required = password_required
