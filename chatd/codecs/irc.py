@@ -248,13 +248,9 @@ class IrcCodec(Codec):
         self._caps: frozenset[str] = frozenset()
         self._rooms: dict[str, str] = {}  # folded -> name, from Joined/PartEvent
         self._motd: tuple[str, ...] = ()
-        self._key: Hashable = ("irc", None, self._caps)
+        self.cache_key: Hashable = ("irc", None, self._caps)
 
     # ------------------------------------------------------------------ state
-
-    @property
-    def cache_key(self) -> Hashable:
-        return self._key
 
     @property
     def nick(self) -> str | None:
@@ -265,7 +261,7 @@ class IrcCodec(Codec):
         return self._caps
 
     def _rekey(self) -> None:
-        self._key = ("irc", self._nick, self._caps)
+        self.cache_key = ("irc", self._nick, self._caps)
 
     @property
     def _me(self) -> str:
