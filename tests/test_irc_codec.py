@@ -107,15 +107,18 @@ class Net:
 
     def _deliver(self, action: Deliver) -> None:
         encoded: dict[object, bytes] = {}
+        shared_rid = action.rid if action.reply_to is None else None
         for cid in action.cids:
             codec = self.codecs[cid]
             if not action.droppable:
                 codec.observe(action.event)  # type: ignore[attr-defined]
-            data = codec.encode(action.event, action.rid)  # type: ignore[attr-defined]
-            key = codec.cache_key  # type: ignore[attr-defined]
-            if key in encoded:
-                assert encoded[key] == data, "same cache key, different bytes"
-            encoded[key] = data
+            rid = action.rid if cid == action.reply_to else shared_rid
+            data = codec.encode(action.event, rid)  # type: ignore[attr-defined]
+            if cid != action.reply_to:
+                key = codec.cache_key  # type: ignore[attr-defined]
+                if key in encoded:
+                    assert encoded[key] == data, "same cache key, different bytes"
+                encoded[key] = data
             if isinstance(codec, IrcCodec):
                 _check_lines(data)
                 self.out[cid] += data.decode().split("\r\n")[:-1]
