@@ -553,7 +553,9 @@ def test_part_with_reason() -> None:
     ("MODE #a b", ["368"]),
     ("MODE #a +o taken", ["482"]),
     ("MODE ann", ["221"]),
-    ("MODE ann +i", ["501"]),
+    ("MODE ann +i", []),
+    ("MODE ann -i", ["501"]),
+    ("MODE ann +w", ["501"]),
     ("MODE taken", ["502"]),
     ("CAP FOO", ["410"]),
 ])

@@ -277,7 +277,47 @@ def test_the_irc_package_client_talks_to_chatd(server: ChatdProcess) -> None:
         connection.close()
 
 
-# --------------------------------------------------------------------------- WeeChat in tmux
+# --------------------------------------------------------------------------- real clients
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(not shutil.which("weechat-headless"),
+                    reason="WeeChat not installed (apt-get install weechat-headless)")
+def test_weechat_chats_with_a_json_user(server: ChatdProcess, tmp_path: Path) -> None:
+    """WeeChat's own IRC plugin, driven through its FIFO, read through its channel log."""
+    home = tmp_path / "weechat"
+    setup = ("/set logger.file.flush_delay 0;/set irc.look.display_join_message \"\";"
+             f"/server add chatd 127.0.0.1/{server.irc_port} -notls -nicks=weebob "
+             "-autojoin=#wee;/connect chatd")
+    proc = subprocess.Popen(["weechat-headless", "--dir", str(home), "-r", setup],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        fifo = home / f"weechat_fifo_{proc.pid}"
+        log = home / "logs" / "irc.chatd.#wee.weechatlog"
+        jay = server.json_client("jay", "#wee")
+        jay.expect_frame(type="join", room="#wee", nick="weebob", timeout=20)
+        wait_until(fifo.exists, what="WeeChat's FIFO")
+        jay.say("#wee", "hello weechat")
+        wait_until(lambda: log.exists() and "jay\thello weechat" in log.read_text(),
+                   timeout=10, what="the message in WeeChat's log")
+        with fifo.open("w") as pipe:
+            pipe.write("irc.chatd.#wee *hello json, from weechat\n")
+        jay.expect_frame(type="msg", **{"from": "weebob", "text": "hello json, from weechat"})
+        with fifo.open("w") as pipe:
+            pipe.write("irc.chatd.#wee */me waves\n")
+        jay.expect_frame(type="msg", action=True, text="waves")
+        jay.send_json(op="topic", room="#wee", topic="weechat topic")
+        wait_until(lambda: "weechat topic" in log.read_text(), timeout=10, what="topic")
+        with fifo.open("w") as pipe:
+            pipe.write("irc.server.chatd */quit bye from weechat\n")
+        jay.expect_frame(type="quit", nick="weebob", reason="bye from weechat")
+        jay.close()
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 class Tmux:
@@ -289,7 +329,7 @@ class Tmux:
                               check=False).stdout
 
     def screen(self) -> str:
-        return self.run("capture-pane", "-p", "-t", self.name, "-S", "-200")
+        return self.run("capture-pane", "-p", "-J", "-t", self.name, "-S", "-200")
 
     def type(self, text: str) -> None:
         self.run("send-keys", "-t", self.name, "-l", text)
@@ -297,31 +337,42 @@ class Tmux:
 
 
 @pytest.mark.e2e
-@pytest.mark.skipif(not (shutil.which("weechat") or shutil.which("weechat-headless")),
-                    reason="WeeChat not installed (apt-get install weechat-curses)")
+@pytest.mark.skipif(not shutil.which("irssi"), reason="irssi not installed (apt-get install irssi)")
 @pytest.mark.skipif(not shutil.which("tmux"), reason="tmux not installed")
-def test_weechat_in_tmux_chats_with_a_json_user(server: ChatdProcess, tmp_path: Path) -> None:
-    weechat = shutil.which("weechat")
-    if weechat is None:  # weechat-headless has no screen; it still runs the same core
-        pytest.skip("only weechat-headless is installed: no screen to drive")
-    home = tmp_path / "weechat"
-    home.mkdir()
-    name = f"chatd-weechat-{time.monotonic_ns()}"
+def test_irssi_in_tmux_chats_with_a_json_user(server: ChatdProcess, tmp_path: Path) -> None:
+    name = f"chatd-irssi-{time.monotonic_ns()}"
     tmux = Tmux(name)
-    command = (f"{weechat} --dir {home} -r '/set irc.server_default.sasl_mechanism plain;"
-               f"/set irc.look.temporary_servers on;"
-               f"/server add chatd 127.0.0.1/{server.irc_port} -notls -nicks=weebob;"
-               f"/set irc.server.chatd.autojoin \"#wee\";/connect chatd'")
-    tmux.run("new-session", "-d", "-s", name, "-x", "160", "-y", "48", command)
+    (tmp_path / "irssi").mkdir()
+    tmux.run("new-session", "-d", "-s", name, "-x", "160", "-y", "50",
+             f"irssi --home={tmp_path / 'irssi'} -c 127.0.0.1 -p {server.irc_port} -n irbob")
     try:
-        jay = server.json_client("jay", "#wee")
-        jay.expect_frame(type="join", room="#wee", nick="weebob", timeout=20)
-        jay.say("#wee", "hello weechat")
-        wait_until(lambda: "hello weechat" in tmux.screen(), timeout=10, what="text on screen")
-        tmux.type("hello json from weechat")
-        jay.expect_frame(type="msg", **{"from": "weebob", "text": "hello json from weechat"})
-        tmux.type("/quit")
-        jay.expect_frame(type="quit", nick="weebob")
+        jay = server.json_client("jay", "#irs")
+        wait_until(lambda: "Welcome to chatd on irc.test, irbob" in tmux.screen(), timeout=20,
+                   what="irssi registered")
+        assert "chatd has no user modes" not in tmux.screen()  # irssi's MODE +i is quiet
+        tmux.type("/join #irs")
+        jay.expect_frame(type="join", room="#irs", nick="irbob", timeout=10)
+        jay.say("#irs", "hello irssi")
+        wait_until(lambda: re.search(r"< ?jay> hello irssi", tmux.screen()), timeout=10,
+                   what="jay's message on irssi's screen")
+        tmux.type("hello json, from irssi")
+        jay.expect_frame(type="msg", **{"from": "irbob", "text": "hello json, from irssi"})
+        tmux.type("/nick irbob2")
+        jay.expect_frame(type="nick", old="irbob", new="irbob2")
+        jay.send_json(op="part", room="#irs", reason="see you")
+        wait_until(lambda: "jay [jay@chatd] has left #irs [see you]" in tmux.screen(),
+                   timeout=10, what="the part on irssi's screen")
+        tmux.type("/quit bye from irssi")
+
+        def irbob_gone() -> bool:
+            jay.send_json(op="whois", nick="irbob2")
+            while True:
+                frame = jay.read_frame()
+                assert frame is not None
+                if frame["type"] in ("whois", "error"):
+                    return frame["type"] == "error" and frame["code"] == "no_such_nick"
+
+        wait_until(irbob_gone, timeout=10, interval=0.1, what="irssi's QUIT")
         jay.close()
     finally:
         tmux.run("kill-session", "-t", name)

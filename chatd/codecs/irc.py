@@ -479,9 +479,13 @@ class IrcCodec(Codec):
                                trailing="chatd has no channel modes or operators")
         if fold(target) != fold(self._me):
             return self._reply("502", trailing="Can't view or change modes for other users")
+        # Everybody is effectively +i (WHO never lists users outside a channel), so
+        # irssi's automatic "MODE me +i" is a no-op, not an error; nothing else exists.
         if not modes:
-            return self._reply("221", "+")
-        return self._reply("501", trailing="chatd has no user modes")
+            return self._reply("221", "+i")
+        if modes.strip("+i") == "":
+            return []
+        return self._reply("501", trailing="chatd has no user modes but +i")
 
     def _motd_cmd(self, msg: IrcMessage) -> list[Command]:
         return self._lines(*self._motd_lines())
