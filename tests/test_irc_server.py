@@ -56,7 +56,7 @@ class IrcClient(RawClient):
         while True:
             line = self.expect(lambda line: True)
             got.append(line)
-            if f" 366 " in line and room.lower() in line.lower():
+            if " 366 " in line and room.lower() in line.lower():
                 return got
 
 
@@ -193,7 +193,8 @@ def test_framing_limits_and_bad_bytes_on_the_irc_port(server: ChatdProcess) -> N
     ann.send(b"PRIVMSG #a :caf\xe9 cr\xe8me\r\n")  # a Latin-1 client
     jay.expect_frame(type="msg", text="café crème")
     ann.send_line("FROBNICATE now")
-    assert ann.expect(lambda line: " 421 " in line) == ":irc.test 421 ann FROBNICATE :Unknown command"
+    assert ann.expect(lambda line: " 421 " in line) == \
+        ":irc.test 421 ann FROBNICATE :Unknown command"
     ann.send_line("PRIVMSG #a :still fine")
     jay.expect_frame(type="msg", text="still fine")
 
