@@ -478,12 +478,12 @@ class Server:
             codec = conn.codec or self._fallback_codec
             codec.observe(event)
             if cid == reply_to:
-                data = codec.encode(event, rid)
-            else:
-                key = codec.cache_key
-                data = encoded.get(key)
-                if data is None:
-                    data = encoded[key] = codec.encode(event, shared_rid)
+                self._queue(conn, codec.encode(event, rid))
+                continue
+            key = codec.cache_key
+            data = encoded.get(key)
+            if data is None:
+                data = encoded[key] = codec.encode(event, shared_rid)
             self._queue(conn, data)
 
     def _materialize(self) -> None:
@@ -507,21 +507,22 @@ class Server:
                     continue
                 codec = conn.codec or fallback
                 key = codec.cache_key
-                data = blobs.get(key)
-                if data is None or cid in repliers:
-                    parts = parts_by_key.get(key)
-                    if parts is None:
-                        parts = parts_by_key[key] = [codec.encode(e) for e in events]
-                        blobs[key] = b"".join(parts)
-                    if cid in repliers:
-                        parts = list(parts)
-                        for index, reply_cid, rid in batch.replies:
-                            if reply_cid == cid:
-                                parts[index] = codec.encode(events[index], rid)
-                        data = b"".join(parts)
-                    else:
-                        data = blobs[key]
-                queue(conn, data)
+                blob = blobs.get(key)
+                if blob is not None and cid not in repliers:
+                    queue(conn, blob)
+                    continue
+                parts = parts_by_key.get(key)
+                if parts is None:
+                    parts = parts_by_key[key] = [codec.encode(e) for e in events]
+                    blobs[key] = b"".join(parts)
+                if cid in repliers:  # its own messages carry its request ids
+                    parts = list(parts)
+                    for index, reply_cid, rid in batch.replies:
+                        if reply_cid == cid:
+                            parts[index] = codec.encode(events[index], rid)
+                    queue(conn, b"".join(parts))
+                else:
+                    queue(conn, blobs[key])
 
     def _queue(self, conn: Connection, data: bytes) -> None:
         """Append bytes for ``conn``; enforce the output limits; flush it this tick."""
