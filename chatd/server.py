@@ -541,12 +541,13 @@ class Server:
         conn = self._conns.get(action.cid)
         if conn is None:
             return
-        count = 0
+        messages: list[Message] = []
         if self._history is not None:
             self._history.commit()
-            for count, message in enumerate(self._history.recent(action.room, action.limit), 1):
+            messages = self._history.recent(action.room, action.limit)
+            for message in messages:
                 self._deliver(Deliver((action.cid,), message))
-        self._deliver_one(conn, HistoryEnd(action.room, count))
+        self._deliver_one(conn, HistoryEnd(action.room, len(messages)))
 
     def _fetch_history(self, action: FetchHistory) -> None:
         conn = self._conns.get(action.cid)
