@@ -66,10 +66,11 @@ class ProtocolError(Exception):
     a bug, and the server treats it as one.
     """
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, rid: object = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.rid = rid  # the request id, when the line got far enough to have one
 
 
 # --------------------------------------------------------------------------- commands
@@ -350,6 +351,7 @@ class Deliver(Action):
 
     cids: tuple[int, ...]
     event: Event
+    rid: object = None
     droppable: bool = False
 
 
@@ -378,6 +380,7 @@ class FetchHistory(Action):
     before: int | None
     after: int | None
     limit: int
+    rid: object = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,66 @@
+"""The output buffer of one connection. Pure: it never sees a socket.
+
+Chunks are kept as they were queued (``bytes`` objects, usually shared between every
+recipient of one fan-out) in a deque, with a running byte count. After a partial send
+the first chunk is replaced by a ``memoryview`` of its unsent tail, so nothing is copied
+per partial write (contrast ``buf = buf[n:]``, which is quadratic on big queues).
+
+The transport asks for up to ``max_chunks`` chunks to hand to ``socket.sendmsg`` (a
+gather write, as asyncio's ``_write_sendmsg`` does), then reports how many bytes the
+kernel took with :meth:`OutBuffer.consume`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from itertools import islice
+
+__all__ = ["OutBuffer"]
+
+Chunk = bytes | memoryview
+
+
+class OutBuffer:
+    """A FIFO of byte chunks with a byte count."""
+
+    __slots__ = ("_chunks", "size")
+
+    def __init__(self) -> None:
+        self._chunks: deque[Chunk] = deque()
+        self.size = 0  # bytes queued and not yet sent
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __bool__(self) -> bool:
+        return self.size > 0
+
+    def append(self, data: bytes) -> None:
+        """Queue ``data`` (the object itself is kept; callers must not mutate it)."""
+        if data:
+            self._chunks.append(data)
+            self.size += len(data)
+
+    def peek(self, max_chunks: int) -> list[Chunk]:
+        """The first ``max_chunks`` chunks, for one gather write."""
+        return list(islice(self._chunks, max_chunks))
+
+    def consume(self, nbytes: int) -> None:
+        """Forget the first ``nbytes`` bytes: the kernel has taken them."""
+        if nbytes > self.size:
+            raise ValueError(f"consume({nbytes}) but only {self.size} bytes are queued")
+        self.size -= nbytes
+        chunks = self._chunks
+        while nbytes:
+            head = chunks[0]
+            if len(head) <= nbytes:
+                nbytes -= len(head)
+                chunks.popleft()
+            else:
+                chunks[0] = memoryview(head)[nbytes:]
+                nbytes = 0
+
+    def clear(self) -> None:
+        """Drop everything (the connection is being aborted)."""
+        self._chunks.clear()
+        self.size = 0

@@ -1,0 +1,189 @@
+"""Command line: flags and TOML → Config, logging, signals, exit codes.
+
+Every :class:`~chatd.config.Config` field is a flag (``max_line_bytes`` is
+``--max-line-bytes``), and ``--config FILE`` may set any of them by name. The password is
+read from ``--password-file`` or ``CHATD_PASSWORD``, never from the command line, where
+``ps`` would show it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import resource
+import signal
+import socket
+import sys
+import tomllib
+import types
+from dataclasses import MISSING, fields
+from pathlib import Path
+from typing import Any
+
+from chatd import __version__
+from chatd.config import DEFAULT_PORT, Config, ConfigError
+from chatd.server import Server
+
+__all__ = ["main", "build_parser", "config_from_args"]
+
+logger = logging.getLogger("chatd")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="chatd",
+        description="A LAN chat server. People join with the 'chat' client, or with "
+                    f"'nc HOST {DEFAULT_PORT}' and type. See docs/protocol.md.",
+        epilog="Every option may also be set in a TOML file given with --config, by its "
+               "name with underscores (max_line_bytes = 8192). Flags win over the file. "
+               "Set a server password with --password-file or CHATD_PASSWORD.",
+    )
+    parser.add_argument("--version", action="version", version=f"chatd {__version__}")
+    parser.add_argument("--config", metavar="FILE", help="TOML file of settings")
+    parser.add_argument("--password-file", metavar="FILE",
+                        help="file whose first line is the server password (no password: "
+                             "anyone may join)")
+    for f in fields(Config):
+        if not f.metadata.get("cli", True):
+            continue
+        kind = f.type if isinstance(f.type, type) else _type_from_annotation(str(f.type))
+        default = f.default if f.default is not MISSING else None
+        parser.add_argument(
+            "--" + f.name.replace("_", "-"), dest=f.name, type=kind, default=None,
+            metavar={int: "N", float: "SECONDS" if "seconds" in f.name else "N"}.get(
+                kind, f.name.split("_")[-1].upper()),
+            help=f"{f.metadata.get('help', '')} (default: {default})",
+        )
+    return parser
+
+
+def _type_from_annotation(annotation: str) -> type:
+    for name, kind in (("float", float), ("int", int), ("bool", bool)):
+        if annotation.startswith(name):
+            return kind
+    return str
+
+
+def config_from_args(args: argparse.Namespace, environ: dict[str, str]) -> Config:
+    """Defaults, then the TOML file, then flags, then the password.
+
+    Raises:
+        ConfigError: an unreadable file or a bad value (the message names it).
+    """
+    config = Config()
+    if args.config:
+        path = Path(args.config)
+        try:
+            with path.open("rb") as fh:
+                values = tomllib.load(fh)
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        password_file = values.pop("password_file", None)
+        if "password" in values:
+            raise ConfigError(f"{path}: put the password in a file and set password_file")
+        config = Config.from_mapping(values, config)
+        if password_file and not args.password_file:
+            args.password_file = password_file
+    flags = {f.name: getattr(args, f.name) for f in fields(Config)
+             if f.metadata.get("cli", True) and getattr(args, f.name, None) is not None}
+    config = Config.from_mapping(flags, config)
+    password = environ.get("CHATD_PASSWORD") or None
+    if args.password_file:
+        try:
+            text = Path(args.password_file).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read password file {args.password_file}: "
+                              f"{exc.strerror}") from None
+        password = text.splitlines()[0] if text.strip() else None
+        if password is None:
+            raise ConfigError(f"password file {args.password_file} is empty")
+    return Config.from_mapping({"password": password}, config)
+
+
+def _raise_fd_limit(wanted: int) -> None:
+    """Lift the soft RLIMIT_NOFILE towards ``wanted`` (never above the hard limit)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as exc:
+            logger.warning("could not raise the open-file limit to %d: %s", target, exc)
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        logger.warning("open-file limit is %d, below max_clients; beyond it new connections "
+                       "wait until others leave", soft)
+
+
+def _how_to_join(host: str, port: int) -> str:
+    shown = host
+    if host in ("0.0.0.0", "::", ""):
+        shown = socket.gethostname() or "localhost"
+    return (f"join with:  chat {shown}:{port}   or:  nc {shown} {port}"
+            + ("  (this machine: 127.0.0.1)" if shown != "127.0.0.1" else ""))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = config_from_args(args, dict(os.environ))
+    except ConfigError as exc:
+        parser.error(str(exc))
+    logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    _raise_fd_limit(config.max_clients + 64)
+
+    history = None
+    next_mid = 1
+    try:
+        from chatd import history as history_module
+    except ImportError:  # history lands separately; run without it meanwhile
+        history_module = None  # type: ignore[assignment]
+    if history_module is not None:
+        try:
+            history = history_module.open_store(config.db)
+        except history_module.HistoryError as exc:
+            print(f"chatd: {exc}", file=sys.stderr)
+            return 2
+        next_mid = history.last_mid() + 1
+
+    server = Server(config, history=history, next_mid=next_mid)
+    try:
+        host, port = server.listen(config.host, config.port)
+        if config.irc_port is not None:
+            from chatd.codecs.irc import listen_irc  # noqa: PLC0415 - optional listener
+            listen_irc(server, config.host, config.irc_port)
+    except OSError as exc:
+        print(f"chatd: cannot listen on {config.host}:{config.port}: {exc.strerror}",
+              file=sys.stderr)
+        return 2
+    for name, bound_host, bound_port in server.addresses:
+        print(f"chatd: listening on {bound_host}:{bound_port} ({name})", flush=True)
+    print(f"chatd: {_how_to_join(host, port)}", flush=True)
+    print("chatd: press Ctrl-C to stop", flush=True)
+
+    def on_signal(signum: int, frame: types.FrameType | None) -> None:
+        if server_stopping[0]:
+            logger.warning("second %s: exiting at once", signal.Signals(signum).name)
+            raise SystemExit(1)
+        server_stopping[0] = True
+        server.request_stop("server shutting down")
+
+    server_stopping = [False]
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    server.serve_forever()
+    logger.info("stopped; %s", _summary(server.stats))
+    return 0
+
+
+def _summary(stats: dict[str, Any]) -> str:
+    return ", ".join(f"{key}={value}" for key, value in stats.items())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

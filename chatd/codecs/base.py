@@ -1,0 +1,59 @@
+"""The codec interface (see :mod:`chatd.codecs`)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Hashable
+
+from chatd.model import Command, ErrorCode, Event, ProtocolError
+
+__all__ = ["Codec", "decode_utf8"]
+
+
+def decode_utf8(line: bytes, rid: object = None) -> str:
+    """Decode one frame strictly; bad bytes are the peer's fault, not ours.
+
+    Raises:
+        ProtocolError: ``bad_encoding``.
+    """
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ProtocolError(
+            ErrorCode.BAD_ENCODING,
+            f"line is not valid UTF-8 (byte {exc.start}); it was ignored",
+        ) from None
+
+
+class Codec(ABC):
+    """One wire mode for one connection."""
+
+    #: Short name for logs ("json", "text", "irc").
+    name: str = "?"
+
+    @property
+    def cache_key(self) -> Hashable:
+        """Connections whose codecs share a key get the same bytes for the same event."""
+        return self.name
+
+    @abstractmethod
+    def decode(self, line: bytes) -> list[Command]:
+        """Parse one frame into zero or more commands.
+
+        Raises:
+            ProtocolError: the frame is not acceptable; nothing was executed.
+        """
+
+    @abstractmethod
+    def encode(self, event: Event, rid: object = None) -> bytes:
+        """The bytes (whole lines, ``\\n``-terminated) that tell the peer ``event``.
+
+        May return ``b""`` for events this mode does not show.
+        """
+
+    def observe(self, event: Event) -> None:
+        """Called with every non-message event delivered to this connection.
+
+        Codecs that track per-connection state (registration, own nick) look here; the
+        default does nothing. Room messages are not passed, to keep fan-out cheap.
+        """

@@ -1,0 +1,181 @@
+"""JSON mode: one JSON object per line, both ways (the client's mode).
+
+Requests are ``{"op": ..., "id": ...}``; replies and events are ``{"type": ...}``. Field
+types are checked here, so the hub only ever sees well-typed commands; name rules and
+ranges are the hub's. ``docs/protocol.md`` is the reference for every field.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from chatd.codecs.base import Codec, decode_utf8
+from chatd.model import (
+    Away, AwayReply, Command, Error, ErrorCode, Event, Hello, History, HistoryEnd,
+    HistoryReply, Join, Joined, JoinEvent, Message, Nick, NickEvent, Notice, Part, PartEvent,
+    Ping, Pong, PrivateMessage, PrivMsg, ProtocolError, Quit, QuitEvent, Rooms, RoomsReply,
+    Say, Shutdown, Skipped, Topic, TopicEvent, Welcome, Who, Whois, WhoisReply, WhoReply,
+)
+
+__all__ = ["JsonCodec"]
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+class _Request:
+    """Typed access to one request object; every failure is a ``bad_request``."""
+
+    __slots__ = ("obj", "op", "rid")
+
+    def __init__(self, obj: dict[str, Any], op: str, rid: object) -> None:
+        self.obj, self.op, self.rid = obj, op, rid
+
+    def _fail(self, message: str) -> ProtocolError:
+        error = ProtocolError(ErrorCode.BAD_REQUEST, f"{self.op}: {message}")
+        error.rid = self.rid
+        return error
+
+    def str(self, key: str) -> str:
+        value = self.obj.get(key)
+        if not isinstance(value, str):
+            raise self._fail(f'"{key}" must be a string')
+        return value
+
+    def opt_str(self, key: str, default: str | None = None) -> str | None:
+        value = self.obj.get(key, default)
+        if value is not None and not isinstance(value, str):
+            raise self._fail(f'"{key}" must be a string or null')
+        return value
+
+    def opt_int(self, key: str) -> int | None:
+        value = self.obj.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+            raise self._fail(f'"{key}" must be an integer or null')
+        return value
+
+
+def _hello(r: _Request) -> Command:
+    return Hello(r.str("nick"), password=r.opt_str("password"), rid=r.rid)
+
+
+def _say(r: _Request) -> Command:
+    return Say(r.str("room"), r.str("text"), action=r.op == "me", rid=r.rid)
+
+
+def _topic(r: _Request) -> Command:
+    return Topic(r.str("room"), r.opt_str("topic"), rid=r.rid)
+
+
+def _history(r: _Request) -> Command:
+    return History(r.str("room"), before=r.opt_int("before"), after=r.opt_int("after"),
+                   limit=r.opt_int("limit"), rid=r.rid)
+
+
+_OPS: dict[str, Callable[[_Request], Command]] = {
+    "hello": _hello,
+    "join": lambda r: Join(r.str("room"), rid=r.rid),
+    "part": lambda r: Part(r.str("room"), r.opt_str("reason", "") or "", rid=r.rid),
+    "say": _say,
+    "me": _say,
+    "msg": lambda r: PrivMsg(r.str("to"), r.str("text"), rid=r.rid),
+    "nick": lambda r: Nick(r.str("nick"), rid=r.rid),
+    "who": lambda r: Who(r.str("room"), rid=r.rid),
+    "rooms": lambda r: Rooms(rid=r.rid),
+    "topic": _topic,
+    "history": _history,
+    "away": lambda r: Away(r.opt_str("message"), rid=r.rid),
+    "whois": lambda r: Whois(r.str("nick"), rid=r.rid),
+    "ping": lambda r: Ping(rid=r.rid),
+    "quit": lambda r: Quit(r.opt_str("reason", "") or "", rid=r.rid),
+}
+
+
+def _message_fields(m: Message) -> dict[str, Any]:
+    obj: dict[str, Any] = {"type": "msg", "room": m.room, "from": m.sender, "text": m.text,
+                           "ts": m.ts, "mid": m.mid}
+    if m.action:
+        obj["action"] = True
+    if m.history:
+        obj["history"] = True
+    return obj
+
+
+def _event_fields(event: Event) -> dict[str, Any]:
+    match event:
+        case Message():
+            return _message_fields(event)
+        case Welcome(nick=nick, server=server, motd=motd):
+            return {"type": "welcome", "nick": nick, "server": server, "motd": list(motd)}
+        case Joined(room=room, topic=topic, members=members):
+            return {"type": "joined", "room": room, "topic": topic, "members": list(members)}
+        case JoinEvent(room=room, nick=nick):
+            return {"type": "join", "room": room, "nick": nick}
+        case PartEvent(room=room, nick=nick, reason=reason):
+            return {"type": "part", "room": room, "nick": nick, "reason": reason}
+        case PrivateMessage(sender=sender, to=to, text=text, ts=ts, notice=notice):
+            obj = {"type": "privmsg", "from": sender, "to": to, "text": text, "ts": ts}
+            if notice:
+                obj["notice"] = True
+            return obj
+        case NickEvent(old=old, new=new):
+            return {"type": "nick", "old": old, "new": new}
+        case WhoReply(room=room, members=members):
+            return {"type": "who", "room": room, "members": list(members)}
+        case RoomsReply(rooms=rooms):
+            return {"type": "rooms", "rooms": [
+                {"room": r.room, "members": r.members, "topic": r.topic} for r in rooms]}
+        case TopicEvent(room=room, topic=topic, by=by):
+            return {"type": "topic", "room": room, "topic": topic, "by": by}
+        case Pong():
+            return {"type": "pong"}
+        case QuitEvent(nick=nick, reason=reason):
+            return {"type": "quit", "nick": nick, "reason": reason}
+        case Error(code=code, message=message):
+            return {"type": "error", "code": code, "message": message}
+        case Skipped(count=count):
+            return {"type": "skipped", "count": count}
+        case Shutdown(reason=reason):
+            return {"type": "shutdown", "reason": reason}
+        case Notice(text=text):
+            return {"type": "notice", "text": text}
+        case HistoryReply(room=room, messages=messages):
+            return {"type": "history", "room": room,
+                    "messages": [_message_fields(m) for m in messages]}
+        case HistoryEnd(room=room):
+            return {"type": "history_end", "room": room}
+        case WhoisReply(nick=nick, rooms=rooms, away=away, idle_seconds=idle):
+            return {"type": "whois", "nick": nick, "rooms": list(rooms), "away": away,
+                    "idle": idle}
+        case AwayReply(away=away):
+            return {"type": "away", "away": away}
+    raise TypeError(f"JSON mode cannot encode {event!r}")
+
+
+class JsonCodec(Codec):
+    name = "json"
+
+    def decode(self, line: bytes) -> list[Command]:
+        text = decode_utf8(line)
+        try:
+            obj = json.loads(text)
+        except (ValueError, RecursionError):
+            raise ProtocolError(ErrorCode.BAD_JSON, "line is not valid JSON") from None
+        if not isinstance(obj, dict):
+            raise ProtocolError(ErrorCode.BAD_JSON, "expected a JSON object per line")
+        rid = obj.get("id")
+        op = obj.get("op")
+        make = _OPS.get(op) if isinstance(op, str) else None
+        if make is None:
+            error = ProtocolError(ErrorCode.UNKNOWN_OP,
+                                  f"unknown op {op!r}; see docs/protocol.md"[:200])
+            error.rid = rid
+            raise error
+        return [make(_Request(obj, op, rid))]  # type: ignore[arg-type]
+
+    def encode(self, event: Event, rid: object = None) -> bytes:
+        obj = _event_fields(event)
+        if rid is not None:
+            obj["id"] = rid
+        return _dumps(obj).encode() + b"\n"

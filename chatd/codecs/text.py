@@ -1,0 +1,260 @@
+"""Text mode: for a person typing into ``nc`` or ``telnet``.
+
+The first line is a nickname; after that plain lines are said to the current room and
+``/commands`` do the rest. Output is one readable line per event (``[12:04] #lobby <bob>
+hello``); errors start with ``!!!`` and server notes with ``***`` (docs/protocol.md).
+
+Per-connection state is only the registration step: waiting for a nick, waiting for the
+password (when the server has one), registered. It advances by observing the hub's
+``Welcome`` and ``Error`` events for this connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from chatd.codecs.base import Codec, decode_utf8
+from chatd.model import (
+    Away, AwayReply, Command, Echo, Error, ErrorCode, Event, Hello, History, HistoryEnd,
+    HistoryReply, Join, Joined, JoinEvent, Message, Nick, NickEvent, Notice, Part, PartEvent,
+    Ping, Pong, PrivateMessage, PrivMsg, ProtocolError, Quit, QuitEvent, Rooms, RoomsReply,
+    Say, Shutdown, Skipped, Topic, TopicEvent, Welcome, Who, Whois, WhoisReply, WhoReply,
+)
+
+__all__ = ["TextCodec", "HELP", "LOBBY"]
+
+LOBBY = "#lobby"
+
+HELP = """\
+Commands (anything else you type is said to your current room):
+  /join #room          join a room; it becomes your current room
+  /part [#room] [why]  leave a room (default: the current one)
+  /msg NICK text       private message
+  /me text             action, shown as "* you text"
+  /nick NAME           change your nickname
+  /who [#room]         who is in a room
+  /rooms               list rooms
+  /topic [text]        show or set the current room's topic
+  /history [N]         the last N messages of the current room
+  /away [text]         set (or clear) an away message
+  /whois NICK          about somebody
+  /ping                check the server is there
+  /quit [reason]       leave
+  //text               say "/text" literally"""
+
+
+def _clock(ts: float) -> str:
+    return datetime.fromtimestamp(ts).strftime("%H:%M")
+
+
+def _indent(text: str) -> str:
+    """Continuation lines of a multi-line message are indented, so they cannot pose as
+    lines of their own."""
+    return text.replace("\n", "\n    ")
+
+
+def _usage(text: str) -> ProtocolError:
+    return ProtocolError(ErrorCode.BAD_REQUEST, f"usage: {text}")
+
+
+def _split1(arg: str) -> tuple[str, str]:
+    head, _, rest = arg.partition(" ")
+    return head, rest.strip()
+
+
+def _cmd_join(arg: str) -> list[Command]:
+    if not arg:
+        raise _usage("/join #room")
+    return [Join(arg.split()[0])]
+
+
+def _cmd_part(arg: str) -> list[Command]:
+    if arg.startswith("#"):
+        room, reason = _split1(arg)
+        return [Part(room, reason)]
+    return [Part(None, arg)]
+
+
+def _cmd_msg(arg: str) -> list[Command]:
+    nick, text = _split1(arg)
+    if not nick or not text:
+        raise _usage("/msg NICK text")
+    return [PrivMsg(nick, text)]
+
+
+def _cmd_me(arg: str) -> list[Command]:
+    if not arg:
+        raise _usage("/me text")
+    return [Say(None, arg, action=True)]
+
+
+def _cmd_nick(arg: str) -> list[Command]:
+    if not arg:
+        raise _usage("/nick NAME")
+    return [Nick(arg.split()[0])]
+
+
+def _cmd_topic(arg: str) -> list[Command]:
+    if arg.startswith("#"):
+        room, topic = _split1(arg)
+        return [Topic(room, topic or None)]
+    return [Topic(None, arg or None)]
+
+
+def _cmd_history(arg: str) -> list[Command]:
+    if not arg:
+        return [History(None, limit=20)]
+    if not arg.isdigit():
+        raise _usage("/history [N]   (N a number)")
+    return [History(None, limit=int(arg))]
+
+
+def _cmd_whois(arg: str) -> list[Command]:
+    if not arg:
+        raise _usage("/whois NICK")
+    return [Whois(arg.split()[0])]
+
+
+_COMMANDS: dict[str, Callable[[str], list[Command]]] = {
+    "join": _cmd_join,
+    "j": _cmd_join,
+    "part": _cmd_part,
+    "leave": _cmd_part,
+    "msg": _cmd_msg,
+    "query": _cmd_msg,
+    "me": _cmd_me,
+    "nick": _cmd_nick,
+    "who": lambda arg: [Who(arg.split()[0] if arg else None)],
+    "names": lambda arg: [Who(arg.split()[0] if arg else None)],
+    "rooms": lambda arg: [Rooms()],
+    "list": lambda arg: [Rooms()],
+    "topic": _cmd_topic,
+    "history": _cmd_history,
+    "away": lambda arg: [Away(arg or None)],
+    "whois": _cmd_whois,
+    "ping": lambda arg: [Ping(arg)],
+    "quit": lambda arg: [Quit(arg)],
+    "exit": lambda arg: [Quit(arg)],
+    "help": lambda arg: [Echo(Notice(HELP))],
+}
+
+
+def _render(event: Event) -> str:
+    """One event as the lines a person reads (without the final newline)."""
+    match event:
+        case Message(room=room, sender=sender, text=text, ts=ts, action=action,
+                     history=history):
+            mark = " (earlier)" if history else ""
+            if action:
+                return f"[{_clock(ts)}] {room}{mark} * {sender} {_indent(text)}"
+            return f"[{_clock(ts)}] {room}{mark} <{sender}> {_indent(text)}"
+        case PrivateMessage(sender=sender, to=to, text=text, ts=ts, notice=notice):
+            kind = "notice" if notice else "msg"
+            return f"[{_clock(ts)}] [{kind}] <{sender} -> {to}> {_indent(text)}"
+        case JoinEvent(room=room, nick=nick):
+            return f"{room} -- {nick} joined"
+        case PartEvent(room=room, nick=nick, reason=reason):
+            return f"{room} -- {nick} left" + (f" ({reason})" if reason else "")
+        case QuitEvent(nick=nick, reason=reason):
+            return f"-- {nick} quit" + (f" ({reason})" if reason else "")
+        case NickEvent(old=old, new=new):
+            return f"-- {old} is now known as {new}"
+        case TopicEvent(room=room, topic=topic, by=by):
+            if by:
+                return f"{room} -- {by} set the topic: {topic}"
+            return f"*** Topic of {room}: {topic or '(none)'}"
+        case Welcome(nick=nick, server=server, motd=motd):
+            lines = [f"*** Welcome to {server}, {nick}! Type /help for commands."]
+            lines += [f"*** {line}" for line in motd]
+            return "\n".join(lines)
+        case Joined(room=room, topic=topic, members=members):
+            count = len(members)
+            who = ", ".join(members)
+            line = f"*** You joined {room} ({count} member{'s' * (count != 1)}: {who})."
+            return line + (f" Topic: {topic}" if topic else "")
+        case WhoReply(room=room, members=members):
+            return f"*** {room} ({len(members)}): {', '.join(members)}"
+        case RoomsReply(rooms=rooms):
+            if not rooms:
+                return "*** No rooms yet: /join #something to make one."
+            return "\n".join(f"*** {r.room} ({r.members})" + (f" {r.topic}" if r.topic else "")
+                             for r in rooms)
+        case Pong():
+            return "*** pong"
+        case Error(code=code, message=message):
+            return f"!!! {code}: {message}"
+        case Skipped(count=count):
+            return (f"*** You were reading too slowly: {count} message{'s' * (count != 1)} "
+                    f"skipped. /history shows them.")
+        case Shutdown(reason=reason):
+            return f"*** Server shutting down: {reason}"
+        case Notice(text=text):
+            return "\n".join(f"*** {line}" for line in text.split("\n"))
+        case HistoryReply(room=room, messages=messages):
+            if not messages:
+                return f"*** No earlier messages in {room}."
+            return "\n".join(_render(m) for m in messages)
+        case HistoryEnd():
+            return ""
+        case WhoisReply(nick=nick, rooms=rooms, away=away):
+            line = f"*** {nick} is in {', '.join(rooms) or 'no rooms'}"
+            return line + (f"; away: {away}" if away else "")
+        case AwayReply(away=away):
+            return "*** You are marked as away." if away else "*** You are back."
+    raise TypeError(f"text mode cannot encode {event!r}")
+
+
+class TextCodec(Codec):
+    name = "text"
+
+    def __init__(self, password_required: bool = False) -> None:
+        self._password_required = password_required
+        self._registered = False
+        self._nick_for_password: str | None = None
+
+    def decode(self, line: bytes) -> list[Command]:
+        text = decode_utf8(line).strip()
+        if not text:
+            return []
+        if not self._registered:
+            return self._decode_registration(text)
+        if text.startswith("//"):
+            return [Say(None, text[1:])]
+        if text.startswith("/"):
+            name, arg = _split1(text[1:])
+            handler = _COMMANDS.get(name.lower())
+            if handler is None:
+                raise ProtocolError(ErrorCode.UNKNOWN_OP,
+                                    f"unknown command /{name[:30]}; type /help")
+            return handler(arg)
+        return [Say(None, text)]
+
+    def _decode_registration(self, text: str) -> list[Command]:
+        if self._nick_for_password is not None:
+            nick, self._nick_for_password = self._nick_for_password, None
+            return [Hello(nick, password=text, autojoin=(LOBBY,))]
+        if text.startswith("/"):
+            name, arg = _split1(text[1:])
+            name = name.lower()
+            if name in ("quit", "exit", "help"):
+                return _COMMANDS[name](arg)
+            if name != "nick" or not arg:
+                raise ProtocolError(ErrorCode.NOT_REGISTERED,
+                                    "first type the nickname you want (or /nick NAME)")
+            text = arg
+        nick = text.split()[0]
+        if self._password_required:
+            self._nick_for_password = nick
+            return [Echo(Notice("This server has a password: type it on the next line."))]
+        return [Hello(nick, autojoin=(LOBBY,))]
+
+    def observe(self, event: Event) -> None:
+        if isinstance(event, Welcome):
+            self._registered = True
+        elif isinstance(event, Error) and not self._registered:
+            self._nick_for_password = None
+
+    def encode(self, event: Event, rid: object = None) -> bytes:
+        text = _render(event)
+        return (text + "\n").encode() if text else b""

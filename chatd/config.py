@@ -1,0 +1,152 @@
+"""Every knob of the server in one frozen dataclass, with the reason for each default.
+
+Each field carries its help text in ``metadata``; :mod:`chatd.cli` builds the command
+line from these fields, and ``--config FILE.toml`` may set any of them by the same name
+(``max_line_bytes = 8192``). Precedence: defaults < TOML file < flags.
+
+The numbers follow the precedents in ``shared/style.md`` (h11, asyncio, Redis), scaled to
+a chat room; ``docs/limits.md`` says what happens when each one is hit.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+__all__ = ["Config", "ConfigError", "DEFAULT_PORT"]
+
+DEFAULT_PORT = 7777
+
+
+class ConfigError(ValueError):
+    """A configuration value is out of range or of the wrong type."""
+
+
+def _opt(default: Any, help: str, *, cli: bool = True) -> Any:  # noqa: A002 - mirrors argparse
+    return field(default=default, metadata={"help": help, "cli": cli})
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    # --- where to listen -------------------------------------------------------------
+    host: str = _opt("0.0.0.0", "address to listen on (0.0.0.0: every IPv4 interface of this "
+                     "machine, as a LAN chat room wants; '::' for IPv6 too)")
+    port: int = _opt(DEFAULT_PORT, "port for the native protocol (text and JSON); 0 picks a "
+                     "free one")
+    irc_port: int | None = _opt(None, "also listen for IRC clients on this port (off unless set)")
+    server_name: str = _opt(socket.gethostname() or "chatd",
+                            "the server's name, shown to clients (default: the host name)")
+    motd: str = _opt("", "message of the day shown after registration (\\n separates lines)")
+
+    # --- input limits ----------------------------------------------------------------
+    # h11 caps an incomplete event at 16 KiB; Redis an inline request at 64 KiB. A chat
+    # line is short; 4 KiB leaves room for a JSON envelope around 2000 characters.
+    max_line_bytes: int = _opt(4096, "longest line a client may send, in bytes, without the "
+                               "newline; longer lines get line_too_long and are discarded")
+    max_text_chars: int = _opt(2000, "longest message text, in characters")
+    recv_chunk_bytes: int = _opt(65536, "bytes read per recv() (asyncio reads 256 KiB, Redis "
+                                 "16 KiB; bigger costs more than it saves)")
+
+    # --- output limits (Redis's pub/sub client class, scaled to chat) -------------------
+    out_high_water_bytes: int = _opt(65536, "stop reading a client whose own unsent output "
+                                     "is above this (asyncio's default high-water mark)")
+    out_low_water_bytes: int = _opt(16384, "resume reading it, and report skipped messages, "
+                                    "once its output is below this")
+    out_soft_limit_bytes: int = _opt(262144, "above this much unsent output, room messages are "
+                                     "skipped (and counted) for that client")
+    out_soft_limit_seconds: float = _opt(30.0, "a client over the soft limit this long is "
+                                         "disconnected as a slow consumer")
+    out_hard_limit_bytes: int = _opt(1048576, "a client with this much unsent output is "
+                                     "disconnected at once as a slow consumer")
+    max_write_bytes_per_tick: int = _opt(262144, "most bytes written to one client per loop "
+                                         "turn, so one fast reader cannot hog the loop")
+
+    # --- connections ------------------------------------------------------------------
+    max_clients: int = _opt(10000, "connections beyond this get server_full and are closed")
+    max_accepts_per_tick: int = _opt(64, "most connections accepted per loop turn")
+    listen_backlog: int = _opt(socket.SOMAXCONN, "listen() backlog")
+    register_timeout_seconds: float = _opt(30.0, "close connections that have not registered "
+                                           "(picked a nick) after this long")
+    keepalive_idle_seconds: int = _opt(60, "TCP keepalive: idle time before probing a silent "
+                                       "peer, to find dead ones (0 turns keepalive off)")
+    shutdown_grace_seconds: float = _opt(2.0, "on shutdown, how long to keep flushing goodbyes")
+    close_linger_seconds: float = _opt(2.0, "how long a closing connection may take to flush "
+                                       "its last lines before it is cut")
+    accept_retry_seconds: float = _opt(1.0, "pause before accepting again after running out "
+                                       "of file descriptors (asyncio uses 1 s)")
+
+    # --- flood control -----------------------------------------------------------------
+    rate_limit: float = _opt(10.0, "commands per second each client may send on average; 0 "
+                             "turns the limit off (benchmarks do)")
+    rate_burst: int = _opt(30, "commands a client may send at once before the rate limit "
+                           "slows it")
+
+    # --- rooms and users -----------------------------------------------------------------
+    max_rooms_per_client: int = _opt(50, "rooms one client may be in at once")
+    max_password_failures: int = _opt(3, "wrong passwords before the connection is closed")
+    password: str | None = _opt(None, "(set with --password-file or CHATD_PASSWORD only)",
+                                cli=False)
+
+    # --- history ---------------------------------------------------------------------------
+    db: str = _opt(":memory:", "SQLite file for room history (':memory:' keeps it for this "
+                   "run only)")
+    history_replay: int = _opt(50, "messages replayed to a client when it joins a room")
+    history_max_limit: int = _opt(500, "most messages one history request may return")
+
+    # --- logging -----------------------------------------------------------------------------
+    log_level: str = _opt("info", "debug, info, warning or error")
+
+    def __post_init__(self) -> None:
+        positive = [
+            "max_line_bytes", "max_text_chars", "recv_chunk_bytes", "out_high_water_bytes",
+            "out_soft_limit_bytes", "out_hard_limit_bytes", "max_write_bytes_per_tick",
+            "max_clients", "max_accepts_per_tick", "listen_backlog", "rate_burst",
+            "max_rooms_per_client", "max_password_failures", "history_max_limit",
+        ]
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")
+        non_negative = ["rate_limit", "history_replay", "register_timeout_seconds",
+                        "out_soft_limit_seconds", "shutdown_grace_seconds",
+                        "close_linger_seconds", "accept_retry_seconds", "keepalive_idle_seconds",
+                        "out_low_water_bytes"]
+        for name in non_negative:
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must not be negative, not {getattr(self, name)}")
+        for name in ("port", "irc_port"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= 65535:
+                raise ConfigError(f"{name} must be 0..65535, not {value}")
+        if not self.out_low_water_bytes <= self.out_high_water_bytes:
+            raise ConfigError("out_low_water_bytes must not exceed out_high_water_bytes")
+        if not self.out_soft_limit_bytes <= self.out_hard_limit_bytes:
+            raise ConfigError("out_soft_limit_bytes must not exceed out_hard_limit_bytes")
+        if self.log_level.lower() not in ("debug", "info", "warning", "error"):
+            raise ConfigError(f"log_level must be debug, info, warning or error, not "
+                              f"{self.log_level!r}")
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any], base: Config | None = None) -> Config:
+        """A config from ``base`` (or the defaults) with ``values`` applied.
+
+        Raises:
+            ConfigError: an unknown key, or a value of the wrong type or range.
+        """
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
+        checked: dict[str, Any] = {}
+        for name, value in values.items():
+            default = known[name].default
+            if isinstance(default, bool) or value is None:
+                checked[name] = value
+            elif isinstance(default, float) and isinstance(value, int | float):
+                checked[name] = float(value)
+            elif default is None or isinstance(value, type(default)):
+                checked[name] = value
+            else:
+                raise ConfigError(f"{name} must be a {type(default).__name__}, "
+                                  f"not {value!r}")
+        return replace(base or cls(), **checked)

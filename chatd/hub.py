@@ -1,0 +1,419 @@
+"""The hub: rooms, nicks and the meaning of every command. Pure (sans-I/O).
+
+``Hub.handle(cid, command, now)`` returns a list of :mod:`chatd.model` actions for the
+server to carry out, in order; the hub never touches a socket, a selector, a clock or a
+codec. ``now`` is wall-clock seconds, used only to stamp messages. Connections are known
+by integer ids; the server calls :meth:`Hub.connect` when one is accepted and delivers
+``Disconnected`` when it goes (handling it twice is harmless).
+
+Rules kept here and nowhere else:
+
+- nick and room names (:mod:`chatd.names`), unique case-insensitively;
+- every command except ``Hello``, ``Ping`` and ``Quit`` needs a registered client;
+- a room exists while it has members; the *current room* of a client is the one it
+  joined last (text mode's plain lines and bare ``/part`` use it);
+- a room message is stored (``Store``) before it is delivered, and is ``droppable`` for
+  slow consumers; its ``mid`` is server-wide increasing;
+- a departing client is announced once, with ``QuitEvent``, to everyone sharing a room.
+
+Replies to a request carry its ``rid``. When an event goes to a room *and* is the reply
+to the sender's request, the sender's copy is a separate ``Deliver`` with the ``rid`` so
+that everybody else's copy can still be encoded once.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from chatd.config import Config
+from chatd.model import (
+    Action, Away, AwayReply, Close, Command, Deliver, Disconnected, Error, ErrorCode, Event,
+    FetchHistory, Hello, History, Join, Joined, JoinEvent, Message, Nick, NickEvent, Notice, Part,
+    PartEvent, Ping, Pong, PrivateMessage, PrivMsg, Quit, QuitEvent, Replay, RoomInfo, Rooms,
+    RoomsReply, Say, Store, Topic, TopicEvent, Welcome, Who, Whois, WhoisReply, WhoReply,
+)
+from chatd.names import clean_line, clean_text, fold, valid_nick, valid_room
+
+__all__ = ["Hub"]
+
+MAX_TOPIC_CHARS = 300
+MAX_REASON_CHARS = 200
+
+
+@dataclass(eq=False)
+class _Client:
+    cid: int
+    connected_at: float
+    nick: str | None = None
+    # folded room name -> room, in join order: the last one is the current room
+    rooms: dict[str, _Room] = field(default_factory=dict)
+    password_failures: int = 0
+    away: str | None = None
+    last_active: float = 0.0
+
+
+@dataclass(eq=False)
+class _Room:
+    name: str
+    topic: str = ""
+    members: dict[int, _Client] = field(default_factory=dict)  # join order
+    _cids: tuple[int, ...] | None = None
+
+    @property
+    def cids(self) -> tuple[int, ...]:
+        """Member ids, cached until membership changes (fan-out reads this per message)."""
+        if self._cids is None:
+            self._cids = tuple(self.members)
+        return self._cids
+
+    def add(self, client: _Client) -> None:
+        self.members[client.cid] = client
+        self._cids = None
+
+    def remove(self, client: _Client) -> None:
+        del self.members[client.cid]
+        self._cids = None
+
+    def nicks(self) -> tuple[str, ...]:
+        return tuple(c.nick for c in self.members.values() if c.nick is not None)
+
+
+class _Refusal(Exception):
+    """Internal: a command is refused with an error reply to its sender."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+class Hub:
+    """All chat state of one server.
+
+    Args:
+        config: limits and settings (server name, password, history replay, …).
+        next_mid: the first message id to hand out (history resumes the sequence).
+    """
+
+    def __init__(self, config: Config, next_mid: int = 1) -> None:
+        self._config = config
+        self._next_mid = next_mid
+        self._clients: dict[int, _Client] = {}
+        self._nicks: dict[str, _Client] = {}  # folded nick -> registered client
+        self._rooms: dict[str, _Room] = {}  # folded room name -> room
+        self._handlers: dict[type[Command], Callable[[_Client, Any, float], list[Action]]] = {
+            Hello: self._hello, Join: self._join, Part: self._part, Say: self._say,
+            PrivMsg: self._privmsg, Nick: self._nick, Who: self._who, Rooms: self._rooms_list,
+            Topic: self._topic, Ping: self._ping, Quit: self._quit, History: self._history,
+            Away: self._away, Whois: self._whois,
+        }
+
+    # ------------------------------------------------------------------ introspection
+
+    @property
+    def next_mid(self) -> int:
+        return self._next_mid
+
+    def nick_of(self, cid: int) -> str | None:
+        client = self._clients.get(cid)
+        return client.nick if client else None
+
+    def is_registered(self, cid: int) -> bool:
+        client = self._clients.get(cid)
+        return client is not None and client.nick is not None
+
+    def stats(self) -> dict[str, int]:
+        return {"clients": len(self._clients), "registered": len(self._nicks),
+                "rooms": len(self._rooms)}
+
+    def rooms_of(self, cid: int) -> list[str]:
+        client = self._clients.get(cid)
+        return [room.name for room in client.rooms.values()] if client else []
+
+    # ------------------------------------------------------------------ entry points
+
+    def connect(self, cid: int, now: float) -> list[Action]:
+        """A connection was accepted."""
+        self._clients[cid] = _Client(cid, connected_at=now, last_active=now)
+        return []
+
+    def handle(self, cid: int, command: Command, now: float) -> list[Action]:
+        """Carry out ``command`` from ``cid``; return what the server must do."""
+        client = self._clients.get(cid)
+        if client is None:  # already gone (a second Disconnected, say): nothing to do
+            return []
+        if isinstance(command, Disconnected):
+            return self._depart(client, command.reason)
+        handler = self._handlers.get(type(command))
+        if handler is None:
+            raise TypeError(f"the hub does not handle {command!r}")
+        if client.nick is None and not isinstance(command, Hello | Ping | Quit):
+            return self._error(client, command, ErrorCode.NOT_REGISTERED,
+                               "say hello first: pick a nick")
+        client.last_active = now
+        try:
+            return handler(client, command, now)
+        except _Refusal as refusal:
+            return self._error(client, command, refusal.code, refusal.message)
+
+    # ------------------------------------------------------------------ helpers
+
+    @staticmethod
+    def _error(client: _Client, command: Command, code: str, message: str) -> list[Action]:
+        return [Deliver((client.cid,), Error(code, message), rid=command.rid)]
+
+    @staticmethod
+    def _reply(client: _Client, command: Command, event: Event) -> Deliver:
+        return Deliver((client.cid,), event, rid=command.rid)
+
+    @staticmethod
+    def _to_room(room: _Room, client: _Client, command: Command, event: Event,
+                 droppable: bool = False) -> list[Action]:
+        """``event`` to every member; the sender's copy carries the request id."""
+        if command.rid is None or len(room.members) == 1:
+            return [Deliver(room.cids, event, rid=command.rid, droppable=droppable)]
+        others = tuple(cid for cid in room.cids if cid != client.cid)
+        return [Deliver(others, event, droppable=droppable),
+                Deliver((client.cid,), event, rid=command.rid)]
+
+    def _room_of(self, client: _Client, name: str | None) -> _Room:
+        """The member room ``name`` (None: the current room), or a refusal."""
+        if name is None:
+            if not client.rooms:
+                raise _Refusal(ErrorCode.NOT_IN_ROOM, "you are not in any room: /join #room")
+            return next(reversed(client.rooms.values()))
+        room = client.rooms.get(fold(name))
+        if room is None:
+            if not valid_room(name):
+                raise _Refusal(ErrorCode.BAD_ROOM, _bad_room_message(name))
+            raise _Refusal(ErrorCode.NOT_IN_ROOM, f"you are not in {name}")
+        return room
+
+    def _existing_room(self, name: str) -> _Room:
+        if not valid_room(name):
+            raise _Refusal(ErrorCode.BAD_ROOM, _bad_room_message(name))
+        room = self._rooms.get(fold(name))
+        if room is None:
+            raise _Refusal(ErrorCode.NO_SUCH_ROOM, f"there is no room {name}")
+        return room
+
+    def _check_text(self, text: str) -> str:
+        if len(text) > self._config.max_text_chars:
+            raise _Refusal(ErrorCode.TEXT_TOO_LONG,
+                           f"message is {len(text)} characters; the limit is "
+                           f"{self._config.max_text_chars}")
+        text = clean_text(text)
+        if not text.strip():
+            raise _Refusal(ErrorCode.BAD_REQUEST, "empty message")
+        return text
+
+    def _neighbours(self, client: _Client) -> set[int]:
+        """Everybody sharing at least one room with ``client`` (not the client itself)."""
+        cids: set[int] = set()
+        for room in client.rooms.values():
+            cids.update(room.cids)
+        cids.discard(client.cid)
+        return cids
+
+    # ------------------------------------------------------------------ commands
+
+    def _hello(self, client: _Client, cmd: Hello, now: float) -> list[Action]:
+        if client.nick is not None:
+            raise _Refusal(ErrorCode.ALREADY_REGISTERED, f"you are already {client.nick}")
+        password = self._config.password
+        if password is not None:
+            given = (cmd.password or "").encode()
+            if not hmac.compare_digest(given, password.encode()):
+                client.password_failures += 1
+                left = self._config.max_password_failures - client.password_failures
+                actions = self._error(client, cmd, ErrorCode.BAD_PASSWORD,
+                                      "wrong password" if cmd.password else
+                                      "this server needs a password")
+                if left <= 0:
+                    actions.append(Close(client.cid, "too many wrong passwords"))
+                return actions
+        self._check_new_nick(cmd.nick, client)
+        client.nick = cmd.nick
+        self._nicks[fold(cmd.nick)] = client
+        motd = tuple(line for line in self._config.motd.split("\\n") if line)
+        actions: list[Action] = [
+            self._reply(client, cmd, Welcome(cmd.nick, self._config.server_name, motd))]
+        for room in cmd.autojoin:
+            actions += self.handle(client.cid, Join(room), now)
+        return actions
+
+    def _check_new_nick(self, nick: str, client: _Client) -> None:
+        if not valid_nick(nick):
+            raise _Refusal(ErrorCode.BAD_NICK, _bad_nick_message(nick))
+        holder = self._nicks.get(fold(nick))
+        if holder is not None and holder is not client:
+            raise _Refusal(ErrorCode.NICK_TAKEN, f'nick "{nick}" is already in use')
+
+    def _join(self, client: _Client, cmd: Join, now: float) -> list[Action]:
+        if not valid_room(cmd.room):
+            raise _Refusal(ErrorCode.BAD_ROOM, _bad_room_message(cmd.room))
+        key = fold(cmd.room)
+        room = self._rooms.get(key)
+        if room is not None and client.cid in room.members:
+            # Already there: make it current again and repeat the room's state.
+            client.rooms[key] = client.rooms.pop(key)
+            return [self._reply(client, cmd, Joined(room.name, room.topic, room.nicks()))]
+        if len(client.rooms) >= self._config.max_rooms_per_client:
+            raise _Refusal(ErrorCode.BAD_REQUEST,
+                           f"you are in {len(client.rooms)} rooms already; part one first")
+        if room is None:
+            room = self._rooms[key] = _Room(cmd.room)
+        others = room.cids
+        room.add(client)
+        client.rooms[key] = room
+        assert client.nick is not None
+        actions: list[Action] = [
+            self._reply(client, cmd, Joined(room.name, room.topic, room.nicks()))]
+        if others:
+            actions.append(Deliver(others, JoinEvent(room.name, client.nick)))
+        if self._config.history_replay > 0:
+            actions.append(Replay(client.cid, room.name, self._config.history_replay))
+        return actions
+
+    def _leave(self, client: _Client, room: _Room) -> None:
+        room.remove(client)
+        del client.rooms[fold(room.name)]
+        if not room.members:
+            del self._rooms[fold(room.name)]
+
+    def _part(self, client: _Client, cmd: Part, now: float) -> list[Action]:
+        room = self._room_of(client, cmd.room)
+        assert client.nick is not None
+        actions = self._to_room(room, client, cmd,
+                                PartEvent(room.name, client.nick,
+                                          clean_line(cmd.reason)[:MAX_REASON_CHARS]))
+        self._leave(client, room)
+        return actions
+
+    def _say(self, client: _Client, cmd: Say, now: float) -> list[Action]:
+        room = self._room_of(client, cmd.room)
+        text = self._check_text(cmd.text)
+        assert client.nick is not None
+        message = Message(room.name, client.nick, text, round(now, 3), self._next_mid,
+                          action=cmd.action)
+        self._next_mid += 1
+        actions: list[Action] = [Store(message)]
+        actions += self._to_room(room, client, cmd, message, droppable=True)
+        return actions
+
+    def _privmsg(self, client: _Client, cmd: PrivMsg, now: float) -> list[Action]:
+        target = self._nicks.get(fold(cmd.to))
+        if target is None or target.nick is None:
+            raise _Refusal(ErrorCode.NO_SUCH_NICK, f"nobody called {cmd.to[:40]} is here")
+        text = self._check_text(cmd.text)
+        assert client.nick is not None
+        event = PrivateMessage(client.nick, target.nick, text, round(now, 3), cmd.notice)
+        actions: list[Action] = []
+        if target is not client:
+            actions.append(Deliver((target.cid,), event))
+        actions.append(self._reply(client, cmd, event))
+        if target.away and not cmd.notice:
+            actions.append(self._reply(client, cmd, Notice(f"{target.nick} is away: {target.away}")))
+        return actions
+
+    def _nick(self, client: _Client, cmd: Nick, now: float) -> list[Action]:
+        old = client.nick
+        assert old is not None
+        if cmd.nick == old:
+            return []
+        self._check_new_nick(cmd.nick, client)
+        del self._nicks[fold(old)]
+        client.nick = cmd.nick
+        self._nicks[fold(cmd.nick)] = client
+        event = NickEvent(old, cmd.nick)
+        actions: list[Action] = []
+        others = tuple(sorted(self._neighbours(client)))
+        if others:
+            actions.append(Deliver(others, event))
+        actions.append(self._reply(client, cmd, event))
+        return actions
+
+    def _who(self, client: _Client, cmd: Who, now: float) -> list[Action]:
+        room = self._room_of(client, None) if cmd.room is None else self._existing_room(cmd.room)
+        return [self._reply(client, cmd, WhoReply(room.name, room.nicks()))]
+
+    def _rooms_list(self, client: _Client, cmd: Rooms, now: float) -> list[Action]:
+        infos = tuple(RoomInfo(room.name, len(room.members), room.topic)
+                      for _, room in sorted(self._rooms.items()))
+        return [self._reply(client, cmd, RoomsReply(infos))]
+
+    def _topic(self, client: _Client, cmd: Topic, now: float) -> list[Action]:
+        if cmd.topic is None:
+            room = (self._room_of(client, None) if cmd.room is None
+                    else self._existing_room(cmd.room))
+            return [self._reply(client, cmd, TopicEvent(room.name, room.topic, ""))]
+        room = self._room_of(client, cmd.room)
+        topic = clean_line(cmd.topic)
+        if len(topic) > MAX_TOPIC_CHARS:
+            raise _Refusal(ErrorCode.TEXT_TOO_LONG,
+                           f"a topic may have at most {MAX_TOPIC_CHARS} characters")
+        room.topic = topic
+        assert client.nick is not None
+        return self._to_room(room, client, cmd, TopicEvent(room.name, topic, client.nick))
+
+    def _ping(self, client: _Client, cmd: Ping, now: float) -> list[Action]:
+        return [self._reply(client, cmd, Pong(cmd.token))]
+
+    def _quit(self, client: _Client, cmd: Quit, now: float) -> list[Action]:
+        reason = clean_line(cmd.reason)[:MAX_REASON_CHARS] or "quit"
+        actions = self._depart(client, reason)
+        actions.append(Close(client.cid, f"quit: {reason}", flush=True))
+        return actions
+
+    def _history(self, client: _Client, cmd: History, now: float) -> list[Action]:
+        room = self._room_of(client, cmd.room)
+        limit = cmd.limit if cmd.limit is not None else min(50, self._config.history_max_limit)
+        if not 1 <= limit <= self._config.history_max_limit:
+            raise _Refusal(ErrorCode.BAD_REQUEST,
+                           f"limit must be 1..{self._config.history_max_limit}")
+        for name, mid in (("before", cmd.before), ("after", cmd.after)):
+            if mid is not None and mid < 0:
+                raise _Refusal(ErrorCode.BAD_REQUEST, f"{name} must be a message id (>= 0)")
+        return [FetchHistory(client.cid, room.name, cmd.before, cmd.after, limit, rid=cmd.rid)]
+
+    def _away(self, client: _Client, cmd: Away, now: float) -> list[Action]:
+        message = clean_line(cmd.message or "")[:MAX_REASON_CHARS]
+        client.away = message or None
+        return [self._reply(client, cmd, AwayReply(client.away is not None))]
+
+    def _whois(self, client: _Client, cmd: Whois, now: float) -> list[Action]:
+        target = self._nicks.get(fold(cmd.nick))
+        if target is None or target.nick is None:
+            raise _Refusal(ErrorCode.NO_SUCH_NICK, f"nobody called {cmd.nick[:40]} is here")
+        rooms = tuple(room.name for room in target.rooms.values())
+        idle = max(0, int(now - target.last_active))
+        return [self._reply(client, cmd, WhoisReply(target.nick, rooms, target.away, idle))]
+
+    # ------------------------------------------------------------------ leaving
+
+    def _depart(self, client: _Client, reason: str) -> list[Action]:
+        """Forget ``client``; tell everyone who shared a room with it, once."""
+        actions: list[Action] = []
+        if client.nick is not None:
+            others = tuple(sorted(self._neighbours(client)))
+            if others:
+                actions.append(Deliver(others, QuitEvent(client.nick, clean_line(reason))))
+            del self._nicks[fold(client.nick)]
+        for room in list(client.rooms.values()):
+            self._leave(client, room)
+        del self._clients[client.cid]
+        return actions
+
+
+def _bad_nick_message(nick: str) -> str:
+    shown = nick[:40].encode("unicode_escape").decode()
+    return (f'"{shown}" is not a valid nick: 1-24 letters, digits or _-[]\\^{{}}|, '
+            f"not starting with a digit or -")
+
+
+def _bad_room_message(room: str) -> str:
+    shown = room[:40].encode("unicode_escape").decode()
+    return (f'"{shown}" is not a valid room: # then 1-32 characters without spaces, '
+            f"commas or control characters")

@@ -1,0 +1,275 @@
+"""Test helpers: a real chatd process on 127.0.0.1 and raw socket clients.
+
+No fixed sleeps anywhere: every wait polls for a condition with a deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+_LISTEN_RE = re.compile(r"listening on (\S+):(\d+) \((\w+)\)")
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "condition",
+               interval: float = 0.01) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+class ChatdProcess:
+    """``python -m chatd`` on 127.0.0.1, port 0 (or a given port for restarts)."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None,
+                 port: int = 0, irc: bool = False, preexec: Callable[[], None] | None = None
+                 ) -> None:
+        self.args = list(args)
+        self.env = env
+        self.port = port
+        self.irc_port: int | None = 0 if irc else None
+        self.preexec = preexec
+        self.proc: subprocess.Popen[str] | None = None
+        self.stdout_lines: list[str] = []
+        self.start()
+
+    def start(self) -> None:
+        cmd = [sys.executable, "-m", "chatd", "--host", "127.0.0.1", "--port", str(self.port),
+               "--log-level", "info", *self.args]
+        if self.irc_port is not None:
+            cmd += ["--irc-port", str(self.irc_port)]
+        env = {**os.environ, "PYTHONPATH": str(ROOT), **(self.env or {})}
+        env.pop("CHATD_PASSWORD", None) if "CHATD_PASSWORD" not in (self.env or {}) else None
+        self.stderr_path = Path(f"/tmp/chatd-test-{os.getpid()}-{id(self)}.log")
+        self._stderr = self.stderr_path.open("w")
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._stderr,
+                                     text=True, env=env, cwd=ROOT, preexec_fn=self.preexec)
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"chatd exited early:\n{self.log()}")
+            self.stdout_lines.append(line)
+            match = _LISTEN_RE.search(line)
+            if match:
+                if match.group(3) == "native":
+                    self.port = int(match.group(2))
+                elif match.group(3) == "irc":
+                    self.irc_port = int(match.group(2))
+            if "press Ctrl-C" in line:
+                return
+        raise RuntimeError("chatd did not start in time")
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def log(self) -> str:
+        try:
+            return self.stderr_path.read_text()
+        except OSError:
+            return ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        if self.proc.stdout:
+            self.proc.stdout.close()
+        self._stderr.close()
+        return code
+
+    def restart(self, *extra: str) -> None:
+        """Stop and start again on the same port(s)."""
+        self.stop()
+        self.args += list(extra)
+        self.start()
+
+    def rss_kib(self) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise AssertionError("no VmRSS")
+
+    def fd_count(self) -> int:
+        return len(os.listdir(f"/proc/{self.pid}/fd"))
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+        return (int(fields[11]) + int(fields[12])) / ticks
+
+    # convenience
+    def raw(self, timeout: float = 5.0) -> RawClient:
+        return RawClient(self.port, timeout=timeout)
+
+    def json_client(self, nick: str, *rooms: str) -> JsonClient:
+        client = JsonClient(self.port)
+        client.hello(nick)
+        for room in rooms:
+            client.join(room)
+        return client
+
+    def text_client(self, nick: str) -> RawClient:
+        client = RawClient(self.port)
+        client.send_line(nick)
+        client.expect(lambda line: "You joined #lobby" in line)
+        return client
+
+
+class RawClient:
+    """A blocking-with-timeout line client for tests."""
+
+    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 5.0) -> None:
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.timeout = timeout
+        self._buf = b""
+        self.lines: list[str] = []  # every line received, in order
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def send_line(self, text: str) -> None:
+        self.sock.sendall(text.encode() + b"\n")
+
+    def read_line(self, timeout: float | None = None) -> str | None:
+        """The next line, or None at EOF. Raises AssertionError on timeout."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while b"\n" not in self._buf:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"no line within timeout; have {self._buf[:200]!r}")
+            self.sock.settimeout(remaining)
+            try:
+                chunk = self.sock.recv(65536)
+            except TimeoutError:
+                continue
+            except ConnectionResetError:
+                chunk = b""
+            if not chunk:
+                if self._buf:
+                    line, self._buf = self._buf, b""
+                    return line.decode("utf-8", "replace")
+                return None
+            self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
+        text = line.decode("utf-8", "replace")
+        self.lines.append(text)
+        return text
+
+    def expect(self, predicate: Callable[[str], bool], timeout: float | None = None) -> str:
+        """Read lines until one satisfies ``predicate``; return it."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        seen = []
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"expected line not seen; got {seen[-20:]}")
+            line = self.read_line(remaining)
+            if line is None:
+                raise AssertionError(f"connection closed; got {seen[-20:]}")
+            seen.append(line)
+            if predicate(line):
+                return line
+
+    def read_until_closed(self, timeout: float | None = None) -> list[str]:
+        got = []
+        while True:
+            line = self.read_line(timeout)
+            if line is None:
+                return got
+            got.append(line)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class JsonClient(RawClient):
+    """JSON mode: frames are dicts."""
+
+    def send_json(self, **obj: Any) -> None:
+        self.send(json.dumps(obj).encode() + b"\n")
+
+    def read_frame(self, timeout: float | None = None) -> dict[str, Any] | None:
+        while True:
+            line = self.read_line(timeout)
+            if line is None:
+                return None
+            if line.startswith("{"):
+                return json.loads(line)  # type: ignore[no-any-return]
+
+    def expect_frame(self, timeout: float | None = None, **match: Any) -> dict[str, Any]:
+        """Read frames until one has every key/value in ``match``."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        seen: list[dict[str, Any]] = []
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"no frame matching {match}; got {seen[-10:]}")
+            frame = self.read_frame(remaining)
+            if frame is None:
+                raise AssertionError(f"closed before a frame matching {match}; got {seen[-10:]}")
+            seen.append(frame)
+            if all(frame.get(k) == v for k, v in match.items()):
+                return frame
+
+    def hello(self, nick: str, **extra: Any) -> dict[str, Any]:
+        self.send_json(op="hello", nick=nick, **extra)
+        return self.expect_frame(type="welcome")
+
+    def join(self, room: str) -> dict[str, Any]:
+        self.send_json(op="join", room=room)
+        joined = self.expect_frame(type="joined", room=room)
+        self.expect_frame(type="history_end", room=room)
+        return joined
+
+    def say(self, room: str, text: str) -> None:
+        self.send_json(op="say", room=room, text=text)
+
+
+def many_sockets(port: int, count: int, timeout: float = 10.0) -> list[socket.socket]:
+    """Open ``count`` connections without blocking on each (for large scenarios)."""
+    socks = []
+    for _ in range(count):
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex(("127.0.0.1", port))
+        socks.append(s)
+    sel = selectors.DefaultSelector()
+    for s in socks:
+        sel.register(s, selectors.EVENT_WRITE)
+    pending = len(socks)
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        for key, _ in sel.select(0.5):
+            sel.unregister(key.fileobj)
+            pending -= 1
+    sel.close()
+    if pending:
+        raise AssertionError(f"{pending} connections did not complete")
+    for s in socks:
+        s.setblocking(True)
+    return socks
