@@ -187,6 +187,7 @@ class Worker:
         self.say_head = b'{"op":"say","room":"%s","text":"' % spec.room.encode()
         self.t_start = self.m0 = self.m1 = 0  # monotonic ns
         self.win0 = self.win1 = 0
+        self.cpu0 = self.cpu1 = 0.0
         self.running = False
         self.window_open = False
         self.last_rx = 0
@@ -404,9 +405,9 @@ class Worker:
                 pass
             elif phase == "run":
                 if not self.running and now >= self.t_start:
+                    # No counter is reset here: nothing carries the marker before the
+                    # first say, and a reset could race with a read already under way.
                     self.running = True
-                    for c in self.clients:
-                        c.count = 0
                     if rate == 0:
                         for c in senders:
                             for _ in range(self.spec.window):
@@ -418,11 +419,13 @@ class Worker:
                         c.snap0 = c.count
                         c.acked0 = c.acked
                     self.win0 = now
+                    self.cpu0 = sum(os.times()[:2])
                 if now >= self.m1:
                     for c in self.clients:
                         c.snap1 = c.count
                         c.acked1 = c.acked
                     self.win1 = now
+                    self.cpu1 = sum(os.times()[:2])
                     self.running = False
                     phase = "drain"
                     self.last_rx = 0
@@ -489,7 +492,7 @@ class Worker:
             "skipped": sum(c.skipped for c in self.clients),
             "lat_us": lat.tobytes(),
             "rtt_us": rtt.tobytes(),
-            "cpu_s": sum(os.times()[:2]),
+            "cpu_s": self.cpu1 - self.cpu0,
         }
 
 
@@ -503,10 +506,8 @@ def worker_main(spec: Spec, wid: int, pipe: Any) -> None:
         ready = [c for c in w.clients if c.state == READY]
         pipe.send(("ready", len(ready), [(c.idx, c.error) for c in w.clients
                                          if c.state == DEAD][:20]))
-        t_cpu = sum(os.times()[:2])
         w.loop()
         res = w.results()
-        res["cpu_s"] -= t_cpu
         pipe.send(("result", res))
         while True:  # keep the connections open until the coordinator has measured RSS
             msg = pipe.recv()
@@ -540,7 +541,7 @@ class LoadResult:
     skipped: int = 0
     latency_ms: dict[str, float] = field(default_factory=dict)  # checkers, one-way
     rtt_ms: dict[str, float] = field(default_factory=dict)  # senders, own echo
-    loadgen_cpu: float = 0.0  # CPU seconds of all workers per second of run
+    loadgen_cpu: float = 0.0  # CPU seconds of all workers per second of the window
     errors: list[Any] = field(default_factory=list)
 
 
@@ -613,8 +614,7 @@ class LoadGen:
         # A sender receiving its own echo is a delivery like any other: with no checker
         # (every member sends, as in the idle scenario) its timings are the latency.
         r.latency_ms = percentiles(lat) if lat else r.rtt_ms
-        run_s = self.spec.warmup + self.spec.duration
-        r.loadgen_cpu = sum(p["cpu_s"] for p in parts) / run_s
+        r.loadgen_cpu = sum(p["cpu_s"] / p["window_s"] for p in parts if p["window_s"])
         r.errors = self.errors + [d for p in parts for d in p["dead"]][:20]
         return r
 

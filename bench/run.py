@@ -213,10 +213,13 @@ def measure(kind: str, db: str, spec: Spec, opts: argparse.Namespace, logdir: Pa
         row["bytes_per_conn"] = (row["rss_connected"] - row["rss_start"]) / max(clients, 1)
         _, m0, m1 = lg.go()
         time.sleep(max(0.0, m0 - time.monotonic()))
+        spy = start_profiler(opts, srv, spec, kind, logdir)
         c0 = srv.cpu_seconds()
         time.sleep(max(0.0, m1 - time.monotonic()))
         c1 = srv.cpu_seconds()
         row["server_cpu"] = (c1 - c0) / spec.duration
+        if spy is not None:
+            row["profile"] = finish_profiler(spy)
         res: LoadResult = lg.collect()
         row["rss_after"] = srv.rss()
         row.update(dataclasses.asdict(res))
@@ -230,6 +233,56 @@ def measure(kind: str, db: str, spec: Spec, opts: argparse.Namespace, logdir: Pa
             lg.close()
         srv.stop()
     return row
+
+
+def start_profiler(opts: argparse.Namespace, srv: Server, spec: Spec, kind: str,
+                   logdir: Path) -> tuple[subprocess.Popen[bytes], Path] | None:
+    """py-spy attached to the server for the measured window (chatd only)."""
+    if not opts.profile or kind != "chatd":
+        return None
+    out_dir = Path(opts.profile)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{opts.current}-{kind}.txt"
+    cmd = ["py-spy", "record", "--pid", str(srv.pid), "--duration",
+           str(max(1, int(spec.duration))), "--rate", "200", "--format", "raw",
+           "--nonblocking", "-o", str(path)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return proc, path
+
+
+def finish_profiler(spy: tuple[subprocess.Popen[bytes], Path]) -> dict[str, Any]:
+    proc, path = spy
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    if not path.exists():
+        return {"error": "py-spy wrote nothing (is ptrace allowed?)"}
+    return {"file": str(path), **summarize_stacks(path)}
+
+
+def summarize_stacks(path: Path, top: int = 15) -> dict[str, Any]:
+    """Self and inclusive sample shares per function from py-spy's collapsed stacks."""
+    self_n: dict[str, int] = {}
+    incl_n: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = [re.sub(r" \((.*/)?([^/]+?):\d+\)$", r" (\2)", f)
+                  for f in stack.split(";")]
+        self_n[frames[-1]] = self_n.get(frames[-1], 0) + n
+        for f in set(frames):
+            incl_n[f] = incl_n.get(f, 0) + n
+
+    def share(d: dict[str, int]) -> list[tuple[str, float]]:
+        return [(k, round(v / total, 4)) for k, v in
+                sorted(d.items(), key=lambda kv: -kv[1])[:top]]
+    return {"samples": total, "self": share(self_n), "inclusive": share(incl_n)}
 
 
 def spec_for(name: str, opts: argparse.Namespace, loadgen_cpus: list[int] | None) -> Spec:
@@ -266,6 +319,7 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
     try:
         for name in opts.scenario.split(","):
             spec = spec_for(name, opts, loadgen_cpus)
+            opts.current = name
             entry: dict[str, Any] = {"name": name, "label": SCENARIOS[name]["label"],
                                      "spec": dataclasses.asdict(spec), "runs": {}}
             if name == "history":
@@ -379,6 +433,17 @@ def table(report: dict[str, Any]) -> str:
             lines.append(f"! {name}/{who}: failed {r['failed']}, lost {r['lost']}, dup "
                          f"{r['duplicated']}, skipped {r['skipped']}, reordered "
                          f"{r['reorders']}; first errors: {r['errors'][:3]}")
+    for sc in report["scenarios"]:
+        for who, r in sc["runs"].items():
+            prof = r.get("profile")
+            if not prof:
+                continue
+            lines.append("")
+            lines.append(f"profile {sc['name']}/{who}: {prof.get('file', prof.get('error'))}"
+                         f" ({prof.get('samples', 0)} samples)")
+            for kind in ("self", "inclusive"):
+                for fn, frac in prof.get(kind, [])[:12]:
+                    lines.append(f"  {kind:<9} {frac:6.1%}  {fn}")
     lines.append("")
     lines.append("deliv/s: message x recipient per second in the window; latency: send -> "
                  "received by checker clients spread over the room; ratio: chatd/asyncio "
@@ -408,6 +473,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="small scale, 1 s (smoke test)")
     p.add_argument("--no-pin", action="store_true", help="do not pin CPUs")
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+    p.add_argument("--profile", metavar="DIR",
+                   help="attach py-spy to chatd during each window; stacks and a summary "
+                        "go to DIR")
     opts = p.parse_args(argv)
     for name in opts.scenario.split(","):
         if name not in SCENARIOS:
