@@ -35,7 +35,6 @@ import dataclasses
 import json
 import os
 import re
-import resource
 import shutil
 import signal
 import subprocess
@@ -440,7 +439,8 @@ def table(report: dict[str, Any]) -> str:
         if "failure" in a or "failure" in b:
             return f"{label:<38} {names:<8} -"
         la, lb = a.get("latency_ms") or {}, b.get("latency_ms") or {}
-        return (f"{label:<38} {names:<8} {fmt_ratio(a['deliveries_per_s'], b['deliveries_per_s']):>10} "
+        deliveries = fmt_ratio(a["deliveries_per_s"], b["deliveries_per_s"])
+        return (f"{label:<38} {names:<8} {deliveries:>10} "
                 f"{fmt_ratio(a['msgs_per_s'], b['msgs_per_s']):>8} "
                 f"{fmt_ratio(la.get('p50'), lb.get('p50')):>8} "
                 f"{fmt_ratio(la.get('p99'), lb.get('p99')):>8} "
