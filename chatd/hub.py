@@ -30,10 +30,47 @@ from typing import Any
 
 from chatd.config import Config
 from chatd.model import (
-    Action, Away, AwayReply, Close, Command, Deliver, Disconnected, Error, ErrorCode, Event,
-    FetchHistory, Hello, History, Join, Joined, JoinEvent, Message, Nick, NickEvent, Notice, Part,
-    PartEvent, Ping, Pong, PrivateMessage, PrivMsg, Quit, QuitEvent, Replay, RoomInfo, Rooms,
-    RoomsReply, Say, Store, Topic, TopicEvent, Welcome, Who, Whois, WhoisReply, WhoReply,
+    Action,
+    Away,
+    AwayReply,
+    Close,
+    Command,
+    Deliver,
+    Disconnected,
+    Error,
+    ErrorCode,
+    Event,
+    FetchHistory,
+    Hello,
+    History,
+    Join,
+    Joined,
+    JoinEvent,
+    Message,
+    Nick,
+    NickEvent,
+    Notice,
+    Part,
+    PartEvent,
+    Ping,
+    Pong,
+    PrivateMessage,
+    PrivMsg,
+    Quit,
+    QuitEvent,
+    Replay,
+    RoomInfo,
+    Rooms,
+    RoomsReply,
+    Say,
+    Store,
+    Topic,
+    TopicEvent,
+    Welcome,
+    Who,
+    Whois,
+    WhoisReply,
+    WhoReply,
 )
 from chatd.names import clean_line, clean_text, fold, valid_nick, valid_room
 
@@ -228,12 +265,12 @@ class Hub:
             if not hmac.compare_digest(given, password.encode()):
                 client.password_failures += 1
                 left = self._config.max_password_failures - client.password_failures
-                actions = self._error(client, cmd, ErrorCode.BAD_PASSWORD,
+                refusal = self._error(client, cmd, ErrorCode.BAD_PASSWORD,
                                       "wrong password" if cmd.password else
                                       "this server needs a password")
                 if left <= 0:
-                    actions.append(Close(client.cid, "too many wrong passwords"))
-                return actions
+                    refusal.append(Close(client.cid, "too many wrong passwords"))
+                return refusal
         self._check_new_nick(cmd.nick, client)
         client.nick = cmd.nick
         self._nicks[fold(cmd.nick)] = client
@@ -315,7 +352,8 @@ class Hub:
             actions.append(Deliver((target.cid,), event))
         actions.append(self._reply(client, cmd, event))
         if target.away and not cmd.notice:
-            actions.append(self._reply(client, cmd, Notice(f"{target.nick} is away: {target.away}")))
+            away = Notice(f"{target.nick} is away: {target.away}")
+            actions.append(self._reply(client, cmd, away))
         return actions
 
     def _nick(self, client: _Client, cmd: Nick, now: float) -> list[Action]:

@@ -22,8 +22,9 @@ __all__ = ["NICK_MAX", "ROOM_MAX", "valid_nick", "valid_room", "fold", "clean_te
 NICK_MAX = 24
 ROOM_MAX = 32  # characters after the "#"
 
-_NICK_RE = re.compile(r"[A-Za-z_\[\]\\^{}|][A-Za-z0-9_\-\[\]\\^{}|]{0,%d}\Z" % (NICK_MAX - 1))
-_ROOM_RE = re.compile(r"#[^\x00-\x20\x7f-\x9f,:]{1,%d}\Z" % ROOM_MAX)
+_NICK_RE = re.compile(
+    r"[A-Za-z_\[\]\\^{}|][A-Za-z0-9_\-\[\]\\^{}|]{0,%s}\Z".replace("%s", str(NICK_MAX - 1)))
+_ROOM_RE = re.compile(r"#[^\x00-\x20\x7f-\x9f,:]{1,%s}\Z".replace("%s", str(ROOM_MAX)))
 # Everything a terminal might act on: C0 (but \t and \n), DEL, C1 (ESC is \x1b in C0).
 _CONTROLS_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _CONTROLS_AND_NEWLINES_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")

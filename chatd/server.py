@@ -43,8 +43,23 @@ from chatd.connection import Connection, State
 from chatd.framing import LINE_TOO_LONG, LineFramer
 from chatd.hub import Hub
 from chatd.model import (
-    Action, Close, Deliver, Disconnected, Echo, Error, ErrorCode, Event, FetchHistory,
-    HistoryEnd, HistoryReply, Message, ProtocolError, Replay, Shutdown, Skipped, Store,
+    Action,
+    Close,
+    Deliver,
+    Disconnected,
+    Echo,
+    Error,
+    ErrorCode,
+    Event,
+    FetchHistory,
+    HistoryEnd,
+    HistoryReply,
+    Message,
+    ProtocolError,
+    Replay,
+    Shutdown,
+    Skipped,
+    Store,
 )
 from chatd.ratelimit import TokenBucket
 
@@ -315,7 +330,8 @@ class Server:
             logger.debug("setsockopt on %s failed: %s", peer, exc)
         cid = self._next_cid
         self._next_cid += 1
-        bucket = TokenBucket(config.rate_limit, config.rate_burst, now) if config.rate_limit else None
+        bucket = (TokenBucket(config.rate_limit, config.rate_burst, now)
+                  if config.rate_limit else None)
         codec = listener.make_codec() if listener.make_codec else None
         conn = Connection(cid, sock, peer, LineFramer(config.max_line_bytes), codec, bucket)
         conn.register_deadline = now + config.register_timeout_seconds

@@ -143,8 +143,13 @@ class ChatdProcess:
 class RawClient:
     """A blocking-with-timeout line client for tests."""
 
-    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 5.0) -> None:
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 5.0,
+                 rcvbuf: int | None = None) -> None:
+        self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        if rcvbuf is not None:  # before connect, so the advertised window stays small
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(timeout)
+        self.sock.connect((host, port))
         self.timeout = timeout
         self._buf = b""
         self.lines: list[str] = []  # every line received, in order

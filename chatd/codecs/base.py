@@ -51,7 +51,7 @@ class Codec(ABC):
         May return ``b""`` for events this mode does not show.
         """
 
-    def observe(self, event: Event) -> None:
+    def observe(self, event: Event) -> None:  # noqa: B027 - optional hook, no-op default
         """Called with every non-message event delivered to this connection.
 
         Codecs that track per-connection state (registration, own nick) look here; the

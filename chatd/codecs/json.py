@@ -13,10 +13,44 @@ from typing import Any
 
 from chatd.codecs.base import Codec, decode_utf8
 from chatd.model import (
-    Away, AwayReply, Command, Error, ErrorCode, Event, Hello, History, HistoryEnd,
-    HistoryReply, Join, Joined, JoinEvent, Message, Nick, NickEvent, Notice, Part, PartEvent,
-    Ping, Pong, PrivateMessage, PrivMsg, ProtocolError, Quit, QuitEvent, Rooms, RoomsReply,
-    Say, Shutdown, Skipped, Topic, TopicEvent, Welcome, Who, Whois, WhoisReply, WhoReply,
+    Away,
+    AwayReply,
+    Command,
+    Error,
+    ErrorCode,
+    Event,
+    Hello,
+    History,
+    HistoryEnd,
+    HistoryReply,
+    Join,
+    Joined,
+    JoinEvent,
+    Message,
+    Nick,
+    NickEvent,
+    Notice,
+    Part,
+    PartEvent,
+    Ping,
+    Pong,
+    PrivateMessage,
+    PrivMsg,
+    ProtocolError,
+    Quit,
+    QuitEvent,
+    Rooms,
+    RoomsReply,
+    Say,
+    Shutdown,
+    Skipped,
+    Topic,
+    TopicEvent,
+    Welcome,
+    Who,
+    Whois,
+    WhoisReply,
+    WhoReply,
 )
 
 __all__ = ["JsonCodec"]
@@ -37,13 +71,13 @@ class _Request:
         error.rid = self.rid
         return error
 
-    def str(self, key: str) -> str:
+    def text(self, key: str) -> str:
         value = self.obj.get(key)
         if not isinstance(value, str):
             raise self._fail(f'"{key}" must be a string')
         return value
 
-    def opt_str(self, key: str, default: str | None = None) -> str | None:
+    def opt_text(self, key: str, default: str | None = None) -> str | None:
         value = self.obj.get(key, default)
         if value is not None and not isinstance(value, str):
             raise self._fail(f'"{key}" must be a string or null')
@@ -57,38 +91,38 @@ class _Request:
 
 
 def _hello(r: _Request) -> Command:
-    return Hello(r.str("nick"), password=r.opt_str("password"), rid=r.rid)
+    return Hello(r.text("nick"), password=r.opt_text("password"), rid=r.rid)
 
 
 def _say(r: _Request) -> Command:
-    return Say(r.str("room"), r.str("text"), action=r.op == "me", rid=r.rid)
+    return Say(r.text("room"), r.text("text"), action=r.op == "me", rid=r.rid)
 
 
 def _topic(r: _Request) -> Command:
-    return Topic(r.str("room"), r.opt_str("topic"), rid=r.rid)
+    return Topic(r.text("room"), r.opt_text("topic"), rid=r.rid)
 
 
 def _history(r: _Request) -> Command:
-    return History(r.str("room"), before=r.opt_int("before"), after=r.opt_int("after"),
+    return History(r.text("room"), before=r.opt_int("before"), after=r.opt_int("after"),
                    limit=r.opt_int("limit"), rid=r.rid)
 
 
 _OPS: dict[str, Callable[[_Request], Command]] = {
     "hello": _hello,
-    "join": lambda r: Join(r.str("room"), rid=r.rid),
-    "part": lambda r: Part(r.str("room"), r.opt_str("reason", "") or "", rid=r.rid),
+    "join": lambda r: Join(r.text("room"), rid=r.rid),
+    "part": lambda r: Part(r.text("room"), r.opt_text("reason", "") or "", rid=r.rid),
     "say": _say,
     "me": _say,
-    "msg": lambda r: PrivMsg(r.str("to"), r.str("text"), rid=r.rid),
-    "nick": lambda r: Nick(r.str("nick"), rid=r.rid),
-    "who": lambda r: Who(r.str("room"), rid=r.rid),
+    "msg": lambda r: PrivMsg(r.text("to"), r.text("text"), rid=r.rid),
+    "nick": lambda r: Nick(r.text("nick"), rid=r.rid),
+    "who": lambda r: Who(r.text("room"), rid=r.rid),
     "rooms": lambda r: Rooms(rid=r.rid),
     "topic": _topic,
     "history": _history,
-    "away": lambda r: Away(r.opt_str("message"), rid=r.rid),
-    "whois": lambda r: Whois(r.str("nick"), rid=r.rid),
+    "away": lambda r: Away(r.opt_text("message"), rid=r.rid),
+    "whois": lambda r: Whois(r.text("nick"), rid=r.rid),
     "ping": lambda r: Ping(rid=r.rid),
-    "quit": lambda r: Quit(r.opt_str("reason", "") or "", rid=r.rid),
+    "quit": lambda r: Quit(r.opt_text("reason", "") or "", rid=r.rid),
 }
 
 

@@ -1,0 +1,64 @@
+# chatd — the two commands a person needs: `make run-server` and `make test`.
+# Everything else is created on demand: the server needs only Python 3.11+, the client
+# and the tests get a local virtualenv (.venv) on first use.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+HOST   ?= 0.0.0.0
+PORT   ?= 7777
+IRC_PORT ?= 6667
+# Room history for `make run-server` lives in the user's data directory by default.
+DB     ?=
+SERVER ?= localhost:$(PORT)
+PYTEST_ARGS ?=
+
+.PHONY: help install run-server run-client test test-fast e2e lint bench stress clean
+
+help:
+	@echo "make run-server   start chatd on $(HOST):$(PORT) (IRC on $(IRC_PORT))"
+	@echo "make run-client   join it with the terminal client (SERVER=host:port)"
+	@echo "make test         run every test (unit, socket, abuse, end-to-end in tmux)"
+	@echo "make test-fast    unit and socket tests only"
+	@echo "make lint         ruff and mypy --strict"
+	@echo "make bench        throughput/latency/memory benchmark vs an asyncio baseline"
+	@echo "make stress       the abuse scenarios at larger scale"
+	@echo "make install      create .venv with the client and the dev tools"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+# The server needs the standard library alone: no virtualenv required.
+run-server:
+	$(PYTHON) -m chatd --host $(HOST) --port $(PORT) --irc-port $(IRC_PORT) $(if $(DB),--db $(DB))
+
+run-client: $(STAMP)
+	$(BIN)/python -m client $(SERVER)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not e2e and not slow" $(PYTEST_ARGS)
+
+e2e: $(STAMP)
+	$(BIN)/python -m pytest -m e2e $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/python -m ruff check chatd client tests bench
+	$(BIN)/python -m mypy
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+stress: $(STAMP)
+	$(BIN)/python -m bench.stress $(STRESS_ARGS)
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,280 @@
+"""The hub, pure: commands in, actions out, compared by value. Time is a number we pass."""
+
+from __future__ import annotations
+
+import pytest
+
+from chatd.config import Config
+from chatd.hub import Hub
+from chatd.model import (
+    Away,
+    AwayReply,
+    Close,
+    Deliver,
+    Disconnected,
+    Error,
+    FetchHistory,
+    Hello,
+    History,
+    Join,
+    Joined,
+    JoinEvent,
+    Message,
+    Nick,
+    NickEvent,
+    Notice,
+    Part,
+    PartEvent,
+    Ping,
+    Pong,
+    PrivateMessage,
+    PrivMsg,
+    Quit,
+    QuitEvent,
+    Replay,
+    RoomInfo,
+    Rooms,
+    RoomsReply,
+    Say,
+    Store,
+    Topic,
+    TopicEvent,
+    Welcome,
+    Who,
+    Whois,
+    WhoisReply,
+    WhoReply,
+)
+
+NOW = 1000.0
+
+
+def make_hub(**overrides: object) -> Hub:
+    return Hub(Config(server_name="test", history_replay=0, **overrides))  # type: ignore[arg-type]
+
+
+def register(hub: Hub, cid: int, nick: str, *rooms: str) -> None:
+    hub.connect(cid, NOW)
+    assert isinstance(hub.handle(cid, Hello(nick), NOW)[0].event, Welcome)  # type: ignore[attr-defined]
+    for room in rooms:
+        hub.handle(cid, Join(room), NOW)
+
+
+def errors(actions: list[object]) -> list[str]:
+    return [a.event.code for a in actions if isinstance(a, Deliver) and isinstance(a.event, Error)]
+
+
+def test_hello_welcomes_and_autojoins() -> None:
+    hub = make_hub()
+    hub.connect(1, NOW)
+    actions = hub.handle(1, Hello("alice", autojoin=("#lobby",), rid=7), NOW)
+    assert actions == [
+        Deliver((1,), Welcome("alice", "test"), rid=7),
+        Deliver((1,), Joined("#lobby", "", ("alice",))),
+    ]
+
+
+def test_join_tells_others_and_replays_history() -> None:
+    hub = Hub(Config(server_name="test", history_replay=5))
+    register(hub, 1, "alice", "#a")
+    hub.connect(2, NOW)
+    hub.handle(2, Hello("bob"), NOW)
+    assert hub.handle(2, Join("#A", rid=1), NOW) == [
+        Deliver((2,), Joined("#a", "", ("alice", "bob")), rid=1),
+        Deliver((1,), JoinEvent("#a", "bob")),
+        Replay(2, "#a", 5),
+    ]
+
+
+def test_say_is_stored_then_delivered_to_every_member_sender_included() -> None:
+    hub = make_hub()
+    register(hub, 1, "alice", "#a")
+    register(hub, 2, "bob", "#a")
+    register(hub, 3, "carol", "#b")
+    message = Message("#a", "alice", "hi", NOW, 1)
+    assert hub.handle(1, Say("#a", "hi"), NOW) == [
+        Store(message), Deliver((1, 2), message, droppable=True)]
+    # With a request id the sender's copy is its own direct reply.
+    second = Message("#a", "alice", "again", NOW, 2, action=True)
+    assert hub.handle(1, Say("#a", "again", action=True, rid="x"), NOW) == [
+        Store(second), Deliver((2,), second, droppable=True), Deliver((1,), second, rid="x")]
+
+
+def test_mids_increase_across_rooms() -> None:
+    hub = Hub(Config(history_replay=0), next_mid=41)
+    register(hub, 1, "alice", "#a", "#b")
+    mids = [a.message.mid for cmd in (Say("#a", "1"), Say("#b", "2"), Say("#a", "3"))
+            for a in hub.handle(1, cmd, NOW) if isinstance(a, Store)]
+    assert mids == [41, 42, 43]
+    assert hub.next_mid == 44
+
+
+def test_text_is_cleaned_of_control_characters() -> None:
+    hub = make_hub()
+    register(hub, 1, "alice", "#a")
+    store = hub.handle(1, Say("#a", "red\x1b[31m\x07bell\nline2\ttab\x9b"), NOW)[0]
+    assert isinstance(store, Store)
+    assert store.message.text == "red\ufffd[31m\ufffdbell\nline2\ttab\ufffd"
+
+
+def test_current_room_is_the_last_joined() -> None:
+    hub = make_hub()
+    register(hub, 1, "alice", "#a", "#b")
+    assert hub.handle(1, Say(None, "x"), NOW)[0].message.room == "#b"  # type: ignore[attr-defined]
+    hub.handle(1, Part(None), NOW)
+    assert hub.handle(1, Say(None, "y"), NOW)[0].message.room == "#a"  # type: ignore[attr-defined]
+    hub.handle(1, Part(None), NOW)
+    assert errors(hub.handle(1, Say(None, "z"), NOW)) == ["not_in_room"]
+
+
+@pytest.mark.parametrize("command, code", [
+    (Join("lobby"), "bad_room"),
+    (Join("#"), "bad_room"),
+    (Join("#a b"), "bad_room"),
+    (Join("#a,b"), "bad_room"),
+    (Join("#" + "x" * 33), "bad_room"),
+    (Join("#bell\x07"), "bad_room"),
+    (Say("#nowhere", "hi"), "not_in_room"),
+    (Say("#a", ""), "bad_request"),
+    (Say("#a", "   "), "bad_request"),
+    (Say("#a", "x" * 2001), "text_too_long"),
+    (PrivMsg("nobody", "hi"), "no_such_nick"),
+    (Nick("9lives"), "bad_nick"),
+    (Nick("-dash"), "bad_nick"),
+    (Nick("x" * 25), "bad_nick"),
+    (Nick("esc\x1bape"), "bad_nick"),
+    (Nick("BOB"), "nick_taken"),  # case-insensitive
+    (Who("#nowhere"), "no_such_room"),
+    (Topic("#b", "t"), "not_in_room"),
+    (Part("#b"), "not_in_room"),
+    (History("#a", limit=0), "bad_request"),
+    (History("#a", limit=10**9), "bad_request"),
+    (History("#a", before=-1), "bad_request"),
+    (Hello("again"), "already_registered"),
+    (Whois("ghost"), "no_such_nick"),
+])
+def test_refusals(command: object, code: str) -> None:
+    hub = make_hub()
+    register(hub, 1, "alice", "#a")
+    register(hub, 2, "bob", "#b")
+    actions = hub.handle(1, command, NOW)  # type: ignore[arg-type]
+    assert errors(actions) == [code]
+    assert len(actions) == 1
+
+
+def test_everything_but_hello_needs_registration() -> None:
+    hub = make_hub()
+    hub.connect(1, NOW)
+    assert errors(hub.handle(1, Join("#a"), NOW)) == ["not_registered"]
+    assert hub.handle(1, Ping(rid=3), NOW) == [Deliver((1,), Pong(), rid=3)]
+    assert not hub.is_registered(1)
+
+
+def test_nick_taken_and_freed() -> None:
+    hub = make_hub()
+    register(hub, 1, "alice")
+    hub.connect(2, NOW)
+    assert errors(hub.handle(2, Hello("ALICE"), NOW)) == ["nick_taken"]
+    hub.handle(1, Disconnected("reset"), NOW)
+    assert isinstance(hub.handle(2, Hello("ALICE"), NOW)[0].event, Welcome)  # type: ignore[attr-defined]
+
+
+def test_nick_change_reaches_room_neighbours_once() -> None:
+    hub = make_hub()
+    register(hub, 1, "alice", "#a", "#b")
+    register(hub, 2, "bob", "#a", "#b")
+    register(hub, 3, "carol", "#c")
+    assert hub.handle(1, Nick("Alicia"), NOW) == [
+        Deliver((2,), NickEvent("alice", "Alicia")), Deliver((1,), NickEvent("alice", "Alicia"))]
+    assert hub.nick_of(1) == "Alicia"
+    assert hub.handle(1, Nick("alicia"), NOW)[0].event == NickEvent("Alicia", "alicia")  # type: ignore[attr-defined]
+    assert hub.handle(1, Nick("alicia"), NOW) == []  # no change, no noise
+
+
+def test_private_message_to_both_and_away_notice() -> None:
+    hub = make_hub()
+    register(hub, 1, "alice")
+    register(hub, 2, "bob")
+    pm = PrivateMessage("alice", "bob", "psst", NOW)
+    assert hub.handle(1, PrivMsg("BOB", "psst"), NOW) == [Deliver((2,), pm), Deliver((1,), pm)]
+    assert hub.handle(2, Away("lunch"), NOW) == [Deliver((2,), AwayReply(True))]
+    actions = hub.handle(1, PrivMsg("bob", "back?"), NOW)
+    assert actions[-1] == Deliver((1,), Notice("bob is away: lunch"))
+    assert hub.handle(1, Whois("bob"), NOW) == [
+        Deliver((1,), WhoisReply("bob", (), "lunch", 0))]
+
+
+def test_who_rooms_topic() -> None:
+    hub = make_hub()
+    register(hub, 1, "alice", "#b", "#a")
+    register(hub, 2, "bob", "#a")
+    assert hub.handle(2, Who("#A"), NOW) == [Deliver((2,), WhoReply("#a", ("alice", "bob")))]
+    assert hub.handle(2, Topic("#a", "lunch\nat noon"), NOW) == [
+        Deliver((1, 2), TopicEvent("#a", "lunch at noon", "bob"))]
+    assert hub.handle(1, Topic("#a", None), NOW) == [
+        Deliver((1,), TopicEvent("#a", "lunch at noon", ""))]
+    assert hub.handle(2, Rooms(), NOW) == [Deliver((2,), RoomsReply((
+        RoomInfo("#a", 2, "lunch at noon"), RoomInfo("#b", 1, ""))))]
+
+
+def test_part_goes_to_room_and_empty_room_disappears() -> None:
+    hub = make_hub()
+    register(hub, 1, "alice", "#a")
+    register(hub, 2, "bob", "#a")
+    assert hub.handle(2, Part("#a", "bye"), NOW) == [Deliver((1, 2), PartEvent("#a", "bob", "bye"))]
+    hub.handle(1, Part("#a"), NOW)
+    assert hub.stats()["rooms"] == 0
+
+
+def test_quit_announces_once_and_closes_after_flush() -> None:
+    hub = make_hub()
+    register(hub, 1, "alice", "#a", "#b")
+    register(hub, 2, "bob", "#a", "#b")
+    register(hub, 3, "carol", "#c")
+    assert hub.handle(1, Quit("gone\x1b"), NOW) == [
+        Deliver((2,), QuitEvent("alice", "gone\ufffd")), Close(1, "quit: gone\ufffd", flush=True)]
+    assert hub.handle(1, Disconnected("closed"), NOW) == []  # the server's notice: harmless
+    assert hub.stats() == {"clients": 2, "registered": 2, "rooms": 3}  # bob keeps #a, #b
+
+
+def test_disconnect_cleans_every_room_and_nick() -> None:
+    hub = make_hub()
+    for cid in range(1, 51):
+        register(hub, cid, f"user{cid}", "#a", f"#r{cid}")
+    for cid in range(1, 51):
+        hub.handle(cid, Disconnected("reset"), NOW)
+    assert hub.stats() == {"clients": 0, "registered": 0, "rooms": 0}
+
+
+def test_password_checked_and_limited() -> None:
+    hub = Hub(Config(password="sesame", max_password_failures=3, history_replay=0))
+    hub.connect(1, NOW)
+    assert errors(hub.handle(1, Hello("alice"), NOW)) == ["bad_password"]
+    assert errors(hub.handle(1, Hello("alice", password="wrong"), NOW)) == ["bad_password"]
+    last = hub.handle(1, Hello("alice", password="nope"), NOW)
+    assert errors(last) == ["bad_password"] and last[-1] == Close(1, "too many wrong passwords")
+    hub.connect(2, NOW)
+    assert isinstance(hub.handle(2, Hello("bob", password="sesame"), NOW)[0].event, Welcome)  # type: ignore[attr-defined]
+
+
+def test_history_request_becomes_a_fetch_for_members_only() -> None:
+    hub = make_hub()
+    register(hub, 1, "alice", "#a")
+    assert hub.handle(1, History("#a", after=3, rid=9), NOW) == [
+        FetchHistory(1, "#a", None, 3, 50, rid=9)]
+    assert errors(hub.handle(1, History("#other"), NOW)) == ["not_in_room"]
+
+
+def test_room_limit_per_client() -> None:
+    hub = Hub(Config(max_rooms_per_client=2, history_replay=0))
+    register(hub, 1, "alice", "#a", "#b")
+    assert errors(hub.handle(1, Join("#c"), NOW)) == ["bad_request"]
+    rejoin = hub.handle(1, Join("#a"), NOW)  # already a member: state repeated, no error
+    assert rejoin == [Deliver((1,), Joined("#a", "", ("alice",)))]
+
+
+def test_unknown_command_type_is_a_bug_not_a_refusal() -> None:
+    hub = make_hub()
+    register(hub, 1, "alice")
+    with pytest.raises(TypeError):
+        hub.handle(1, object(), NOW)  # type: ignore[arg-type]
