@@ -86,6 +86,7 @@ class Spec:
     procs: int = 2
     cpus: list[int] | None = None  # pin workers to these CPUs
     nick_prefix: str = "u"
+    nice: int = 0  # niceness increment for the workers (negative needs CAP_SYS_NICE)
 
     def sender_indices(self) -> list[int]:
         s = min(self.senders, self.n)
@@ -500,6 +501,11 @@ def worker_main(spec: Spec, wid: int, pipe: Any) -> None:
     try:
         if spec.cpus:
             os.sched_setaffinity(0, spec.cpus)
+        if spec.nice:
+            try:
+                os.nice(spec.nice)
+            except OSError:
+                pass
         raise_nofile()
         w = Worker(spec, wid, pipe)
         w.connect_all()
