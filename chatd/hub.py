@@ -17,8 +17,8 @@ Rules kept here and nowhere else:
 - a departing client is announced once, with ``QuitEvent``, to everyone sharing a room.
 
 Replies to a request carry its ``rid``. When an event goes to a room *and* is the reply
-to the sender's request, the sender's copy is a separate ``Deliver`` with the ``rid`` so
-that everybody else's copy can still be encoded once.
+to the sender's request, one ``Deliver`` names the sender as ``reply_to``: only that copy
+carries the ``rid``, and everybody else's copy can still be encoded once.
 """
 
 from __future__ import annotations
@@ -209,11 +209,9 @@ class Hub:
     def _to_room(room: _Room, client: _Client, command: Command, event: Event,
                  droppable: bool = False) -> list[Action]:
         """``event`` to every member; the sender's copy carries the request id."""
-        if command.rid is None or len(room.members) == 1:
-            return [Deliver(room.cids, event, rid=command.rid, droppable=droppable)]
-        others = tuple(cid for cid in room.cids if cid != client.cid)
-        return [Deliver(others, event, droppable=droppable),
-                Deliver((client.cid,), event, rid=command.rid)]
+        reply_to = client.cid if command.rid is not None else None
+        return [Deliver(room.cids, event, rid=command.rid, droppable=droppable,
+                        reply_to=reply_to)]
 
     def _room_of(self, client: _Client, name: str | None) -> _Room:
         """The member room ``name`` (None: the current room), or a refusal."""

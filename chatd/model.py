@@ -343,7 +343,12 @@ class Action:
 
 @dataclass(frozen=True, slots=True)
 class Deliver(Action):
-    """Send ``event`` to every connection in ``cids``; ``rid`` marks a direct reply.
+    """Send ``event`` to every connection in ``cids``.
+
+    ``rid`` is the request id this event answers. It goes on the copy for ``reply_to``
+    only, or on every copy when ``reply_to`` is None (a direct reply to one connection):
+    so a room message that is also the reply to its sender stays one action, and every
+    other member's copy can still be encoded once.
 
     ``droppable`` events (room messages) may be skipped for a connection whose output is
     over its soft limit; everything else is always queued.
@@ -353,6 +358,7 @@ class Deliver(Action):
     event: Event
     rid: object = None
     droppable: bool = False
+    reply_to: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

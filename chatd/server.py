@@ -8,7 +8,8 @@ actions the hub returns. One loop turn (``_tick``):
 2. accept (at most ``max_accepts_per_tick``), read and execute what clients sent —
    output is only *queued* here; a connection that becomes writable is only noted;
 3. timers: registration timeouts, slow consumers, rate-limit pauses ending;
-4. tell the hub about connections that went away (never in the middle of a fan-out);
+4. tell the hub about connections that went away (never in the middle of a fan-out),
+   and append the tick's batched room messages to their recipients (see ``_deliver``);
 5. commit the tick's room messages to history — **before** any byte of them is sent;
 6. flush every connection with queued output (gather writes, capped per connection);
    ``EVENT_WRITE`` is registered only for those left with unsent bytes;
@@ -101,6 +102,17 @@ class Listener:
         return host, port
 
 
+class _Batch:
+    """Room messages of one tick bound for one recipient set (a room's member tuple)."""
+
+    __slots__ = ("cids", "events", "replies")
+
+    def __init__(self, cids: tuple[int, ...]) -> None:
+        self.cids = cids  # also keeps the tuple alive, so its id() stays unique this tick
+        self.events: list[Event] = []
+        self.replies: list[tuple[int, int, object]] = []  # (event index, cid, rid)
+
+
 class Server:
     """Everything that touches a socket.
 
@@ -124,6 +136,7 @@ class Server:
         self._conns: dict[int, Connection] = {}
         self._next_cid = 1
         self._pending: list[Connection] = []  # queued output to flush this tick
+        self._batches: dict[int, _Batch] = {}  # this tick's room messages, by recipient set
         self._departures: list[tuple[int, str]] = []  # to tell the hub, end of tick
         self._closing: set[Connection] = set()
         self._unregistered: set[Connection] = set()
@@ -253,6 +266,8 @@ class Server:
             self._next_sweep = now + _SWEEP_SECONDS
             self._sweep(now, wall)
         self._tell_hub_departures(wall)
+        if self._batches:
+            self._materialize()
         if self._history is not None:
             self._history.commit()  # store before deliver: see module docstring
         self._flush_pending()
@@ -434,33 +449,90 @@ class Server:
                 raise TypeError(f"unknown action {action!r}")
 
     def _deliver(self, action: Deliver) -> None:
-        """Queue one event for many connections: encoded once per codec kind."""
-        event, rid, droppable = action.event, action.rid, action.droppable
-        conns = self._conns
-        soft = self.config.out_soft_limit_bytes
+        """Queue one event for many connections.
+
+        Room messages (``droppable``) are batched: within one tick, all messages for the
+        same recipient set are kept as events and appended to each recipient once, as one
+        blob, when the tick ends (``_materialize``). Fan-out then costs one append per
+        recipient per tick instead of one per message. Any other event first materializes
+        the pending batches, so every connection still sees events in the order the hub
+        produced them (messages of one room always keep their order).
+        """
+        if action.droppable:
+            batch = self._batches.get(id(action.cids))
+            if batch is None:
+                batch = self._batches[id(action.cids)] = _Batch(action.cids)
+            batch.events.append(action.event)
+            if action.reply_to is not None:
+                batch.replies.append((len(batch.events) - 1, action.reply_to, action.rid))
+            return
+        if self._batches:
+            self._materialize()
+        event, rid, reply_to = action.event, action.rid, action.reply_to
+        shared_rid = rid if reply_to is None else None
         encoded: dict[object, bytes] = {}
-        pending = self._pending
         for cid in action.cids:
-            conn = conns.get(cid)
+            conn = self._conns.get(cid)
             if conn is None or conn.state is not State.OPEN:
                 continue
-            if droppable and conn.over_soft_since is not None:
-                conn.skipped += 1
-                continue
             codec = conn.codec or self._fallback_codec
-            if not droppable:
-                codec.observe(event)
+            codec.observe(event)
+            if cid == reply_to:
+                self._queue(conn, codec.encode(event, rid))
+                continue
             key = codec.cache_key
             data = encoded.get(key)
             if data is None:
-                data = encoded[key] = codec.encode(event, rid)
-            out = conn.out
-            out.append(data)
-            if out.size > soft:
-                self._over_soft_limit(conn)
-            if not conn.pending:
-                conn.pending = True
-                pending.append(conn)
+                data = encoded[key] = codec.encode(event, shared_rid)
+            self._queue(conn, data)
+
+    def _materialize(self) -> None:
+        """Append this tick's batched room messages to their recipients' buffers."""
+        batches, self._batches = self._batches, {}
+        conns = self._conns
+        fallback = self._fallback_codec
+        queue = self._queue
+        for batch in batches.values():
+            events = batch.events
+            count = len(events)
+            parts_by_key: dict[object, list[bytes]] = {}
+            blobs: dict[object, bytes] = {}
+            repliers = {cid for _, cid, _ in batch.replies}
+            for cid in batch.cids:
+                conn = conns.get(cid)
+                if conn is None or conn.state is not State.OPEN:
+                    continue
+                if conn.over_soft_since is not None:
+                    conn.skipped += count  # slow consumer: counted, not queued
+                    continue
+                codec = conn.codec or fallback
+                key = codec.cache_key
+                blob = blobs.get(key)
+                if blob is not None and cid not in repliers:
+                    queue(conn, blob)
+                    continue
+                parts = parts_by_key.get(key)
+                if parts is None:
+                    parts = parts_by_key[key] = [codec.encode(e) for e in events]
+                    blobs[key] = b"".join(parts)
+                if cid in repliers:  # its own messages carry its request ids
+                    parts = list(parts)
+                    for index, reply_cid, rid in batch.replies:
+                        if reply_cid == cid:
+                            parts[index] = codec.encode(events[index], rid)
+                    queue(conn, b"".join(parts))
+                else:
+                    queue(conn, blobs[key])
+
+    def _queue(self, conn: Connection, data: bytes) -> None:
+        """Append bytes for ``conn``; enforce the output limits; flush it this tick."""
+        out = conn.out
+        out.append(data)
+        if out.size > self.config.out_soft_limit_bytes:
+            self._over_soft_limit(conn)
+        if not conn.pending:
+            conn.pending = True
+            self._pending.append(conn)
 
     def _deliver_one(self, conn: Connection, event: Event, rid: object = None) -> None:
         self._deliver(Deliver((conn.cid,), event, rid=rid))

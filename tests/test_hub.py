@@ -97,7 +97,7 @@ def test_say_is_stored_then_delivered_to_every_member_sender_included() -> None:
     # With a request id the sender's copy is its own direct reply.
     second = Message("#a", "alice", "again", NOW, 2, action=True)
     assert hub.handle(1, Say("#a", "again", action=True, rid="x"), NOW) == [
-        Store(second), Deliver((2,), second, droppable=True), Deliver((1,), second, rid="x")]
+        Store(second), Deliver((1, 2), second, rid="x", droppable=True, reply_to=1)]
 
 
 def test_mids_increase_across_rooms() -> None:

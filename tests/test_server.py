@@ -334,3 +334,24 @@ def test_toml_config_is_applied(make_server: type[ChatdProcess], tmp_path: objec
     assert client.hello("alice")["server"] == "labchat"
     client.send(b'{"op":"say","room":"#a","text":"' + b"y" * 80 + b'"}\n')
     assert client.expect_frame(type="error")["code"] == "line_too_long"
+
+
+def test_request_ids_go_only_on_the_senders_copy_in_a_burst(
+        chatd_server: ChatdProcess) -> None:
+    alice = chatd_server.json_client("alice", "#a")
+    bob = chatd_server.json_client("bob", "#a")
+    carol = chatd_server.json_client("carol", "#a")
+    for client, name in ((alice, "a"), (bob, "b")):
+        client.send(b"".join(json.dumps({"op": "say", "room": "#a", "text": f"{name}{i}",
+                                         "id": f"{name}{i}"}).encode() + b"\n"
+                             for i in range(20)))
+    for client, own in ((alice, "alice"), (bob, "bob"), (carol, None)):
+        frames = [client.expect_frame(type="msg") for _ in range(40)]
+        for frame in frames:
+            if frame["from"] == own:
+                assert frame["id"] == frame["text"]
+            else:
+                assert "id" not in frame
+        for sender in ("alice", "bob"):
+            texts = [f["text"] for f in frames if f["from"] == sender]
+            assert texts == [f"{sender[0]}{i}" for i in range(20)]

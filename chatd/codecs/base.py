@@ -31,10 +31,11 @@ class Codec(ABC):
     #: Short name for logs ("json", "text", "irc").
     name: str = "?"
 
-    @property
-    def cache_key(self) -> Hashable:
-        """Connections whose codecs share a key get the same bytes for the same event."""
-        return self.name
+    #: Connections whose codecs share a key get the same bytes for the same event. A plain
+    #: attribute, not a property: the fan-out reads it once per recipient. A codec whose
+    #: output depends on per-connection state (IRC: own nick, capabilities) reassigns it
+    #: when that state changes.
+    cache_key: Hashable = "?"
 
     @abstractmethod
     def decode(self, line: bytes) -> list[Command]:

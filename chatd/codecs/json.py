@@ -189,6 +189,7 @@ def _event_fields(event: Event) -> dict[str, Any]:
 
 class JsonCodec(Codec):
     name = "json"
+    cache_key = "json"
 
     def decode(self, line: bytes) -> list[Command]:
         text = decode_utf8(line)

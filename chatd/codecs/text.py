@@ -242,6 +242,7 @@ def _render(event: Event) -> str:
 
 class TextCodec(Codec):
     name = "text"
+    cache_key = "text"
 
     def __init__(self, password_required: bool = False) -> None:
         self._password_required = password_required
