@@ -1,0 +1,101 @@
+"""``chat [HOST[:PORT]] [--nick NAME] [--room #ROOM] [--log-file PATH]``.
+
+The only module that prints: a start-up failure is one sentence on stderr and exit
+status 1 (2 for bad arguments); everything else the user sees goes through the prompt.
+Logging goes to ``--log-file`` or nowhere, never to the terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import sys
+from pathlib import Path
+
+from client import app, core, ui
+
+
+def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, argparse.ArgumentParser]:
+    parser = argparse.ArgumentParser(prog="chat", description="Terminal client for a chatd server.")
+    parser.add_argument(
+        "address",
+        nargs="?",
+        default="localhost",
+        help=f"HOST[:PORT] of the server (default localhost:{core.DEFAULT_PORT})",
+    )
+    parser.add_argument("--host", help="server host (overrides ADDRESS)")
+    parser.add_argument("--port", type=int, help="server port (overrides ADDRESS)")
+    parser.add_argument("--nick", help="nick to use (default: from your login name)")
+    parser.add_argument(
+        "--room", default=core.DEFAULT_ROOM, help=f"room to join (default {core.DEFAULT_ROOM})"
+    )
+    parser.add_argument("--log-file", type=Path, help="write a debug log to this file")
+    parser.add_argument(
+        "--no-history-file",
+        action="store_true",
+        help="do not keep input history on disk",
+    )
+    return parser.parse_args(argv), parser
+
+
+def _login() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry and no LOGNAME/USER
+        return "guest"
+
+
+def _setup_logging(path: Path | None) -> None:
+    root = logging.getLogger()
+    # Without a handler, logging's last resort writes warnings to stderr: over the prompt.
+    logging.lastResort = None
+    if path is None:
+        root.addHandler(logging.NullHandler())
+        return
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, parser = _parse(argv)
+    try:
+        host, port = core.parse_address(args.address)
+    except ValueError as exc:
+        parser.error(str(exc))
+    host = args.host or host
+    port = args.port if args.port is not None else port
+    if not 0 < port < 65536:
+        parser.error(f"bad port {port}: expected a number from 1 to 65535")
+    nick = args.nick or core.default_nick(_login())
+    if not core.valid_nick(nick):
+        parser.error(f"not a valid nick: {nick!r} (1-24 letters, digits or _-[]\\^{{}}|)")
+    room = core.normalize_room(args.room)
+    if room is None:
+        parser.error(f"not a valid room name: {args.room!r}")
+    try:
+        _setup_logging(args.log_file)
+    except OSError as exc:
+        print(f"chat: cannot write the log file {args.log_file}: {exc.strerror}", file=sys.stderr)
+        return 1
+    opts = app.Options(
+        host=host,
+        port=port,
+        nick=nick,
+        room=room,
+        history_file=None if args.no_history_file else ui.history_path(),
+    )
+    try:
+        return asyncio.run(app.run(opts))
+    except app.Fatal as exc:
+        print(f"chat: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # Ctrl-C before the prompt is up (e.g. while connecting)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

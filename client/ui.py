@@ -1,0 +1,348 @@
+"""The client's terminal shell: prompt_toolkit in line mode.
+
+Incoming lines are printed *above* the running prompt with ``print_formatted_text``
+(inside ``patch_stdout``, entered by :mod:`client.app`), so whatever the user is typing
+and the cursor position survive any number of arrivals.
+
+Untrusted text only ever travels as the text half of ``(style, text)`` fragments in a
+``FormattedText``: never through ``HTML()`` or ``ANSI()``, so markup or escape sequences
+in a message are shown literally (and :func:`client.core.sanitize` has already replaced
+control characters).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from prompt_toolkit import PromptSession, print_formatted_text
+from prompt_toolkit.completion import CompleteEvent, Completer, Completion
+from prompt_toolkit.document import Document
+from prompt_toolkit.formatted_text import FormattedText
+from prompt_toolkit.history import FileHistory, History, InMemoryHistory
+from prompt_toolkit.input import Input
+from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
+from prompt_toolkit.output import Output
+from prompt_toolkit.renderer import print_formatted_text as renderer_print_formatted_text
+from prompt_toolkit.styles import Style
+
+from client.core import COMMANDS, ChatState, Kind, Line
+
+__all__ = [
+    "ChatCompleter",
+    "Ui",
+    "fragments",
+    "history_path",
+    "make_session",
+    "nick_colour",
+    "STYLE",
+]
+
+logger = logging.getLogger(__name__)
+
+Fragments = list[tuple[str, str]]
+
+# Colours for other people's nicks: readable on dark and light backgrounds, none of them
+# the colours reserved for errors (red) or one's own lines.
+NICK_PALETTE = (
+    "ansiblue",
+    "ansimagenta",
+    "ansicyan",
+    "ansiyellow",
+    "ansibrightblue",
+    "ansibrightmagenta",
+    "ansibrightcyan",
+    "ansigreen",
+    "#d7875f",
+    "#af87d7",
+    "#5fafaf",
+    "#87af5f",
+)
+
+STYLE = Style.from_dict(
+    {
+        "time": "#888888",
+        "room": "bold",
+        "own": "ansigreen bold",
+        "action": "italic",
+        "private": "ansibrightmagenta",
+        "system": "#888888",
+        "info": "ansicyan",
+        "error": "ansired bold",
+        "mention": "reverse",
+        "earlier": "#888888 italic",
+        "bottom-toolbar": "noreverse bg:#303030 #d0d0d0",
+        "bottom-toolbar.up": "bg:#303030 ansigreen bold",
+        "bottom-toolbar.down": "bg:#303030 ansired bold",
+        "bottom-toolbar.key": "bg:#303030 #909090",
+    }
+)
+
+# Batches of incoming lines are printed together (one redraw per burst, not per line),
+# but never more than this many at once so a flood still shows progress.
+MAX_BATCH = 200
+
+
+def nick_colour(nick: str) -> str:
+    """A colour for ``nick`` that is the same in every run and on every machine."""
+    return NICK_PALETTE[zlib.crc32(nick.lower().encode()) % len(NICK_PALETTE)]
+
+
+def _clock(ts: float | None) -> str:
+    return time.strftime("%H:%M", time.localtime(ts if ts is not None else time.time()))
+
+
+def fragments(
+    line: Line, current_room: str | None, colour: Callable[[str], str] = nick_colour
+) -> Fragments:
+    """How one line looks: ``[12:04] #room <bob> text``, styled by kind.
+
+    The room is named only when it is not the current one; continuation lines of a
+    multi-line message are indented by four spaces.
+    """
+    out: Fragments = []
+    if line.kind in (Kind.INFO, Kind.ERROR):
+        mark = "*** " if line.kind is Kind.INFO else "!!! "
+        out.append((f"class:{line.kind.value}", mark + _indent(line.text)))
+        return out
+    out.append(("class:time", f"[{_clock(line.ts)}] "))
+    if line.room and (current_room is None or line.room.lower() != current_room.lower()):
+        out.append(("class:room", line.room + " "))
+    if line.earlier:
+        out.append(("class:earlier", "(earlier) "))
+    text = _indent(line.text)
+    body = "class:mention" if line.mention else ""
+    nick = line.nick or "?"
+    nick_style = "class:own" if line.own or line.kind is Kind.OWN else f"fg:{colour(nick)} bold"
+    if line.kind is Kind.SYSTEM:
+        out.append(("class:system", "-- " + text))
+    elif line.kind is Kind.ACTION:
+        out.append(("class:action", "* "))
+        out.append((nick_style + " italic", nick))
+        out.append((f"class:action {body}".strip(), " " + text))
+    elif line.kind is Kind.PRIVATE:
+        out.append(("class:private", "[msg] <"))
+        out.append((nick_style, nick))
+        out.append(("class:private", f" -> {line.target or '?'}> "))
+        out.append((f"class:private {body}".strip(), text))
+    else:
+        out.append(("", "<"))
+        out.append((nick_style, nick))
+        out.append(("", "> "))
+        out.append((body, text))
+    return out
+
+
+def _indent(text: str) -> str:
+    return text.replace("\n", "\n    ")
+
+
+def toolbar_fragments(state: ChatState) -> Fragments:
+    """The bottom toolbar: connection state, server, nick, current room, members."""
+    out: Fragments = []
+    for name, value in state.toolbar():
+        if out:
+            out.append(("class:bottom-toolbar.key", " | "))
+        if name == "state":
+            up = value == "connected"
+            out.append((f"class:bottom-toolbar.{'up' if up else 'down'}", f" {value}"))
+        else:
+            out.append(("class:bottom-toolbar", value))
+    return out
+
+
+# --------------------------------------------------------------------------- completion
+
+
+class ChatCompleter(Completer):
+    """Tab completion: ``/commands`` at the start, ``#rooms`` and nicks anywhere.
+
+    A nick completed at the very start of the line gets ``": "`` appended, the way chat
+    clients address someone.
+    """
+
+    def __init__(self, state: ChatState) -> None:
+        self._state = state
+
+    def get_completions(
+        self, document: Document, complete_event: CompleteEvent
+    ) -> Iterator[Completion]:
+        before = document.text_before_cursor
+        word = before.split(" ")[-1].split("\n")[-1]
+        at_start = len(word) == len(before)
+        if at_start and word.startswith("/"):
+            for command in COMMANDS:
+                if ("/" + command.name).startswith(word.lower()):
+                    yield Completion("/" + command.name + " ", -len(word), display=command.usage)
+            return
+        if word.startswith("#"):
+            names = dict.fromkeys([*self._state.room_names(), *sorted(self._state.known_rooms)])
+            yield from _matching(word, names, "")
+            return
+        if not word:
+            return
+        others = [m for m in self._state.members() if not self._state.is_me(m)]
+        yield from _matching(word, others, ": " if at_start else "")
+
+
+def _matching(word: str, names: Iterable[str], suffix: str) -> Iterator[Completion]:
+    for name in names:
+        if name.lower().startswith(word.lower()):
+            yield Completion(name + suffix, -len(word), display=name)
+
+
+# --------------------------------------------------------------------------- history
+
+
+def history_path(env: dict[str, str] | None = None) -> Path:
+    """Where input history is kept across runs.
+
+    ``$CHAT_STATE_DIR`` (tests use it) or ``$XDG_STATE_HOME/chatd`` or
+    ``~/.local/state/chatd``, plus ``history``.
+    """
+    env = dict(os.environ) if env is None else env
+    if env.get("CHAT_STATE_DIR"):
+        base = Path(env["CHAT_STATE_DIR"])
+    elif env.get("XDG_STATE_HOME"):
+        base = Path(env["XDG_STATE_HOME"]) / "chatd"
+    else:
+        base = Path.home() / ".local" / "state" / "chatd"
+    return base / "history"
+
+
+def open_history(path: Path | None) -> History:
+    """A file history at ``path``; an in-memory one if that cannot be written."""
+    if path is None:
+        return InMemoryHistory()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600, exist_ok=True)
+    except OSError as exc:
+        logger.warning("input history not kept: cannot write %s: %s", path, exc)
+        return InMemoryHistory()
+    return FileHistory(str(path))
+
+
+# --------------------------------------------------------------------------- session
+
+
+def make_session(
+    state: ChatState,
+    history: History | None = None,
+    on_cycle: Callable[[int], None] | None = None,
+    input: Input | None = None,
+    output: Output | None = None,
+) -> PromptSession[str]:
+    """The prompt: completion, history, toolbar, and Ctrl-C/Ctrl-N/Ctrl-P bindings."""
+    bindings = KeyBindings()
+
+    @bindings.add("c-c")
+    def _(event: KeyPressEvent) -> None:
+        """Clear the line instead of raising KeyboardInterrupt; Ctrl-D or /quit leave."""
+        event.current_buffer.reset()
+
+    @bindings.add("c-n")
+    def _(event: KeyPressEvent) -> None:
+        """Next joined room."""
+        if on_cycle is not None:
+            on_cycle(1)
+
+    @bindings.add("c-p")
+    def _(event: KeyPressEvent) -> None:
+        """Previous joined room."""
+        if on_cycle is not None:
+            on_cycle(-1)
+
+    def prompt() -> Fragments:
+        room = state.current_room
+        return [("class:room", room.name if room else "(no room)"), ("", "> ")]
+
+    return PromptSession(
+        prompt,
+        history=history or InMemoryHistory(),
+        completer=ChatCompleter(state),
+        complete_while_typing=False,
+        bottom_toolbar=lambda: toolbar_fragments(state),
+        key_bindings=bindings,
+        style=STYLE,
+        enable_history_search=False,
+        # The server echoes what we send, timestamped; the accepted prompt line would only
+        # repeat it, so it is erased.
+        erase_when_done=True,
+        input=input,
+        output=output,
+    )
+
+
+class Ui:
+    """Shows lines above the prompt, coalescing bursts; rings the bell on mentions."""
+
+    def __init__(
+        self,
+        state: ChatState,
+        session: PromptSession[str],
+        colour: Callable[[str], str] = nick_colour,
+    ) -> None:
+        self.state = state
+        self.session = session
+        self._colour = colour
+        self._pending: list[Line] = []
+        self._flush_scheduled = False
+
+    def show(self, lines: Iterable[Line]) -> None:
+        """Queue lines; they are printed together once the current burst is read."""
+        self._pending.extend(lines)
+        if len(self._pending) >= MAX_BATCH:
+            self.flush()
+        elif self._pending and not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Print every queued line now, in one go."""
+        self._flush_scheduled = False
+        lines, self._pending = self._pending, []
+        if not lines:
+            self.refresh()
+            return
+        current = self.state.current_room
+        out: Any = []
+        for line in lines:
+            out.extend(fragments(line, current.name if current else None, self._colour))
+            out.append(("", "\n"))
+        self._print_above(FormattedText(out))
+        if any(line.mention for line in lines):
+            self.session.output.bell()
+        self.refresh()
+
+    def _print_above(self, text: FormattedText) -> None:
+        """Print above the running prompt, without leaving raw mode.
+
+        ``print_formatted_text`` goes through ``run_in_terminal``, which switches the
+        terminal to cooked mode while it prints: a Ctrl-D typed in that instant is eaten
+        by the tty as end-of-file and a Ctrl-C becomes SIGINT (both seen in the tmux
+        tests). A chat client prints all the time, so it does what ``in_terminal`` does
+        minus the mode switch: erase the prompt, print, reset the renderer, redraw. All of
+        it runs synchronously on the loop's thread, so nothing renders in between.
+        """
+        app = self.session.app
+        if not app.is_running or app.is_done or getattr(app, "_running_in_terminal", False):
+            print_formatted_text(text, style=STYLE, end="")
+            return
+        app.renderer.erase()
+        renderer_print_formatted_text(app.output, text, STYLE, color_depth=app.color_depth)
+        app.output.flush()
+        app.renderer.reset()
+        app.renderer.request_absolute_cursor_position()
+        app.invalidate()
+
+    def refresh(self) -> None:
+        """Redraw the toolbar and prompt (state changed)."""
+        if self.session.app.is_running:
+            self.session.app.invalidate()
