@@ -541,11 +541,13 @@ class Server:
         conn = self._conns.get(action.cid)
         if conn is None:
             return
+        messages: list[Message] = []
         if self._history is not None:
             self._history.commit()
-            for message in self._history.recent(action.room, action.limit):
+            messages = self._history.recent(action.room, action.limit)
+            for message in messages:
                 self._deliver(Deliver((action.cid,), message))
-        self._deliver_one(conn, HistoryEnd(action.room))
+        self._deliver_one(conn, HistoryEnd(action.room, len(messages)))
 
     def _fetch_history(self, action: FetchHistory) -> None:
         conn = self._conns.get(action.cid)
