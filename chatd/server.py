@@ -35,6 +35,7 @@ import logging
 import selectors
 import socket
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
@@ -378,12 +379,17 @@ class Server:
             return
         frames = conn.framer.feed(data)
         if frames:
-            conn.backlog.extend(frames)
+            if conn.backlog is None:
+                conn.backlog = deque(frames)
+            else:
+                conn.backlog.extend(frames)
             self._run_backlog(conn, now, wall)
 
     def _run_backlog(self, conn: Connection, now: float, wall: float) -> None:
         """Execute queued frames while the rate limit allows."""
         backlog = conn.backlog
+        if backlog is None:
+            return
         bucket = conn.bucket
         try:
             while backlog and conn.state is State.OPEN:
@@ -393,6 +399,7 @@ class Server:
                     self._update_interest(conn)
                     return
                 self._execute(conn, backlog.popleft(), wall)
+            conn.backlog = None  # all done (or closing): free it
         except Exception:
             # A bug, not the peer's fault: keep it to this connection (asyncio's
             # _fatal_error pattern). SystemExit and KeyboardInterrupt are not caught.
@@ -660,7 +667,8 @@ class Server:
                 conn.backpressured = False
             elif size > high:
                 conn.backpressured = True
-            self._update_interest(conn)
+            if size or conn.mask != _READ:  # else: all sent, reading on: nothing changes
+                self._update_interest(conn)
 
     def _update_interest(self, conn: Connection) -> None:
         """Register exactly the events this connection needs now."""
@@ -698,7 +706,7 @@ class Server:
         conn.state = State.CLOSING
         conn.close_reason = reason
         conn.close_deadline = self._now + self.config.close_linger_seconds
-        conn.backlog.clear()
+        conn.backlog = None
         self._closing.add(conn)
         self._departures.append((conn.cid, reason))
         self._update_interest(conn)
