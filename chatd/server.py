@@ -577,6 +577,9 @@ class Server:
         # burst (many senders, or one paste of 30 lines) can pile up more than the soft or
         # even the hard limit for a reader that keeps up perfectly. Judge only what the
         # kernel will not take now: try to send first, as asyncio's write() does.
+        # Store before deliver holds here too: the queue may hold this tick's messages.
+        if self._history is not None:
+            self._history.commit()
         try:
             conn.flush(self.config.max_write_bytes_per_tick)
         except OSError as exc:
