@@ -26,7 +26,9 @@ class OutBuffer:
     __slots__ = ("_chunks", "size")
 
     def __init__(self) -> None:
-        self._chunks: deque[Chunk] = deque()
+        # None while empty: an empty deque costs 760 bytes, and most connections of a
+        # big server are idle, so it exists only while something is queued.
+        self._chunks: deque[Chunk] | None = None
         self.size = 0  # bytes queued and not yet sent
 
     def __len__(self) -> int:
@@ -38,12 +40,15 @@ class OutBuffer:
     def append(self, data: bytes) -> None:
         """Queue ``data`` (the object itself is kept; callers must not mutate it)."""
         if data:
-            self._chunks.append(data)
+            if self._chunks is None:
+                self._chunks = deque((data,))
+            else:
+                self._chunks.append(data)
             self.size += len(data)
 
     def peek(self, max_chunks: int) -> list[Chunk]:
         """The first ``max_chunks`` chunks, for one gather write."""
-        return list(islice(self._chunks, max_chunks))
+        return list(islice(self._chunks, max_chunks)) if self._chunks else []
 
     def consume(self, nbytes: int) -> None:
         """Forget the first ``nbytes`` bytes: the kernel has taken them."""
@@ -51,6 +56,10 @@ class OutBuffer:
             raise ValueError(f"consume({nbytes}) but only {self.size} bytes are queued")
         self.size -= nbytes
         chunks = self._chunks
+        if not self.size:  # all sent, the usual case: drop the deque at once
+            self._chunks = None
+            return
+        assert chunks is not None
         while nbytes:
             head = chunks[0]
             if len(head) <= nbytes:
@@ -62,5 +71,5 @@ class OutBuffer:
 
     def clear(self) -> None:
         """Drop everything (the connection is being aborted)."""
-        self._chunks.clear()
+        self._chunks = None
         self.size = 0

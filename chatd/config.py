@@ -59,6 +59,11 @@ class Config:
                                          "disconnected as a slow consumer")
     out_hard_limit_bytes: int = _opt(1048576, "a client with this much unsent output is "
                                      "disconnected at once as a slow consumer")
+    # Linux autotunes a socket's send buffer up to tcp_wmem's maximum (4 MiB): a client
+    # that stopped reading pins that much kernel memory, unseen by the limits above,
+    # before its own output buffer even starts to grow. 0 keeps the kernel's autotuning.
+    send_buffer_bytes: int = _opt(0, "SO_SNDBUF for client sockets, bounding the kernel "
+                                  "memory a stalled client can pin (0: kernel autotuning)")
     max_write_bytes_per_tick: int = _opt(262144, "most bytes written to one client per loop "
                                          "turn, so one fast reader cannot hog the loop")
 
@@ -112,7 +117,7 @@ class Config:
         non_negative = ["rate_limit", "history_replay", "register_timeout_seconds",
                         "out_soft_limit_seconds", "shutdown_grace_seconds",
                         "close_linger_seconds", "accept_retry_seconds", "keepalive_idle_seconds",
-                        "out_low_water_bytes"]
+                        "out_low_water_bytes", "send_buffer_bytes"]
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, not {getattr(self, name)}")

@@ -56,7 +56,8 @@ class Connection:
         self.mask = 0  # the events currently registered with the selector
         self.pending = False  # on the server's list of connections to flush this tick
         # Frames read but not yet executed (only while the rate limit holds us back).
-        self.backlog: deque[bytes | LineTooLong] = deque()
+        # None unless the rate limit holds frames back (an empty deque is 760 bytes).
+        self.backlog: deque[bytes | LineTooLong] | None = None
         self.bucket = bucket
         self.paused_until = 0.0  # rate limit: no reading before this (monotonic)
         self.backpressured = False  # own output above the high-water mark: no reading
@@ -87,19 +88,18 @@ class Connection:
     def flush(self, max_bytes: int) -> int:
         """Send queued output until the kernel is full or ``max_bytes`` have gone."""
         out = self.out
+        sock = self.sock
         sent_total = 0
         while out.size and sent_total < max_bytes:
             chunks = out.peek(_IOV_MAX)
             try:
-                if len(chunks) == 1:
-                    sent = self.sock.send(chunks[0])
-                else:
-                    sent = self.sock.sendmsg(chunks)
+                # One chunk is the usual case (a tick's room messages are one blob).
+                sent = sock.send(chunks[0]) if len(chunks) == 1 else sock.sendmsg(chunks)
             except (BlockingIOError, InterruptedError):
                 break
             out.consume(sent)
             sent_total += sent
-            if sent < sum(len(c) for c in chunks):
-                break  # the kernel buffer is full: wait for EVENT_WRITE
+            if out.size and (len(chunks) < _IOV_MAX or sent < sum(map(len, chunks))):
+                break  # the kernel took less than offered: wait for EVENT_WRITE
         self.bytes_out += sent_total
         return sent_total

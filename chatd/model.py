@@ -317,7 +317,10 @@ class HistoryReply(Event):
 
 @dataclass(frozen=True, slots=True)
 class HistoryEnd(Event):
+    """After the replay that follows a join; ``count`` messages were replayed."""
+
     room: str
+    count: int = 0
 
 
 @dataclass(frozen=True, slots=True)

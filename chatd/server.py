@@ -35,6 +35,7 @@ import logging
 import selectors
 import socket
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
@@ -334,6 +335,8 @@ class Server:
         sock.setblocking(False)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if config.send_buffer_bytes:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, config.send_buffer_bytes)
             if config.keepalive_idle_seconds:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
                 if hasattr(socket, "TCP_KEEPIDLE"):
@@ -376,12 +379,17 @@ class Server:
             return
         frames = conn.framer.feed(data)
         if frames:
-            conn.backlog.extend(frames)
+            if conn.backlog is None:
+                conn.backlog = deque(frames)
+            else:
+                conn.backlog.extend(frames)
             self._run_backlog(conn, now, wall)
 
     def _run_backlog(self, conn: Connection, now: float, wall: float) -> None:
         """Execute queued frames while the rate limit allows."""
         backlog = conn.backlog
+        if backlog is None:
+            return
         bucket = conn.bucket
         try:
             while backlog and conn.state is State.OPEN:
@@ -391,6 +399,7 @@ class Server:
                     self._update_interest(conn)
                     return
                 self._execute(conn, backlog.popleft(), wall)
+            conn.backlog = None  # all done (or closing): free it
         except Exception:
             # A bug, not the peer's fault: keep it to this connection (asyncio's
             # _fatal_error pattern). SystemExit and KeyboardInterrupt are not caught.
@@ -541,11 +550,13 @@ class Server:
         conn = self._conns.get(action.cid)
         if conn is None:
             return
+        messages: list[Message] = []
         if self._history is not None:
             self._history.commit()
-            for message in self._history.recent(action.room, action.limit):
+            messages = self._history.recent(action.room, action.limit)
+            for message in messages:
                 self._deliver(Deliver((action.cid,), message))
-        self._deliver_one(conn, HistoryEnd(action.room))
+        self._deliver_one(conn, HistoryEnd(action.room, len(messages)))
 
     def _fetch_history(self, action: FetchHistory) -> None:
         conn = self._conns.get(action.cid)
@@ -562,6 +573,20 @@ class Server:
     # ------------------------------------------------------------------ output limits
 
     def _over_soft_limit(self, conn: Connection) -> None:
+        # Within one tick every ready client's lines run before anything is flushed, so a
+        # burst (many senders, or one paste of 30 lines) can pile up more than the soft or
+        # even the hard limit for a reader that keeps up perfectly. Judge only what the
+        # kernel will not take now: try to send first, as asyncio's write() does.
+        # Store before deliver holds here too: the queue may hold this tick's messages.
+        if self._history is not None:
+            self._history.commit()
+        try:
+            conn.flush(self.config.max_write_bytes_per_tick)
+        except OSError as exc:
+            self._close(conn, f"write error: {exc.strerror or exc}", flush=False)
+            return
+        if conn.out.size <= self.config.out_soft_limit_bytes:
+            return
         if conn.out.size > self.config.out_hard_limit_bytes:
             self._slow_consumer(conn, f"output buffer over the hard limit "
                                       f"({self.config.out_hard_limit_bytes} bytes)")
@@ -645,7 +670,8 @@ class Server:
                 conn.backpressured = False
             elif size > high:
                 conn.backpressured = True
-            self._update_interest(conn)
+            if size or conn.mask != _READ:  # else: all sent, reading on: nothing changes
+                self._update_interest(conn)
 
     def _update_interest(self, conn: Connection) -> None:
         """Register exactly the events this connection needs now."""
@@ -683,7 +709,7 @@ class Server:
         conn.state = State.CLOSING
         conn.close_reason = reason
         conn.close_deadline = self._now + self.config.close_linger_seconds
-        conn.backlog.clear()
+        conn.backlog = None
         self._closing.add(conn)
         self._departures.append((conn.cid, reason))
         self._update_interest(conn)

@@ -8,6 +8,8 @@ ranges are the hub's. ``docs/protocol.md`` is the reference for every field.
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -56,6 +58,25 @@ from chatd.model import (
 __all__ = ["JsonCodec"]
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def _reject_constant(name: str) -> Any:
+    # Python's json accepts NaN, Infinity and -Infinity; RFC 8259 does not. A request id
+    # of NaN would be copied onto the reply and make *our* output invalid JSON.
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999 parses to inf: same problem as Infinity
+        raise ValueError(f"{text} is out of range")
+    return value
+
+
+_loads = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float).decode
+# "\ud800" escapes decode to lone surrogates, which cannot be encoded as UTF-8: one in a
+# room name or a message would crash the encoding of every frame that carries it.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 class _Request:
@@ -194,9 +215,15 @@ class JsonCodec(Codec):
     def decode(self, line: bytes) -> list[Command]:
         text = decode_utf8(line)
         try:
-            obj = json.loads(text)
+            obj = _loads(text)
         except (ValueError, RecursionError):
             raise ProtocolError(ErrorCode.BAD_JSON, "line is not valid JSON") from None
+        if _SURROGATE_ESCAPE.search(text):
+            try:
+                _dumps(obj).encode()
+            except UnicodeEncodeError:
+                raise ProtocolError(ErrorCode.BAD_ENCODING, "line holds a lone surrogate "
+                                    "escape (\\ud800-\\udfff); it was ignored") from None
         if not isinstance(obj, dict):
             raise ProtocolError(ErrorCode.BAD_JSON, "expected a JSON object per line")
         rid = obj.get("id")

@@ -1,0 +1,673 @@
+"""Load generator for the chatd benchmark (issue 5).
+
+N clients connect to 127.0.0.1, register (``hello``) and join one room; S of them send
+``say`` requests whose 64-character text carries the sender id, a sequence number and the
+send time; every member (the sender included) receives each message. Optionally, extra
+*idle* clients only register (they join no room: 10,000 members of one room would turn
+"idle" into a fan-out test, and their 50 million join notices into the whole run).
+
+Two ways to offer load:
+
+* saturation (closed loop): each sender keeps at most ``window`` messages in flight and
+  counts its own echoed ``msg`` as completion;
+* fixed rate (open loop): the senders together offer ``rate`` messages per second.
+
+Cheap enough per received line not to be the bottleneck
+--------------------------------------------------------
+Clients are spread round-robin over several worker processes, each one selectors loop
+over raw non-blocking sockets, reading with ``recv_into`` a shared 256 KiB buffer. No
+frame is JSON-decoded once the handshake is over. Every text starts with the marker
+``~b`` (``~`` cannot appear in a nick or in our room name), so for most clients counting
+deliveries is one ``bytearray.count`` per ``recv`` -- C speed, no copy -- plus a one-byte
+check for a marker split across two reads. Three roles look closer:
+
+* a *sender* finds its own echoes with a compiled regex over complete lines (its window
+  and its round-trip time);
+* a few *checkers* (spread over the join order, so over the server's fan-out order)
+  parse every message's sender, sequence number and send time with one ``findall`` per
+  read: one-way latency, sequence gaps and reordering per sender;
+* every member counts deliveries, so loss (and duplication) is checked for *all*
+  members: after the run each must have received exactly what the senders sent.
+
+Timing uses ``time.monotonic_ns()``, which on Linux is one clock for every process.
+
+The coordinator side is :class:`LoadGen`; ``bench/run.py`` drives it around a server
+subprocess. It can also be pointed at a running server::
+
+    python -m bench.loadgen --port 7777 --n 100 --senders 10 --duration 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import re
+import resource
+import selectors
+import socket
+import sys
+import time
+from array import array
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+MARK = b"~b"  # starts every benchmark text; "~" is not a nick character
+TILDE, LOWER_B = MARK[0], MARK[1]
+TEXT_CHARS = 64
+PAD = b"x" * TEXT_CHARS
+TEXT_RE = re.compile(rb"~b(\d{4}):(\d{9}):(\d{19}):")
+RECV_BYTES = 256 * 1024
+CONNECT_CONCURRENCY = 64  # handshakes in flight per worker: stays far below the backlog
+
+# client states
+CONNECTING, HELLO, JOINING, READY, DEAD = range(5)
+
+
+@dataclass
+class Spec:
+    """Everything a worker needs; picklable."""
+
+    host: str = "127.0.0.1"
+    port: int = 7777
+    n: int = 100  # members of the room (senders included)
+    senders: int = 10
+    idle: int = 0  # registered, in no room, silent
+    room: str = "#bench"
+    rate: float = 0.0  # total msgs/s offered; 0 means saturation (closed loop)
+    window: int = 16  # saturation: messages in flight per sender
+    checkers: int = 8
+    warmup: float = 1.0
+    duration: float = 5.0
+    drain_quiet: float = 0.5  # after the run: stop once nothing arrived for this long
+    drain_max: float = 10.0
+    connect_timeout: float = 60.0
+    procs: int = 2
+    cpus: list[int] | None = None  # pin workers to these CPUs
+    nick_prefix: str = "u"
+    nice: int = 0  # niceness increment for the workers (negative needs CAP_SYS_NICE)
+
+    def sender_indices(self) -> list[int]:
+        s = min(self.senders, self.n)
+        return [k * self.n // s for k in range(s)] if s else []
+
+    def checker_indices(self) -> list[int]:
+        senders = set(self.sender_indices())
+        rest = [i for i in range(self.n) if i not in senders]
+        c = min(self.checkers, len(rest))
+        if not c:
+            return []
+        # evenly spread over the join order, always including the last joiner
+        return sorted({rest[(len(rest) - 1) - k * (len(rest) - 1) // max(c - 1, 1)]
+                       for k in range(c)})
+
+
+def raise_nofile() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit; return the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
+def text_for(sid: int, seq: int, t_ns: int) -> bytes:
+    head = b"~b%04d:%09d:%019d:" % (sid, seq, t_ns)
+    return head + PAD[len(head):]
+
+
+class Client:
+    __slots__ = (
+        "idx", "sock", "fd", "state", "member", "sender", "checker", "hbuf", "out", "mask",
+        "count", "prev_tilde", "tail", "snap0", "snap1", "error",
+        # sender
+        "sid", "seq", "inflight", "own_re", "sent", "acked", "acked0", "acked1",
+        "next_due", "interval", "rtt",
+        # checker
+        "last_seq", "gaps", "reorders", "lat", "skipped",
+    )
+
+    def __init__(self, idx: int, member: bool) -> None:
+        self.idx = idx
+        self.member = member
+        self.sender = False
+        self.checker = False
+        self.sock: socket.socket | None = None
+        self.fd = -1
+        self.state = CONNECTING
+        self.hbuf = b""
+        self.out = bytearray()
+        self.mask = 0
+        self.count = 0
+        self.prev_tilde = False
+        self.tail = b""
+        self.snap0 = self.snap1 = 0
+        self.error = ""
+        self.sid = -1
+        self.seq = 0
+        self.inflight = 0
+        self.own_re: re.Pattern[bytes] | None = None
+        self.sent = self.acked = self.acked0 = self.acked1 = 0
+        self.next_due = 0
+        self.interval = 0
+        self.rtt = array("q")
+        self.last_seq: list[int] = []
+        self.gaps = self.reorders = self.skipped = 0
+        self.lat = array("q")
+
+
+class Worker:
+    """One load-generator process: a selectors loop over its share of the clients."""
+
+    def __init__(self, spec: Spec, wid: int, pipe: Any) -> None:
+        self.spec = spec
+        self.wid = wid
+        self.pipe = pipe
+        self.sel = selectors.DefaultSelector()
+        self.buf = bytearray(RECV_BYTES)
+        self.view = memoryview(self.buf)
+        senders = spec.sender_indices()
+        checkers = set(spec.checker_indices())
+        total = spec.n + spec.idle
+        self.clients: list[Client] = []
+        for idx in range(wid, total, spec.procs):
+            c = Client(idx, member=idx < spec.n)
+            if idx in senders:
+                c.sender = True
+                c.sid = senders.index(idx)
+                c.own_re = re.compile(rb"~b%04d:(\d{9}):(\d{19}):" % c.sid)
+            elif idx in checkers:
+                c.checker = True
+                c.last_seq = [0] * len(senders)
+            self.clients.append(c)
+        self.n_senders = len(senders)
+        self.say_head = b'{"op":"say","room":"%s","text":"' % spec.room.encode()
+        self.t_start = self.m0 = self.m1 = 0  # monotonic ns
+        self.win0 = self.win1 = 0
+        self.cpu0 = self.cpu1 = 0.0
+        self.running = False
+        self.window_open = False
+        self.last_rx = 0
+
+    # ---- plumbing ---------------------------------------------------------------------
+
+    def set_mask(self, c: Client, mask: int) -> None:
+        if mask == c.mask:
+            return
+        if c.mask == 0:
+            self.sel.register(c.sock, mask, c)  # type: ignore[arg-type]
+        elif mask == 0:
+            self.sel.unregister(c.sock)  # type: ignore[arg-type]
+        else:
+            self.sel.modify(c.sock, mask, c)  # type: ignore[arg-type]
+        c.mask = mask
+
+    def flush(self, c: Client) -> None:
+        if c.out:
+            try:
+                n = c.sock.send(c.out)  # type: ignore[union-attr]
+            except BlockingIOError:
+                n = 0
+            except OSError as exc:
+                self.kill(c, f"send: {exc}")
+                return
+            del c.out[:n]
+        self.set_mask(c, selectors.EVENT_READ | (selectors.EVENT_WRITE if c.out else 0))
+
+    def kill(self, c: Client, why: str) -> None:
+        if c.state == DEAD:
+            return
+        c.error = c.error or why
+        c.state = DEAD
+        self.set_mask(c, 0)
+        c.sock.close()  # type: ignore[union-attr]
+
+    def send_say(self, c: Client, now: int) -> None:
+        c.seq += 1
+        c.out += self.say_head + text_for(c.sid, c.seq, now) + b'"}\n'
+        c.sent += 1
+        c.inflight += 1
+
+    # ---- connect and register -----------------------------------------------------------
+
+    def open(self, c: Client) -> None:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setblocking(False)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        c.sock, c.fd = s, s.fileno()
+        err = s.connect_ex((self.spec.host, self.spec.port))
+        if err not in (0, 115):  # 115: EINPROGRESS
+            c.state = DEAD
+            c.error = os.strerror(err)
+            s.close()
+            return
+        c.state = CONNECTING
+        self.set_mask(c, selectors.EVENT_WRITE)
+
+    def on_connected(self, c: Client) -> None:
+        err = c.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)  # type: ignore[union-attr]
+        if err:
+            self.kill(c, "connect: " + os.strerror(err))
+            return
+        c.state = HELLO
+        nick = f"{self.spec.nick_prefix}{c.idx}"
+        c.out += json.dumps({"op": "hello", "nick": nick}).encode() + b"\n"
+        self.flush(c)
+
+    def on_handshake(self, c: Client, data: bytes) -> None:
+        c.hbuf += data
+        *lines, c.hbuf = c.hbuf.split(b"\n")
+        for line in lines:
+            if not line.startswith(b"{"):
+                continue  # banner
+            try:
+                frame = json.loads(line)
+            except ValueError:
+                self.kill(c, f"bad frame {line[:80]!r}")
+                return
+            kind = frame.get("type")
+            if kind == "error":
+                self.kill(c, f"error {frame.get('code')}: {frame.get('message')}")
+                return
+            if c.state == HELLO and kind == "welcome":
+                if c.member:
+                    c.state = JOINING
+                    c.out += json.dumps({"op": "join", "room": self.spec.room}).encode() + b"\n"
+                    self.flush(c)
+                else:
+                    c.state = READY
+            elif c.state == JOINING and kind == "joined":
+                c.state = READY
+            if c.state == READY:
+                c.hbuf = b""
+                return
+
+    def connect_all(self) -> None:
+        deadline = time.monotonic() + self.spec.connect_timeout
+        todo = list(reversed(self.clients))
+        pending = 0
+        while True:
+            while todo and pending < CONNECT_CONCURRENCY:
+                c = todo.pop()
+                self.open(c)
+                if c.state != DEAD:
+                    pending += 1
+            if not todo and pending == 0:
+                return
+            if time.monotonic() > deadline:
+                for c in self.clients:
+                    if c.state not in (READY, DEAD):
+                        self.kill(c, "handshake timeout")
+                for c in todo:
+                    c.state, c.error = DEAD, "not started: connect timeout"
+                return
+            for key, mask in self.sel.select(0.5):
+                c = key.data
+                before = c.state
+                if c.state == CONNECTING:
+                    if mask & selectors.EVENT_WRITE:
+                        self.on_connected(c)
+                elif mask & selectors.EVENT_READ:
+                    self.read_one(c)
+                elif mask & selectors.EVENT_WRITE:
+                    self.flush(c)
+                if before not in (READY, DEAD) and c.state in (READY, DEAD):
+                    pending -= 1
+
+    # ---- the hot path -----------------------------------------------------------------
+
+    def read_one(self, c: Client) -> None:
+        try:
+            n = c.sock.recv_into(self.buf)  # type: ignore[union-attr]
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self.kill(c, f"recv: {exc}")
+            return
+        if n == 0:
+            self.kill(c, "closed by server")
+            return
+        if c.state != READY:
+            self.on_handshake(c, bytes(self.view[:n]))
+            return
+        self.last_rx = 1
+        buf = self.buf
+        c.count += buf.count(MARK, 0, n) + (c.prev_tilde and buf[0] == LOWER_B)
+        c.prev_tilde = buf[n - 1] == TILDE
+        if c.sender or c.checker:
+            data = c.tail + self.view[:n].tobytes() if c.tail else self.view[:n].tobytes()
+            end = data.rfind(b"\n") + 1
+            c.tail = data[end:]
+            if not end:
+                return
+            now = time.monotonic_ns()
+            if c.sender:
+                self.on_own(c, data, end, now)
+            else:
+                self.on_check(c, data, end, now)
+            if b"skipped" in data:
+                for m in re.finditer(rb'"skipped"\s*,\s*"count"\s*:\s*(\d+)', data):
+                    c.skipped += int(m.group(1))
+
+    def on_own(self, c: Client, data: bytes, end: int, now: int) -> None:
+        own = c.own_re.findall(data, 0, end)  # type: ignore[union-attr]
+        if not own:
+            return
+        m0, m1 = self.m0, self.m1
+        rtt = c.rtt
+        for _seq, t in own:
+            t_ns = int(t)
+            if m0 <= t_ns < m1:
+                rtt.append((now - t_ns) // 1000)
+        c.acked += len(own)
+        c.inflight -= len(own)
+        if self.spec.rate == 0 and self.running and now < m1:
+            for _ in range(self.spec.window - c.inflight):
+                self.send_say(c, now)
+            self.flush(c)
+
+    def on_check(self, c: Client, data: bytes, end: int, now: int) -> None:
+        last = c.last_seq
+        m0, m1 = self.m0, self.m1
+        lat = c.lat
+        for sid_b, seq_b, t in TEXT_RE.findall(data, 0, end):
+            sid = int(sid_b)
+            seq = int(seq_b)
+            prev = last[sid]
+            if seq != prev + 1:
+                if seq > prev:
+                    c.gaps += seq - prev - 1
+                else:
+                    c.reorders += 1
+            if seq > prev:
+                last[sid] = seq
+            t_ns = int(t)
+            if m0 <= t_ns < m1:
+                lat.append((now - t_ns) // 1000)
+
+    def loop(self) -> None:
+        """Wait for "go", run, drain; the same loop keeps reading throughout."""
+        sel = self.sel
+        pipe_fd = self.pipe.fileno()
+        sel.register(pipe_fd, selectors.EVENT_READ, None)
+        senders = [c for c in self.clients if c.sender and c.state == READY]
+        rate = self.spec.rate
+        phase = "wait"
+        drain_until = 0
+        EVENT_READ, EVENT_WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
+        while True:
+            now = time.monotonic_ns()
+            timeout = 0.05
+            if phase == "wait":
+                pass
+            elif phase == "run":
+                if not self.running and now >= self.t_start:
+                    # No counter is reset here: nothing carries the marker before the
+                    # first say, and a reset could race with a read already under way.
+                    self.running = True
+                    if rate == 0:
+                        for c in senders:
+                            for _ in range(self.spec.window):
+                                self.send_say(c, now)
+                            self.flush(c)
+                if not self.window_open and now >= self.m0:
+                    self.window_open = True
+                    for c in self.clients:
+                        c.snap0 = c.count
+                        c.acked0 = c.acked
+                    self.win0 = now
+                    self.cpu0 = sum(os.times()[:2])
+                if now >= self.m1:
+                    for c in self.clients:
+                        c.snap1 = c.count
+                        c.acked1 = c.acked
+                    self.win1 = now
+                    self.cpu1 = sum(os.times()[:2])
+                    self.running = False
+                    phase = "drain"
+                    self.last_rx = 0
+                    quiet_since = now
+                    drain_until = now + int(self.spec.drain_max * 1e9)
+                elif self.running and rate:
+                    for c in senders:
+                        if c.next_due <= now:
+                            while c.next_due <= now:
+                                self.send_say(c, now)
+                                c.next_due += c.interval
+                            self.flush(c)
+                        timeout = min(timeout, max(c.next_due - now, 0) / 1e9)
+                elif not self.running:
+                    timeout = min(timeout, max(self.t_start - now, 0) / 1e9)
+            if phase == "drain":
+                if self.last_rx:
+                    self.last_rx = 0
+                    quiet_since = now
+                if (now - quiet_since >= self.spec.drain_quiet * 1e9 and
+                        all(c.inflight <= 0 for c in senders)) or now >= drain_until:
+                    return
+            for key, mask in sel.select(timeout):
+                c = key.data
+                if c is None:
+                    msg = self.pipe.recv()
+                    if msg[0] == "go":
+                        self.t_start, self.m0, self.m1 = msg[1:]
+                        phase = "run"
+                        if rate:
+                            interval = int(1e9 * len(self.spec.sender_indices()) / rate)
+                            for c2 in senders:
+                                c2.interval = interval
+                                # stagger the senders over one interval
+                                c2.next_due = self.t_start + interval * c2.sid // max(
+                                    self.n_senders, 1)
+                    elif msg[0] == "exit":
+                        raise SystemExit(0)
+                    continue
+                if mask & EVENT_READ:
+                    self.read_one(c)
+                if mask & EVENT_WRITE and c.state != DEAD:
+                    self.flush(c)
+
+    def results(self) -> dict[str, Any]:
+        members = [c for c in self.clients if c.member]
+        win = (self.win1 - self.win0) / 1e9 if self.window_open else 0.0
+        lat = array("q")
+        rtt = array("q")
+        for c in self.clients:
+            lat.extend(c.lat)
+            rtt.extend(c.rtt)
+        return {
+            "wid": self.wid,
+            "window_s": win,
+            "window_deliveries": sum(c.snap1 - c.snap0 for c in self.clients),
+            "member_counts": [c.count for c in members if c.state == READY],
+            "dead": [(c.idx, c.error) for c in self.clients if c.state == DEAD],
+            "sent": {c.sid: c.sent for c in self.clients if c.sender},
+            "acked_window": sum(c.acked1 - c.acked0 for c in self.clients if c.sender),
+            "last_seq_seen": [c.last_seq for c in self.clients if c.checker],
+            "gaps": sum(c.gaps for c in self.clients),
+            "reorders": sum(c.reorders for c in self.clients),
+            "skipped": sum(c.skipped for c in self.clients),
+            "lat_us": lat.tobytes(),
+            "rtt_us": rtt.tobytes(),
+            "cpu_s": self.cpu1 - self.cpu0,
+        }
+
+
+def worker_main(spec: Spec, wid: int, pipe: Any) -> None:
+    try:
+        if spec.cpus:
+            os.sched_setaffinity(0, spec.cpus)
+        if spec.nice:
+            try:
+                os.nice(spec.nice)
+            except OSError:
+                pass
+        raise_nofile()
+        w = Worker(spec, wid, pipe)
+        w.connect_all()
+        ready = [c for c in w.clients if c.state == READY]
+        pipe.send(("ready", len(ready), [(c.idx, c.error) for c in w.clients
+                                         if c.state == DEAD][:20]))
+        w.loop()
+        res = w.results()
+        pipe.send(("result", res))
+        while True:  # keep the connections open until the coordinator has measured RSS
+            msg = pipe.recv()
+            if msg[0] == "exit":
+                return
+    except (KeyboardInterrupt, SystemExit, EOFError, BrokenPipeError):
+        return
+
+
+def percentiles(samples: array, points: tuple[float, ...] = (50, 99)) -> dict[str, float]:
+    if not samples:
+        return {}
+    s = sorted(samples)
+    out = {f"p{p:g}": s[min(len(s) - 1, int(len(s) * p / 100))] / 1000 for p in points}
+    out["max"] = s[-1] / 1000
+    out["samples"] = len(s)
+    return out  # milliseconds
+
+
+@dataclass
+class LoadResult:
+    deliveries_per_s: float = 0.0
+    msgs_per_s: float = 0.0
+    members: int = 0
+    failed: int = 0
+    sent: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    gaps: int = 0
+    reorders: int = 0
+    skipped: int = 0
+    latency_ms: dict[str, float] = field(default_factory=dict)  # checkers, one-way
+    rtt_ms: dict[str, float] = field(default_factory=dict)  # senders, own echo
+    loadgen_cpu: float = 0.0  # CPU seconds of all workers per second of the window
+    errors: list[Any] = field(default_factory=list)
+
+
+class LoadGen:
+    """The coordinator's handle on the worker processes."""
+
+    def __init__(self, spec: Spec) -> None:
+        self.spec = spec
+        self.ctx = mp.get_context("fork")
+        self.procs: list[Any] = []
+        self.pipes: list[Any] = []
+        self.ready = 0
+        self.errors: list[Any] = []
+
+    def start(self) -> None:
+        for wid in range(self.spec.procs):
+            ours, theirs = self.ctx.Pipe()
+            p = self.ctx.Process(target=worker_main, args=(self.spec, wid, theirs),
+                                 name=f"loadgen-{wid}", daemon=True)
+            p.start()
+            theirs.close()
+            self.procs.append(p)
+            self.pipes.append(ours)
+
+    def _recv(self, pipe: Any, deadline: float) -> Any:
+        if not pipe.poll(max(0.0, deadline - time.monotonic())):
+            raise TimeoutError("load generator worker did not answer")
+        return pipe.recv()
+
+    def wait_ready(self) -> int:
+        deadline = time.monotonic() + self.spec.connect_timeout + 10
+        for pipe in self.pipes:
+            _, n, errors = self._recv(pipe, deadline)
+            self.ready += n
+            self.errors.extend(errors)
+        return self.ready
+
+    def go(self, lead: float = 0.2) -> tuple[float, float, float]:
+        """Start sending; returns (start, window start, window end) in monotonic seconds."""
+        t0 = time.monotonic_ns() + int(lead * 1e9)
+        m0 = t0 + int(self.spec.warmup * 1e9)
+        m1 = m0 + int(self.spec.duration * 1e9)
+        for pipe in self.pipes:
+            pipe.send(("go", t0, m0, m1))
+        return t0 / 1e9, m0 / 1e9, m1 / 1e9
+
+    def collect(self) -> LoadResult:
+        deadline = (time.monotonic() + self.spec.warmup + self.spec.duration
+                    + self.spec.drain_max + 15)
+        parts = [self._recv(pipe, deadline)[1] for pipe in self.pipes]
+        r = LoadResult()
+        sent_total = sum(v for p in parts for v in p["sent"].values())
+        r.sent = sent_total
+        counts = [n for p in parts for n in p["member_counts"]]
+        r.members = len(counts)
+        r.failed = self.spec.n + self.spec.idle - self.ready
+        r.lost = sum(max(0, sent_total - n) for n in counts)
+        r.duplicated = sum(max(0, n - sent_total) for n in counts)
+        r.deliveries_per_s = sum(p["window_deliveries"] / p["window_s"]
+                                 for p in parts if p["window_s"])
+        r.msgs_per_s = sum(p["acked_window"] / p["window_s"] for p in parts if p["window_s"])
+        r.gaps = sum(p["gaps"] for p in parts)
+        r.reorders = sum(p["reorders"] for p in parts)
+        r.skipped = sum(p["skipped"] for p in parts)
+        lat, rtt = array("q"), array("q")
+        for p in parts:
+            lat.frombytes(p["lat_us"])
+            rtt.frombytes(p["rtt_us"])
+        r.rtt_ms = percentiles(rtt)
+        # A sender receiving its own echo is a delivery like any other: with no checker
+        # (every member sends, as in the idle scenario) its timings are the latency.
+        r.latency_ms = percentiles(lat) if lat else r.rtt_ms
+        r.loadgen_cpu = sum(p["cpu_s"] / p["window_s"] for p in parts if p["window_s"])
+        r.errors = self.errors + [d for p in parts for d in p["dead"]][:20]
+        return r
+
+    def close(self) -> None:
+        for pipe in self.pipes:
+            try:
+                pipe.send(("exit",))
+            except (OSError, BrokenPipeError):
+                pass
+        for p in self.procs:
+            p.join(5)
+            if p.is_alive():
+                p.kill()
+                p.join(1)
+        for pipe in self.pipes:
+            pipe.close()
+
+    def __enter__(self) -> LoadGen:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def run_load(spec: Spec) -> LoadResult:
+    with LoadGen(spec) as lg:
+        lg.start()
+        lg.wait_ready()
+        lg.go()
+        return lg.collect()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="drive a running chat server (see bench/run.py)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, required=True)
+    for name in ("n", "senders", "idle", "window", "checkers", "procs"):
+        p.add_argument(f"--{name}", type=int, default=getattr(Spec, name))
+    for name in ("rate", "warmup", "duration"):
+        p.add_argument(f"--{name}", type=float, default=getattr(Spec, name))
+    a = p.parse_args(argv)
+    spec = Spec(host=a.host, port=a.port, n=a.n, senders=a.senders, idle=a.idle,
+                window=a.window, checkers=a.checkers, procs=a.procs, rate=a.rate,
+                warmup=a.warmup, duration=a.duration)
+    print(json.dumps(asdict(run_load(spec)), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,199 @@
+"""The abuse scenarios of tests/test_abuse.py at a larger scale, for a person to watch.
+
+    python -m bench.stress              # every scenario, stress size (a few minutes)
+    python -m bench.stress --quick      # the sizes the test suite uses
+    python -m bench.stress --only churn --only flood
+
+Each scenario starts its own chatd on 127.0.0.1 (port 0), runs the same ``run_*``
+function as the test, checks the same promises, and prints one line; a summary table
+follows. Everything is bounded: counts are fixed and every wait has a deadline. Exit
+status 1 if any scenario broke a promise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
+
+import test_abuse as abuse  # noqa: E402
+from helpers import ChatdProcess  # noqa: E402
+
+MiB = 1024  # figures are in KiB
+
+
+def _raise_nofile(count: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < count:
+        raise SystemExit(f"bench.stress: need RLIMIT_NOFILE {count}, hard limit is {hard}")
+    if soft != resource.RLIM_INFINITY and soft < count:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (count, hard))
+
+
+def slowloris(quick: bool) -> tuple[dict[str, Any], list[str]]:
+    n, timeout = (200, 2.0) if quick else (1000, 3.0)
+    _raise_nofile(n + 500)
+    server = ChatdProcess("--register-timeout-seconds", str(timeout))
+    try:
+        got = abuse.run_slowloris(server, tricklers=n, chatters=10 if quick else 20,
+                                  register_timeout=timeout)
+        abuse.server_healthy(server)
+    finally:
+        server.stop()
+    return got, [
+        f"{got['closed']}/{n} tricklers closed at {got['first_close_s']:.1f}-"
+        f"{got['last_close_s']:.1f}s (timeout {timeout:g}s)",
+        f"chat latency p50 {got['latency_p50_s'] * 1000:.1f} ms, "
+        f"max {got['latency_max_s'] * 1000:.0f} ms",
+        f"RSS +{got['rss_growth_kib'] / MiB:.1f} MiB",
+    ] if got["closed"] == n and got["rss_growth_kib"] < 32 * MiB else ["FAIL"]
+
+
+def endless(quick: bool) -> tuple[dict[str, Any], list[str]]:
+    mb = 50 if quick else 500
+    server = ChatdProcess("--rate-limit", "0")
+    try:
+        got = abuse.run_endless_line(server, mb, "json")
+        abuse.server_healthy(server)
+    finally:
+        server.stop()
+    ok = got["rss_growth_kib"] < 8 * MiB
+    return got, [f"{mb} MB without a newline at {got['mb_per_s']:.0f} MB/s",
+                 f"RSS +{got['rss_growth_kib'] / MiB:.2f} MiB (bound 8 MiB)",
+                 "line_too_long, then usable"] if ok else ["FAIL"]
+
+
+def slow_consumers(quick: bool) -> tuple[dict[str, Any], list[str]]:
+    readers, sleepers = (20, 50) if quick else (40, 300)
+    _raise_nofile(readers + sleepers + 500)
+    server = ChatdProcess(*abuse.SLOW_LIMITS)
+    try:
+        got = abuse.run_slow_consumers(server, readers=readers, sleepers=sleepers,
+                                       messages=40)
+        abuse.server_healthy(server)
+    finally:
+        server.stop()
+    ok = got["cut_hard"] + got["cut_soft_time"] == sleepers - 1 and got["woke_got_skipped"]
+    return got, [
+        f"{sleepers} sleepers: {got['cut_hard']} cut at the hard limit, "
+        f"{got['cut_soft_time']} after the soft-limit time, 1 woke and got 'skipped'",
+        f"readers {got['base_per_s']:.0f}/s alone, {got['load_per_s']:.0f}/s beside them",
+        f"p99 {got['base_p99_s'] * 1000:.0f} -> {got['load_p99_s'] * 1000:.0f} ms; "
+        f"RSS +{got['rss_growth_kib'] / MiB:.1f} MiB",
+    ] if ok else ["FAIL"]
+
+
+def churn(quick: bool) -> tuple[dict[str, Any], list[str]]:
+    cycles = 2400 if quick else 12000
+    server = ChatdProcess("--rate-limit", "0", "--register-timeout-seconds", "5")
+    try:
+        got = abuse.run_churn(server, cycles=cycles)
+        abuse.server_healthy(server)
+    finally:
+        server.stop()
+    ok = (got["fds_after"] <= got["fds_before"] + 1 and got["rooms_left"] == ["#churn0"]
+          and got["nicks_reusable"] == got["nicks_used"])
+    return got, [f"{cycles} cycles at {got['per_s']:.0f}/s, 1/6 each way of leaving",
+                 f"fds {got['fds_before']} -> {got['fds_after']} (+observer), rooms left "
+                 f"{got['rooms_left']}, {got['nicks_reusable']} nicks reusable",
+                 f"RSS +{got['rss_growth_kib'] / MiB:.1f} MiB"] if ok else ["FAIL"]
+
+
+def fd_exhaustion(quick: bool) -> tuple[dict[str, Any], list[str]]:
+    limit, extra = (64, 40) if quick else (512, 400)  # the waiting must fit once others leave
+    server = ChatdProcess("--rate-limit", "0", "--register-timeout-seconds", "60",
+                          preexec=abuse._low_nofile(limit))
+    try:
+        got = abuse.run_fd_exhaustion(server, limit, extra=extra, measure_s=3.0)
+        abuse.server_healthy(server)
+    finally:
+        server.stop()
+    ok = got["cpu_share_saturated"] < 0.2
+    return got, [f"RLIMIT_NOFILE {limit}, {got['opened']} clients: "
+                 f"{got['served_while_full']} served, {got['waiting']} waiting",
+                 f"CPU while saturated {got['cpu_share_saturated'] * 100:.1f}% of a core",
+                 "recovered: every waiting client served"] if ok else ["FAIL"]
+
+
+def flood(quick: bool) -> tuple[dict[str, Any], list[str]]:
+    count = 70 if quick else 230  # 200 past the burst: 20 s at 10/s
+    server = ChatdProcess()
+    try:
+        got = abuse.run_flood(server, flood=count, chatters=4 if quick else 10, rate=10,
+                              burst=30)
+        abuse.server_healthy(server)
+    finally:
+        server.stop()
+    ok = got["arrived"] == count and got["in_order"]
+    return got, [f"{count} pipelined: all arrived in order over {got['seconds']:.1f}s "
+                 f"({got['rate_seen']:.1f}/s past the burst)",
+                 f"others' latency p50 {got['latency_p50_s'] * 1000:.1f} ms, "
+                 f"max {got['latency_max_s'] * 1000:.0f} ms"] if ok else ["FAIL"]
+
+
+def many(quick: bool) -> tuple[dict[str, Any], list[str]]:
+    clients, rooms = (5000, 10) if quick else (10000, 20)
+    _raise_nofile(clients + 500)
+    server = ChatdProcess("--rate-limit", "0", "--max-clients", str(clients + 100))
+    try:
+        got = abuse.run_many(server, clients=clients, rooms=rooms)
+        abuse.server_healthy(server)
+    finally:
+        server.stop()
+    ok = got["delivered"] == clients
+    return got, [f"{clients} connections in {got['connect_s']:.1f}s; registered and joined "
+                 f"{rooms} rooms by {got['register_join_s']:.1f}s "
+                 f"(server CPU {got['server_cpu_join_s']:.1f}s)",
+                 f"fan-out delivered to {got['delivered']} in {got['fanout_s'] * 1000:.0f} ms; "
+                 f"RSS +{got['rss_growth_kib'] / MiB:.0f} MiB"] if ok else ["FAIL"]
+
+
+SCENARIOS: dict[str, Callable[[bool], tuple[dict[str, Any], list[str]]]] = {
+    "slowloris": slowloris, "endless": endless, "slow_consumers": slow_consumers,
+    "churn": churn, "fd_exhaustion": fd_exhaustion, "flood": flood, "many": many,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.stress", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="the test suite's sizes")
+    parser.add_argument("--only", action="append", choices=sorted(SCENARIOS),
+                        help="run just this scenario (repeatable)")
+    args = parser.parse_args(argv)
+    rows: list[tuple[str, str, float, list[str]]] = []
+    for name in args.only or list(SCENARIOS):
+        print(f"--- {name} ...", flush=True)
+        start = time.monotonic()
+        try:
+            figures, summary = SCENARIOS[name](args.quick)
+            verdict = "FAIL" if summary == ["FAIL"] else "ok"
+            if verdict == "FAIL":
+                summary = [f"{k}={v}" for k, v in figures.items()]
+        except (AssertionError, RuntimeError, OSError) as exc:
+            traceback.print_exc()
+            verdict, summary = "FAIL", [str(exc).splitlines()[0][:200]]
+        elapsed = time.monotonic() - start
+        rows.append((name, verdict, elapsed, summary))
+        print(f"    {verdict} in {elapsed:.1f}s: " + "; ".join(summary), flush=True)
+    width = max(len(r[0]) for r in rows)
+    print()
+    print(f"{'scenario':<{width}}  result   time  figures")
+    print(f"{'-' * width}  ------  -----  {'-' * 60}")
+    for name, verdict, elapsed, summary in rows:
+        print(f"{name:<{width}}  {verdict:<6}  {elapsed:4.0f}s  {summary[0]}")
+        for line in summary[1:]:
+            print(f"{'':<{width}}                 {line}")
+    return 1 if any(r[1] != "ok" for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

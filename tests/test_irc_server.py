@@ -1,0 +1,380 @@
+"""The IRC listener against a real chatd process: raw IRC lines, then real IRC clients.
+
+Everything talks to 127.0.0.1 on ports the server picked (``--irc-port 0``); every wait
+polls with a deadline. The client-library test needs the ``irc`` package (PyPI; the
+``irc`` extra of pyproject.toml) and is skipped without it; the terminal-client test needs
+WeeChat (``weechat-headless``) and is skipped without it.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from helpers import ChatdProcess, JsonClient, RawClient, wait_until
+
+
+class IrcClient(RawClient):
+    """Raw IRC lines over a socket; answers nothing by itself."""
+
+    def send_line(self, text: str) -> None:
+        self.sock.sendall(text.encode() + b"\r\n")
+
+    def read_line(self, timeout: float | None = None) -> str | None:
+        line = super().read_line(timeout)
+        if line is not None:
+            assert line.endswith("\r"), f"not CRLF-terminated: {line!r}"
+            line = line[:-1]
+        return line
+
+    def register(self, nick: str, *caps: str, password: str | None = None) -> list[str]:
+        if caps:
+            self.send_line("CAP LS 302")
+            self.send_line("CAP REQ :" + " ".join(caps))
+        if password is not None:
+            self.send_line(f"PASS {password}")
+        self.send_line(f"NICK {nick}")
+        self.send_line(f"USER {nick} 0 * :{nick} the tester")
+        if caps:
+            self.send_line("CAP END")
+        welcome = []
+        while True:
+            line = self.expect(lambda line: True)
+            welcome.append(line)
+            if re.match(r":\S+ (376|422) ", line):
+                return welcome
+
+    def join(self, room: str) -> list[str]:
+        self.send_line(f"JOIN {room}")
+        got = []
+        while True:
+            line = self.expect(lambda line: True)
+            got.append(line)
+            if " 366 " in line and room.lower() in line.lower():
+                return got
+
+
+@pytest.fixture
+def server() -> Iterator[ChatdProcess]:
+    proc = ChatdProcess("--rate-limit", "0", "--server-name", "irc.test", irc=True)
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+def irc(server: ChatdProcess) -> IrcClient:
+    assert server.irc_port
+    return IrcClient(server.irc_port)
+
+
+def test_listener_is_announced_and_registration_works(server: ChatdProcess) -> None:
+    assert any(line.strip().endswith("(irc)") for line in server.stdout_lines)
+    client = irc(server)
+    welcome = client.register("ann", "server-time", "echo-message")
+    assert welcome[0].startswith(":irc.test CAP * LS :")
+    assert welcome[1] == ":irc.test CAP * ACK :server-time echo-message"
+    assert welcome[2] == ":irc.test 001 ann :Welcome to chatd on irc.test, ann"
+    assert any("CASEMAPPING=rfc1459" in line for line in welcome)
+    client.send_line("PING :lag-check")
+    assert client.expect(lambda line: "PONG" in line) == ":irc.test PONG irc.test :lag-check"
+    client.send_line("QUIT :done")
+    assert client.expect(lambda line: True).startswith("ERROR :Closing link: ann")
+    assert client.read_until_closed() == []
+
+
+def test_irc_json_and_text_users_see_each_other(server: ChatdProcess) -> None:
+    ann = irc(server)
+    ann.register("ann")
+    ann.join("#lobby")
+    jay = JsonClient(server.port)
+    jay.hello("jay")
+    jay.join("#lobby")
+    ann.expect(lambda line: line == ":jay!jay@chatd JOIN #lobby")
+    tex = server.text_client("tex")
+    ann.expect(lambda line: line == ":tex!tex@chatd JOIN #lobby")
+    jay.expect_frame(type="join", nick="tex")
+
+    # messages, each in its own protocol
+    ann.send_line("PRIVMSG #lobby :hello from irc")
+    jay.expect_frame(type="msg", **{"from": "ann", "text": "hello from irc"})
+    tex.expect(lambda line: "#lobby <ann> hello from irc" in line)
+    jay.say("#lobby", "hello from json")
+    ann.expect(lambda line: line == ":jay!jay@chatd PRIVMSG #lobby :hello from json")
+    tex.send_line("hello from text")
+    ann.expect(lambda line: line == ":tex!tex@chatd PRIVMSG #lobby :hello from text")
+    tex.send_line("/me waves")
+    ann.expect(lambda line: line == ":tex!tex@chatd PRIVMSG #lobby :\x01ACTION waves\x01")
+    ann.send_line("PRIVMSG #lobby :\x01ACTION nods\x01")
+    tex.expect(lambda line: "#lobby * ann nods" in line)
+    ann.send_line("PRIVMSG jay :private word")
+    jay.expect_frame(type="privmsg", to="jay", text="private word")
+
+    # topics
+    ann.send_line("TOPIC #lobby :set from irc")
+    jay.expect_frame(type="topic", topic="set from irc", by="ann")
+    tex.expect(lambda line: "ann set the topic: set from irc" in line)
+    jay.send_json(op="topic", room="#lobby", topic="set from json")
+    ann.expect(lambda line: line == ":jay!jay@chatd TOPIC #lobby :set from json")
+
+    # nick changes
+    ann.send_line("NICK anna")
+    ann.expect(lambda line: line == ":ann!ann@chatd NICK :anna")
+    jay.expect_frame(type="nick", old="ann", new="anna")
+    tex.send_line("/nick texas")
+    ann.expect(lambda line: line == ":tex!tex@chatd NICK :texas")
+
+    # parts and quits
+    jay.send_json(op="part", room="#lobby", reason="brb")
+    ann.expect(lambda line: line == ":jay!jay@chatd PART #lobby :brb")
+    ann.send_line("PART #lobby :leaving too")
+    ann.expect(lambda line: line == ":anna!anna@chatd PART #lobby :leaving too")
+    tex.expect(lambda line: "anna left (leaving too)" in line)
+    ann.send_line("JOIN #lobby")
+    tex.expect(lambda line: "anna joined" in line)
+    tex.send_line("/quit gone")
+    ann.expect(lambda line: line == ":texas!texas@chatd QUIT :Quit: gone")
+    ann.send_line("QUIT :me too")
+    ann.expect(lambda line: line.startswith("ERROR"))
+    for client in (ann, jay, tex):
+        client.close()
+
+
+def test_long_json_text_is_split_for_irc_within_512_bytes(server: ChatdProcess) -> None:
+    ann = irc(server)
+    ann.register("ann", "server-time", "message-tags")
+    ann.join("#a")
+    jay = server.json_client("jay", "#a")
+    text = " ".join(f"w{i:04d}" for i in range(300)) + "\nand a second line"
+    jay.say("#a", text)
+    got = []
+    while not got or not got[-1].endswith("and a second line"):
+        got.append(ann.expect(lambda line: "PRIVMSG" in line))
+    assert len(got) >= 4
+    for line in got:
+        assert line.startswith("@time=") and ";msgid=" in line.split(" ")[0]
+        assert len(line.split(" ", 1)[1].encode()) + 2 <= 512
+    words = " ".join(line.split(" PRIVMSG #a :", 1)[1] for line in got).split()
+    assert words == text.split()
+
+
+def test_history_replay_reaches_irc_users(server: ChatdProcess) -> None:
+    pytest.importorskip("chatd.history", reason="this chatd has no history store yet")
+    jay = server.json_client("jay", "#hist")
+    jay.say("#hist", "said before")
+    jay.expect_frame(type="msg", text="said before")
+    timed = irc(server)
+    timed.register("tim", "server-time")
+    got = timed.join("#hist")
+    while "End of history" not in got[-1]:
+        got.append(timed.expect(lambda line: True))
+    [replayed] = [line for line in got if "PRIVMSG" in line]
+    assert replayed.startswith("@time=") and replayed.endswith(" PRIVMSG #hist :said before")
+    plain = irc(server)
+    plain.register("pat")
+    plain.join("#hist")
+    replayed = plain.expect(lambda line: "PRIVMSG" in line)
+    assert re.search(r"PRIVMSG #hist :\[\d{4}-\d\d-\d\d \d\d:\d\d\] said before$", replayed)
+    plain.expect(lambda line: "NOTICE #hist :End of history" in line)
+
+
+def test_framing_limits_and_bad_bytes_on_the_irc_port(server: ChatdProcess) -> None:
+    ann = irc(server)
+    ann.register("ann")
+    ann.join("#a")
+    jay = server.json_client("jay", "#a")
+    ann.send(b"PRIVMSG #a :" + b"x" * 5000 + b"\r\n")
+    assert " 417 ann " in ann.expect(lambda line: " 417 " in line)
+    ann.send(b"PRIVMSG #a :caf\xe9 cr\xe8me\r\n")  # a Latin-1 client
+    jay.expect_frame(type="msg", text="café crème")
+    ann.send_line("FROBNICATE now")
+    assert ann.expect(lambda line: " 421 " in line) == \
+        ":irc.test 421 ann FROBNICATE :Unknown command"
+    ann.send_line("PRIVMSG #a :still fine")
+    jay.expect_frame(type="msg", text="still fine")
+
+
+def test_password_and_registration_timeout(make_server: type[ChatdProcess],
+                                           tmp_path: Path) -> None:
+    secret = tmp_path / "pw"
+    secret.write_text("sesame\n")
+    proc = make_server("--password-file", str(secret), "--register-timeout-seconds", "0.5",
+                       irc=True)
+    assert proc.irc_port
+    wrong = IrcClient(proc.irc_port)
+    wrong.send_line("PASS nope")
+    wrong.send_line("NICK ann")
+    wrong.send_line("USER ann 0 * :ann")
+    assert " 464 * " in wrong.expect(lambda line: " 464 " in line)
+    right = IrcClient(proc.irc_port)
+    assert any(" 001 bob " in line for line in right.register("bob", password="sesame"))
+    idle = IrcClient(proc.irc_port)
+    idle.send_line("NICK slow")
+    assert idle.expect(lambda line: line.startswith("ERROR")).startswith("ERROR :Closing link")
+    assert idle.read_until_closed() == []
+    wrong.close()
+    right.close()
+
+
+# --------------------------------------------------------------------------- a real client library
+
+
+def test_the_irc_package_client_talks_to_chatd(server: ChatdProcess) -> None:
+    irc_client = pytest.importorskip("irc.client", reason="pip install irc (the 'irc' extra)")
+    reactor = irc_client.Reactor()
+    seen: list[tuple[str, str, str]] = []
+    welcomed = threading.Event()
+
+    def on_welcome(conn: object, event: object) -> None:
+        welcomed.set()
+        conn.join("#lib")  # type: ignore[attr-defined]
+
+    def on_any(conn: object, event: object) -> None:
+        args = getattr(event, "arguments", None) or [""]
+        seen.append((event.type, str(event.target), str(args[0])))  # type: ignore[attr-defined]
+
+    connection = reactor.server().connect("127.0.0.1", server.irc_port, "libbot",
+                                          ircname="library bot")
+    connection.add_global_handler("welcome", on_welcome)
+    for kind in ("join", "pubmsg", "privmsg", "action", "namreply", "topic", "nick", "part"):
+        reactor.add_global_handler(kind, on_any)
+
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.is_set():
+            reactor.process_once(0.05)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        wait_until(welcomed.is_set, what="001 from chatd")
+        assert connection.features.casemapping == "rfc1459" or \
+            getattr(connection.features, "casemapping", None) in (None, "rfc1459")
+        wait_until(lambda: ("join", "#lib", "") in seen, what="own JOIN echo")
+        jay = server.json_client("jay", "#lib")
+        jay.say("#lib", "hello library")
+        wait_until(lambda: ("pubmsg", "#lib", "hello library") in seen, what="pubmsg")
+        reactor.scheduler.execute_after(0, lambda: connection.privmsg("#lib", "hi jay"))
+        jay.expect_frame(type="msg", **{"from": "libbot", "text": "hi jay"})
+        reactor.scheduler.execute_after(0, lambda: connection.action("#lib", "beeps"))
+        jay.expect_frame(type="msg", action=True, text="beeps")
+        jay.send_json(op="msg", to="libbot", text="psst")
+        wait_until(lambda: ("privmsg", "libbot", "psst") in seen, what="privmsg")
+        reactor.scheduler.execute_after(0, lambda: connection.nick("libbot2"))
+        jay.expect_frame(type="nick", old="libbot", new="libbot2")
+        wait_until(lambda: connection.get_nickname() == "libbot2", what="library sees new nick")
+        reactor.scheduler.execute_after(0, lambda: connection.quit("bye"))
+        jay.expect_frame(type="quit", nick="libbot2")
+        jay.close()
+    finally:
+        stop.set()
+        thread.join(5)
+        connection.close()
+
+
+# --------------------------------------------------------------------------- real clients
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(not shutil.which("weechat-headless"),
+                    reason="WeeChat not installed (apt-get install weechat-headless)")
+def test_weechat_chats_with_a_json_user(server: ChatdProcess, tmp_path: Path) -> None:
+    """WeeChat's own IRC plugin, driven through its FIFO, read through its channel log."""
+    home = tmp_path / "weechat"
+    setup = ("/set logger.file.flush_delay 0;/set irc.look.display_join_message \"\";"
+             f"/server add chatd 127.0.0.1/{server.irc_port} -notls -nicks=weebob "
+             "-autojoin=#wee;/connect chatd")
+    proc = subprocess.Popen(["weechat-headless", "--dir", str(home), "-r", setup],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        fifo = home / f"weechat_fifo_{proc.pid}"
+        log = home / "logs" / "irc.chatd.#wee.weechatlog"
+        jay = server.json_client("jay", "#wee")
+        jay.expect_frame(type="join", room="#wee", nick="weebob", timeout=20)
+        wait_until(fifo.exists, what="WeeChat's FIFO")
+        jay.say("#wee", "hello weechat")
+        wait_until(lambda: log.exists() and "jay\thello weechat" in log.read_text(),
+                   timeout=10, what="the message in WeeChat's log")
+        with fifo.open("w") as pipe:
+            pipe.write("irc.chatd.#wee *hello json, from weechat\n")
+        jay.expect_frame(type="msg", **{"from": "weebob", "text": "hello json, from weechat"})
+        with fifo.open("w") as pipe:
+            pipe.write("irc.chatd.#wee */me waves\n")
+        jay.expect_frame(type="msg", action=True, text="waves")
+        jay.send_json(op="topic", room="#wee", topic="weechat topic")
+        wait_until(lambda: "weechat topic" in log.read_text(), timeout=10, what="topic")
+        with fifo.open("w") as pipe:
+            pipe.write("irc.server.chatd */quit bye from weechat\n")
+        jay.expect_frame(type="quit", nick="weebob", reason="bye from weechat")
+        jay.close()
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+class Tmux:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def run(self, *args: str) -> str:
+        return subprocess.run(["tmux", *args], capture_output=True, text=True,
+                              check=False).stdout
+
+    def screen(self) -> str:
+        return self.run("capture-pane", "-p", "-J", "-t", self.name, "-S", "-200")
+
+    def type(self, text: str) -> None:
+        self.run("send-keys", "-t", self.name, "-l", text)
+        self.run("send-keys", "-t", self.name, "Enter")
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(not shutil.which("irssi"), reason="irssi not installed (apt-get install irssi)")
+@pytest.mark.skipif(not shutil.which("tmux"), reason="tmux not installed")
+def test_irssi_in_tmux_chats_with_a_json_user(server: ChatdProcess, tmp_path: Path) -> None:
+    name = f"chatd-irssi-{time.monotonic_ns()}"
+    tmux = Tmux(name)
+    (tmp_path / "irssi").mkdir()
+    tmux.run("new-session", "-d", "-s", name, "-x", "160", "-y", "50",
+             f"irssi --home={tmp_path / 'irssi'} -c 127.0.0.1 -p {server.irc_port} -n irbob")
+    try:
+        jay = server.json_client("jay", "#irs")
+        wait_until(lambda: "Welcome to chatd on irc.test, irbob" in tmux.screen(), timeout=20,
+                   what="irssi registered")
+        assert "chatd has no user modes" not in tmux.screen()  # irssi's MODE +i is quiet
+        tmux.type("/join #irs")
+        jay.expect_frame(type="join", room="#irs", nick="irbob", timeout=10)
+        jay.say("#irs", "hello irssi")
+        wait_until(lambda: re.search(r"< ?jay> hello irssi", tmux.screen()), timeout=10,
+                   what="jay's message on irssi's screen")
+        tmux.type("hello json, from irssi")
+        jay.expect_frame(type="msg", **{"from": "irbob", "text": "hello json, from irssi"})
+        tmux.type("/nick irbob2")
+        jay.expect_frame(type="nick", old="irbob", new="irbob2")
+        jay.send_json(op="part", room="#irs", reason="see you")
+        wait_until(lambda: "jay [jay@chatd] has left #irs [see you]" in tmux.screen(),
+                   timeout=10, what="the part on irssi's screen")
+        tmux.type("/quit bye from irssi")
+
+        def irbob_gone() -> bool:
+            jay.send_json(op="whois", nick="irbob2")
+            while True:
+                frame = jay.read_frame()
+                assert frame is not None
+                if frame["type"] in ("whois", "error"):
+                    return frame["type"] == "error" and frame["code"] == "no_such_nick"
+
+        wait_until(irbob_gone, timeout=10, interval=0.1, what="irssi's QUIT")
+        jay.close()
+    finally:
+        tmux.run("kill-session", "-t", name)
