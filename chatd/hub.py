@@ -78,6 +78,8 @@ __all__ = ["Hub"]
 
 MAX_TOPIC_CHARS = 300
 MAX_REASON_CHARS = 200
+# Message ids are SQLite INTEGER PRIMARY KEYs (chatd/history.py): signed 64-bit.
+MAX_MID = 2**63 - 1
 
 
 @dataclass(eq=False)
@@ -410,8 +412,9 @@ class Hub:
             raise _Refusal(ErrorCode.BAD_REQUEST,
                            f"limit must be 1..{self._config.history_max_limit}")
         for name, mid in (("before", cmd.before), ("after", cmd.after)):
-            if mid is not None and mid < 0:
-                raise _Refusal(ErrorCode.BAD_REQUEST, f"{name} must be a message id (>= 0)")
+            if mid is not None and not 0 <= mid <= MAX_MID:
+                raise _Refusal(ErrorCode.BAD_REQUEST,
+                               f"{name} must be a message id (0..{MAX_MID})")
         return [FetchHistory(client.cid, room.name, cmd.before, cmd.after, limit, rid=cmd.rid)]
 
     def _away(self, client: _Client, cmd: Away, now: float) -> list[Action]:

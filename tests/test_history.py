@@ -358,7 +358,7 @@ def test_history_op_before_after_limit(chatd_server: ChatdProcess) -> None:
     assert history(after=mids[1], before=mids[4]) == mids[2:4]
     assert history(before=None, after=None, limit=500) == mids
     assert history(after=mids[-1]) == []
-    assert history(before=10**30, limit=1) == mids[-1:]  # huge but integral: no crash
+    assert history(before=2**63 - 1, limit=1) == mids[-1:]  # the largest mid there can be
     assert history(after=0, limit=1) == mids[:1]
 
 
@@ -376,7 +376,8 @@ def test_history_for_a_room_you_are_not_in(chatd_server: ChatdProcess) -> None:
 BAD_HISTORY_REQUESTS = [
     {"limit": 0}, {"limit": -1}, {"limit": 10**9}, {"limit": 501}, {"limit": 2.5},
     {"limit": "10"}, {"limit": None, "before": "5"}, {"before": 1.5}, {"after": True},
-    {"after": -1}, {"before": [1]}, {"after": {"mid": 3}}, {"room": 7}, {"room": None},
+    {"after": -1}, {"before": 2**63}, {"after": 10**30}, {"before": [1]},
+    {"after": {"mid": 3}}, {"room": 7}, {"room": None},
 ]
 
 
