@@ -40,7 +40,7 @@ class Connection:
         "cid", "sock", "fd", "peer", "framer", "codec", "out", "state", "mask", "pending",
         "backlog", "bucket", "paused_until", "backpressured", "over_soft_since", "skipped",
         "close_reason", "close_deadline", "register_deadline", "bytes_in", "bytes_out",
-        "lines_in",
+        "lines_in", "last_heard", "probed",
     )
 
     def __init__(self, cid: int, sock: socket.socket, peer: str, framer: LineFramer,
@@ -69,6 +69,8 @@ class Connection:
         self.bytes_in = 0
         self.bytes_out = 0
         self.lines_in = 0
+        self.last_heard = 0.0  # monotonic time of the last bytes received
+        self.probed = False  # a Probe (IRC PING) is out and unanswered
 
     def __repr__(self) -> str:
         mode = self.codec.name if self.codec else "?"

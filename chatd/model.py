@@ -25,7 +25,7 @@ __all__ = [
     # events
     "Event", "Welcome", "Joined", "JoinEvent", "PartEvent", "Message", "PrivateMessage",
     "NickEvent", "WhoReply", "RoomInfo", "RoomsReply", "TopicEvent", "Pong", "QuitEvent",
-    "Error", "Skipped", "Shutdown", "Notice", "HistoryReply", "HistoryEnd", "WhoisReply",
+    "Error", "Skipped", "Shutdown", "Notice", "Probe", "HistoryReply", "HistoryEnd", "WhoisReply",
     "AwayReply",
     # actions
     "Action", "Deliver", "Store", "Replay", "FetchHistory", "Close",
@@ -300,6 +300,12 @@ class Skipped(Event):
 @dataclass(frozen=True, slots=True)
 class Shutdown(Event):
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Probe(Event):
+    """Are you still there? Sent by the server to an idle peer whose protocol has pings
+    (IRC's ``PING``); any line from the peer answers it."""
 
 
 @dataclass(frozen=True, slots=True)

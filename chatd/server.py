@@ -57,6 +57,7 @@ from chatd.model import (
     HistoryEnd,
     HistoryReply,
     Message,
+    Probe,
     ProtocolError,
     Replay,
     Shutdown,
@@ -74,6 +75,8 @@ _WRITE = selectors.EVENT_WRITE
 # accept() errors that mean "out of resources": back off instead of spinning.
 _RESOURCE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 _SWEEP_SECONDS = 0.25
+# Idle peers are checked less often: it visits every connection.
+_IDLE_SWEEP_SECONDS = 1.0
 
 
 class HistoryStore(Protocol):
@@ -147,6 +150,7 @@ class Server:
         self._password_required = config.password is not None
         self._now = clock()
         self._next_sweep = 0.0
+        self._next_idle_sweep = 0.0
         self._stopping = False
         self._stop_reason = "server shutting down"
         self._waker_r, self._waker_w = socket.socketpair()
@@ -336,7 +340,8 @@ class Server:
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if config.send_buffer_bytes:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, config.send_buffer_bytes)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF,
+                                config.send_buffer_bytes)
             if config.keepalive_idle_seconds:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
                 if hasattr(socket, "TCP_KEEPIDLE"):
@@ -353,6 +358,7 @@ class Server:
         codec = listener.make_codec() if listener.make_codec else None
         conn = Connection(cid, sock, peer, LineFramer(config.max_line_bytes), codec, bucket)
         conn.register_deadline = now + config.register_timeout_seconds
+        conn.last_heard = now
         self._conns[cid] = conn
         self._unregistered.add(conn)
         self.stats["accepted"] += 1
@@ -372,6 +378,8 @@ class Server:
             return
         if data is None:
             return
+        conn.last_heard = now
+        conn.probed = False
         if not data:
             # End of stream (the peer closed, or half-closed): what it sent before is
             # executed, replies are flushed, then we close.
@@ -631,11 +639,31 @@ class Server:
                 self._run_backlog(conn, now, wall)
                 if conn.paused_until == 0.0:
                     self._update_interest(conn)
+        if now >= self._next_idle_sweep:
+            self._next_idle_sweep = now + _IDLE_SWEEP_SECONDS
+            self._probe_idle(now)
         for listener in self._listeners:
             if listener.paused_until and now >= listener.paused_until:
                 listener.paused_until = 0.0
                 self._selector.register(listener.sock, _READ, listener)
                 logger.info("accepting again on %s:%d", *listener.address)
+
+    def _probe_idle(self, now: float) -> None:
+        """Ping silent peers whose protocol answers pings (IRC); drop the dead ones."""
+        ping_after = self.config.idle_ping_seconds
+        drop_after = self.config.idle_drop_seconds
+        for conn in list(self._conns.values()):
+            codec = conn.codec
+            if codec is None or not codec.pings_peer or conn.state is not State.OPEN:
+                continue
+            silent = now - conn.last_heard
+            if silent >= drop_after:
+                why = f"ping timeout: silent for {silent:.0f}s"
+                self._deliver_one(conn, Error(ErrorCode.TIMEOUT, why))
+                self._close(conn, why, flush=True)
+            elif silent >= ping_after and not conn.probed:
+                conn.probed = True
+                self._deliver_one(conn, Probe())
 
     # ------------------------------------------------------------------ writing
 

@@ -378,3 +378,28 @@ def test_irssi_in_tmux_chats_with_a_json_user(server: ChatdProcess, tmp_path: Pa
         jay.close()
     finally:
         tmux.run("kill-session", "-t", name)
+
+
+def test_server_pings_a_silent_irc_client_and_drops_a_dead_one() -> None:
+    proc = ChatdProcess("--idle-ping-seconds", "0.5", "--idle-drop-seconds", "2",
+                        "--server-name", "irc.test", irc=True)
+    try:
+        alive = irc(proc)
+        alive.register("alive")
+        dead = irc(proc)
+        dead.register("dead")
+        json_user = proc.json_client("quiet", "#a")  # JSON peers are never pinged
+        assert alive.expect(lambda line: line.startswith("PING"), timeout=5) == "PING :irc.test"
+        alive.send_line("PONG :irc.test")
+        dead.expect(lambda line: line.startswith("PING"), timeout=5)
+        lines = dead.read_until_closed(timeout=10)  # never answers: dropped
+        assert any(line.startswith("ERROR") and "ping timeout" in line for line in lines), lines
+        wait_until(lambda: "ping timeout" in proc.log(), what="the drop to be logged")
+        alive.expect(lambda line: line.startswith("PING"), timeout=5)  # pinged again
+        alive.send_line("PING :still-here")
+        assert alive.expect(lambda line: "PONG" in line).endswith("still-here")
+        json_user.send_json(op="ping", id=1)
+        assert json_user.expect_frame(type="pong", id=1)  # no ping frame came before it
+        assert not [line for line in json_user.lines if '"ping"' in line]
+    finally:
+        proc.stop()

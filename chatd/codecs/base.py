@@ -37,6 +37,12 @@ class Codec(ABC):
     #: when that state changes.
     cache_key: Hashable = "?"
 
+    #: True for protocols whose clients answer server pings (IRC). The server sends such
+    #: idle peers a ``Probe`` and drops them if they stay silent; text and JSON peers are
+    #: never dropped for being quiet (a person in ``nc`` may listen for hours), and
+    #: TCP keepalive finds their dead connections instead.
+    pings_peer: bool = False
+
     @abstractmethod
     def decode(self, line: bytes) -> list[Command]:
         """Parse one frame into zero or more commands.

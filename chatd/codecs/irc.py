@@ -66,6 +66,7 @@ from chatd.model import (
     Pong,
     PrivateMessage,
     PrivMsg,
+    Probe,
     Quit,
     QuitEvent,
     Rooms,
@@ -257,6 +258,7 @@ _REGISTRATION = frozenset({"CAP", "PASS", "NICK", "USER", "PING", "PONG", "QUIT"
 
 
 class IrcCodec(Codec):
+    pings_peer = True
     """One IRC connection.
 
     Args:
@@ -597,6 +599,8 @@ class IrcCodec(Codec):
                 return [format_line("NOTICE", room, source=self._server, trailing=(
                     f"End of history: the {count} message{'s' * (count != 1)} above "
                     f"{'were' if count != 1 else 'was'} sent before you joined."))]
+            case Probe():
+                return [format_line("PING", trailing=self._server)]
             case Pong(token=token):
                 return [format_line("PONG", self._server, trailing=token or self._server,
                                     source=self._server)]

@@ -38,6 +38,7 @@ from chatd.model import (
     Pong,
     PrivateMessage,
     PrivMsg,
+    Probe,
     ProtocolError,
     Quit,
     QuitEvent,
@@ -195,6 +196,8 @@ def _event_fields(event: Event) -> dict[str, Any]:
             return {"type": "shutdown", "reason": reason}
         case Notice(text=text):
             return {"type": "notice", "text": text}
+        case Probe():
+            return {"type": "ping"}
         case HistoryReply(room=room, messages=messages):
             return {"type": "history", "room": room,
                     "messages": [_message_fields(m) for m in messages]}

@@ -40,6 +40,7 @@ from chatd.model import (
     Pong,
     PrivateMessage,
     PrivMsg,
+    Probe,
     ProtocolError,
     Quit,
     QuitEvent,
@@ -230,7 +231,7 @@ def _render(event: Event) -> str:
             if not messages:
                 return f"*** No earlier messages in {room}."
             return "\n".join(_render(m) for m in messages)
-        case HistoryEnd():
+        case HistoryEnd() | Probe():
             return ""
         case WhoisReply(nick=nick, rooms=rooms, away=away):
             line = f"*** {nick} is in {', '.join(rooms) or 'no rooms'}"
