@@ -23,6 +23,7 @@ from typing import Any
 
 from chatd import __version__
 from chatd.config import DEFAULT_PORT, Config, ConfigError
+from chatd.history import HistoryError, open_store
 from chatd.server import Server
 
 __all__ = ["main", "build_parser", "config_from_args"]
@@ -137,21 +138,13 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     _raise_fd_limit(config.max_clients + 64)
 
-    history = None
-    next_mid = 1
     try:
-        from chatd import history as history_module
-    except ImportError:  # history lands separately; run without it meanwhile
-        history_module = None  # type: ignore[assignment]
-    if history_module is not None:
-        try:
-            history = history_module.open_store(config.db)
-        except history_module.HistoryError as exc:
-            print(f"chatd: {exc}", file=sys.stderr)
-            return 2
-        next_mid = history.last_mid() + 1
-        print(f"chatd: room history in {history.path} (next message id {next_mid})",
-              flush=True)
+        history = open_store(config.db)
+    except HistoryError as exc:
+        print(f"chatd: {exc}", file=sys.stderr)
+        return 2
+    next_mid = history.last_mid() + 1
+    print(f"chatd: room history in {history.path} (next message id {next_mid})", flush=True)
 
     server = Server(config, history=history, next_mid=next_mid)
     try:
@@ -178,13 +171,18 @@ def main(argv: list[str] | None = None) -> int:
     server_stopping = [False]
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    status = 0
     try:
         server.serve_forever()
+    except HistoryError as exc:
+        # A message that cannot be stored is never delivered (store before deliver), so
+        # a failing disk stops the server rather than breaking that promise.
+        logger.critical("%s; stopping (nothing unstored was sent)", exc)
+        status = 3
     finally:
-        if history is not None:
-            history.close()
+        history.close()
     logger.info("stopped; %s", _summary(server.stats))
-    return 0
+    return status
 
 
 def _summary(stats: dict[str, Any]) -> str:

@@ -310,8 +310,9 @@ class Hub:
             self._reply(client, cmd, Joined(room.name, room.topic, room.nicks()))]
         if others:
             actions.append(Deliver(others, JoinEvent(room.name, client.nick)))
-        if self._config.history_replay > 0:
-            actions.append(Replay(client.cid, room.name, self._config.history_replay))
+        # Always, even with history_replay 0: history_end tells the client the replay
+        # (possibly empty) is over, which is what docs/protocol.md promises.
+        actions.append(Replay(client.cid, room.name, self._config.history_replay))
         return actions
 
     def _leave(self, client: _Client, room: _Room) -> None:

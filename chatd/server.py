@@ -83,7 +83,9 @@ class HistoryStore(Protocol):
     """What the server needs from a message store (see :mod:`chatd.history`)."""
 
     def append(self, message: Message) -> None: ...
-    def commit(self) -> None: ...
+    def commit(self) -> None:
+        """Raises on failure; the server then stops before sending anything unstored."""
+    def last_mid(self) -> int: ...
     def recent(self, room: str, limit: int) -> list[Message]: ...
     def query(self, room: str, before: int | None, after: int | None,
               limit: int) -> list[Message]: ...
@@ -229,8 +231,8 @@ class Server:
             self._unregister_quietly(sock)
             sock.close()
         self._selector.close()
-        if self._history is not None:
-            self._history.commit()
+        # The history store's owner (the CLI) commits and closes it: a commit that failed
+        # in the loop must not be retried here, on the way out.
 
     def _shutdown(self) -> None:
         reason = self._stop_reason

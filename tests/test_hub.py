@@ -71,6 +71,7 @@ def test_hello_welcomes_and_autojoins() -> None:
     assert actions == [
         Deliver((1,), Welcome("alice", "test"), rid=7),
         Deliver((1,), Joined("#lobby", "", ("alice",))),
+        Replay(1, "#lobby", 0),  # even with replay off: history_end must follow joined
     ]
 
 
