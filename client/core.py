@@ -254,6 +254,9 @@ class Room:
     members: list[str] = field(default_factory=list)
     joined: bool = False  # a `joined` arrived on the current connection
     last_mid: int | None = None  # newest message shown
+    # While nothing has been shown: a mid that every message not yet shown follows
+    # (the room's newest at join time, 0 if it had none), so a gap can still be fetched.
+    floor_mid: int | None = None
     oldest_mid: int | None = None  # oldest message shown (for /history)
     seen: set[tuple[int, str, str]] = field(default_factory=set)
     seen_order: deque[tuple[int, str, str]] = field(default_factory=deque)
@@ -579,11 +582,12 @@ class ChatState:
 
     def _start_gap(self, out: Output, room: Room) -> None:
         """Fetch what was missed since ``room.last_mid``, holding new messages back."""
-        if room.last_mid is None:
+        after = room.last_mid if room.last_mid is not None else room.floor_mid
+        if after is None:
             return
         if room.held is None:
             room.held = []
-        out.frames.append(self._history_request(room, "gap", after=room.last_mid, limit=GAP_PAGE))
+        out.frames.append(self._history_request(room, "gap", after=after, limit=GAP_PAGE))
 
     def _claim(self, frame: dict[str, Any], room_key: str) -> str | None:
         """Match a history reply (or an error) to the request it answers."""
@@ -662,7 +666,7 @@ class ChatState:
                 room=name,
             )
         )
-        if room.last_mid is not None:
+        if room.last_mid is not None or room.floor_mid is not None:
             # A rejoin: hold the replay back and fetch exactly the gap. The server answers
             # requests in order, so every replayed message arrives before the gap reply.
             room.held = None
@@ -671,7 +675,12 @@ class ChatState:
         room.queued = []
 
     def _on_history_end(self, out: Output, f: dict[str, Any]) -> None:
-        pass  # the replay needs no end marker here: see _on_joined
+        # A rejoin's replay needs no end marker (see _on_joined). But if nothing at all has
+        # been shown in this room (a quiet room, or a server that replays nothing), there
+        # is no mid to fetch a later gap after: ask for the room's newest message instead.
+        room = self.rooms.get(irc_fold(_name(f, "room")))
+        if room is not None and room.last_mid is None and room.floor_mid is None:
+            out.frames.append(self._history_request(room, "floor", limit=1))
 
     def _on_join(self, out: Output, f: dict[str, Any]) -> None:
         name, nick = _name(f, "room"), _name(f, "nick")
@@ -791,6 +800,10 @@ class ChatState:
         purpose = self._claim(f, key)
         room = self.rooms.get(key)
         if room is None:
+            return
+        if purpose == "floor":
+            if room.floor_mid is None:
+                room.floor_mid = max((m["mid"] for m in good), default=0)
             return
         if purpose == "gap" and room.held is not None:
             room.held.extend(good)
@@ -913,6 +926,8 @@ class ChatState:
         for pid, (purpose, key) in list(self._pending.items()):
             if f.get("id") == pid:
                 del self._pending[pid]
+                if purpose == "floor":
+                    return  # our own bookkeeping (e.g. history_off): nothing to tell
                 room = self.rooms.get(key)
                 if purpose == "gap" and room is not None:
                     self._flush_held(out, room)

@@ -399,7 +399,6 @@ def test_every_server_event_type() -> None:
     "line",
     [
         frame(type="pong"),
-        frame(type="history_end", room="#lobby"),
         frame(type="brand_new_thing", x=1),  # unknown types are ignored
     ],
 )
@@ -640,6 +639,62 @@ def test_skipped_fetches_the_gap_of_every_room() -> None:
         ),
     )
     assert texts(out) == ["m3", "m5", "m9"]
+
+
+def test_history_end_is_quiet_and_asks_for_a_floor_only_when_nothing_was_shown() -> None:
+    state = online()
+    out = feed(state, frame(type="history_end", room="#lobby"))
+    assert out.lines == []
+    (floor,) = out.frames
+    assert floor["op"] == "history" and floor["limit"] == 1
+    assert floor["before"] is None and floor["after"] is None  # the room's newest
+    shown = online()
+    feed(shown, msg(3, history=True))
+    assert feed(shown, frame(type="history_end", room="#lobby")) == Output()
+
+
+@pytest.mark.parametrize("newest", [None, 7], ids=["empty room", "replay off"])
+def test_gap_after_a_reconnect_when_nothing_was_shown(newest: int | None) -> None:
+    """A quiet room (or a server replaying nothing): no mid was ever shown, yet the
+    messages sent while we were away must come back whole, not as the replay's tail."""
+    state = online()
+    (floor,) = feed(state, frame(type="history_end", room="#lobby")).frames
+    before = [json.loads(msg(newest))] if newest else []
+    assert feed(state, frame(type="history", room="#lobby", id=floor["id"],
+                             messages=before)) == Output()
+    reconnect(state)
+    out = feed(state, frame(type="joined", room="#lobby", topic="", members=["alice"]))
+    (gap,) = out.frames
+    assert gap["after"] == (newest or 0)
+    base = newest or 0
+    out = feed(state, msg(base + 4, history=True), frame(type="history_end", room="#lobby"),
+               msg(base + 5))
+    assert out.lines == [] and out.frames == []  # held; no second floor request
+    missed = [json.loads(msg(base + n)) for n in (1, 2, 3, 4, 5)]
+    out = feed(state, frame(type="history", room="#lobby", id=gap["id"], messages=missed))
+    assert texts(out) == [f"m{base + n}" for n in (1, 2, 3, 4, 5)]
+    assert not any(line.earlier for line in out.lines)
+
+
+def test_skipped_when_nothing_was_shown_fetches_after_the_floor() -> None:
+    state = online()
+    (floor,) = feed(state, frame(type="history_end", room="#lobby")).frames
+    feed(state, frame(type="history", room="#lobby", id=floor["id"], messages=[]))
+    (gap,) = feed(state, frame(type="skipped", count=2)).frames
+    assert gap["after"] == 0
+    out = feed(state, frame(type="history", room="#lobby", id=gap["id"],
+                            messages=[json.loads(msg(1)), json.loads(msg(2))]))
+    assert texts(out) == ["m1", "m2"]
+
+
+def test_floor_request_on_a_server_without_history_is_silent() -> None:
+    state = online()
+    (floor,) = feed(state, frame(type="history_end", room="#lobby")).frames
+    out = feed(state, frame(type="error", code="history_off", message="off", id=floor["id"]))
+    assert out == Output()
+    out = reconnect(state)
+    out = feed(state, frame(type="joined", room="#lobby", topic="", members=["alice"]))
+    assert out.frames == []  # no floor, no gap to fetch
 
 
 def test_history_reply_without_id_is_matched_by_room() -> None:

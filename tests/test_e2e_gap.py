@@ -312,3 +312,33 @@ def test_history_command_scrolls_back_on_the_real_server(  # type: ignore[no-unt
     alice.press("C-d")
     assert alice.exit_status() == 0
 
+
+def test_restart_gap_in_a_room_where_nothing_was_shown_yet(  # type: ignore[no-untyped-def]
+    make_server, tmux, tmp_path
+) -> None:
+    """alice joined a quiet room and has shown no message when the server restarts; more
+    messages than the join replay holds are sent while she is away. She has no mid to ask
+    ``after``, yet must still see all of them, not just the replayed tail."""
+    server: ChatdProcess = make_server(
+        "--db", str(tmp_path / "h.db"), "--rate-limit", "0", "--history-replay", "5"
+    )
+    alice = client(tmux, tmp_path, server.port, "alice")
+    pid = client_pid(alice)
+    os.kill(pid, signal.SIGSTOP)  # away for certain until bob is done
+    try:
+        server.stop()
+        server.start()
+        bob = server.json_client("bob", "#lobby")
+        for n in range(1, 13):
+            bob.say("#lobby", f"m{n}")
+            bob.expect_frame(type="msg", text=f"m{n}")
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    alice.wait_for("you joined #lobby", count=2, timeout=15)
+    bob.say("#lobby", "m13")
+    alice.wait_for("<bob> m13", timeout=15)
+    barrier(alice, "all caught up")
+    bob.close()
+    assert_every_message_once_in_order(alice, 13)
+    alice.press("C-d")
+    assert alice.exit_status() == 0
