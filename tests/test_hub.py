@@ -135,6 +135,8 @@ def test_current_room_is_the_last_joined() -> None:
     (Join("#a,b"), "bad_room"),
     (Join("#" + "x" * 33), "bad_room"),
     (Join("#bell\x07"), "bad_room"),
+    (Join("#lob\u200bby"), "bad_room"),  # zero-width space: a look-alike of #lobby
+    (Join("#\u202eybbol"), "bad_room"),  # right-to-left override
     (Say("#nowhere", "hi"), "not_in_room"),
     (Say("#a", ""), "bad_request"),
     (Say("#a", "   "), "bad_request"),
