@@ -123,8 +123,10 @@ def _how_to_join(host: str, port: int) -> str:
     shown = host
     if host in ("0.0.0.0", "::", ""):
         shown = socket.gethostname() or "localhost"
-    return (f"join with:  chat {shown}:{port}   or:  nc {shown} {port}"
-            + ("  (this machine: 127.0.0.1)" if shown != "127.0.0.1" else ""))
+    hint = f"join with:  chat {shown}:{port}   or:  nc {shown} {port}"
+    if shown not in ("127.0.0.1", "localhost", "::1"):
+        hint += f"   (on this machine: chat localhost:{port})"
+    return hint
 
 
 def main(argv: list[str] | None = None) -> int:

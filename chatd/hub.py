@@ -32,6 +32,7 @@ from chatd.config import Config
 from chatd.model import (
     Action,
     Away,
+    AwayNotice,
     AwayReply,
     Close,
     Command,
@@ -49,7 +50,6 @@ from chatd.model import (
     Message,
     Nick,
     NickEvent,
-    Notice,
     Part,
     PartEvent,
     Ping,
@@ -353,7 +353,7 @@ class Hub:
             actions.append(Deliver((target.cid,), event))
         actions.append(self._reply(client, cmd, event))
         if target.away and not cmd.notice:
-            away = Notice(f"{target.nick} is away: {target.away}")
+            away = AwayNotice(target.nick, target.away)
             actions.append(self._reply(client, cmd, away))
         return actions
 

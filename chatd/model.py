@@ -25,8 +25,8 @@ __all__ = [
     # events
     "Event", "Welcome", "Joined", "JoinEvent", "PartEvent", "Message", "PrivateMessage",
     "NickEvent", "WhoReply", "RoomInfo", "RoomsReply", "TopicEvent", "Pong", "QuitEvent",
-    "Error", "Skipped", "Shutdown", "Notice", "Probe", "HistoryReply", "HistoryEnd", "WhoisReply",
-    "AwayReply",
+    "Error", "Skipped", "Shutdown", "Notice", "Probe", "AwayNotice", "HistoryReply",
+    "HistoryEnd", "WhoisReply", "AwayReply",
     # actions
     "Action", "Deliver", "Store", "Replay", "FetchHistory", "Close",
     # errors
@@ -300,6 +300,14 @@ class Skipped(Event):
 @dataclass(frozen=True, slots=True)
 class Shutdown(Event):
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class AwayNotice(Event):
+    """The nick you just messaged is away (IRC's 301)."""
+
+    nick: str
+    message: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,8 +3,8 @@
 Names are IRC-compatible on purpose (an IRC listener speaks to the same hub):
 
 - nick: 1-24 of ``A-Z a-z 0-9 _ - [ ] \\ ^ { } |``, not starting with a digit or ``-``;
-- room: ``#`` then 1-32 characters, none a space, comma, colon (IRC's separators) or
-  a control character;
+- room: ``#`` then 1-32 characters, none a space, comma, colon (IRC's separators), a
+  control character or an invisible format character (zero-width, bidi override);
 - both compared with the ``rfc1459`` case mapping (``[]\\^`` fold to ``{}|~``), which is
   what IRC clients expect from ``CASEMAPPING=rfc1459``.
 
@@ -15,6 +15,7 @@ U+FFFD before anything is relayed, so nobody can drive another person's terminal
 from __future__ import annotations
 
 import re
+import unicodedata
 
 __all__ = ["NICK_MAX", "ROOM_MAX", "valid_nick", "valid_room", "fold", "clean_text",
            "clean_line"]
@@ -36,7 +37,12 @@ def valid_nick(nick: str) -> bool:
 
 
 def valid_room(room: str) -> bool:
-    return _ROOM_RE.match(room) is not None
+    """``#`` and 1-32 visible characters. Invisible format characters (zero-width space,
+    bidi overrides: Unicode category Cf) are refused too: they would let ``#lobby`` and
+    ``#lob\u200bby`` look the same, or turn a name around on screen."""
+    if _ROOM_RE.match(room) is None:
+        return False
+    return room.isascii() or not any(unicodedata.category(c) == "Cf" for c in room)
 
 
 def fold(name: str) -> str:

@@ -39,7 +39,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
-from chatd.codecs import Codec, TextCodec, pick_codec
+from chatd.codecs import Codec, JsonCodec, TextCodec, pick_codec
 from chatd.config import Config
 from chatd.connection import Connection, State
 from chatd.framing import LINE_TOO_LONG, LineFramer
@@ -317,21 +317,25 @@ class Server:
                 continue
             peer = _format_peer(addr)
             if len(self._conns) >= self.config.max_clients:
-                self._reject_full(sock, peer)
+                self._reject_full(sock, peer, listener)
                 continue
             self._adopt(sock, peer, listener, now)
 
-    def _reject_full(self, sock: socket.socket, peer: str) -> None:
+    def _reject_full(self, sock: socket.socket, peer: str, listener: Listener) -> None:
+        """Tell a newcomer the server is full, in its listener's protocol, and close."""
         self.stats["rejected_full"] += 1
         if self.stats["rejected_full"] in (1, 10, 100) or self.stats["rejected_full"] % 1000 == 0:
             logger.warning("server full (%d clients): refused %s (%d refused so far)",
                            self.config.max_clients, peer, self.stats["rejected_full"])
-        message = f"the server is full ({self.config.max_clients} clients); try again later"
-        text = f"!!! server_full: {message}\n"
-        frame = f'{{"type":"error","code":"server_full","message":"{message}"}}\n'
+        error = Error(ErrorCode.SERVER_FULL, f"the server is full ({self.config.max_clients} "
+                                             f"clients); try again later")
+        if listener.make_codec is not None:  # a fixed protocol (IRC): its own ERROR line
+            data = listener.make_codec().encode(error)
+        else:  # the native port, mode not picked yet: a line for people, a frame for programs
+            data = self._fallback_codec.encode(error) + JsonCodec().encode(error)
         try:
             sock.setblocking(False)
-            sock.send((text + frame).encode())  # best effort: the newcomer gets told why
+            sock.send(data)  # best effort: the newcomer gets told why
         except OSError:
             pass
         sock.close()

@@ -8,6 +8,7 @@ from chatd.config import Config
 from chatd.hub import Hub
 from chatd.model import (
     Away,
+    AwayNotice,
     AwayReply,
     Close,
     Deliver,
@@ -22,7 +23,6 @@ from chatd.model import (
     Message,
     Nick,
     NickEvent,
-    Notice,
     Part,
     PartEvent,
     Ping,
@@ -135,6 +135,8 @@ def test_current_room_is_the_last_joined() -> None:
     (Join("#a,b"), "bad_room"),
     (Join("#" + "x" * 33), "bad_room"),
     (Join("#bell\x07"), "bad_room"),
+    (Join("#lob\u200bby"), "bad_room"),  # zero-width space: a look-alike of #lobby
+    (Join("#\u202eybbol"), "bad_room"),  # right-to-left override
     (Say("#nowhere", "hi"), "not_in_room"),
     (Say("#a", ""), "bad_request"),
     (Say("#a", "   "), "bad_request"),
@@ -200,7 +202,7 @@ def test_private_message_to_both_and_away_notice() -> None:
     assert hub.handle(1, PrivMsg("BOB", "psst"), NOW) == [Deliver((2,), pm), Deliver((1,), pm)]
     assert hub.handle(2, Away("lunch"), NOW) == [Deliver((2,), AwayReply(True))]
     actions = hub.handle(1, PrivMsg("bob", "back?"), NOW)
-    assert actions[-1] == Deliver((1,), Notice("bob is away: lunch"))
+    assert actions[-1] == Deliver((1,), AwayNotice("bob", "lunch"))
     assert hub.handle(1, Whois("bob"), NOW) == [
         Deliver((1,), WhoisReply("bob", (), "lunch", 0))]
 

@@ -484,6 +484,8 @@ def test_away_reply_and_whois() -> None:
     got = net.send(2, "WHOIS ann")
     assert numerics(got) == ["311", "319", "312", "301", "317", "318"]
     assert ":srv 319 bob ann :#a #b" in got and ":srv 301 bob ann :lunch" in got
+    messaged = net.send(2, "PRIVMSG ann :are you there?")  # messaging an away user: 301
+    assert ":srv 301 bob ann :lunch" in messaged
     assert numerics(net.send(1, "AWAY")) == ["305"]
 
 

@@ -403,3 +403,15 @@ def test_server_pings_a_silent_irc_client_and_drops_a_dead_one() -> None:
         assert not [line for line in json_user.lines if '"ping"' in line]
     finally:
         proc.stop()
+
+
+def test_full_server_refuses_an_irc_client_with_an_error_line() -> None:
+    proc = ChatdProcess("--max-clients", "1", "--server-name", "irc.test", irc=True)
+    try:
+        first = irc(proc)
+        first.register("first")
+        late = irc(proc)
+        lines = late.read_until_closed(timeout=5)
+        assert lines and lines[0].startswith("ERROR :") and "server is full" in lines[0]
+    finally:
+        proc.stop()

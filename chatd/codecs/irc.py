@@ -45,6 +45,7 @@ from chatd import __version__
 from chatd.codecs.base import Codec
 from chatd.model import (
     Away,
+    AwayNotice,
     AwayReply,
     Command,
     Echo,
@@ -589,6 +590,8 @@ class IrcCodec(Codec):
                 return self._error_lines(code, message, ctx)
             case Notice(text=text):
                 return self._server_notice(text)
+            case AwayNotice(nick=nick, message=message):
+                return [self._numeric("301", nick, trailing=message)]
             case Skipped(count=count):
                 return self._server_notice(
                     f"You read too slowly: {count} room message{'s' * (count != 1)} "

@@ -16,6 +16,7 @@ from typing import Any
 from chatd.codecs.base import Codec, decode_utf8
 from chatd.model import (
     Away,
+    AwayNotice,
     AwayReply,
     Command,
     Error,
@@ -196,6 +197,9 @@ def _event_fields(event: Event) -> dict[str, Any]:
             return {"type": "shutdown", "reason": reason}
         case Notice(text=text):
             return {"type": "notice", "text": text}
+        case AwayNotice(nick=nick, message=message):
+            return {"type": "notice", "text": f"{nick} is away: {message}", "nick": nick,
+                    "away": message}
         case Probe():
             return {"type": "ping"}
         case HistoryReply(room=room, messages=messages):

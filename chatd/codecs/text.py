@@ -17,6 +17,7 @@ from datetime import datetime
 from chatd.codecs.base import Codec, decode_utf8
 from chatd.model import (
     Away,
+    AwayNotice,
     AwayReply,
     Command,
     Echo,
@@ -225,6 +226,8 @@ def _render(event: Event) -> str:
                     f"skipped. /history shows them.")
         case Shutdown(reason=reason):
             return f"*** Server shutting down: {reason}"
+        case AwayNotice(nick=nick, message=message):
+            return f"*** {nick} is away: {message}"
         case Notice(text=text):
             return "\n".join(f"*** {line}" for line in text.split("\n"))
         case HistoryReply(room=room, messages=messages):
