@@ -17,9 +17,9 @@ How the pieces map:
   CAP LS/REQ suspends until CAP END, then ``Hello`` goes to the hub; the hub's
   ``Welcome`` (seen in :meth:`IrcCodec.observe`) completes it and is rendered as 001-005
   and the MOTD. A refused nick (433) leaves the codec waiting for another NICK.
-- Per-connection state that changes the bytes (own nick, negotiated caps) is in
-  :attr:`IrcCodec.cache_key`, so fan-out stays correct; encoding depends only on the
-  event, the request id and that key.
+- Per-connection state that changes the bytes of shared events (negotiated caps) is in
+  :attr:`IrcCodec.cache_key`, so fan-out stays correct. The own nick is not: what depends
+  on it only ever goes to this connection (see ``_rekey``).
 
 Output obeys the 512-byte line limit (tags excluded, as IRCv3 says): message texts are
 split into several PRIVMSGs at word or character boundaries, never silently cut; a
@@ -297,7 +297,12 @@ class IrcCodec(Codec):
         return self._caps
 
     def _rekey(self) -> None:
-        self.cache_key = ("irc", self._nick, self._caps)
+        # The own nick is not part of the key: every byte that depends on it goes to this
+        # connection alone (numerics, server notices) or is the sender's own copy of a
+        # message, which the server encodes apart (Deliver.reply_to). So IRC users with
+        # the same capabilities share one encoding of each room message, as JSON users
+        # do. The test harness in test_irc_codec checks equal keys get equal bytes.
+        self.cache_key = ("irc", self._caps)
 
     @property
     def _me(self) -> str:
