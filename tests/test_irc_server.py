@@ -415,3 +415,23 @@ def test_full_server_refuses_an_irc_client_with_an_error_line() -> None:
         assert lines and lines[0].startswith("ERROR :") and "server is full" in lines[0]
     finally:
         proc.stop()
+
+
+def test_room_message_reaches_every_irc_user_whoever_joined_first(
+        server: ChatdProcess) -> None:
+    # IRC users with the same capabilities share one encoding of a room message; the
+    # sender's own copy (not echoed without echo-message) must not become everyone's.
+    users = [irc(server) for _ in range(3)]
+    for user, nick in zip(users, ("ann", "bob", "cat"), strict=True):
+        user.register(nick)
+        user.join("#same")
+    for user in users[:2]:
+        user.expect(lambda line: "JOIN" in line and "cat" in line)
+    users[0].send_line("PRIVMSG #same :from the first joiner")
+    for user in users[1:]:
+        assert user.expect(lambda line: "PRIVMSG #same" in line).endswith(
+            ":from the first joiner")
+    users[2].send_line("PRIVMSG #same :from the last joiner")
+    for user in users[:2]:
+        assert user.expect(lambda line: "PRIVMSG #same" in line).endswith(
+            ":from the last joiner")

@@ -638,8 +638,10 @@ class IrcCodec(Codec):
                 for piece in split_text(text, budget)]
 
     def _message(self, m: Message, own: bool) -> list[str]:
-        mine = own or (self._nick is not None and m.sender == self._nick)
-        if mine and not m.history and "echo-message" not in self._caps:
+        # ``own`` comes from the request id: only the sender's own copy carries one. It
+        # must not be guessed from the nick, because a room message's bytes are shared by
+        # every IRC user with the same caps (see ``_rekey``).
+        if own and not m.history and "echo-message" not in self._caps:
             return []  # the client already shows what it sent
         text = m.text
         if m.history and "server-time" not in self._caps:
