@@ -347,7 +347,8 @@ class Hub:
             raise _Refusal(ErrorCode.NO_SUCH_NICK, f"nobody called {cmd.to[:40]} is here")
         text = self._check_text(cmd.text)
         assert client.nick is not None
-        event = PrivateMessage(client.nick, target.nick, text, round(now, 3), cmd.notice)
+        event = PrivateMessage(client.nick, target.nick, text, round(now, 3), cmd.notice,
+                               cmd.action)
         actions: list[Action] = []
         if target is not client:
             actions.append(Deliver((target.cid,), event))

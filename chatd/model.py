@@ -114,6 +114,7 @@ class PrivMsg(Command):
     to: str
     text: str
     notice: bool = False
+    action: bool = False  # a private /me
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +239,7 @@ class PrivateMessage(Event):
     text: str
     ts: float
     notice: bool = False
+    action: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -827,6 +827,8 @@ class ChatState:
 
     def _on_privmsg(self, out: Output, f: dict[str, Any]) -> None:
         sender, to, text = _name(f, "from"), _name(f, "to"), _text(f)
+        if f.get("action") is True:  # a private /me (from an IRC user, say)
+            text = f"* {sender} {text}"
         own = self.is_me(sender)
         out.lines.append(
             Line(Kind.PRIVATE, text, ts=_ts(f), nick=sender, target=to, own=own, mention=not own)

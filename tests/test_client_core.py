@@ -487,6 +487,9 @@ def test_private_messages_either_way() -> None:
     assert incoming.lines[0].mention and not incoming.lines[0].own
     assert outgoing.lines[0].own and not outgoing.lines[0].mention
     assert outgoing.lines[0].target == "bob"
+    action = feed(state, frame(type="privmsg", **{"from": "bob"}, to="alice", text="waves",
+                               ts=1, action=True))
+    assert action.lines[0].text == "* bob waves"
 
 
 def test_members_follow_join_part_quit_nick() -> None:

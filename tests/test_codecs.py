@@ -61,6 +61,8 @@ def test_first_line_picks_the_mode() -> None:
     (b'{"op":"say","room":"#a","text":"hi\\nthere","id":"x"}', Say("#a", "hi\nthere", rid="x")),
     (b'{"op":"me","room":"#a","text":"waves"}', Say("#a", "waves", action=True)),
     (b'{"op":"msg","to":"bob","text":"psst"}', PrivMsg("bob", "psst")),
+    (b'{"op":"msg","to":"bob","text":"waves","action":true}',
+     PrivMsg("bob", "waves", action=True)),
     (b'{"op":"nick","nick":"bobby"}', Nick("bobby")),
     (b'{"op":"who","room":"#a"}', Who("#a")),
     (b'{"op":"rooms"}', Rooms()),
@@ -95,6 +97,7 @@ def test_json_requests(line: bytes, command: object) -> None:
     (b'{"op":"history","room":"#a","after":"5"}', "bad_request"),
     (b'{"op":"history","room":"#a","after":1.5}', "bad_request"),
     (b'{"op":"history","room":"#a","limit":true}', "bad_request"),
+    (b'{"op":"msg","to":"bob","text":"x","action":"yes"}', "bad_request"),
     (b'{"op":"say","room":"#a","text":"\xff"}', "bad_encoding"),
 ])
 def test_json_refusals(line: bytes, code: str) -> None:
@@ -221,6 +224,8 @@ def test_text_help_is_answered_locally() -> None:
     (Message("#lobby", "bob", "waves", 0.0, 1, action=True), "#lobby * bob waves"),
     (Message("#lobby", "bob", "old", 0.0, 1, history=True), "#lobby (earlier) <bob> old"),
     (PrivateMessage("bob", "alice", "psst", 0.0), "[msg] <bob -> alice> psst"),
+    (PrivateMessage("bob", "alice", "waves", 0.0, action=True),
+     "[msg] bob -> alice: * bob waves"),
     (JoinEvent("#a", "carol"), "#a -- carol joined"),
     (PartEvent("#a", "carol", "bye"), "#a -- carol left (bye)"),
     (QuitEvent("carol", "reset"), "-- carol quit (reset)"),

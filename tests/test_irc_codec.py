@@ -464,7 +464,7 @@ def test_private_messages_and_notices() -> None:
     net.send(1, "NOTICE bob :fyi")
     assert net.out[2][-1] == ":ann!ann@chatd NOTICE bob :fyi"
     net.send(1, "PRIVMSG bob :\x01ACTION nods\x01")
-    assert net.out[2][-1] == ":ann!ann@chatd PRIVMSG bob :* nods"
+    assert net.out[2][-1] == ":ann!ann@chatd PRIVMSG bob :\x01ACTION nods\x01"  # stays an action
     assert net.send(1, "PRIVMSG ann :note to self") == [
         ":ann!ann@chatd PRIVMSG ann :note to self"]
 

@@ -435,3 +435,18 @@ def test_room_message_reaches_every_irc_user_whoever_joined_first(
     for user in users[:2]:
         assert user.expect(lambda line: "PRIVMSG #same" in line).endswith(
             ":from the last joiner")
+
+
+def test_private_action_from_irc_reaches_json_and_text_users_as_an_action(
+        server: ChatdProcess) -> None:
+    ann = irc(server)
+    ann.register("ann")
+    bob = server.json_client("bob")
+    cat = server.text_client("cat")
+    ann.send_line("PRIVMSG bob :\x01ACTION waves\x01")
+    frame = bob.expect_frame(type="privmsg")
+    assert frame["text"] == "waves" and frame["action"] is True
+    ann.send_line("PRIVMSG cat :\x01ACTION nods\x01")
+    assert cat.expect(lambda line: "[msg]" in line).endswith("ann -> cat: * ann nods")
+    bob.send_json(op="msg", to="ann", text="bows", action=True)
+    assert ann.expect(lambda line: "PRIVMSG ann" in line).endswith(":\x01ACTION bows\x01")

@@ -467,9 +467,8 @@ class IrcCodec(Codec):
             rid = _Ctx(msg.command, target)
             if target.startswith("#"):
                 commands.append(Say(target, text, action=action, rid=rid))
-            else:  # a private /me has no marker in chatd's model: shown as "* text"
-                commands.append(PrivMsg(target, f"* {text}" if action else text,
-                                        notice=notice, rid=rid))
+            else:
+                commands.append(PrivMsg(target, text, notice=notice, action=action, rid=rid))
         return commands
 
     def _topic(self, msg: IrcMessage) -> list[Command]:
@@ -656,7 +655,7 @@ class IrcCodec(Codec):
         echo = self._is_me(m.sender) and not self._is_me(m.to)
         if echo and "echo-message" not in self._caps:
             return []
-        return self._texts(command, m.to, m.sender, m.text, False, self._tags(m.ts))
+        return self._texts(command, m.to, m.sender, m.text, m.action, self._tags(m.ts))
 
     def _server_notice(self, text: str) -> list[str]:
         head = len(f":{self._server} NOTICE {self._me} :".encode())

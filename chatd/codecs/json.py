@@ -106,6 +106,12 @@ class _Request:
             raise self._fail(f'"{key}" must be a string or null')
         return value
 
+    def flag(self, key: str) -> bool:
+        value = self.obj.get(key, False)
+        if not isinstance(value, bool):
+            raise self._fail(f'"{key}" must be true or false')
+        return value
+
     def opt_int(self, key: str) -> int | None:
         value = self.obj.get(key)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
@@ -136,7 +142,8 @@ _OPS: dict[str, Callable[[_Request], Command]] = {
     "part": lambda r: Part(r.text("room"), r.opt_text("reason", "") or "", rid=r.rid),
     "say": _say,
     "me": _say,
-    "msg": lambda r: PrivMsg(r.text("to"), r.text("text"), rid=r.rid),
+    "msg": lambda r: PrivMsg(r.text("to"), r.text("text"), action=r.flag("action"),
+                             rid=r.rid),
     "nick": lambda r: Nick(r.text("nick"), rid=r.rid),
     "who": lambda r: Who(r.text("room"), rid=r.rid),
     "rooms": lambda r: Rooms(rid=r.rid),
@@ -171,10 +178,13 @@ def _event_fields(event: Event) -> dict[str, Any]:
             return {"type": "join", "room": room, "nick": nick}
         case PartEvent(room=room, nick=nick, reason=reason):
             return {"type": "part", "room": room, "nick": nick, "reason": reason}
-        case PrivateMessage(sender=sender, to=to, text=text, ts=ts, notice=notice):
+        case PrivateMessage(sender=sender, to=to, text=text, ts=ts, notice=notice,
+                            action=action):
             obj = {"type": "privmsg", "from": sender, "to": to, "text": text, "ts": ts}
             if notice:
                 obj["notice"] = True
+            if action:
+                obj["action"] = True
             return obj
         case NickEvent(old=old, new=new):
             return {"type": "nick", "old": old, "new": new}

@@ -186,8 +186,11 @@ def _render(event: Event) -> str:
             if action:
                 return f"[{_clock(ts)}] {room}{mark} * {sender} {_indent(text)}"
             return f"[{_clock(ts)}] {room}{mark} <{sender}> {_indent(text)}"
-        case PrivateMessage(sender=sender, to=to, text=text, ts=ts, notice=notice):
+        case PrivateMessage(sender=sender, to=to, text=text, ts=ts, notice=notice,
+                            action=action):
             kind = "notice" if notice else "msg"
+            if action:
+                return f"[{_clock(ts)}] [{kind}] {sender} -> {to}: * {sender} {_indent(text)}"
             return f"[{_clock(ts)}] [{kind}] <{sender} -> {to}> {_indent(text)}"
         case JoinEvent(room=room, nick=nick):
             return f"{room} -- {nick} joined"
