@@ -148,6 +148,7 @@ class Server:
         self._unregistered: set[Connection] = set()
         self._over_soft: set[Connection] = set()
         self._paused: set[Connection] = set()  # rate-limited
+        self._pingable: set[Connection] = set()  # peers whose protocol answers pings (IRC)
         self._fallback_codec = TextCodec()  # for lines sent before a mode is picked
         self._password_required = config.password is not None
         self._now = clock()
@@ -367,6 +368,8 @@ class Server:
         conn.last_heard = now
         self._conns[cid] = conn
         self._unregistered.add(conn)
+        if codec is not None and codec.pings_peer:
+            self._pingable.add(conn)
         self.stats["accepted"] += 1
         self.hub.connect(cid, self._wall())
         logger.info("#%d connected from %s (%s)", cid, peer, listener.name)
@@ -658,9 +661,8 @@ class Server:
         """Ping silent peers whose protocol answers pings (IRC); drop the dead ones."""
         ping_after = self.config.idle_ping_seconds
         drop_after = self.config.idle_drop_seconds
-        for conn in list(self._conns.values()):
-            codec = conn.codec
-            if codec is None or not codec.pings_peer or conn.state is not State.OPEN:
+        for conn in list(self._pingable):
+            if conn.state is not State.OPEN:
                 continue
             silent = now - conn.last_heard
             if silent >= drop_after:
@@ -776,6 +778,7 @@ class Server:
         self._unregistered.discard(conn)
         self._over_soft.discard(conn)
         self._paused.discard(conn)
+        self._pingable.discard(conn)
         logger.info("#%d %s closed: %s (in %dB/%d lines, out %dB%s)", conn.cid, conn.peer,
                     conn.close_reason or "server stopped", conn.bytes_in, conn.lines_in,
                     conn.bytes_out, f", {conn.out.size}B unsent" if conn.out.size else "")
