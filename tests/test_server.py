@@ -355,3 +355,24 @@ def test_request_ids_go_only_on_the_senders_copy_in_a_burst(
         for sender in ("alice", "bob"):
             texts = [f["text"] for f in frames if f["from"] == sender]
             assert texts == [f"{sender[0]}{i}" for i in range(20)]
+
+
+def test_second_sigint_exits_at_once_during_a_long_shutdown(
+        make_server: type[ChatdProcess]) -> None:
+    server = make_server("--rate-limit", "0", "--shutdown-grace-seconds", "60",
+                         "--close-linger-seconds", "60", "--send-buffer-bytes", "4096",
+                         "--out-soft-limit-bytes", "10000000",
+                         "--out-hard-limit-bytes", "20000000")
+    sleeper = JsonClient(server.port, rcvbuf=4096)  # never reads: its goodbye cannot flush
+    sleeper.hello("sleeper")
+    sleeper.join("#a")
+    talker = server.json_client("talker", "#a")
+    for i in range(300):
+        talker.say("#a", f"{i:04d}" + "x" * 400)
+        talker.expect_frame(type="msg")
+    assert server.proc is not None
+    server.proc.send_signal(signal.SIGINT)
+    wait_until(lambda: "shutting down" in server.log(), what="the graceful shutdown to start")
+    assert server.proc.poll() is None  # still flushing for the sleeper (grace: 60 s)
+    server.proc.send_signal(signal.SIGINT)
+    assert server.proc.wait(timeout=10) == 1  # the second Ctrl-C does not wait
