@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import getpass
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -32,6 +33,12 @@ def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, argparse.Argumen
         "--room", default=core.DEFAULT_ROOM, help=f"room to join (default {core.DEFAULT_ROOM})"
     )
     parser.add_argument("--log-file", type=Path, help="write a debug log to this file")
+    parser.add_argument(
+        "--password-file",
+        type=Path,
+        help="file whose first line is the server's password (or set CHATD_PASSWORD; "
+        "never on the command line, where ps would show it)",
+    )
     parser.add_argument(
         "--no-history-file",
         action="store_true",
@@ -81,12 +88,21 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"chat: cannot write the log file {args.log_file}: {exc.strerror}", file=sys.stderr)
         return 1
+    password = os.environ.get("CHATD_PASSWORD") or None
+    if args.password_file is not None:
+        try:
+            lines = args.password_file.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            print(f"chat: cannot read {args.password_file}: {exc.strerror}", file=sys.stderr)
+            return 1
+        password = lines[0] if lines else ""
     opts = app.Options(
         host=host,
         port=port,
         nick=nick,
         room=room,
         history_file=None if args.no_history_file else ui.history_path(),
+        password=password,
     )
     try:
         return asyncio.run(app.run(opts))

@@ -53,6 +53,7 @@ class Options:
     nick: str
     room: str
     history_file: Path | None
+    password: str | None = None
     connect_timeout: float = 5.0
     welcome_timeout: float = WELCOME_TIMEOUT
 
@@ -63,7 +64,7 @@ class ChatApp:
     def __init__(self, opts: Options) -> None:
         self.opts = opts
         self.where = f"{opts.host}:{opts.port}"
-        self.state = ChatState(opts.nick, opts.room, server=self.where)
+        self.state = ChatState(opts.nick, opts.room, server=self.where, password=opts.password)
         self.link: net.Link | None = None
         self.quitting = False
         self.session: PromptSession[str] | None = None

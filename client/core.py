@@ -283,7 +283,9 @@ class ChatState:
         server: ``host:port`` as shown in the toolbar.
     """
 
-    def __init__(self, nick: str, room: str = DEFAULT_ROOM, server: str = "") -> None:
+    def __init__(self, nick: str, room: str = DEFAULT_ROOM, server: str = "",
+                 password: str | None = None) -> None:
+        self.password = password  # the server's password, if it has one
         self.wanted_nick = nick
         self.nick = nick
         self.server = server
@@ -336,7 +338,13 @@ class ChatState:
         self.greeted = False
         self._nick_tries = 0
         self.nick = self.wanted_nick
-        return Output(frames=[{"op": "hello", "nick": self.nick}])
+        return Output(frames=[self._hello()])
+
+    def _hello(self) -> dict[str, Any]:
+        frame: dict[str, Any] = {"op": "hello", "nick": self.nick}
+        if self.password is not None:
+            frame["password"] = self.password
+        return frame
 
     def disconnected(self, reason: str = "connection lost") -> Output:
         """The connection is gone; rooms are kept so the next one rejoins them."""
@@ -915,14 +923,16 @@ class ChatState:
             if code == "nick_taken" and self._nick_tries < MAX_NICK_TRIES:
                 self._nick_tries += 1
                 self.nick = self._fallback(self.nick)
-                out.frames.append({"op": "hello", "nick": self.nick})
+                out.frames.append(self._hello())
                 return
             if code in ("nick_taken", "bad_nick", "bad_password", "server_full"):
                 out.fatal = f"the server refused nick {self.nick}: {message or code}"
                 if code == "server_full":
                     out.fatal = f"the server is full: {message or code}"
                 elif code == "bad_password":
-                    out.fatal = "the server wants a password, which this client cannot send"
+                    out.fatal = ("the server refused the password" if self.password is not None
+                                 else "the server wants a password: set CHATD_PASSWORD or use "
+                                      "--password-file")
                 return
         # An error about a history request ends that request (e.g. history_off).
         for pid, (purpose, key) in list(self._pending.items()):

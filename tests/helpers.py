@@ -128,9 +128,9 @@ class ChatdProcess:
     def raw(self, timeout: float = 5.0) -> RawClient:
         return RawClient(self.port, timeout=timeout)
 
-    def json_client(self, nick: str, *rooms: str) -> JsonClient:
+    def json_client(self, nick: str, *rooms: str, **hello: Any) -> JsonClient:
         client = JsonClient(self.port)
-        client.hello(nick)
+        client.hello(nick, **hello)
         for room in rooms:
             client.join(room)
         return client

@@ -9,10 +9,14 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import pytest
+from helpers import ROOT
 from prompt_toolkit.application import create_app_session
 from prompt_toolkit.input import PipeInput, create_pipe_input
 from prompt_toolkit.output import create_output
@@ -157,6 +161,35 @@ def test_taken_nick_falls_back_on_the_real_server(chatd_server) -> None:  # type
         holder.expect_frame(type="quit", nick="alice_", reason="done")
     finally:
         holder.close()
+
+
+def test_password_protected_server(make_server, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    server = make_server(env={"CHATD_PASSWORD": "sesame"})
+    with pytest.raises(app.Fatal, match="wants a password"):
+        run(app.run(options(server.port)))
+    with pytest.raises(app.Fatal, match="refused the password"):
+        run(app.run(options(server.port, password="guess")))
+    watcher = server.json_client("watcher", "#lobby", password="sesame")
+    screen = Screen()
+
+    async def script(pipe: PipeInput) -> None:
+        await screen.wait_for("you joined #lobby")
+        pipe.send_text("let me in\r")
+        await screen.wait_for("<alice> let me in")
+        pipe.send_text("/quit\r")
+
+    try:
+        assert run(screen.run(options(server.port, password="sesame"), script)) == 0
+        watcher.expect_frame(type="msg", text="let me in")
+    finally:
+        watcher.close()
+    # The command line reads it from a file or CHATD_PASSWORD, never from an argument.
+    secret = tmp_path / "pw"
+    secret.write_text("wrong\n")
+    done = subprocess.run([sys.executable, "-m", "client", f"127.0.0.1:{server.port}",
+                           "--password-file", str(secret)], capture_output=True, text=True,
+                          timeout=30, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 1 and done.stderr.strip() == "chat: the server refused the password"
 
 
 # --------------------------------------------------------------------------- reconnect
