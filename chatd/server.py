@@ -197,9 +197,6 @@ class Server:
     def addresses(self) -> list[tuple[str, str, int]]:
         return [(listener.name, *listener.address) for listener in self._listeners]
 
-    def connection_count(self) -> int:
-        return len(self._conns)
-
     # ------------------------------------------------------------------ running
 
     def request_stop(self, reason: str = "server shutting down") -> None:

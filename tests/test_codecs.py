@@ -9,10 +9,14 @@ import pytest
 from chatd.codecs import JsonCodec, TextCodec, pick_codec
 from chatd.model import (
     Away,
+    AwayNotice,
+    AwayReply,
     Echo,
     Error,
     Hello,
     History,
+    HistoryEnd,
+    HistoryReply,
     Join,
     Joined,
     JoinEvent,
@@ -26,6 +30,7 @@ from chatd.model import (
     Pong,
     PrivateMessage,
     PrivMsg,
+    Probe,
     ProtocolError,
     Quit,
     QuitEvent,
@@ -40,6 +45,7 @@ from chatd.model import (
     Welcome,
     Who,
     Whois,
+    WhoisReply,
     WhoReply,
 )
 
@@ -136,6 +142,20 @@ def test_json_error_carries_the_request_id() -> None:
     (Skipped(3), {"type": "skipped", "count": 3}),
     (Shutdown("bye"), {"type": "shutdown", "reason": "bye"}),
     (Notice("n"), {"type": "notice", "text": "n"}),
+    (AwayNotice("bob", "lunch"), {"type": "notice", "text": "bob is away: lunch",
+                                  "nick": "bob", "away": "lunch"}),
+    (Probe(), {"type": "ping"}),
+    (HistoryEnd("#a", 3), {"type": "history_end", "room": "#a"}),
+    (HistoryReply("#a", (Message("#a", "bob", "hi", 1.5, 7, history=True),)),
+     {"type": "history", "room": "#a", "messages": [
+         {"type": "msg", "room": "#a", "from": "bob", "text": "hi", "ts": 1.5, "mid": 7,
+          "history": True}]}),
+    (WhoisReply("bob", ("#a",), None, 5), {"type": "whois", "nick": "bob", "rooms": ["#a"],
+                                           "away": None, "idle": 5}),
+    (AwayReply(True), {"type": "away", "away": True}),
+    (PrivateMessage("a", "b", "w", 2.0, notice=True, action=True),
+     {"type": "privmsg", "from": "a", "to": "b", "text": "w", "ts": 2.0, "notice": True,
+      "action": True}),
 ])
 def test_json_events(event: object, obj: dict[str, object]) -> None:
     data = JsonCodec().encode(event)  # type: ignore[arg-type]
@@ -235,10 +255,27 @@ def test_text_help_is_answered_locally() -> None:
     (Error("nick_taken", "taken"), "!!! nick_taken: taken"),
     (Skipped(4), "4 messages skipped"),
     (Shutdown("maintenance"), "*** Server shutting down: maintenance"),
+    (AwayNotice("bob", "lunch"), "*** bob is away: lunch"),
+    (HistoryReply("#a", ()), "*** No earlier messages in #a."),
+    (HistoryReply("#a", (Message("#a", "bob", "old", 0.0, 1, history=True),)),
+     "#a (earlier) <bob> old"),
+    (WhoisReply("bob", ("#a", "#b"), "lunch"), "*** bob is in #a, #b; away: lunch"),
+    (AwayReply(False), "*** You are back."),
+    (RoomsReply(()), "No rooms yet"),
+    (RoomsReply((RoomInfo("#a", 2, "t"),)), "*** #a (2) t"),
+    (WhoReply("#a", ("x", "y")), "*** #a (2): x, y"),
+    (TopicEvent("#a", "", ""), "*** Topic of #a: (none)"),
+    (Pong(), "*** pong"),
+    (Welcome("bob", "srv", ("hello",)), "*** hello"),
 ])
 def test_text_events(event: object, needle: str) -> None:
     text = TextCodec().encode(event).decode()  # type: ignore[arg-type]
     assert needle in text and text.endswith("\n")
+
+
+@pytest.mark.parametrize("event", [HistoryEnd("#a"), Probe()])
+def test_text_mode_shows_nothing_for_bookkeeping_events(event: object) -> None:
+    assert TextCodec().encode(event) == b""  # type: ignore[arg-type]
 
 
 def test_text_multiline_message_is_indented() -> None:

@@ -138,6 +138,9 @@ def test_current_room_is_the_last_joined() -> None:
     (Join("#lob\u200bby"), "bad_room"),  # zero-width space: a look-alike of #lobby
     (Join("#\u202eybbol"), "bad_room"),  # right-to-left override
     (Say("#nowhere", "hi"), "not_in_room"),
+    (Say("nowhere", "hi"), "bad_room"),
+    (Who("no hash"), "bad_room"),
+    (Topic("#a", "t" * 301), "text_too_long"),
     (Say("#a", ""), "bad_request"),
     (Say("#a", "   "), "bad_request"),
     (Say("#a", "x" * 2001), "text_too_long"),
