@@ -24,7 +24,7 @@ from typing import Any
 from prompt_toolkit import PromptSession, print_formatted_text
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
-from prompt_toolkit.formatted_text import FormattedText
+from prompt_toolkit.formatted_text import FormattedText, StyleAndTextTuples
 from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 from prompt_toolkit.input import Input
 from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
@@ -46,7 +46,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-Fragments = list[tuple[str, str]]
+Fragments = StyleAndTextTuples  # (style, text) pairs, as prompt_toolkit types them
 
 # Colours for other people's nicks: readable on dark and light backgrounds, none of them
 # the colours reserved for errors (red) or one's own lines.
