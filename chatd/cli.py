@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from chatd import __version__
+from chatd.codecs.irc import listen_irc
 from chatd.config import DEFAULT_PORT, Config, ConfigError
 from chatd.history import HistoryError, open_store
 from chatd.server import Server
@@ -152,7 +153,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         host, port = server.listen(config.host, config.port)
         if config.irc_port is not None:
-            from chatd.codecs.irc import listen_irc  # noqa: PLC0415 - optional listener
             listen_irc(server, config.host, config.irc_port)
     except OSError as exc:
         print(f"chatd: cannot listen on {config.host}:{config.port}: {exc.strerror}",

@@ -454,22 +454,22 @@ class Server:
 
     def _apply(self, actions: Iterable[Action]) -> None:
         for action in actions:
-            kind = type(action)
-            if kind is Deliver:
-                self._deliver(action)  # type: ignore[arg-type]
-            elif kind is Store:
-                if self._history is not None:
-                    self._history.append(action.message)  # type: ignore[attr-defined]
-            elif kind is Close:
-                conn = self._conns.get(action.cid)  # type: ignore[attr-defined]
-                if conn is not None:
-                    self._close(conn, action.reason, flush=action.flush)  # type: ignore[attr-defined]
-            elif kind is Replay:
-                self._replay(action)  # type: ignore[arg-type]
-            elif kind is FetchHistory:
-                self._fetch_history(action)  # type: ignore[arg-type]
-            else:
-                raise TypeError(f"unknown action {action!r}")
+            match action:
+                case Deliver():
+                    self._deliver(action)
+                case Store(message=message):
+                    if self._history is not None:
+                        self._history.append(message)
+                case Close(cid=cid, reason=reason, flush=flush):
+                    conn = self._conns.get(cid)
+                    if conn is not None:
+                        self._close(conn, reason, flush=flush)
+                case Replay():
+                    self._replay(action)
+                case FetchHistory():
+                    self._fetch_history(action)
+                case _:
+                    raise TypeError(f"unknown action {action!r}")
 
     def _deliver(self, action: Deliver) -> None:
         """Queue one event for many connections.

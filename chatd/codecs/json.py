@@ -246,12 +246,10 @@ class JsonCodec(Codec):
         rid = obj.get("id")
         op = obj.get("op")
         make = _OPS.get(op) if isinstance(op, str) else None
-        if make is None:
-            error = ProtocolError(ErrorCode.UNKNOWN_OP,
-                                  f"unknown op {op!r}; see docs/protocol.md"[:200])
-            error.rid = rid
-            raise error
-        return [make(_Request(obj, op, rid))]  # type: ignore[arg-type]
+        if make is None or not isinstance(op, str):
+            raise ProtocolError(ErrorCode.UNKNOWN_OP,
+                                f"unknown op {op!r}; see docs/protocol.md"[:200], rid)
+        return [make(_Request(obj, op, rid))]
 
     def encode(self, event: Event, rid: object = None) -> bytes:
         obj = _event_fields(event)
