@@ -213,7 +213,17 @@ def test_restart_gap_every_message_once_in_order(  # type: ignore[no-untyped-def
 
         server.stop(sig)
         alice.wait_for("disconnected from")
-        server.start()  # same port, same history file
+        # Hold alice away (suspended) until bob has surely talked while she was gone:
+        # left to the race between her backoff and bob's reconnect, a loaded machine
+        # sometimes let her back first, and the scenario then had no gap to prove.
+        pid = client_pid(alice)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            server.start()  # same port, same history file
+            wait_until(lambda: bob.sent_while_alice_away >= 20, timeout=15,
+                       what="bob talking while alice is away")
+        finally:
+            os.kill(pid, signal.SIGCONT)
         alice.wait_for("you joined #lobby", count=2, timeout=15)
         wait_until(lambda: bob.sent_since_alice_back >= 20, timeout=15,
                    what="bob talking after alice is back")
