@@ -23,7 +23,7 @@ from typing import Any
 
 from chatd import __version__
 from chatd.codecs.irc import listen_irc
-from chatd.config import DEFAULT_PORT, Config, ConfigError
+from chatd.config import DEFAULT_PORT, Config, ConfigError, field_types
 from chatd.history import HistoryError, open_store
 from chatd.server import Server
 
@@ -46,10 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--password-file", metavar="FILE",
                         help="file whose first line is the server password (no password: "
                              "anyone may join)")
+    kinds = field_types()
     for f in fields(Config):
         if not f.metadata.get("cli", True):
             continue
-        kind = f.type if isinstance(f.type, type) else _type_from_annotation(str(f.type))
+        kind = kinds[f.name][0]
         default = f.default if f.default is not MISSING else None
         parser.add_argument(
             "--" + f.name.replace("_", "-"), dest=f.name, type=kind, default=None,
@@ -58,13 +59,6 @@ def build_parser() -> argparse.ArgumentParser:
             help=f.metadata.get("help", "") + ("" if default == "" else f" (default: {default})"),
         )
     return parser
-
-
-def _type_from_annotation(annotation: str) -> type:
-    for name, kind in (("float", float), ("int", int), ("bool", bool)):
-        if annotation.startswith(name):
-            return kind
-    return str
 
 
 def config_from_args(args: argparse.Namespace, environ: dict[str, str]) -> Config:

@@ -11,10 +11,10 @@ a chat room; ``docs/limits.md`` says what happens when each one is hit.
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, get_args, get_type_hints
 
-__all__ = ["Config", "ConfigError", "DEFAULT_PORT"]
+__all__ = ["Config", "ConfigError", "DEFAULT_PORT", "field_types"]
 
 DEFAULT_PORT = 7777
 
@@ -147,20 +147,29 @@ class Config:
         Raises:
             ConfigError: an unknown key, or a value of the wrong type or range.
         """
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(values) - set(known))
+        kinds = field_types()
+        unknown = sorted(set(values) - set(kinds))
         if unknown:
             raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
         checked: dict[str, Any] = {}
         for name, value in values.items():
-            default = known[name].default
-            if isinstance(default, bool) or value is None:
+            kind, optional = kinds[name]
+            if value is None and optional:
                 checked[name] = value
-            elif isinstance(default, float) and isinstance(value, int | float):
+            elif kind is float and isinstance(value, int | float) and not isinstance(value, bool):
                 checked[name] = float(value)
-            elif default is None or isinstance(value, type(default)):
+            elif isinstance(value, kind) and not (isinstance(value, bool) and kind is not bool):
                 checked[name] = value
             else:
-                raise ConfigError(f"{name} must be a {type(default).__name__}, "
-                                  f"not {value!r}")
+                raise ConfigError(f"{name} must be a {kind.__name__}"
+                                  f"{' or nothing' if optional else ''}, not {value!r}")
         return replace(base or cls(), **checked)
+
+
+def field_types() -> dict[str, tuple[type, bool]]:
+    """Each setting's value type, and whether it may be None (read from the annotations)."""
+    kinds: dict[str, tuple[type, bool]] = {}
+    for name, hint in get_type_hints(Config).items():
+        args = [arg for arg in get_args(hint) if arg is not type(None)]
+        kinds[name] = (args[0] if args else hint, len(args) < len(get_args(hint)))
+    return kinds
