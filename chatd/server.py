@@ -85,7 +85,6 @@ class HistoryStore(Protocol):
     def append(self, message: Message) -> None: ...
     def commit(self) -> None:
         """Raises on failure; the server then stops before sending anything unstored."""
-    def last_mid(self) -> int: ...
     def recent(self, room: str, limit: int) -> list[Message]: ...
     def query(self, room: str, before: int | None, after: int | None,
               limit: int) -> list[Message]: ...
@@ -221,10 +220,7 @@ class Server:
         """Release every socket at once (no goodbyes)."""
         for conn in list(self._conns.values()):
             self._finalize(conn)
-        for listener in self._listeners:
-            self._unregister_quietly(listener.sock)
-            listener.sock.close()
-        self._listeners.clear()
+        self._close_listeners()
         for sock in (self._waker_r, self._waker_w):
             self._unregister_quietly(sock)
             sock.close()
@@ -235,10 +231,7 @@ class Server:
     def _shutdown(self) -> None:
         reason = self._stop_reason
         logger.info("shutting down (%s): %d connections", reason, len(self._conns))
-        for listener in self._listeners:
-            self._unregister_quietly(listener.sock)
-            listener.sock.close()
-        self._listeners.clear()
+        self._close_listeners()
         goodbye = Shutdown(reason)
         for conn in list(self._conns.values()):
             if conn.state is State.OPEN:
@@ -249,6 +242,12 @@ class Server:
             conn.close_deadline = min(conn.close_deadline, deadline)
         while self._conns and self._clock() < deadline:
             self._tick()
+
+    def _close_listeners(self) -> None:
+        for listener in self._listeners:
+            self._unregister_quietly(listener.sock)
+            listener.sock.close()
+        self._listeners.clear()
 
     def _tick(self) -> None:
         timeout = 0.0 if self._pending or self._departures else self._timeout()

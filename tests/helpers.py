@@ -230,18 +230,13 @@ class JsonClient(RawClient):
 
     def expect_frame(self, timeout: float | None = None, **match: Any) -> dict[str, Any]:
         """Read frames until one has every key/value in ``match``."""
-        deadline = time.monotonic() + (timeout or self.timeout)
-        seen: list[dict[str, Any]] = []
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"no frame matching {match}; got {seen[-10:]}")
-            frame = self.read_frame(remaining)
-            if frame is None:
-                raise AssertionError(f"closed before a frame matching {match}; got {seen[-10:]}")
-            seen.append(frame)
-            if all(frame.get(k) == v for k, v in match.items()):
-                return frame
+        def matches(line: str) -> bool:
+            if not line.startswith("{"):
+                return False
+            frame = json.loads(line)
+            return all(frame.get(k) == v for k, v in match.items())
+
+        return json.loads(self.expect(matches, timeout))  # type: ignore[no-any-return]
 
     def hello(self, nick: str, **extra: Any) -> dict[str, Any]:
         self.send_json(op="hello", nick=nick, **extra)
