@@ -32,6 +32,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+# The name rules are the server's own (pure, stdlib-only): the client cannot drift from them.
+from chatd import names
+
 __all__ = [
     "COMMANDS",
     "ChatState",
@@ -51,7 +54,7 @@ DEFAULT_PORT = 7777
 DEFAULT_ROOM = "#lobby"
 # docs/protocol.md: nicks are 1-24 characters; texts at most max_text_chars (2000);
 # a request line at most max_line_bytes (4096) without the newline.
-MAX_NICK = 24
+MAX_NICK = names.NICK_MAX
 MAX_TEXT_CHARS = 2000
 MAX_LINE_BYTES = 4096
 # How many messages one gap request asks for; a full page means "ask again".
@@ -66,18 +69,15 @@ MAX_QUEUED = 100
 # Fallback nicks tried when ours is taken: nick_, nick__, ... then give up.
 MAX_NICK_TRIES = 5
 
-_NICK_RE = re.compile(r"[A-Za-z_\[\]\\^{}|][A-Za-z0-9_\-\[\]\\^{}|]{0,23}\Z")
 _NICK_CHARS = re.compile(r"[^A-Za-z0-9_\-\[\]\\^{}|]")
-_ROOM_RE = re.compile(r"#[^\s,:\x00-\x1f\x7f]{1,32}\Z")
-_FOLD = str.maketrans("[]\\^", "{}|~")
 
 
 # --------------------------------------------------------------------------- helpers
 
 
 def irc_fold(name: str) -> str:
-    """Case-fold a nick or room the way the server compares them (rfc1459 mapping)."""
-    return name.lower().translate(_FOLD)
+    """Case-fold a nick or room exactly as the server compares them (its own rule)."""
+    return names.fold(name)
 
 
 def _is_unsafe(ch: str) -> bool:
@@ -121,13 +121,13 @@ def default_nick(login: str) -> str:
 
 
 def valid_nick(nick: str) -> bool:
-    return bool(_NICK_RE.match(nick))
+    return names.valid_nick(nick)
 
 
 def normalize_room(name: str) -> str | None:
     """``lobby`` or ``#lobby`` -> ``#lobby``; None if it can never be a room name."""
     room = name if name.startswith("#") else "#" + name
-    return room if _ROOM_RE.match(room) else None
+    return room if names.valid_room(room) else None
 
 
 def parse_address(text: str) -> tuple[str, int]:

@@ -131,6 +131,16 @@ def test_encode_is_one_compact_utf8_line() -> None:
 
 def test_irc_fold() -> None:
     assert irc_fold("Bob[]\\^") == "bob{}|~"
+    # Exactly the server's rule: only ASCII letters fold, so #Café and #café are two rooms
+    # on the server, and must be two rooms here too.
+    assert irc_fold("#Café") != irc_fold("#cafÉ")
+
+
+def test_room_names_follow_the_server_rules() -> None:
+    from client.core import normalize_room
+    assert normalize_room("lobby") == "#lobby"
+    assert normalize_room("#lob\u200bby") is None  # the server refuses look-alikes too
+    assert normalize_room("#a b") is None
 
 
 # --------------------------------------------------------------------------- registration
