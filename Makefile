@@ -52,6 +52,7 @@ e2e: $(STAMP)
 	$(BIN)/python -m pytest -m e2e $(PYTEST_ARGS)
 
 lint: $(STAMP)
+	$(BIN)/python -m ruff format --check chatd client tests bench
 	$(BIN)/python -m ruff check chatd client tests bench
 	$(BIN)/python -m mypy
 

@@ -83,23 +83,32 @@ async def handle_client(
             try:
                 req = json.loads(line)
             except ValueError:
-                await send_to(writer, frame({"type": "error", "code": "bad_json",
-                                             "message": "not JSON"}))
+                await send_to(
+                    writer, frame({"type": "error", "code": "bad_json", "message": "not JSON"})
+                )
                 continue
             op = req.get("op")
             if op == "hello" and nick is None:
                 wanted = str(req.get("nick", ""))
                 if not wanted or wanted.lower() in state.nicks:
-                    await send_to(writer, frame({"type": "error", "code": "nick_taken",
-                                                 "message": "nick in use"}))
+                    await send_to(
+                        writer,
+                        frame({"type": "error", "code": "nick_taken", "message": "nick in use"}),
+                    )
                     continue
                 nick = wanted
                 state.nicks[nick.lower()] = writer
-                await send_to(writer, frame({"type": "welcome", "nick": nick,
-                                             "server": SERVER_NAME, "motd": []}))
+                await send_to(
+                    writer,
+                    frame({"type": "welcome", "nick": nick, "server": SERVER_NAME, "motd": []}),
+                )
             elif nick is None:
-                await send_to(writer, frame({"type": "error", "code": "not_registered",
-                                             "message": "say hello first"}))
+                await send_to(
+                    writer,
+                    frame(
+                        {"type": "error", "code": "not_registered", "message": "say hello first"}
+                    ),
+                )
             elif op == "join":
                 name = str(req.get("room", ""))
                 room = state.rooms.setdefault(name.lower(), {})
@@ -108,21 +117,39 @@ async def handle_client(
                 await broadcast(room, frame({"type": "join", "room": name, "nick": nick}))
                 room[nick] = writer
                 joined.add(name.lower())
-                await send_to(writer, frame({"type": "joined", "room": name, "topic": "",
-                                             "members": list(room)}))
+                await send_to(
+                    writer,
+                    frame({"type": "joined", "room": name, "topic": "", "members": list(room)}),
+                )
             elif op == "say":
                 name = str(req.get("room", ""))
                 room = state.rooms.get(name.lower())
                 if room is None or nick not in room:
-                    await send_to(writer, frame({"type": "error", "code": "not_in_room",
-                                                 "message": "join first"}))
+                    await send_to(
+                        writer,
+                        frame({"type": "error", "code": "not_in_room", "message": "join first"}),
+                    )
                     continue
-                msg = {"type": "msg", "room": name, "from": nick, "text": req.get("text", ""),
-                       "ts": round(time.time(), 3), "mid": next(state.mids)}
+                msg = {
+                    "type": "msg",
+                    "room": name,
+                    "from": nick,
+                    "text": req.get("text", ""),
+                    "ts": round(time.time(), 3),
+                    "mid": next(state.mids),
+                }
                 await broadcast(room, frame(msg))
             else:
-                await send_to(writer, frame({"type": "error", "code": "unknown_op",
-                                             "message": "not supported by the baseline"}))
+                await send_to(
+                    writer,
+                    frame(
+                        {
+                            "type": "error",
+                            "code": "unknown_op",
+                            "message": "not supported by the baseline",
+                        }
+                    ),
+                )
     except ConnectionError:
         pass
     finally:

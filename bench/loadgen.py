@@ -99,8 +99,9 @@ class Spec:
         if not c:
             return []
         # evenly spread over the join order, always including the last joiner
-        return sorted({rest[(len(rest) - 1) - k * (len(rest) - 1) // max(c - 1, 1)]
-                       for k in range(c)})
+        return sorted(
+            {rest[(len(rest) - 1) - k * (len(rest) - 1) // max(c - 1, 1)] for k in range(c)}
+        )
 
 
 def raise_nofile() -> int:
@@ -117,18 +118,45 @@ def raise_nofile() -> int:
 
 def text_for(sid: int, seq: int, t_ns: int) -> bytes:
     head = b"~b%04d:%09d:%019d:" % (sid, seq, t_ns)
-    return head + PAD[len(head):]
+    return head + PAD[len(head) :]
 
 
 class Client:
     __slots__ = (
-        "idx", "sock", "fd", "state", "member", "sender", "checker", "hbuf", "out", "mask",
-        "count", "prev_tilde", "tail", "snap0", "snap1", "error",
+        "idx",
+        "sock",
+        "fd",
+        "state",
+        "member",
+        "sender",
+        "checker",
+        "hbuf",
+        "out",
+        "mask",
+        "count",
+        "prev_tilde",
+        "tail",
+        "snap0",
+        "snap1",
+        "error",
         # sender
-        "sid", "seq", "inflight", "own_re", "sent", "acked", "acked0", "acked1",
-        "next_due", "interval", "rtt",
+        "sid",
+        "seq",
+        "inflight",
+        "own_re",
+        "sent",
+        "acked",
+        "acked0",
+        "acked1",
+        "next_due",
+        "interval",
+        "rtt",
         # checker
-        "last_seq", "gaps", "reorders", "lat", "skipped",
+        "last_seq",
+        "gaps",
+        "reorders",
+        "lat",
+        "skipped",
     )
 
     def __init__(self, idx: int, member: bool) -> None:
@@ -446,8 +474,10 @@ class Worker:
                 if self.last_rx:
                     self.last_rx = 0
                     quiet_since = now
-                if (now - quiet_since >= self.spec.drain_quiet * 1e9 and
-                        all(c.inflight <= 0 for c in senders)) or now >= drain_until:
+                if (
+                    now - quiet_since >= self.spec.drain_quiet * 1e9
+                    and all(c.inflight <= 0 for c in senders)
+                ) or now >= drain_until:
                     return
             for key, mask in sel.select(timeout):
                 c = key.data
@@ -462,7 +492,8 @@ class Worker:
                                 c2.interval = interval
                                 # stagger the senders over one interval
                                 c2.next_due = self.t_start + interval * c2.sid // max(
-                                    self.n_senders, 1)
+                                    self.n_senders, 1
+                                )
                     elif msg[0] == "exit":
                         raise SystemExit(0)
                     continue
@@ -510,8 +541,9 @@ def worker_main(spec: Spec, wid: int, pipe: Any) -> None:
         w = Worker(spec, wid, pipe)
         w.connect_all()
         ready = [c for c in w.clients if c.state == READY]
-        pipe.send(("ready", len(ready), [(c.idx, c.error) for c in w.clients
-                                         if c.state == DEAD][:20]))
+        pipe.send(
+            ("ready", len(ready), [(c.idx, c.error) for c in w.clients if c.state == DEAD][:20])
+        )
         w.loop()
         res = w.results()
         pipe.send(("result", res))
@@ -565,8 +597,12 @@ class LoadGen:
     def start(self) -> None:
         for wid in range(self.spec.procs):
             ours, theirs = self.ctx.Pipe()
-            p = self.ctx.Process(target=worker_main, args=(self.spec, wid, theirs),
-                                 name=f"loadgen-{wid}", daemon=True)
+            p = self.ctx.Process(
+                target=worker_main,
+                args=(self.spec, wid, theirs),
+                name=f"loadgen-{wid}",
+                daemon=True,
+            )
             p.start()
             theirs.close()
             self.procs.append(p)
@@ -595,8 +631,9 @@ class LoadGen:
         return t0 / 1e9, m0 / 1e9, m1 / 1e9
 
     def collect(self) -> LoadResult:
-        deadline = (time.monotonic() + self.spec.warmup + self.spec.duration
-                    + self.spec.drain_max + 15)
+        deadline = (
+            time.monotonic() + self.spec.warmup + self.spec.duration + self.spec.drain_max + 15
+        )
         parts = [self._recv(pipe, deadline)[1] for pipe in self.pipes]
         r = LoadResult()
         sent_total = sum(v for p in parts for v in p["sent"].values())
@@ -606,8 +643,9 @@ class LoadGen:
         r.failed = self.spec.n + self.spec.idle - self.ready
         r.lost = sum(max(0, sent_total - n) for n in counts)
         r.duplicated = sum(max(0, n - sent_total) for n in counts)
-        r.deliveries_per_s = sum(p["window_deliveries"] / p["window_s"]
-                                 for p in parts if p["window_s"])
+        r.deliveries_per_s = sum(
+            p["window_deliveries"] / p["window_s"] for p in parts if p["window_s"]
+        )
         r.msgs_per_s = sum(p["acked_window"] / p["window_s"] for p in parts if p["window_s"])
         r.gaps = sum(p["gaps"] for p in parts)
         r.reorders = sum(p["reorders"] for p in parts)
@@ -662,9 +700,19 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("rate", "warmup", "duration"):
         p.add_argument(f"--{name}", type=float, default=getattr(Spec, name))
     a = p.parse_args(argv)
-    spec = Spec(host=a.host, port=a.port, n=a.n, senders=a.senders, idle=a.idle,
-                window=a.window, checkers=a.checkers, procs=a.procs, rate=a.rate,
-                warmup=a.warmup, duration=a.duration)
+    spec = Spec(
+        host=a.host,
+        port=a.port,
+        n=a.n,
+        senders=a.senders,
+        idle=a.idle,
+        window=a.window,
+        checkers=a.checkers,
+        procs=a.procs,
+        rate=a.rate,
+        warmup=a.warmup,
+        duration=a.duration,
+    )
     print(json.dumps(asdict(run_load(spec)), indent=2))
     return 0
 

@@ -57,12 +57,13 @@ TICKS = os.sysconf("SC_CLK_TCK")
 SCENARIOS: dict[str, dict[str, Any]] = {
     "sat100": dict(n=100, senders=10, rate=0.0, idle=0, label="N=100 S=10 saturation"),
     "sat1000": dict(n=1000, senders=10, rate=0.0, idle=0, label="N=1000 S=10 saturation"),
-    "rate1000": dict(n=1000, senders=10, rate=100.0, idle=0,
-                     label="N=1000 S=10 100 msg/s offered"),
-    "idle10k": dict(n=10, senders=10, rate=100.0, idle=10000,
-                    label="10k idle + 10 active, 100 msg/s"),
-    "history": dict(n=1000, senders=10, rate=0.0, idle=0,
-                    label="N=1000 S=10 saturation, history off vs on"),
+    "rate1000": dict(n=1000, senders=10, rate=100.0, idle=0, label="N=1000 S=10 100 msg/s offered"),
+    "idle10k": dict(
+        n=10, senders=10, rate=100.0, idle=10000, label="10k idle + 10 active, 100 msg/s"
+    ),
+    "history": dict(
+        n=1000, senders=10, rate=0.0, idle=0, label="N=1000 S=10 saturation, history off vs on"
+    ),
 }
 QUICK: dict[str, dict[str, Any]] = {
     "sat100": dict(n=20, senders=4),
@@ -75,22 +76,50 @@ QUICK: dict[str, dict[str, Any]] = {
 
 # ---- server subprocesses --------------------------------------------------------------
 
+
 def server_command(kind: str, db: str, root: Path = ROOT) -> list[str]:
     if kind == "chatd":
-        return [sys.executable, "-m", "chatd", "--host", "127.0.0.1", "--port", "0",
-                "--rate-limit", "0", "--db", db, "--log-level", "warning",
-                "--max-clients", "20000"]
+        return [
+            sys.executable,
+            "-m",
+            "chatd",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--rate-limit",
+            "0",
+            "--db",
+            db,
+            "--log-level",
+            "warning",
+            "--max-clients",
+            "20000",
+        ]
     if kind == "asyncio":
-        return [sys.executable, str(ROOT / "bench" / "baseline_asyncio.py"),
-                "--host", "127.0.0.1", "--port", "0"]
+        return [
+            sys.executable,
+            str(ROOT / "bench" / "baseline_asyncio.py"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+        ]
     raise ValueError(kind)
 
 
 class Server:
     """A server subprocess: started, parsed for its port, measured, and always killed."""
 
-    def __init__(self, kind: str, cmd: list[str], cpus: set[int] | None, logdir: Path,
-                 wrap: list[str] | None = None, root: Path = ROOT) -> None:
+    def __init__(
+        self,
+        kind: str,
+        cmd: list[str],
+        cpus: set[int] | None,
+        logdir: Path,
+        wrap: list[str] | None = None,
+        root: Path = ROOT,
+    ) -> None:
         self.kind = kind
         self.root = root
         self.nice = 0
@@ -112,10 +141,16 @@ class Server:
         env = dict(os.environ)
         env["PYTHONPATH"] = str(self.root) + os.pathsep + env.get("PYTHONPATH", "")
         with open(self.out_path, "wb") as out:
-            self.proc = subprocess.Popen(self.cmd, stdout=out, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, cwd=self.root, env=env,
-                                         preexec_fn=self._child_setup,
-                                         start_new_session=True)  # Ctrl-C is ours to handle
+            self.proc = subprocess.Popen(
+                self.cmd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.root,
+                env=env,
+                preexec_fn=self._child_setup,
+                start_new_session=True,
+            )  # Ctrl-C is ours to handle
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             text = self.out_path.read_text(errors="replace")
@@ -124,8 +159,9 @@ class Server:
                 self.port = int(m.group(1))
                 break
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.kind} exited with {self.proc.returncode}:\n"
-                                   + text[-2000:])
+                raise RuntimeError(
+                    f"{self.kind} exited with {self.proc.returncode}:\n" + text[-2000:]
+                )
             time.sleep(0.02)
         else:
             raise RuntimeError(f"{self.kind} did not print 'listening on' within {timeout}s")
@@ -212,8 +248,16 @@ def cpu_split() -> tuple[set[int] | None, list[int] | None]:
 
 # ---- one measurement ------------------------------------------------------------------
 
-def measure(kind: str, db: str, spec: Spec, opts: argparse.Namespace, logdir: Path,
-            server_cpus: set[int] | None, wrap: list[str] | None = None) -> dict[str, Any]:
+
+def measure(
+    kind: str,
+    db: str,
+    spec: Spec,
+    opts: argparse.Namespace,
+    logdir: Path,
+    server_cpus: set[int] | None,
+    wrap: list[str] | None = None,
+) -> dict[str, Any]:
     root = Path(opts.chatd_root).resolve() if opts.chatd_root else ROOT
     srv = Server(kind, server_command(kind, db), server_cpus, logdir, wrap, root)
     srv.nice = opts.nice
@@ -259,17 +303,30 @@ def measure(kind: str, db: str, spec: Spec, opts: argparse.Namespace, logdir: Pa
     return row
 
 
-def start_profiler(opts: argparse.Namespace, srv: Server, spec: Spec, kind: str,
-                   logdir: Path) -> tuple[subprocess.Popen[bytes], Path] | None:
+def start_profiler(
+    opts: argparse.Namespace, srv: Server, spec: Spec, kind: str, logdir: Path
+) -> tuple[subprocess.Popen[bytes], Path] | None:
     """py-spy attached to the server for the measured window (chatd only)."""
     if not opts.profile or kind != "chatd":
         return None
     out_dir = Path(opts.profile)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{opts.current}-{kind}.txt"
-    cmd = ["py-spy", "record", "--pid", str(srv.pid), "--duration",
-           str(max(1, int(spec.duration))), "--rate", "200", "--format", "raw",
-           "--nonblocking", "-o", str(path)]
+    cmd = [
+        "py-spy",
+        "record",
+        "--pid",
+        str(srv.pid),
+        "--duration",
+        str(max(1, int(spec.duration))),
+        "--rate",
+        "200",
+        "--format",
+        "raw",
+        "--nonblocking",
+        "-o",
+        str(path),
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return proc, path
 
@@ -297,15 +354,14 @@ def summarize_stacks(path: Path, top: int = 15) -> dict[str, Any]:
             continue
         n = int(count)
         total += n
-        frames = [re.sub(r" \((.*/)?([^/]+?):\d+\)$", r" (\2)", f)
-                  for f in stack.split(";")]
+        frames = [re.sub(r" \((.*/)?([^/]+?):\d+\)$", r" (\2)", f) for f in stack.split(";")]
         self_n[frames[-1]] = self_n.get(frames[-1], 0) + n
         for f in set(frames):
             incl_n[f] = incl_n.get(f, 0) + n
 
     def share(d: dict[str, int]) -> list[tuple[str, float]]:
-        return [(k, round(v / total, 4)) for k, v in
-                sorted(d.items(), key=lambda kv: -kv[1])[:top]]
+        return [(k, round(v / total, 4)) for k, v in sorted(d.items(), key=lambda kv: -kv[1])[:top]]
+
     return {"samples": total, "self": share(self_n), "inclusive": share(incl_n)}
 
 
@@ -321,11 +377,21 @@ def spec_for(name: str, opts: argparse.Namespace, loadgen_cpus: list[int] | None
     total = params["n"] + params["idle"]
     procs = opts.procs or max(2, len(loadgen_cpus or [0, 0]))
     procs = min(procs, max(1, total))
-    return Spec(nice=opts.nice, n=params["n"], senders=params["senders"], rate=params["rate"],
-                idle=params["idle"], window=opts.window, checkers=opts.checkers,
-                warmup=opts.warmup, duration=opts.duration, procs=procs,
-                cpus=loadgen_cpus, drain_max=10.0 if not opts.quick else 3.0,
-                connect_timeout=120.0 if total > 2000 else 30.0)
+    return Spec(
+        nice=opts.nice,
+        n=params["n"],
+        senders=params["senders"],
+        rate=params["rate"],
+        idle=params["idle"],
+        window=opts.window,
+        checkers=opts.checkers,
+        warmup=opts.warmup,
+        duration=opts.duration,
+        procs=procs,
+        cpus=loadgen_cpus,
+        drain_max=10.0 if not opts.quick else 3.0,
+        connect_timeout=120.0 if total > 2000 else 30.0,
+    )
 
 
 def run(opts: argparse.Namespace) -> dict[str, Any]:
@@ -336,21 +402,29 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
     logdir = Path(tempfile.mkdtemp(prefix="chatd-bench-"))
     servers = opts.servers.split(",")
     report: dict[str, Any] = {
-        "machine": machine(), "server_cpus": sorted(server_cpus or []),
-        "loadgen_cpus": loadgen_cpus or [], "python": sys.version.split()[0],
+        "machine": machine(),
+        "server_cpus": sorted(server_cpus or []),
+        "loadgen_cpus": loadgen_cpus or [],
+        "python": sys.version.split()[0],
         "scenarios": [],
     }
     try:
         for name in opts.scenario.split(","):
             spec = spec_for(name, opts, loadgen_cpus)
             opts.current = name
-            entry: dict[str, Any] = {"name": name, "label": SCENARIOS[name]["label"],
-                                     "spec": dataclasses.asdict(spec), "runs": {}}
+            entry: dict[str, Any] = {
+                "name": name,
+                "label": SCENARIOS[name]["label"],
+                "spec": dataclasses.asdict(spec),
+                "runs": {},
+            }
             if name == "history":
                 if "chatd" not in servers:
                     continue
-                variants = [("off", "chatd", ":memory:"),
-                            ("on", "chatd", str(logdir / "history.db"))]
+                variants = [
+                    ("off", "chatd", ":memory:"),
+                    ("on", "chatd", str(logdir / "history.db")),
+                ]
             else:
                 variants = [(kind, kind, ":memory:") for kind in servers]
             tries: dict[str, list[dict[str, Any]]] = {tag: [] for tag, _, _ in variants}
@@ -381,14 +455,20 @@ def best(runs: list[dict[str, Any]], by_latency: bool) -> dict[str, Any]:
     else:
         chosen = max(ok, key=lambda r: r["deliveries_per_s"])
     chosen = dict(chosen)
-    chosen["repeats"] = [{"deliveries_per_s": r.get("deliveries_per_s"),
-                          "p99_ms": (r.get("latency_ms") or {}).get("p99"),
-                          "other_cpu": r.get("other_cpu"), "failure": r.get("failure")}
-                         for r in runs]
+    chosen["repeats"] = [
+        {
+            "deliveries_per_s": r.get("deliveries_per_s"),
+            "p99_ms": (r.get("latency_ms") or {}).get("p99"),
+            "other_cpu": r.get("other_cpu"),
+            "failure": r.get("failure"),
+        }
+        for r in runs
+    ]
     return chosen
 
 
 # ---- reporting -------------------------------------------------------------------------
+
 
 def machine() -> str:
     model = ""
@@ -410,14 +490,16 @@ def brief(r: dict[str, Any]) -> str:
     if "failure" in r:
         return f"FAILED {r['failure']}\n{r.get('server_log', '')}"
     lat = r.get("latency_ms") or {}
-    return (f"{r['deliveries_per_s'] / 1e6:.3f} M deliv/s, {r['msgs_per_s']:.0f} msg/s, "
-            f"lat p50 {lat.get('p50', 0):.2f} p99 {lat.get('p99', 0):.2f} "
-            f"max {lat.get('max', 0):.2f} ms, lost {r['lost']}, reord {r['reorders']}, "
-            f"skipped {r['skipped']}, failed {r['failed']}, server cpu "
-            f"{r['server_cpu']:.0%}, loadgen cpu {r['loadgen_cpu']:.0%}, other cpu "
-            f"{r['other_cpu']:.0%}, "
-            f"rss {r['rss_start'] / 2**20:.1f}/{r['rss_connected'] / 2**20:.1f}/"
-            f"{r['rss_after'] / 2**20:.1f} MiB")
+    return (
+        f"{r['deliveries_per_s'] / 1e6:.3f} M deliv/s, {r['msgs_per_s']:.0f} msg/s, "
+        f"lat p50 {lat.get('p50', 0):.2f} p99 {lat.get('p99', 0):.2f} "
+        f"max {lat.get('max', 0):.2f} ms, lost {r['lost']}, reord {r['reorders']}, "
+        f"skipped {r['skipped']}, failed {r['failed']}, server cpu "
+        f"{r['server_cpu']:.0%}, loadgen cpu {r['loadgen_cpu']:.0%}, other cpu "
+        f"{r['other_cpu']:.0%}, "
+        f"rss {r['rss_start'] / 2**20:.1f}/{r['rss_connected'] / 2**20:.1f}/"
+        f"{r['rss_after'] / 2**20:.1f} MiB"
+    )
 
 
 def per_cpu(r: dict[str, Any]) -> float:
@@ -433,13 +515,18 @@ def fmt_ratio(a: float | None, b: float | None) -> str:
 
 
 def table(report: dict[str, Any]) -> str:
-    lines = [f"machine: {report['machine']}; python {report['python']}; server on CPU "
-             f"{report['server_cpus'] or 'any'}, load generator on "
-             f"{report['loadgen_cpus'] or 'any'}", ""]
-    head = (f"{'scenario':<38} {'server':<8} {'deliv/s':>10} {'/cpu-s':>10} {'msg/s':>8} "
-            f"{'p50 ms':>8} "
-            f"{'p99 ms':>8} {'max ms':>8} {'lost':>5} {'reord':>5} {'RSS start':>9} "
-            f"{'RSS conn':>9} {'RSS after':>9} {'B/conn':>8} {'srv cpu':>7} {'others':>6}")
+    lines = [
+        f"machine: {report['machine']}; python {report['python']}; server on CPU "
+        f"{report['server_cpus'] or 'any'}, load generator on "
+        f"{report['loadgen_cpus'] or 'any'}",
+        "",
+    ]
+    head = (
+        f"{'scenario':<38} {'server':<8} {'deliv/s':>10} {'/cpu-s':>10} {'msg/s':>8} "
+        f"{'p50 ms':>8} "
+        f"{'p99 ms':>8} {'max ms':>8} {'lost':>5} {'reord':>5} {'RSS start':>9} "
+        f"{'RSS conn':>9} {'RSS after':>9} {'B/conn':>8} {'srv cpu':>7} {'others':>6}"
+    )
     lines += [head, "-" * len(head)]
 
     def row(label: str, who: str, r: dict[str, Any]) -> str:
@@ -447,13 +534,15 @@ def table(report: dict[str, Any]) -> str:
             return f"{label:<38} {who:<8} FAILED: {r['failure']}"
         lat = r.get("latency_ms") or {}
         mib = 2**20
-        return (f"{label:<38} {who:<8} {r['deliveries_per_s']:>10,.0f} "
-                f"{per_cpu(r):>10,.0f} {r['msgs_per_s']:>8,.0f} "
-                f"{lat.get('p50', 0):>8.2f} {lat.get('p99', 0):>8.2f} "
-                f"{lat.get('max', 0):>8.2f} {r['lost']:>5} {r['reorders']:>5} "
-                f"{r['rss_start'] / mib:>8.1f}M {r['rss_connected'] / mib:>8.1f}M "
-                f"{r['rss_after'] / mib:>8.1f}M {r['bytes_per_conn']:>8,.0f} "
-                f"{r['server_cpu']:>7.0%} {r.get('other_cpu', 0):>6.0%}")
+        return (
+            f"{label:<38} {who:<8} {r['deliveries_per_s']:>10,.0f} "
+            f"{per_cpu(r):>10,.0f} {r['msgs_per_s']:>8,.0f} "
+            f"{lat.get('p50', 0):>8.2f} {lat.get('p99', 0):>8.2f} "
+            f"{lat.get('max', 0):>8.2f} {r['lost']:>5} {r['reorders']:>5} "
+            f"{r['rss_start'] / mib:>8.1f}M {r['rss_connected'] / mib:>8.1f}M "
+            f"{r['rss_after'] / mib:>8.1f}M {r['bytes_per_conn']:>8,.0f} "
+            f"{r['server_cpu']:>7.0%} {r.get('other_cpu', 0):>6.0%}"
+        )
 
     def ratio(label: str, a: dict[str, Any], b: dict[str, Any], names: str) -> str:
         if "failure" in a or "failure" in b:
@@ -461,14 +550,16 @@ def table(report: dict[str, Any]) -> str:
         la, lb = a.get("latency_ms") or {}, b.get("latency_ms") or {}
         deliveries = fmt_ratio(a["deliveries_per_s"], b["deliveries_per_s"])
         efficiency = fmt_ratio(per_cpu(a), per_cpu(b))
-        return (f"{label:<38} {names:<8} {deliveries:>10} {efficiency:>10} "
-                f"{fmt_ratio(a['msgs_per_s'], b['msgs_per_s']):>8} "
-                f"{fmt_ratio(la.get('p50'), lb.get('p50')):>8} "
-                f"{fmt_ratio(la.get('p99'), lb.get('p99')):>8} "
-                f"{fmt_ratio(la.get('max'), lb.get('max')):>8} {'':>5} {'':>5} {'':>9} "
-                f"{fmt_ratio(a['rss_connected'], b['rss_connected']):>9} "
-                f"{fmt_ratio(a['rss_after'], b['rss_after']):>9} "
-                f"{fmt_ratio(a['bytes_per_conn'], b['bytes_per_conn']):>8}")
+        return (
+            f"{label:<38} {names:<8} {deliveries:>10} {efficiency:>10} "
+            f"{fmt_ratio(a['msgs_per_s'], b['msgs_per_s']):>8} "
+            f"{fmt_ratio(la.get('p50'), lb.get('p50')):>8} "
+            f"{fmt_ratio(la.get('p99'), lb.get('p99')):>8} "
+            f"{fmt_ratio(la.get('max'), lb.get('max')):>8} {'':>5} {'':>5} {'':>9} "
+            f"{fmt_ratio(a['rss_connected'], b['rss_connected']):>9} "
+            f"{fmt_ratio(a['rss_after'], b['rss_after']):>9} "
+            f"{fmt_ratio(a['bytes_per_conn'], b['bytes_per_conn']):>8}"
+        )
 
     for sc in report["scenarios"]:
         runs = sc["runs"]
@@ -480,71 +571,99 @@ def table(report: dict[str, Any]) -> str:
             lines.append(ratio("", runs["on"], runs["off"], "on/off"))
         elif {"chatd", "asyncio"} <= runs.keys():
             lines.append(ratio("", runs["chatd"], runs["asyncio"], "ratio"))
-    problems = [(sc["name"], who, r) for sc in report["scenarios"]
-                for who, r in sc["runs"].items()
-                if "failure" not in r and (r["failed"] or r["lost"] or r["duplicated"]
-                                           or r["skipped"] or r["reorders"])]
+    problems = [
+        (sc["name"], who, r)
+        for sc in report["scenarios"]
+        for who, r in sc["runs"].items()
+        if "failure" not in r
+        and (r["failed"] or r["lost"] or r["duplicated"] or r["skipped"] or r["reorders"])
+    ]
     if problems:
         lines.append("")
         for name, who, r in problems:
-            lines.append(f"! {name}/{who}: failed {r['failed']}, lost {r['lost']}, dup "
-                         f"{r['duplicated']}, skipped {r['skipped']}, reordered "
-                         f"{r['reorders']}; first errors: {r['errors'][:3]}")
+            lines.append(
+                f"! {name}/{who}: failed {r['failed']}, lost {r['lost']}, dup "
+                f"{r['duplicated']}, skipped {r['skipped']}, reordered "
+                f"{r['reorders']}; first errors: {r['errors'][:3]}"
+            )
     for sc in report["scenarios"]:
         for who, r in sc["runs"].items():
             prof = r.get("profile")
             if not prof:
                 continue
             lines.append("")
-            lines.append(f"profile {sc['name']}/{who}: {prof.get('file', prof.get('error'))}"
-                         f" ({prof.get('samples', 0)} samples)")
+            lines.append(
+                f"profile {sc['name']}/{who}: {prof.get('file', prof.get('error'))}"
+                f" ({prof.get('samples', 0)} samples)"
+            )
             for kind in ("self", "inclusive"):
                 for fn, frac in prof.get(kind, [])[:12]:
                     lines.append(f"  {kind:<9} {frac:6.1%}  {fn}")
     lines.append("")
     if not (ROOT / "chatd" / "history.py").exists():
-        lines.append("note: chatd/history.py is absent in this tree, so --db FILE stores "
-                     "nothing yet and the history rows measure no history cost.")
+        lines.append(
+            "note: chatd/history.py is absent in this tree, so --db FILE stores "
+            "nothing yet and the history rows measure no history cost."
+        )
     lines.append(
         "deliv/s: message x recipient per second in the window. /cpu-s: deliveries per "
         "second of server CPU. latency: send -> received, by checker clients spread over "
         "the room. ratio: chatd/asyncio (history: on/off). B/conn: (RSS after connecting - "
         "RSS at start) / connections. srv cpu: the server's CPU use in the window; others: "
-        "CPU used meanwhile by other processes on the machine (noise).")
+        "CPU used meanwhile by other processes on the machine (noise)."
+    )
     return "\n".join(lines)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="chatd benchmark (issue 5)",
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__)
-    p.add_argument("--scenario", default=",".join(SCENARIOS),
-                   help="comma-separated subset of: " + ", ".join(SCENARIOS))
+    p = argparse.ArgumentParser(
+        description="chatd benchmark (issue 5)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__,
+    )
+    p.add_argument(
+        "--scenario",
+        default=",".join(SCENARIOS),
+        help="comma-separated subset of: " + ", ".join(SCENARIOS),
+    )
     p.add_argument("--servers", default="chatd,asyncio", help="chatd,asyncio or one of them")
     p.add_argument("--n", type=int, help="room members (overrides every selected scenario)")
     p.add_argument("--senders", type=int, help="senders (overrides)")
     p.add_argument("--idle", type=int, help="idle connections (overrides)")
-    p.add_argument("--rate", type=float,
-                   help="total offered msgs/s; 0 = saturation (overrides)")
+    p.add_argument("--rate", type=float, help="total offered msgs/s; 0 = saturation (overrides)")
     p.add_argument("--window", type=int, default=16, help="saturation: in flight per sender")
     p.add_argument("--duration", type=float, default=None, help="measured seconds (5)")
     p.add_argument("--warmup", type=float, default=None, help="seconds before measuring (1)")
-    p.add_argument("--checkers", type=int, default=8,
-                   help="clients that parse every message (latency, order)")
+    p.add_argument(
+        "--checkers", type=int, default=8, help="clients that parse every message (latency, order)"
+    )
     p.add_argument("--procs", type=int, default=0, help="load generator processes")
-    p.add_argument("--repeat", type=int, default=1,
-                   help="run each measurement K times (interleaved) and keep the best")
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run each measurement K times (interleaved) and keep the best",
+    )
     p.add_argument("--quick", action="store_true", help="small scale, 1 s (smoke test)")
     p.add_argument("--no-pin", action="store_true", help="do not pin CPUs")
-    p.add_argument("--nice", type=int, default=0,
-                   help="niceness increment for both servers and the load generator, e.g. "
-                        "-10 on a shared machine (needs CAP_SYS_NICE; ignored otherwise)")
+    p.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="niceness increment for both servers and the load generator, e.g. "
+        "-10 on a shared machine (needs CAP_SYS_NICE; ignored otherwise)",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
-    p.add_argument("--chatd-root", metavar="DIR",
-                   help="run the chatd package found in DIR (to measure a candidate patch)")
-    p.add_argument("--profile", metavar="DIR",
-                   help="attach py-spy to chatd during each window; stacks and a summary "
-                        "go to DIR")
+    p.add_argument(
+        "--chatd-root",
+        metavar="DIR",
+        help="run the chatd package found in DIR (to measure a candidate patch)",
+    )
+    p.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="attach py-spy to chatd during each window; stacks and a summary go to DIR",
+    )
     opts = p.parse_args(argv)
     for name in opts.scenario.split(","):
         if name not in SCENARIOS:

@@ -43,8 +43,9 @@ def slowloris(quick: bool) -> tuple[dict[str, Any], list[str]]:
     _raise_nofile(n + 500)
     server = ChatdProcess("--register-timeout-seconds", str(timeout))
     try:
-        got = abuse.run_slowloris(server, tricklers=n, chatters=10 if quick else 20,
-                                  register_timeout=timeout)
+        got = abuse.run_slowloris(
+            server, tricklers=n, chatters=10 if quick else 20, register_timeout=timeout
+        )
         abuse.server_healthy(server)
     finally:
         server.stop()
@@ -66,9 +67,11 @@ def endless(quick: bool) -> tuple[dict[str, Any], list[str]]:
     finally:
         server.stop()
     ok = got["rss_growth_kib"] < 8 * MiB
-    return got, [f"{mb} MB without a newline at {got['mb_per_s']:.0f} MB/s",
-                 f"RSS +{got['rss_growth_kib'] / MiB:.2f} MiB (bound 8 MiB)",
-                 "line_too_long, then usable"] if ok else ["FAIL"]
+    return got, [
+        f"{mb} MB without a newline at {got['mb_per_s']:.0f} MB/s",
+        f"RSS +{got['rss_growth_kib'] / MiB:.2f} MiB (bound 8 MiB)",
+        "line_too_long, then usable",
+    ] if ok else ["FAIL"]
 
 
 def slow_consumers(quick: bool) -> tuple[dict[str, Any], list[str]]:
@@ -76,8 +79,7 @@ def slow_consumers(quick: bool) -> tuple[dict[str, Any], list[str]]:
     _raise_nofile(readers + sleepers + 500)
     server = ChatdProcess(*abuse.SLOW_LIMITS)
     try:
-        got = abuse.run_slow_consumers(server, readers=readers, sleepers=sleepers,
-                                       messages=40)
+        got = abuse.run_slow_consumers(server, readers=readers, sleepers=sleepers, messages=40)
         abuse.server_healthy(server)
     finally:
         server.stop()
@@ -99,44 +101,53 @@ def churn(quick: bool) -> tuple[dict[str, Any], list[str]]:
         abuse.server_healthy(server)
     finally:
         server.stop()
-    ok = (got["fds_after"] <= got["fds_before"] + 1 and got["rooms_left"] == ["#churn0"]
-          and got["nicks_reusable"] == got["nicks_used"])
-    return got, [f"{cycles} cycles at {got['per_s']:.0f}/s, 1/6 each way of leaving",
-                 f"fds {got['fds_before']} -> {got['fds_after']} (+observer), rooms left "
-                 f"{got['rooms_left']}, {got['nicks_reusable']} nicks reusable",
-                 f"RSS +{got['rss_growth_kib'] / MiB:.1f} MiB"] if ok else ["FAIL"]
+    ok = (
+        got["fds_after"] <= got["fds_before"] + 1
+        and got["rooms_left"] == ["#churn0"]
+        and got["nicks_reusable"] == got["nicks_used"]
+    )
+    return got, [
+        f"{cycles} cycles at {got['per_s']:.0f}/s, 1/6 each way of leaving",
+        f"fds {got['fds_before']} -> {got['fds_after']} (+observer), rooms left "
+        f"{got['rooms_left']}, {got['nicks_reusable']} nicks reusable",
+        f"RSS +{got['rss_growth_kib'] / MiB:.1f} MiB",
+    ] if ok else ["FAIL"]
 
 
 def fd_exhaustion(quick: bool) -> tuple[dict[str, Any], list[str]]:
     limit, extra = (64, 40) if quick else (512, 400)  # the waiting must fit once others leave
-    server = ChatdProcess("--rate-limit", "0", "--register-timeout-seconds", "60",
-                          preexec=abuse._low_nofile(limit))
+    server = ChatdProcess(
+        "--rate-limit", "0", "--register-timeout-seconds", "60", preexec=abuse._low_nofile(limit)
+    )
     try:
         got = abuse.run_fd_exhaustion(server, limit, extra=extra, measure_s=3.0)
         abuse.server_healthy(server)
     finally:
         server.stop()
     ok = got["cpu_share_saturated"] < 0.2
-    return got, [f"RLIMIT_NOFILE {limit}, {got['opened']} clients: "
-                 f"{got['served_while_full']} served, {got['waiting']} waiting",
-                 f"CPU while saturated {got['cpu_share_saturated'] * 100:.1f}% of a core",
-                 "recovered: every waiting client served"] if ok else ["FAIL"]
+    return got, [
+        f"RLIMIT_NOFILE {limit}, {got['opened']} clients: "
+        f"{got['served_while_full']} served, {got['waiting']} waiting",
+        f"CPU while saturated {got['cpu_share_saturated'] * 100:.1f}% of a core",
+        "recovered: every waiting client served",
+    ] if ok else ["FAIL"]
 
 
 def flood(quick: bool) -> tuple[dict[str, Any], list[str]]:
     count = 70 if quick else 230  # 200 past the burst: 20 s at 10/s
     server = ChatdProcess()
     try:
-        got = abuse.run_flood(server, flood=count, chatters=4 if quick else 10, rate=10,
-                              burst=30)
+        got = abuse.run_flood(server, flood=count, chatters=4 if quick else 10, rate=10, burst=30)
         abuse.server_healthy(server)
     finally:
         server.stop()
     ok = got["arrived"] == count and got["in_order"]
-    return got, [f"{count} pipelined: all arrived in order over {got['seconds']:.1f}s "
-                 f"({got['rate_seen']:.1f}/s past the burst)",
-                 f"others' latency p50 {got['latency_p50_s'] * 1000:.1f} ms, "
-                 f"max {got['latency_max_s'] * 1000:.0f} ms"] if ok else ["FAIL"]
+    return got, [
+        f"{count} pipelined: all arrived in order over {got['seconds']:.1f}s "
+        f"({got['rate_seen']:.1f}/s past the burst)",
+        f"others' latency p50 {got['latency_p50_s'] * 1000:.1f} ms, "
+        f"max {got['latency_max_s'] * 1000:.0f} ms",
+    ] if ok else ["FAIL"]
 
 
 def many(quick: bool) -> tuple[dict[str, Any], list[str]]:
@@ -149,25 +160,39 @@ def many(quick: bool) -> tuple[dict[str, Any], list[str]]:
     finally:
         server.stop()
     ok = got["delivered"] == clients
-    return got, [f"{clients} connections in {got['connect_s']:.1f}s; registered and joined "
-                 f"{rooms} rooms by {got['register_join_s']:.1f}s "
-                 f"(server CPU {got['server_cpu_join_s']:.1f}s)",
-                 f"fan-out delivered to {got['delivered']} in {got['fanout_s'] * 1000:.0f} ms; "
-                 f"RSS +{got['rss_growth_kib'] / MiB:.0f} MiB"] if ok else ["FAIL"]
+    return got, [
+        f"{clients} connections in {got['connect_s']:.1f}s; registered and joined "
+        f"{rooms} rooms by {got['register_join_s']:.1f}s "
+        f"(server CPU {got['server_cpu_join_s']:.1f}s)",
+        f"fan-out delivered to {got['delivered']} in {got['fanout_s'] * 1000:.0f} ms; "
+        f"RSS +{got['rss_growth_kib'] / MiB:.0f} MiB",
+    ] if ok else ["FAIL"]
 
 
 SCENARIOS: dict[str, Callable[[bool], tuple[dict[str, Any], list[str]]]] = {
-    "slowloris": slowloris, "endless": endless, "slow_consumers": slow_consumers,
-    "churn": churn, "fd_exhaustion": fd_exhaustion, "flood": flood, "many": many,
+    "slowloris": slowloris,
+    "endless": endless,
+    "slow_consumers": slow_consumers,
+    "churn": churn,
+    "fd_exhaustion": fd_exhaustion,
+    "flood": flood,
+    "many": many,
 }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.stress", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.stress",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--quick", action="store_true", help="the test suite's sizes")
-    parser.add_argument("--only", action="append", choices=sorted(SCENARIOS),
-                        help="run just this scenario (repeatable)")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=sorted(SCENARIOS),
+        help="run just this scenario (repeatable)",
+    )
     args = parser.parse_args(argv)
     rows: list[tuple[str, str, float, list[str]]] = []
     for name in args.only or list(SCENARIOS):

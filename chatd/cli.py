@@ -36,16 +36,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="chatd",
         description="A LAN chat server. People join with the 'chat' client, or with "
-                    f"'nc HOST {DEFAULT_PORT}' and type. See docs/protocol.md.",
+        f"'nc HOST {DEFAULT_PORT}' and type. See docs/protocol.md.",
         epilog="Every option may also be set in a TOML file given with --config, by its "
-               "name with underscores (max_line_bytes = 8192). Flags win over the file. "
-               "Set a server password with --password-file or CHATD_PASSWORD.",
+        "name with underscores (max_line_bytes = 8192). Flags win over the file. "
+        "Set a server password with --password-file or CHATD_PASSWORD.",
     )
     parser.add_argument("--version", action="version", version=f"chatd {__version__}")
     parser.add_argument("--config", metavar="FILE", help="TOML file of settings")
-    parser.add_argument("--password-file", metavar="FILE",
-                        help="file whose first line is the server password (no password: "
-                             "anyone may join)")
+    parser.add_argument(
+        "--password-file",
+        metavar="FILE",
+        help="file whose first line is the server password (no password: anyone may join)",
+    )
     kinds = field_types()
     for f in fields(Config):
         if not f.metadata.get("cli", True):
@@ -53,9 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
         kind = kinds[f.name][0]
         default = f.default if f.default is not MISSING else None
         parser.add_argument(
-            "--" + f.name.replace("_", "-"), dest=f.name, type=kind, default=None,
+            "--" + f.name.replace("_", "-"),
+            dest=f.name,
+            type=kind,
+            default=None,
             metavar={int: "N", float: "SECONDS" if "seconds" in f.name else "N"}.get(
-                kind, f.name.split("_")[-1].upper()),
+                kind, f.name.split("_")[-1].upper()
+            ),
             help=f.metadata.get("help", "") + ("" if default == "" else f" (default: {default})"),
         )
     return parser
@@ -83,16 +89,20 @@ def config_from_args(args: argparse.Namespace, environ: dict[str, str]) -> Confi
         config = Config.from_mapping(values, config)
         if password_file and not args.password_file:
             args.password_file = password_file
-    flags = {f.name: getattr(args, f.name) for f in fields(Config)
-             if f.metadata.get("cli", True) and getattr(args, f.name, None) is not None}
+    flags = {
+        f.name: getattr(args, f.name)
+        for f in fields(Config)
+        if f.metadata.get("cli", True) and getattr(args, f.name, None) is not None
+    }
     config = Config.from_mapping(flags, config)
     password = environ.get("CHATD_PASSWORD") or None
     if args.password_file:
         try:
             text = Path(args.password_file).read_text(encoding="utf-8")
         except OSError as exc:
-            raise ConfigError(f"cannot read password file {args.password_file}: "
-                              f"{exc.strerror}") from None
+            raise ConfigError(
+                f"cannot read password file {args.password_file}: {exc.strerror}"
+            ) from None
         password = text.splitlines()[0] if text.strip() else None
         if password is None:
             raise ConfigError(f"password file {args.password_file} is empty")
@@ -110,8 +120,11 @@ def _raise_fd_limit(wanted: int) -> None:
             logger.warning("could not raise the open-file limit to %d: %s", target, exc)
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < wanted:
-        logger.warning("open-file limit is %d, below max_clients; beyond it new connections "
-                       "wait until others leave", soft)
+        logger.warning(
+            "open-file limit is %d, below max_clients; beyond it new connections "
+            "wait until others leave",
+            soft,
+        )
 
 
 def _how_to_join(host: str, port: int) -> str:
@@ -131,8 +144,11 @@ def main(argv: list[str] | None = None) -> int:
         config = config_from_args(args, dict(os.environ))
     except ConfigError as exc:
         parser.error(str(exc))
-    logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
     _raise_fd_limit(config.max_clients + 64)
 
     try:
@@ -149,8 +165,9 @@ def main(argv: list[str] | None = None) -> int:
         if config.irc_port is not None:
             listen_irc(server, config.host, config.irc_port)
     except OSError as exc:
-        print(f"chatd: cannot listen on {config.host}:{config.port}: {exc.strerror}",
-              file=sys.stderr)
+        print(
+            f"chatd: cannot listen on {config.host}:{config.port}: {exc.strerror}", file=sys.stderr
+        )
         return 2
     for name, bound_host, bound_port in server.addresses:
         print(f"chatd: listening on {bound_host}:{bound_port} ({name})", flush=True)

@@ -30,81 +30,120 @@ def _opt(default: Any, help: str, *, cli: bool = True) -> Any:  # noqa: A002 - m
 @dataclass(frozen=True, slots=True)
 class Config:
     # --- where to listen -------------------------------------------------------------
-    host: str = _opt("0.0.0.0", "address to listen on (0.0.0.0: every IPv4 interface of this "
-                     "machine, as a LAN chat room wants; '::' for IPv6 too)")
-    port: int = _opt(DEFAULT_PORT, "port for the native protocol (text and JSON); 0 picks a "
-                     "free one")
+    host: str = _opt(
+        "0.0.0.0",
+        "address to listen on (0.0.0.0: every IPv4 interface of this "
+        "machine, as a LAN chat room wants; '::' for IPv6 too)",
+    )
+    port: int = _opt(
+        DEFAULT_PORT, "port for the native protocol (text and JSON); 0 picks a free one"
+    )
     irc_port: int | None = _opt(None, "also listen for IRC clients on this port (off unless set)")
-    server_name: str = _opt(socket.gethostname() or "chatd",
-                            "the server's name, shown to clients (default: the host name)")
+    server_name: str = _opt(
+        socket.gethostname() or "chatd",
+        "the server's name, shown to clients (default: the host name)",
+    )
     motd: str = _opt("", "message of the day shown after registration (\\n separates lines)")
 
     # --- input limits ----------------------------------------------------------------
     # h11 caps an incomplete event at 16 KiB; Redis an inline request at 64 KiB. A chat
     # line is short; 4 KiB leaves room for a JSON envelope around 2000 characters.
-    max_line_bytes: int = _opt(4096, "longest line a client may send, in bytes, without the "
-                               "newline; longer lines get line_too_long and are discarded")
+    max_line_bytes: int = _opt(
+        4096,
+        "longest line a client may send, in bytes, without the "
+        "newline; longer lines get line_too_long and are discarded",
+    )
     max_text_chars: int = _opt(2000, "longest message text, in characters")
-    recv_chunk_bytes: int = _opt(65536, "bytes read per recv() (asyncio reads 256 KiB, Redis "
-                                 "16 KiB; bigger costs more than it saves)")
+    recv_chunk_bytes: int = _opt(
+        65536,
+        "bytes read per recv() (asyncio reads 256 KiB, Redis "
+        "16 KiB; bigger costs more than it saves)",
+    )
 
     # --- output limits (Redis's pub/sub client class, scaled to chat) -------------------
-    out_high_water_bytes: int = _opt(65536, "stop reading a client whose own unsent output "
-                                     "is above this (asyncio's default high-water mark)")
-    out_low_water_bytes: int = _opt(16384, "resume reading it, and report skipped messages, "
-                                    "once its output is below this")
-    out_soft_limit_bytes: int = _opt(262144, "above this much unsent output, room messages are "
-                                     "skipped (and counted) for that client")
-    out_soft_limit_seconds: float = _opt(30.0, "a client over the soft limit this long is "
-                                         "disconnected as a slow consumer")
-    out_hard_limit_bytes: int = _opt(1048576, "a client with this much unsent output is "
-                                     "disconnected at once as a slow consumer")
+    out_high_water_bytes: int = _opt(
+        65536,
+        "stop reading a client whose own unsent output "
+        "is above this (asyncio's default high-water mark)",
+    )
+    out_low_water_bytes: int = _opt(
+        16384, "resume reading it, and report skipped messages, once its output is below this"
+    )
+    out_soft_limit_bytes: int = _opt(
+        262144,
+        "above this much unsent output, room messages are skipped (and counted) for that client",
+    )
+    out_soft_limit_seconds: float = _opt(
+        30.0, "a client over the soft limit this long is disconnected as a slow consumer"
+    )
+    out_hard_limit_bytes: int = _opt(
+        1048576, "a client with this much unsent output is disconnected at once as a slow consumer"
+    )
     # Linux autotunes a socket's send buffer up to tcp_wmem's maximum (4 MiB): a client
     # that stopped reading pins that much kernel memory, unseen by the limits above,
     # before its own output buffer even starts to grow. 128 KiB (Linux doubles it for
     # bookkeeping) cost nothing measurable in `make bench` saturation (2.44 M vs 2.55 M
     # deliveries/s, within noise). 0 keeps the kernel's autotuning.
-    send_buffer_bytes: int = _opt(131072, "SO_SNDBUF for client sockets, bounding the kernel "
-                                  "memory a stalled client can pin (0: kernel autotuning)")
-    max_write_bytes_per_tick: int = _opt(262144, "most bytes written to one client per loop "
-                                         "turn, so one fast reader cannot hog the loop")
+    send_buffer_bytes: int = _opt(
+        131072,
+        "SO_SNDBUF for client sockets, bounding the kernel "
+        "memory a stalled client can pin (0: kernel autotuning)",
+    )
+    max_write_bytes_per_tick: int = _opt(
+        262144,
+        "most bytes written to one client per loop turn, so one fast reader cannot hog the loop",
+    )
 
     # --- connections ------------------------------------------------------------------
     max_clients: int = _opt(10000, "connections beyond this get server_full and are closed")
     max_accepts_per_tick: int = _opt(64, "most connections accepted per loop turn")
     listen_backlog: int = _opt(socket.SOMAXCONN, "listen() backlog")
-    register_timeout_seconds: float = _opt(30.0, "close connections that have not registered "
-                                           "(picked a nick) after this long")
+    register_timeout_seconds: float = _opt(
+        30.0, "close connections that have not registered (picked a nick) after this long"
+    )
     # miniircd pings after 90 s of silence and drops at 180 s; chat clients idle longer.
     idle_ping_seconds: float = _opt(120.0, "send PING to an IRC client silent this long")
-    idle_drop_seconds: float = _opt(240.0, "close an IRC client silent this long (it did "
-                                    "not answer the PING)")
-    keepalive_idle_seconds: int = _opt(60, "TCP keepalive: idle time before probing a silent "
-                                       "peer, to find dead ones (0 turns keepalive off)")
+    idle_drop_seconds: float = _opt(
+        240.0, "close an IRC client silent this long (it did not answer the PING)"
+    )
+    keepalive_idle_seconds: int = _opt(
+        60,
+        "TCP keepalive: idle time before probing a silent "
+        "peer, to find dead ones (0 turns keepalive off)",
+    )
     shutdown_grace_seconds: float = _opt(2.0, "on shutdown, how long to keep flushing goodbyes")
-    close_linger_seconds: float = _opt(2.0, "how long a closing connection may take to flush "
-                                       "its last lines before it is cut")
-    accept_retry_seconds: float = _opt(1.0, "pause before accepting again after running out "
-                                       "of file descriptors (asyncio uses 1 s)")
+    close_linger_seconds: float = _opt(
+        2.0, "how long a closing connection may take to flush its last lines before it is cut"
+    )
+    accept_retry_seconds: float = _opt(
+        1.0, "pause before accepting again after running out of file descriptors (asyncio uses 1 s)"
+    )
 
     # --- flood control -----------------------------------------------------------------
-    rate_limit: float = _opt(10.0, "commands per second each client may send on average; 0 "
-                             "turns the limit off (benchmarks do)")
-    rate_burst: int = _opt(30, "commands a client may send at once before the rate limit "
-                           "slows it")
+    rate_limit: float = _opt(
+        10.0,
+        "commands per second each client may send on average; 0 "
+        "turns the limit off (benchmarks do)",
+    )
+    rate_burst: int = _opt(30, "commands a client may send at once before the rate limit slows it")
 
     # --- rooms and users -----------------------------------------------------------------
     max_rooms_per_client: int = _opt(50, "rooms one client may be in at once")
     max_password_failures: int = _opt(3, "wrong passwords before the connection is closed")
-    password: str | None = _opt(None, "(set with --password-file or CHATD_PASSWORD only)",
-                                cli=False)
+    password: str | None = _opt(
+        None, "(set with --password-file or CHATD_PASSWORD only)", cli=False
+    )
 
     # --- history ---------------------------------------------------------------------------
-    db: str = _opt("", "SQLite file for room history (default: $XDG_DATA_HOME/chatd/history.db, "
-                   "that is ~/.local/share/chatd/history.db; ':memory:' keeps history for "
-                   "this run only)")
-    history_replay: int = _opt(50, "earlier messages replayed to a client when it joins a "
-                               "room (0: none)")
+    db: str = _opt(
+        "",
+        "SQLite file for room history (default: $XDG_DATA_HOME/chatd/history.db, "
+        "that is ~/.local/share/chatd/history.db; ':memory:' keeps history for "
+        "this run only)",
+    )
+    history_replay: int = _opt(
+        50, "earlier messages replayed to a client when it joins a room (0: none)"
+    )
     history_max_limit: int = _opt(500, "most messages one history request may return")
 
     # --- logging -----------------------------------------------------------------------------
@@ -112,19 +151,38 @@ class Config:
 
     def __post_init__(self) -> None:
         positive = [
-            "max_line_bytes", "max_text_chars", "recv_chunk_bytes", "out_high_water_bytes",
-            "out_soft_limit_bytes", "out_hard_limit_bytes", "max_write_bytes_per_tick",
-            "max_clients", "max_accepts_per_tick", "listen_backlog", "rate_burst",
-            "max_rooms_per_client", "max_password_failures", "history_max_limit",
+            "max_line_bytes",
+            "max_text_chars",
+            "recv_chunk_bytes",
+            "out_high_water_bytes",
+            "out_soft_limit_bytes",
+            "out_hard_limit_bytes",
+            "max_write_bytes_per_tick",
+            "max_clients",
+            "max_accepts_per_tick",
+            "listen_backlog",
+            "rate_burst",
+            "max_rooms_per_client",
+            "max_password_failures",
+            "history_max_limit",
         ]
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")
-        non_negative = ["rate_limit", "history_replay", "register_timeout_seconds",
-                        "out_soft_limit_seconds", "shutdown_grace_seconds",
-                        "close_linger_seconds", "accept_retry_seconds", "keepalive_idle_seconds",
-                        "idle_ping_seconds", "idle_drop_seconds",
-                        "out_low_water_bytes", "send_buffer_bytes"]
+        non_negative = [
+            "rate_limit",
+            "history_replay",
+            "register_timeout_seconds",
+            "out_soft_limit_seconds",
+            "shutdown_grace_seconds",
+            "close_linger_seconds",
+            "accept_retry_seconds",
+            "keepalive_idle_seconds",
+            "idle_ping_seconds",
+            "idle_drop_seconds",
+            "out_low_water_bytes",
+            "send_buffer_bytes",
+        ]
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, not {getattr(self, name)}")
@@ -137,8 +195,9 @@ class Config:
         if not self.out_soft_limit_bytes <= self.out_hard_limit_bytes:
             raise ConfigError("out_soft_limit_bytes must not exceed out_hard_limit_bytes")
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
-            raise ConfigError(f"log_level must be debug, info, warning or error, not "
-                              f"{self.log_level!r}")
+            raise ConfigError(
+                f"log_level must be debug, info, warning or error, not {self.log_level!r}"
+            )
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any], base: Config | None = None) -> Config:
@@ -161,8 +220,10 @@ class Config:
             elif isinstance(value, kind) and not (isinstance(value, bool) and kind is not bool):
                 checked[name] = value
             else:
-                raise ConfigError(f"{name} must be a {kind.__name__}"
-                                  f"{' or nothing' if optional else ''}, not {value!r}")
+                raise ConfigError(
+                    f"{name} must be a {kind.__name__}"
+                    f"{' or nothing' if optional else ''}, not {value!r}"
+                )
         return replace(base or cls(), **checked)
 
 

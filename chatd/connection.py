@@ -37,14 +37,41 @@ class Connection:
     """Per-client transport state. ``cid`` is what every other layer calls it."""
 
     __slots__ = (
-        "cid", "sock", "fd", "peer", "framer", "codec", "out", "state", "mask", "pending",
-        "backlog", "bucket", "paused_until", "backpressured", "over_soft_since", "skipped",
-        "close_reason", "close_deadline", "register_deadline", "bytes_in", "bytes_out",
-        "lines_in", "last_heard", "probed",
+        "cid",
+        "sock",
+        "fd",
+        "peer",
+        "framer",
+        "codec",
+        "out",
+        "state",
+        "mask",
+        "pending",
+        "backlog",
+        "bucket",
+        "paused_until",
+        "backpressured",
+        "over_soft_since",
+        "skipped",
+        "close_reason",
+        "close_deadline",
+        "register_deadline",
+        "bytes_in",
+        "bytes_out",
+        "lines_in",
+        "last_heard",
+        "probed",
     )
 
-    def __init__(self, cid: int, sock: socket.socket, peer: str, framer: LineFramer,
-                 codec: Codec | None, bucket: TokenBucket | None) -> None:
+    def __init__(
+        self,
+        cid: int,
+        sock: socket.socket,
+        peer: str,
+        framer: LineFramer,
+        codec: Codec | None,
+        bucket: TokenBucket | None,
+    ) -> None:
         self.cid = cid
         self.sock = sock
         self.fd = sock.fileno()
@@ -75,8 +102,10 @@ class Connection:
     def __repr__(self) -> str:
         mode = self.codec.name if self.codec else "?"
         events = ("r" if self.mask & 1 else "") + ("w" if self.mask & 2 else "")
-        return (f"<Connection #{self.cid} {self.peer} {self.state.value} {mode} "
-                f"events={events or '-'} out={self.out.size}B>")
+        return (
+            f"<Connection #{self.cid} {self.peer} {self.state.value} {mode} "
+            f"events={events or '-'} out={self.out.size}B>"
+        )
 
     def recv(self, nbytes: int) -> bytes | None:
         """Read what is there: ``None`` if nothing yet, ``b""`` at end of stream."""

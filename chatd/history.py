@@ -39,8 +39,14 @@ from pathlib import Path
 from chatd.model import Message
 from chatd.names import fold
 
-__all__ = ["HistoryError", "SqliteHistory", "open_store", "default_path", "MEMORY",
-           "SCHEMA_VERSION"]
+__all__ = [
+    "HistoryError",
+    "SqliteHistory",
+    "open_store",
+    "default_path",
+    "MEMORY",
+    "SCHEMA_VERSION",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -97,8 +103,9 @@ def open_store(path: str) -> SqliteHistory:
         try:
             target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
-            raise HistoryError(f"cannot create the history directory {target.parent}: "
-                               f"{exc.strerror}") from None
+            raise HistoryError(
+                f"cannot create the history directory {target.parent}: {exc.strerror}"
+            ) from None
         path = str(target)
     return SqliteHistory(path)
 
@@ -133,7 +140,7 @@ class SqliteHistory:
         name = getattr(exc, "sqlite_errorname", "")
         what = {
             "SQLITE_CANTOPEN": "cannot open it (is the path a directory, or its directory "
-                               "missing or not writable?)",
+            "missing or not writable?)",
             "SQLITE_NOTADB": "it is not an SQLite database (or it is corrupt)",
             "SQLITE_CORRUPT": "the database is corrupt",
             "SQLITE_BUSY": "it is in use by another process (another chatd?)",
@@ -142,8 +149,9 @@ class SqliteHistory:
             "SQLITE_FULL": "the disk is full",
             "SQLITE_IOERR": "an I/O error occurred",
         }.get("_".join(name.split("_")[:2]), "")  # SQLITE_IOERR_WRITE -> SQLITE_IOERR
-        return HistoryError(f"history database {self.path}: {what or exc}"
-                            + (f" ({exc})" if what else ""))
+        return HistoryError(
+            f"history database {self.path}: {what or exc}" + (f" ({exc})" if what else "")
+        )
 
     def _setup(self) -> None:
         db = self._db
@@ -151,8 +159,9 @@ class SqliteHistory:
             db.execute("PRAGMA locking_mode = EXCLUSIVE")
             mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode != "wal":
-                raise HistoryError(f"history database {self.path}: cannot use WAL "
-                                   f"journaling (got {mode!r})")
+                raise HistoryError(
+                    f"history database {self.path}: cannot use WAL journaling (got {mode!r})"
+                )
         db.execute("PRAGMA synchronous = NORMAL")
         # BEGIN IMMEDIATE takes the write lock now: a read-only file, a full disk or a
         # second chatd fail here, at startup, not at the first message.
@@ -162,12 +171,15 @@ class SqliteHistory:
             if version > SCHEMA_VERSION:
                 raise HistoryError(
                     f"history database {self.path} has schema version {version}, newer than "
-                    f"this chatd understands ({SCHEMA_VERSION}); upgrade chatd")
+                    f"this chatd understands ({SCHEMA_VERSION}); upgrade chatd"
+                )
             if version == 0:
                 tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
                 if tables:
-                    raise HistoryError(f"history database {self.path} is an SQLite file but "
-                                       f"not a chatd history database; refusing to touch it")
+                    raise HistoryError(
+                        f"history database {self.path} is an SQLite file but "
+                        f"not a chatd history database; refusing to touch it"
+                    )
             for step in range(version, SCHEMA_VERSION):
                 logger.info("history %s: migrating schema %d -> %d", self.path, step, step + 1)
                 _MIGRATIONS[step](db)
@@ -183,8 +195,17 @@ class SqliteHistory:
 
     def append(self, message: Message) -> None:
         """Queue ``message`` for the next :meth:`commit` (nothing touches the disk)."""
-        self._pending.append((message.mid, fold(message.room), message.room, message.sender,
-                              message.text, message.ts, _KIND[message.action]))
+        self._pending.append(
+            (
+                message.mid,
+                fold(message.room),
+                message.room,
+                message.sender,
+                message.text,
+                message.ts,
+                _KIND[message.action],
+            )
+        )
 
     def commit(self) -> None:
         """Write every queued message in one transaction. Cheap when nothing is queued.
@@ -198,8 +219,11 @@ class SqliteHistory:
         db = self._db
         try:
             db.execute("BEGIN")
-            db.executemany("INSERT INTO messages (mid, room_key, room, sender, text, ts, kind) "
-                           "VALUES (?, ?, ?, ?, ?, ?, ?)", self._pending)
+            db.executemany(
+                "INSERT INTO messages (mid, room_key, room, sender, text, ts, kind) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                self._pending,
+            )
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             if db.in_transaction:
@@ -221,8 +245,7 @@ class SqliteHistory:
         """The last ``limit`` messages of ``room``, oldest first, marked as history."""
         return self.query(room, None, None, limit)
 
-    def query(self, room: str, before: int | None, after: int | None,
-              limit: int) -> list[Message]:
+    def query(self, room: str, before: int | None, after: int | None, limit: int) -> list[Message]:
         """Messages of ``room`` with ``after < mid < before``, oldest first, at most ``limit``.
 
         With ``after`` the *first* ``limit`` messages after it are returned (a client
@@ -247,16 +270,20 @@ class SqliteHistory:
             where.append("mid > ?")
             args.append(after)
         order = "ASC" if after is not None else "DESC"
-        sql = (f"SELECT mid, sender, text, ts, kind FROM messages WHERE {' AND '.join(where)} "
-               f"ORDER BY mid {order} LIMIT ?")
+        sql = (
+            f"SELECT mid, sender, text, ts, kind FROM messages WHERE {' AND '.join(where)} "
+            f"ORDER BY mid {order} LIMIT ?"
+        )
         try:
             rows = self._db.execute(sql, (*args, limit)).fetchall()
         except sqlite3.Error as exc:
             raise self._error(exc) from None
         if order == "DESC":
             rows.reverse()
-        return [Message(room, sender, text, ts, mid, action=kind == "me", history=True)
-                for mid, sender, text, ts, kind in rows]
+        return [
+            Message(room, sender, text, ts, mid, action=kind == "me", history=True)
+            for mid, sender, text, ts, kind in rows
+        ]
 
     # ------------------------------------------------------------------ closing
 
@@ -272,5 +299,7 @@ class SqliteHistory:
             self._db.close()
 
     def __repr__(self) -> str:
-        return (f"<SqliteHistory {self.path} pending={len(self._pending)} "
-                f"stored={self.stored} commits={self.commits}>")
+        return (
+            f"<SqliteHistory {self.path} pending={len(self._pending)} "
+            f"stored={self.stored} commits={self.commits}>"
+        )

@@ -143,10 +143,20 @@ class Hub:
         self._nicks: dict[str, _Client] = {}  # folded nick -> registered client
         self._rooms: dict[str, _Room] = {}  # folded room name -> room
         self._handlers: dict[type[Command], Callable[[_Client, Any, float], list[Action]]] = {
-            Hello: self._hello, Join: self._join, Part: self._part, Say: self._say,
-            PrivMsg: self._privmsg, Nick: self._nick, Who: self._who, Rooms: self._rooms_list,
-            Topic: self._topic, Ping: self._ping, Quit: self._quit, History: self._history,
-            Away: self._away, Whois: self._whois,
+            Hello: self._hello,
+            Join: self._join,
+            Part: self._part,
+            Say: self._say,
+            PrivMsg: self._privmsg,
+            Nick: self._nick,
+            Who: self._who,
+            Rooms: self._rooms_list,
+            Topic: self._topic,
+            Ping: self._ping,
+            Quit: self._quit,
+            History: self._history,
+            Away: self._away,
+            Whois: self._whois,
         }
 
     # ------------------------------------------------------------------ introspection
@@ -164,8 +174,11 @@ class Hub:
         return client is not None and client.nick is not None
 
     def stats(self) -> dict[str, int]:
-        return {"clients": len(self._clients), "registered": len(self._nicks),
-                "rooms": len(self._rooms)}
+        return {
+            "clients": len(self._clients),
+            "registered": len(self._nicks),
+            "rooms": len(self._rooms),
+        }
 
     def rooms_of(self, cid: int) -> list[str]:
         client = self._clients.get(cid)
@@ -189,8 +202,9 @@ class Hub:
         if handler is None:
             raise TypeError(f"the hub does not handle {command!r}")
         if client.nick is None and not isinstance(command, Hello | Ping | Quit):
-            return self._error(client, command, ErrorCode.NOT_REGISTERED,
-                               "say hello first: pick a nick")
+            return self._error(
+                client, command, ErrorCode.NOT_REGISTERED, "say hello first: pick a nick"
+            )
         client.last_active = now
         try:
             return handler(client, command, now)
@@ -208,12 +222,12 @@ class Hub:
         return Deliver((client.cid,), event, rid=command.rid)
 
     @staticmethod
-    def _to_room(room: _Room, client: _Client, command: Command, event: Event,
-                 droppable: bool = False) -> list[Action]:
+    def _to_room(
+        room: _Room, client: _Client, command: Command, event: Event, droppable: bool = False
+    ) -> list[Action]:
         """``event`` to every member; the sender's copy carries the request id."""
         reply_to = client.cid if command.rid is not None else None
-        return [Deliver(room.cids, event, rid=command.rid, droppable=droppable,
-                        reply_to=reply_to)]
+        return [Deliver(room.cids, event, rid=command.rid, droppable=droppable, reply_to=reply_to)]
 
     def _room_of(self, client: _Client, name: str | None) -> _Room:
         """The member room ``name`` (None: the current room), or a refusal."""
@@ -238,9 +252,10 @@ class Hub:
 
     def _check_text(self, text: str) -> str:
         if len(text) > self._config.max_text_chars:
-            raise _Refusal(ErrorCode.TEXT_TOO_LONG,
-                           f"message is {len(text)} characters; the limit is "
-                           f"{self._config.max_text_chars}")
+            raise _Refusal(
+                ErrorCode.TEXT_TOO_LONG,
+                f"message is {len(text)} characters; the limit is {self._config.max_text_chars}",
+            )
         text = clean_text(text)
         if not text.strip():
             raise _Refusal(ErrorCode.BAD_REQUEST, "empty message")
@@ -265,9 +280,12 @@ class Hub:
             if not hmac.compare_digest(given, password.encode()):
                 client.password_failures += 1
                 left = self._config.max_password_failures - client.password_failures
-                refusal = self._error(client, cmd, ErrorCode.BAD_PASSWORD,
-                                      "wrong password" if cmd.password else
-                                      "this server needs a password")
+                refusal = self._error(
+                    client,
+                    cmd,
+                    ErrorCode.BAD_PASSWORD,
+                    "wrong password" if cmd.password else "this server needs a password",
+                )
                 if left <= 0:
                     refusal.append(Close(client.cid, "too many wrong passwords"))
                 return refusal
@@ -276,7 +294,8 @@ class Hub:
         self._nicks[fold(cmd.nick)] = client
         motd = tuple(line for line in self._config.motd.split("\\n") if line)
         actions: list[Action] = [
-            self._reply(client, cmd, Welcome(cmd.nick, self._config.server_name, motd))]
+            self._reply(client, cmd, Welcome(cmd.nick, self._config.server_name, motd))
+        ]
         for room in cmd.autojoin:
             actions += self.handle(client.cid, Join(room), now)
         return actions
@@ -298,8 +317,10 @@ class Hub:
             client.rooms[key] = client.rooms.pop(key)
             return [self._reply(client, cmd, Joined(room.name, room.topic, room.nicks()))]
         if len(client.rooms) >= self._config.max_rooms_per_client:
-            raise _Refusal(ErrorCode.BAD_REQUEST,
-                           f"you are in {len(client.rooms)} rooms already; part one first")
+            raise _Refusal(
+                ErrorCode.BAD_REQUEST,
+                f"you are in {len(client.rooms)} rooms already; part one first",
+            )
         if room is None:
             room = self._rooms[key] = _Room(cmd.room)
         others = room.cids
@@ -307,7 +328,8 @@ class Hub:
         client.rooms[key] = room
         assert client.nick is not None
         actions: list[Action] = [
-            self._reply(client, cmd, Joined(room.name, room.topic, room.nicks()))]
+            self._reply(client, cmd, Joined(room.name, room.topic, room.nicks()))
+        ]
         if others:
             actions.append(Deliver(others, JoinEvent(room.name, client.nick)))
         # Always, even with history_replay 0: history_end tells the client the replay
@@ -324,9 +346,12 @@ class Hub:
     def _part(self, client: _Client, cmd: Part, now: float) -> list[Action]:
         room = self._room_of(client, cmd.room)
         assert client.nick is not None
-        actions = self._to_room(room, client, cmd,
-                                PartEvent(room.name, client.nick,
-                                          clean_line(cmd.reason)[:MAX_REASON_CHARS]))
+        actions = self._to_room(
+            room,
+            client,
+            cmd,
+            PartEvent(room.name, client.nick, clean_line(cmd.reason)[:MAX_REASON_CHARS]),
+        )
         self._leave(client, room)
         return actions
 
@@ -334,8 +359,9 @@ class Hub:
         room = self._room_of(client, cmd.room)
         text = self._check_text(cmd.text)
         assert client.nick is not None
-        message = Message(room.name, client.nick, text, round(now, 3), self._next_mid,
-                          action=cmd.action)
+        message = Message(
+            room.name, client.nick, text, round(now, 3), self._next_mid, action=cmd.action
+        )
         self._next_mid += 1
         actions: list[Action] = [Store(message)]
         actions += self._to_room(room, client, cmd, message, droppable=True)
@@ -347,8 +373,9 @@ class Hub:
             raise _Refusal(ErrorCode.NO_SUCH_NICK, f"nobody called {cmd.to[:40]} is here")
         text = self._check_text(cmd.text)
         assert client.nick is not None
-        event = PrivateMessage(client.nick, target.nick, text, round(now, 3), cmd.notice,
-                               cmd.action)
+        event = PrivateMessage(
+            client.nick, target.nick, text, round(now, 3), cmd.notice, cmd.action
+        )
         actions: list[Action] = []
         if target is not client:
             actions.append(Deliver((target.cid,), event))
@@ -380,20 +407,24 @@ class Hub:
         return [self._reply(client, cmd, WhoReply(room.name, room.nicks()))]
 
     def _rooms_list(self, client: _Client, cmd: Rooms, now: float) -> list[Action]:
-        infos = tuple(RoomInfo(room.name, len(room.members), room.topic)
-                      for _, room in sorted(self._rooms.items()))
+        infos = tuple(
+            RoomInfo(room.name, len(room.members), room.topic)
+            for _, room in sorted(self._rooms.items())
+        )
         return [self._reply(client, cmd, RoomsReply(infos))]
 
     def _topic(self, client: _Client, cmd: Topic, now: float) -> list[Action]:
         if cmd.topic is None:
-            room = (self._room_of(client, None) if cmd.room is None
-                    else self._existing_room(cmd.room))
+            room = (
+                self._room_of(client, None) if cmd.room is None else self._existing_room(cmd.room)
+            )
             return [self._reply(client, cmd, TopicEvent(room.name, room.topic, ""))]
         room = self._room_of(client, cmd.room)
         topic = clean_line(cmd.topic)
         if len(topic) > MAX_TOPIC_CHARS:
-            raise _Refusal(ErrorCode.TEXT_TOO_LONG,
-                           f"a topic may have at most {MAX_TOPIC_CHARS} characters")
+            raise _Refusal(
+                ErrorCode.TEXT_TOO_LONG, f"a topic may have at most {MAX_TOPIC_CHARS} characters"
+            )
         room.topic = topic
         assert client.nick is not None
         return self._to_room(room, client, cmd, TopicEvent(room.name, topic, client.nick))
@@ -411,12 +442,12 @@ class Hub:
         room = self._room_of(client, cmd.room)
         limit = cmd.limit if cmd.limit is not None else min(50, self._config.history_max_limit)
         if not 1 <= limit <= self._config.history_max_limit:
-            raise _Refusal(ErrorCode.BAD_REQUEST,
-                           f"limit must be 1..{self._config.history_max_limit}")
+            raise _Refusal(
+                ErrorCode.BAD_REQUEST, f"limit must be 1..{self._config.history_max_limit}"
+            )
         for name, mid in (("before", cmd.before), ("after", cmd.after)):
             if mid is not None and not 0 <= mid <= MAX_MID:
-                raise _Refusal(ErrorCode.BAD_REQUEST,
-                               f"{name} must be a message id (0..{MAX_MID})")
+                raise _Refusal(ErrorCode.BAD_REQUEST, f"{name} must be a message id (0..{MAX_MID})")
         return [FetchHistory(client.cid, room.name, cmd.before, cmd.after, limit, rid=cmd.rid)]
 
     def _away(self, client: _Client, cmd: Away, now: float) -> list[Action]:
@@ -450,11 +481,15 @@ class Hub:
 
 def _bad_nick_message(nick: str) -> str:
     shown = nick[:40].encode("unicode_escape").decode()
-    return (f'"{shown}" is not a valid nick: 1-24 letters, digits or _-[]\\^{{}}|, '
-            f"not starting with a digit or -")
+    return (
+        f'"{shown}" is not a valid nick: 1-24 letters, digits or _-[]\\^{{}}|, '
+        f"not starting with a digit or -"
+    )
 
 
 def _bad_room_message(room: str) -> str:
     shown = room[:40].encode("unicode_escape").decode()
-    return (f'"{shown}" is not a valid room: # then 1-32 characters without spaces, '
-            f"commas or control characters")
+    return (
+        f'"{shown}" is not a valid room: # then 1-32 characters without spaces, '
+        f"commas or control characters"
+    )

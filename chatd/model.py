@@ -20,17 +20,58 @@ from dataclasses import dataclass, field
 
 __all__ = [
     # commands
-    "Command", "Hello", "Join", "Part", "Say", "PrivMsg", "Nick", "Who", "Rooms", "Topic",
-    "Ping", "Quit", "History", "Away", "Whois", "Disconnected", "Echo",
+    "Command",
+    "Hello",
+    "Join",
+    "Part",
+    "Say",
+    "PrivMsg",
+    "Nick",
+    "Who",
+    "Rooms",
+    "Topic",
+    "Ping",
+    "Quit",
+    "History",
+    "Away",
+    "Whois",
+    "Disconnected",
+    "Echo",
     # events
-    "Event", "Welcome", "Joined", "JoinEvent", "PartEvent", "Message", "PrivateMessage",
-    "NickEvent", "WhoReply", "RoomInfo", "RoomsReply", "TopicEvent", "Pong", "QuitEvent",
-    "Error", "Skipped", "Shutdown", "Notice", "Probe", "AwayNotice", "HistoryReply",
-    "HistoryEnd", "WhoisReply", "AwayReply",
+    "Event",
+    "Welcome",
+    "Joined",
+    "JoinEvent",
+    "PartEvent",
+    "Message",
+    "PrivateMessage",
+    "NickEvent",
+    "WhoReply",
+    "RoomInfo",
+    "RoomsReply",
+    "TopicEvent",
+    "Pong",
+    "QuitEvent",
+    "Error",
+    "Skipped",
+    "Shutdown",
+    "Notice",
+    "Probe",
+    "AwayNotice",
+    "HistoryReply",
+    "HistoryEnd",
+    "WhoisReply",
+    "AwayReply",
     # actions
-    "Action", "Deliver", "Store", "Replay", "FetchHistory", "Close",
+    "Action",
+    "Deliver",
+    "Store",
+    "Replay",
+    "FetchHistory",
+    "Close",
     # errors
-    "ProtocolError", "ErrorCode",
+    "ProtocolError",
+    "ErrorCode",
 ]
 
 
@@ -415,4 +456,3 @@ class Close(Action):
     cid: int
     reason: str
     flush: bool = True
-

@@ -17,14 +17,14 @@ from __future__ import annotations
 import re
 import unicodedata
 
-__all__ = ["NICK_MAX", "ROOM_MAX", "valid_nick", "valid_room", "fold", "clean_text",
-           "clean_line"]
+__all__ = ["NICK_MAX", "ROOM_MAX", "valid_nick", "valid_room", "fold", "clean_text", "clean_line"]
 
 NICK_MAX = 24
 ROOM_MAX = 32  # characters after the "#"
 
 _NICK_RE = re.compile(
-    r"[A-Za-z_\[\]\\^{}|][A-Za-z0-9_\-\[\]\\^{}|]{0,%s}\Z".replace("%s", str(NICK_MAX - 1)))
+    r"[A-Za-z_\[\]\\^{}|][A-Za-z0-9_\-\[\]\\^{}|]{0,%s}\Z".replace("%s", str(NICK_MAX - 1))
+)
 _ROOM_RE = re.compile(r"#[^\x00-\x20\x7f-\x9f,:]{1,%s}\Z".replace("%s", str(ROOM_MAX)))
 # Everything a terminal might act on: C0 (but \t and \n), DEL, C1 (ESC is \x1b in C0).
 _CONTROLS_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")

@@ -85,16 +85,19 @@ class HistoryStore(Protocol):
     def append(self, message: Message) -> None: ...
     def commit(self) -> None:
         """Raises on failure; the server then stops before sending anything unstored."""
+
     def recent(self, room: str, limit: int) -> list[Message]: ...
-    def query(self, room: str, before: int | None, after: int | None,
-              limit: int) -> list[Message]: ...
+    def query(
+        self, room: str, before: int | None, after: int | None, limit: int
+    ) -> list[Message]: ...
 
 
 class Listener:
     """A listening socket and the codec its connections speak (None: pick by first line)."""
 
-    def __init__(self, sock: socket.socket, name: str,
-                 make_codec: Callable[[], Codec] | None, banner: bytes) -> None:
+    def __init__(
+        self, sock: socket.socket, name: str, make_codec: Callable[[], Codec] | None, banner: bytes
+    ) -> None:
         self.sock = sock
         self.name = name
         self.make_codec = make_codec
@@ -128,9 +131,14 @@ class Server:
         wall_clock: epoch seconds (message timestamps).
     """
 
-    def __init__(self, config: Config, history: HistoryStore | None = None,
-                 next_mid: int = 1, clock: Callable[[], float] = time.monotonic,
-                 wall_clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        config: Config,
+        history: HistoryStore | None = None,
+        next_mid: int = 1,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
         self.config = config
         self.hub = Hub(config, next_mid=next_mid)
         self._history = history
@@ -159,14 +167,26 @@ class Server:
         self._waker_r.setblocking(False)
         self._waker_w.setblocking(False)
         self._selector.register(self._waker_r, _READ, None)
-        self.stats = {"accepted": 0, "rejected_full": 0, "slow_consumers": 0,
-                      "line_too_long": 0, "protocol_errors": 0, "bugs": 0}
+        self.stats = {
+            "accepted": 0,
+            "rejected_full": 0,
+            "slow_consumers": 0,
+            "line_too_long": 0,
+            "protocol_errors": 0,
+            "bugs": 0,
+        }
 
     # ------------------------------------------------------------------ set-up
 
-    def listen(self, host: str, port: int, *, name: str = "native",
-               make_codec: Callable[[], Codec] | None = None,
-               banner: bytes | None = None) -> tuple[str, int]:
+    def listen(
+        self,
+        host: str,
+        port: int,
+        *,
+        name: str = "native",
+        make_codec: Callable[[], Codec] | None = None,
+        banner: bytes | None = None,
+    ) -> tuple[str, int]:
         """Open a listening socket; returns the bound (host, port)."""
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
@@ -188,8 +208,10 @@ class Server:
 
     def _native_banner(self) -> bytes:
         name = self.config.server_name
-        lines = [f"*** chatd on {name}. Type the nickname you want and press Enter.",
-                 "*** (Programs: send JSON lines, see docs/protocol.md.)"]
+        lines = [
+            f"*** chatd on {name}. Type the nickname you want and press Enter.",
+            "*** (Programs: send JSON lines, see docs/protocol.md.)",
+        ]
         return "".join(line + "\n" for line in lines).encode()
 
     @property
@@ -304,9 +326,12 @@ class Server:
                 if exc.errno in _RESOURCE_ERRNOS:
                     # Out of descriptors: the listening socket stays readable, so watching
                     # it would spin the CPU. Stop watching for a while (asyncio's pattern).
-                    logger.warning("accept failed (%s); not accepting for %.1fs "
-                                   "(%d connections open)", exc.strerror,
-                                   self.config.accept_retry_seconds, len(self._conns))
+                    logger.warning(
+                        "accept failed (%s); not accepting for %.1fs (%d connections open)",
+                        exc.strerror,
+                        self.config.accept_retry_seconds,
+                        len(self._conns),
+                    )
                     listener.paused_until = now + self.config.accept_retry_seconds
                     self._selector.unregister(listener.sock)
                     return
@@ -322,10 +347,16 @@ class Server:
         """Tell a newcomer the server is full, in its listener's protocol, and close."""
         self.stats["rejected_full"] += 1
         if self.stats["rejected_full"] in (1, 10, 100) or self.stats["rejected_full"] % 1000 == 0:
-            logger.warning("server full (%d clients): refused %s (%d refused so far)",
-                           self.config.max_clients, peer, self.stats["rejected_full"])
-        error = Error(ErrorCode.SERVER_FULL, f"the server is full ({self.config.max_clients} "
-                                             f"clients); try again later")
+            logger.warning(
+                "server full (%d clients): refused %s (%d refused so far)",
+                self.config.max_clients,
+                peer,
+                self.stats["rejected_full"],
+            )
+        error = Error(
+            ErrorCode.SERVER_FULL,
+            f"the server is full ({self.config.max_clients} clients); try again later",
+        )
         if listener.make_codec is not None:  # a fixed protocol (IRC): its own ERROR line
             data = listener.make_codec().encode(error)
         else:  # the native port, mode not picked yet: a line for people, a frame for programs
@@ -343,21 +374,22 @@ class Server:
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if config.send_buffer_bytes:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF,
-                                config.send_buffer_bytes)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, config.send_buffer_bytes)
             if config.keepalive_idle_seconds:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
                 if hasattr(socket, "TCP_KEEPIDLE"):
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE,
-                                    config.keepalive_idle_seconds)
+                    sock.setsockopt(
+                        socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, config.keepalive_idle_seconds
+                    )
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 10)
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 6)
         except OSError as exc:  # the peer may already be gone
             logger.debug("setsockopt on %s failed: %s", peer, exc)
         cid = self._next_cid
         self._next_cid += 1
-        bucket = (TokenBucket(config.rate_limit, config.rate_burst, now)
-                  if config.rate_limit else None)
+        bucket = (
+            TokenBucket(config.rate_limit, config.rate_burst, now) if config.rate_limit else None
+        )
         codec = listener.make_codec() if listener.make_codec else None
         conn = Connection(cid, sock, peer, LineFramer(config.max_line_bytes), codec, bucket)
         conn.register_deadline = now + config.register_timeout_seconds
@@ -425,9 +457,13 @@ class Server:
         conn.lines_in += 1
         if frame is LINE_TOO_LONG:
             self.stats["line_too_long"] += 1
-            self._deliver_one(conn, Error(
-                ErrorCode.LINE_TOO_LONG,
-                f"line longer than {self.config.max_line_bytes} bytes; it was discarded"))
+            self._deliver_one(
+                conn,
+                Error(
+                    ErrorCode.LINE_TOO_LONG,
+                    f"line longer than {self.config.max_line_bytes} bytes; it was discarded",
+                ),
+            )
             return
         assert isinstance(frame, bytes)
         codec = conn.codec
@@ -576,8 +612,9 @@ class Server:
         if conn is None:
             return
         if self._history is None:
-            self._deliver_one(conn, Error(ErrorCode.HISTORY_OFF, "this server keeps no history"),
-                              action.rid)
+            self._deliver_one(
+                conn, Error(ErrorCode.HISTORY_OFF, "this server keeps no history"), action.rid
+            )
             return
         self._history.commit()
         messages = self._history.query(action.room, action.before, action.after, action.limit)
@@ -601,18 +638,29 @@ class Server:
         if conn.out.size <= self.config.out_soft_limit_bytes:
             return
         if conn.out.size > self.config.out_hard_limit_bytes:
-            self._slow_consumer(conn, f"output buffer over the hard limit "
-                                      f"({self.config.out_hard_limit_bytes} bytes)")
+            self._slow_consumer(
+                conn,
+                f"output buffer over the hard limit ({self.config.out_hard_limit_bytes} bytes)",
+            )
         elif conn.over_soft_since is None:
             conn.over_soft_since = self._now
             self._over_soft.add(conn)
-            logger.info("#%d %s is reading slowly (%d bytes queued): skipping room messages",
-                        conn.cid, conn.peer, conn.out.size)
+            logger.info(
+                "#%d %s is reading slowly (%d bytes queued): skipping room messages",
+                conn.cid,
+                conn.peer,
+                conn.out.size,
+            )
 
     def _slow_consumer(self, conn: Connection, why: str) -> None:
         self.stats["slow_consumers"] += 1
-        logger.warning("#%d %s disconnected as a slow consumer: %s (%d messages skipped)",
-                       conn.cid, conn.peer, why, conn.skipped)
+        logger.warning(
+            "#%d %s disconnected as a slow consumer: %s (%d messages skipped)",
+            conn.cid,
+            conn.peer,
+            why,
+            conn.skipped,
+        )
         # Its buffer is full of older lines; it would never reach a goodbye. Cut it.
         self._close(conn, f"slow consumer: {why}", flush=False)
 
@@ -624,8 +672,9 @@ class Server:
                 self._unregistered.discard(conn)
             elif now >= conn.register_deadline:
                 self._unregistered.discard(conn)
-                self._deliver_one(conn, Error(ErrorCode.TIMEOUT,
-                                              "no nickname given in time; goodbye"))
+                self._deliver_one(
+                    conn, Error(ErrorCode.TIMEOUT, "no nickname given in time; goodbye")
+                )
                 self._close(conn, "registration timeout", flush=True)
         limit = self.config.out_soft_limit_seconds
         for conn in list(self._over_soft):
@@ -775,9 +824,16 @@ class Server:
         self._over_soft.discard(conn)
         self._paused.discard(conn)
         self._pingable.discard(conn)
-        logger.info("#%d %s closed: %s (in %dB/%d lines, out %dB%s)", conn.cid, conn.peer,
-                    conn.close_reason or "server stopped", conn.bytes_in, conn.lines_in,
-                    conn.bytes_out, f", {conn.out.size}B unsent" if conn.out.size else "")
+        logger.info(
+            "#%d %s closed: %s (in %dB/%d lines, out %dB%s)",
+            conn.cid,
+            conn.peer,
+            conn.close_reason or "server stopped",
+            conn.bytes_in,
+            conn.lines_in,
+            conn.bytes_out,
+            f", {conn.out.size}B unsent" if conn.out.size else "",
+        )
 
     def _unregister_quietly(self, sock: socket.socket) -> None:
         try:

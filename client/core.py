@@ -283,8 +283,9 @@ class ChatState:
         server: ``host:port`` as shown in the toolbar.
     """
 
-    def __init__(self, nick: str, room: str = DEFAULT_ROOM, server: str = "",
-                 password: str | None = None) -> None:
+    def __init__(
+        self, nick: str, room: str = DEFAULT_ROOM, server: str = "", password: str | None = None
+    ) -> None:
         self.password = password  # the server's password, if it has one
         self.wanted_nick = nick
         self.nick = nick
@@ -930,9 +931,12 @@ class ChatState:
                 if code == "server_full":
                     out.fatal = f"the server is full: {message or code}"
                 elif code == "bad_password":
-                    out.fatal = ("the server refused the password" if self.password is not None
-                                 else "the server wants a password: set CHATD_PASSWORD or use "
-                                      "--password-file")
+                    out.fatal = (
+                        "the server refused the password"
+                        if self.password is not None
+                        else "the server wants a password: set CHATD_PASSWORD or use "
+                        "--password-file"
+                    )
                 return
         # An error about a history request ends that request (e.g. history_off).
         for pid, (purpose, key) in list(self._pending.items()):

@@ -22,8 +22,12 @@ ROOT = Path(__file__).resolve().parent.parent
 _LISTEN_RE = re.compile(r"listening on (\S+):(\d+) \((\w+)\)")
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "condition",
-               interval: float = 0.01) -> Any:
+def wait_until(
+    predicate: Callable[[], Any],
+    timeout: float = 5.0,
+    what: str = "condition",
+    interval: float = 0.01,
+) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -37,9 +41,14 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "
 class ChatdProcess:
     """``python -m chatd`` on 127.0.0.1, port 0 (or a given port for restarts)."""
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None,
-                 port: int = 0, irc: bool = False, preexec: Callable[[], None] | None = None
-                 ) -> None:
+    def __init__(
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        port: int = 0,
+        irc: bool = False,
+        preexec: Callable[[], None] | None = None,
+    ) -> None:
         # History off the disk unless a test asks for a file: servers started by tests
         # must not share (or lock) the user's ~/.local/share/chatd/history.db.
         self.args = list(args) if "--db" in args else ["--db", ":memory:", *args]
@@ -52,16 +61,33 @@ class ChatdProcess:
         self.start()
 
     def start(self) -> None:
-        cmd = [sys.executable, "-m", "chatd", "--host", "127.0.0.1", "--port", str(self.port),
-               "--log-level", "info", *self.args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "chatd",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--log-level",
+            "info",
+            *self.args,
+        ]
         if self.irc_port is not None:
             cmd += ["--irc-port", str(self.irc_port)]
         env = {**os.environ, "PYTHONPATH": str(ROOT), **(self.env or {})}
         env.pop("CHATD_PASSWORD", None) if "CHATD_PASSWORD" not in (self.env or {}) else None
         self.stderr_path = Path(f"/tmp/chatd-test-{os.getpid()}-{id(self)}.log")
         self._stderr = self.stderr_path.open("w")
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._stderr,
-                                     text=True, env=env, cwd=ROOT, preexec_fn=self.preexec)
+        self.proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            text=True,
+            env=env,
+            cwd=ROOT,
+            preexec_fn=self.preexec,
+        )
         assert self.proc.stdout is not None
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
@@ -145,8 +171,9 @@ class ChatdProcess:
 class RawClient:
     """A blocking-with-timeout line client for tests."""
 
-    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 5.0,
-                 rcvbuf: int | None = None) -> None:
+    def __init__(
+        self, port: int, host: str = "127.0.0.1", timeout: float = 5.0, rcvbuf: int | None = None
+    ) -> None:
         self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         if rcvbuf is not None:  # before connect, so the advertised window stays small
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
@@ -230,6 +257,7 @@ class JsonClient(RawClient):
 
     def expect_frame(self, timeout: float | None = None, **match: Any) -> dict[str, Any]:
         """Read frames until one has every key/value in ``match``."""
+
         def matches(line: str) -> bool:
             if not line.startswith("{"):
                 return False

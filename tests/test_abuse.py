@@ -86,9 +86,12 @@ class Swarm:
     crowd. Lines received are handed to ``on_line(index, line)`` (default: kept in
     ``lines[index]``); a socket that reaches EOF or a reset is noted in ``closed``."""
 
-    def __init__(self, socks: list[socket.socket],
-                 on_line: Callable[[int, bytes], None] | None = None,
-                 on_data: Callable[[int, bytes], None] | None = None) -> None:
+    def __init__(
+        self,
+        socks: list[socket.socket],
+        on_line: Callable[[int, bytes], None] | None = None,
+        on_data: Callable[[int, bytes], None] | None = None,
+    ) -> None:
         self.socks = socks
         self.on_data = on_data  # if set: raw chunks instead of lines (cheap, for crowds)
         self.sel = selectors.DefaultSelector()
@@ -120,7 +123,7 @@ class Swarm:
         deadline = time.monotonic() + timeout
         while view:
             try:
-                view = view[self.socks[i].send(view):]
+                view = view[self.socks[i].send(view) :]
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     raise AssertionError(f"socket {i} stayed unwritable") from None
@@ -183,8 +186,9 @@ def percentile(values: list[float], pct: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * pct / 100))]
 
 
-def chat_round_trip(clients: list[JsonClient], speaker: int, room: str, tag: str,
-                    timeout: float = 5.0) -> float:
+def chat_round_trip(
+    clients: list[JsonClient], speaker: int, room: str, tag: str, timeout: float = 5.0
+) -> float:
     """``speaker`` says ``tag`` in ``room``; seconds until every client has it (an upper
     bound: clients are read one after the other)."""
     start = time.monotonic()
@@ -218,8 +222,9 @@ def fd_limit() -> Iterator[Callable[[int], None]]:
 # ============================================================================ 1. slowloris
 
 
-def run_slowloris(server: ChatdProcess, tricklers: int, chatters: int,
-                  register_timeout: float) -> dict[str, Any]:
+def run_slowloris(
+    server: ChatdProcess, tricklers: int, chatters: int, register_timeout: float
+) -> dict[str, Any]:
     """``tricklers`` connections send one byte at a time and never end a line, while
     ``chatters`` JSON clients chat in one room; returns latencies, RSS and close times."""
     rss = RssSampler(server)
@@ -246,11 +251,15 @@ def run_slowloris(server: ChatdProcess, tricklers: int, chatters: int,
     for talker in talkers:
         talker.close()
     return {
-        "tricklers": tricklers, "closed": len(crowd.closed), "told_timeout": timeout_lines,
+        "tricklers": tricklers,
+        "closed": len(crowd.closed),
+        "told_timeout": timeout_lines,
         "first_close_s": min(close_times, default=float("nan")),
         "last_close_s": max(close_times, default=float("nan")),
-        "rounds": rounds, "latency_p50_s": statistics.median(latencies),
-        "latency_max_s": max(latencies), "rss_growth_kib": rss.stop(),
+        "rounds": rounds,
+        "latency_p50_s": statistics.median(latencies),
+        "latency_max_s": max(latencies),
+        "rss_growth_kib": rss.stop(),
     }
 
 
@@ -298,8 +307,13 @@ def run_endless_line(server: ChatdProcess, megabytes: int, mode: str) -> dict[st
         client.expect(lambda line: "You joined #lobby" in line)
     growth = rss.stop()
     client.close()
-    return {"mode": mode, "sent_mb": megabytes, "seconds": elapsed,
-            "mb_per_s": megabytes / elapsed, "rss_growth_kib": growth}
+    return {
+        "mode": mode,
+        "sent_mb": megabytes,
+        "seconds": elapsed,
+        "mb_per_s": megabytes / elapsed,
+        "rss_growth_kib": growth,
+    }
 
 
 @pytest.mark.parametrize("mode,megabytes", [("json", 50), ("text", 10)])
@@ -390,7 +404,7 @@ ESC_TEXT = "\x1b[2J\x1b]0;pwned\x07 red:\x1b[31m bell:\x07 nul:\x00 del:\x7f csi
 # (line, the error codes that are a correct answer)
 FIXED_GARBAGE: list[tuple[bytes, set[str]]] = [
     (b"\xff\xfe\xfd", {"bad_encoding"}),
-    (b"{\"op\":\"say\",\"room\":\"#garbage\",\"text\":\"\xc3\x28\"}", {"bad_encoding"}),
+    (b'{"op":"say","room":"#garbage","text":"\xc3\x28"}', {"bad_encoding"}),
     (b"\xed\xa0\x80", {"bad_encoding"}),  # a surrogate encoded as UTF-8 bytes
     (b"\x00\x00\x00\x00", {"bad_json"}),
     (b"{\x00}", {"bad_json"}),
@@ -418,8 +432,10 @@ FIXED_GARBAGE: list[tuple[bytes, set[str]]] = [
     (b'{"op": "history", "room": "#garbage", "limit": true}', {"bad_request"}),
     (b'{"op": "history", "room": "#garbage", "limit": 1e300}', {"bad_request"}),
     (b'{"op": "history", "room": "#garbage", "limit": -5}', {"bad_request", "history_off"}),
-    (b'{"op": "history", "room": "#garbage", "before": 100000000000000000000000000000}',
-     {"bad_request", "history_off"}),
+    (
+        b'{"op": "history", "room": "#garbage", "before": 100000000000000000000000000000}',
+        {"bad_request", "history_off"},
+    ),
     (b'{"op": "hello", "nick": "again"}', {"already_registered"}),
     (b'{"op": "nick", "nick": ""}', {"bad_nick"}),
     (b'{"op": "nick", "nick": "\\u001b[31mred"}', {"bad_nick"}),
@@ -438,8 +454,12 @@ FIXED_GARBAGE: list[tuple[bytes, set[str]]] = [
     (b'{"a":' * 100_000 + b"1" + b"}" * 100_000, {"bad_json"}),
     # 100k keys, no op; then 100k keys around a wrongly typed say.
     (json.dumps({f"k{i}": i for i in range(100_000)}).encode(), {"unknown_op"}),
-    (json.dumps({**{f"k{i}": [i] for i in range(100_000)}, "op": "say", "room": "#garbage",
-                 "text": 1}).encode(), {"bad_request"}),
+    (
+        json.dumps(
+            {**{f"k{i}": [i] for i in range(100_000)}, "op": "say", "room": "#garbage", "text": 1}
+        ).encode(),
+        {"bad_request"},
+    ),
 ]
 
 
@@ -454,11 +474,18 @@ def test_garbage_fixed_cases_each_get_a_protocol_error(victim: Victim) -> None:
 
 def test_garbage_escape_sequences_are_not_relayed_raw(victim: Victim) -> None:
     room = victim.room
-    own = victim.send(b"".join([
-        frame(op="say", room=room, text=ESC_TEXT), frame(op="me", room=room, text=ESC_TEXT),
-        frame(op="topic", room=room, topic=ESC_TEXT + "\nline two"),
-        frame(op="part", room=room, reason=ESC_TEXT), frame(op="join", room=room),
-        frame(op="msg", to=victim.bystander_nick, text=ESC_TEXT)]).rstrip(b"\n"))
+    own = victim.send(
+        b"".join(
+            [
+                frame(op="say", room=room, text=ESC_TEXT),
+                frame(op="me", room=room, text=ESC_TEXT),
+                frame(op="topic", room=room, topic=ESC_TEXT + "\nline two"),
+                frame(op="part", room=room, reason=ESC_TEXT),
+                frame(op="join", room=room),
+                frame(op="msg", to=victim.bystander_nick, text=ESC_TEXT),
+            ]
+        ).rstrip(b"\n")
+    )
     assert "error" not in [f["type"] for f in own], own
     got = victim.bystander_frames()
     kinds = [f["type"] for f in got]
@@ -502,23 +529,61 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-_FUZZ = settings(max_examples=150, deadline=None, database=None,
-                 suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                        HealthCheck.too_slow])
+_FUZZ = settings(
+    max_examples=150,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
-json_leaf = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False,
-                      allow_infinity=False), st.text(max_size=40))
-json_value = st.recursive(json_leaf, lambda inner: st.one_of(
-    st.lists(inner, max_size=5), st.dictionaries(st.text(max_size=10), inner, max_size=5)),
-    max_leaves=20)
-OPS = ["hello", "join", "part", "say", "me", "msg", "nick", "who", "rooms", "topic",
-       "history", "away", "whois", "ping"]  # everything but quit
-FIELDS = ["room", "text", "nick", "to", "topic", "reason", "message", "before", "after",
-          "limit", "password", "id"]
+json_leaf = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=40),
+)
+json_value = st.recursive(
+    json_leaf,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=5), st.dictionaries(st.text(max_size=10), inner, max_size=5)
+    ),
+    max_leaves=20,
+)
+OPS = [
+    "hello",
+    "join",
+    "part",
+    "say",
+    "me",
+    "msg",
+    "nick",
+    "who",
+    "rooms",
+    "topic",
+    "history",
+    "away",
+    "whois",
+    "ping",
+]  # everything but quit
+FIELDS = [
+    "room",
+    "text",
+    "nick",
+    "to",
+    "topic",
+    "reason",
+    "message",
+    "before",
+    "after",
+    "limit",
+    "password",
+    "id",
+]
 request_shapes = st.fixed_dictionaries(
     {"op": st.one_of(st.sampled_from(OPS), json_value)},
-    optional={name: st.one_of(json_value, st.just("#garbage"), st.just("#fz"))
-              for name in FIELDS})
+    optional={name: st.one_of(json_value, st.just("#garbage"), st.just("#fz")) for name in FIELDS},
+)
 
 
 @_FUZZ
@@ -561,19 +626,32 @@ def test_garbage_random_text_is_relayed_clean(victim: Victim, text: str) -> None
 
 # ============================================================================ 4. slow consumers
 
-SLOW_LIMITS = ("--out-high-water-bytes", "8192", "--out-low-water-bytes", "2048",
-               "--out-soft-limit-bytes", "16384", "--out-hard-limit-bytes", "65536",
-               "--out-soft-limit-seconds", "4", "--rate-limit", "0",
-               # Without this the kernel takes ~3 MB per sleeper before chatd sees any.
-               "--send-buffer-bytes", "32768")
+SLOW_LIMITS = (
+    "--out-high-water-bytes",
+    "8192",
+    "--out-low-water-bytes",
+    "2048",
+    "--out-soft-limit-bytes",
+    "16384",
+    "--out-hard-limit-bytes",
+    "65536",
+    "--out-soft-limit-seconds",
+    "4",
+    "--rate-limit",
+    "0",
+    # Without this the kernel takes ~3 MB per sleeper before chatd sees any.
+    "--send-buffer-bytes",
+    "32768",
+)
 
 
 CUT_HARD = "closed: slow consumer: output buffer over the hard limit"
 CUT_SOFT_TIME = "closed: slow consumer: over the soft limit for"
 
 
-def chat_at_full_speed(server: ChatdProcess, readers: Swarm, room: str, messages: int,
-                       tag: str) -> dict[str, Any]:
+def chat_at_full_speed(
+    server: ChatdProcess, readers: Swarm, room: str, messages: int, tag: str
+) -> dict[str, Any]:
     """Every reader says ``messages`` messages as fast as the room carries them: closed
     loop, each sends its next message the moment its previous one comes back (what a
     client typing at machine speed does). Returns latency and throughput as seen."""
@@ -610,13 +688,18 @@ def chat_at_full_speed(server: ChatdProcess, readers: Swarm, room: str, messages
     elapsed = time.monotonic() - start
     assert got == [n * messages] * n, got
     assert skipped == [0] * n, "a reader that keeps up must never be skipped"
-    return {"deliveries": sum(got), "seconds": elapsed, "per_s": sum(got) / elapsed,
-            "latency_p50_s": statistics.median(latencies),
-            "latency_p99_s": percentile(latencies, 99)}
+    return {
+        "deliveries": sum(got),
+        "seconds": elapsed,
+        "per_s": sum(got) / elapsed,
+        "latency_p50_s": statistics.median(latencies),
+        "latency_p99_s": percentile(latencies, 99),
+    }
 
 
-def run_slow_consumers(server: ChatdProcess, readers: int, sleepers: int,
-                       messages: int) -> dict[str, Any]:
+def run_slow_consumers(
+    server: ChatdProcess, readers: int, sleepers: int, messages: int
+) -> dict[str, Any]:
     room = "#busy"
     fds_before = server.fd_count()
     rss = RssSampler(server)
@@ -626,8 +709,11 @@ def run_slow_consumers(server: ChatdProcess, readers: int, sleepers: int,
         s.sendall(frame(op="hello", nick=f"reader{i}") + frame(op="join", room=room))
         socks.append(s)
     swarm = Swarm(socks)
-    swarm.pump_until(lambda: all(any(b'"history_end"' in x for x in lines)
-                                 for lines in swarm.lines), 10, "readers joined")
+    swarm.pump_until(
+        lambda: all(any(b'"history_end"' in x for x in lines) for lines in swarm.lines),
+        10,
+        "readers joined",
+    )
     baseline = chat_at_full_speed(server, swarm, room, messages, "base")
 
     # The sleepers: tiny receive window, registered and joined, and then never read.
@@ -639,8 +725,7 @@ def run_slow_consumers(server: ChatdProcess, readers: int, sleepers: int,
         s.sendall(frame(op="hello", nick=f"sleeper{i}") + frame(op="join", room=room))
         sleeping.append(s)
     swarm.on_line = lambda i, line: None
-    swarm.pump_until(lambda: _members(server, room) == readers + sleepers, 10,
-                     "sleepers joined")
+    swarm.pump_until(lambda: _members(server, room) == readers + sleepers, 10, "sleepers joined")
     loaded = chat_at_full_speed(server, swarm, room, messages, "load")
     log = server.log()
     skipping = log.count("is reading slowly")
@@ -670,21 +755,31 @@ def run_slow_consumers(server: ChatdProcess, readers: int, sleepers: int,
             # Reader 0 gets an echo of every private message it sends: it must read them
             # as it goes, or it is the one cut at the hard limit (seen once in CI: reset).
             swarm.pump(0)
-    swarm.pump_until(lambda: server.log().count(CUT_HARD) >= target, 15,
-                     "sleepers cut at the hard limit")
+    swarm.pump_until(
+        lambda: server.log().count(CUT_HARD) >= target, 15, "sleepers cut at the hard limit"
+    )
     hard_cut_s = time.monotonic() - flood_start
     # The others are over the soft limit and are cut when out_soft_limit_seconds pass.
-    swarm.pump_until(lambda: _members(server, room) == readers + 1, 15,
-                     "every sleeper disconnected")
+    swarm.pump_until(
+        lambda: _members(server, room) == readers + 1, 15, "every sleeper disconnected"
+    )
     log = server.log()
     figures = {
-        "readers": readers, "sleepers": sleepers, "messages_each": messages,
-        "base_per_s": baseline["per_s"], "load_per_s": loaded["per_s"],
-        "base_p99_s": baseline["latency_p99_s"], "load_p99_s": loaded["latency_p99_s"],
-        "base_p50_s": baseline["latency_p50_s"], "load_p50_s": loaded["latency_p50_s"],
-        "skipping_logged": skipping, "woke_got_skipped": woke_skipped,
-        "cut_hard": log.count(CUT_HARD), "cut_soft_time": log.count(CUT_SOFT_TIME),
-        "hard_cut_s": hard_cut_s, "rss_growth_kib": rss.stop(),
+        "readers": readers,
+        "sleepers": sleepers,
+        "messages_each": messages,
+        "base_per_s": baseline["per_s"],
+        "load_per_s": loaded["per_s"],
+        "base_p99_s": baseline["latency_p99_s"],
+        "load_p99_s": loaded["latency_p99_s"],
+        "base_p50_s": baseline["latency_p50_s"],
+        "load_p50_s": loaded["latency_p50_s"],
+        "skipping_logged": skipping,
+        "woke_got_skipped": woke_skipped,
+        "cut_hard": log.count(CUT_HARD),
+        "cut_soft_time": log.count(CUT_SOFT_TIME),
+        "hard_cut_s": hard_cut_s,
+        "rss_growth_kib": rss.stop(),
     }
     for s in sleeping:
         s.close()
@@ -746,14 +841,20 @@ def run_churn(server: ChatdProcess, cycles: int, batch: int = 100) -> dict[str, 
             nick = f"churn{base + i}"
             if plan[i] != "reset_unregistered":
                 nicks.append(nick)
-                s.send(frame(op="hello", nick=nick) + frame(op="join", room=f"#churn{i % 7}")
-                       + frame(op="join", room=f"#c{base + i}"))
+                s.send(
+                    frame(op="hello", nick=nick)
+                    + frame(op="join", room=f"#churn{i % 7}")
+                    + frame(op="join", room=f"#c{base + i}")
+                )
             else:
                 s.send(b'{"op":"hel')  # mid-line, before a nick
+
         def batch_joined(swarm: Swarm = swarm, plan: list[str] = plan) -> bool:
-            return all(way == "reset_unregistered" or
-                       sum(b'"history_end"' in x for x in swarm.lines[i]) == 2
-                       for i, way in enumerate(plan))
+            return all(
+                way == "reset_unregistered"
+                or sum(b'"history_end"' in x for x in swarm.lines[i]) == 2
+                for i, way in enumerate(plan)
+            )
 
         swarm.pump_until(batch_joined, 10, "batch joined")
         for i, s in enumerate(socks):
@@ -790,7 +891,7 @@ def run_churn(server: ChatdProcess, cycles: int, batch: int = 100) -> dict[str, 
     taker = server.json_client("churn_taker")
     taken = 0
     for lo in range(0, len(nicks), 500):
-        chunk = nicks[lo:lo + 500]
+        chunk = nicks[lo : lo + 500]
         taker.send(b"".join(frame(op="nick", nick=n) for n in chunk))
         for n in chunk:
             reply = taker.expect_frame(timeout=10)
@@ -800,10 +901,18 @@ def run_churn(server: ChatdProcess, cycles: int, batch: int = 100) -> dict[str, 
                 taken += 1
     taker.close()
     observer.close()
-    return {"cycles": cycles, "seconds": elapsed, "per_s": cycles / elapsed, "ways": count,
-            "fds_before": fds_before, "fds_after": fds_after,
-            "rooms_left": [r["room"] for r in rooms], "nicks_reusable": taken,
-            "nicks_used": len(nicks), "rss_growth_kib": rss.stop()}
+    return {
+        "cycles": cycles,
+        "seconds": elapsed,
+        "per_s": cycles / elapsed,
+        "ways": count,
+        "fds_before": fds_before,
+        "fds_after": fds_after,
+        "rooms_left": [r["room"] for r in rooms],
+        "nicks_reusable": taken,
+        "nicks_used": len(nicks),
+        "rss_growth_kib": rss.stop(),
+    }
 
 
 @pytest.mark.slow
@@ -824,11 +933,13 @@ def test_churn_leaves_nothing_behind(make_server) -> None:
 def _low_nofile(limit: int) -> Callable[[], None]:
     def preexec() -> None:  # runs in the child before exec: soft and hard, so the
         resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))  # server cannot lift it
+
     return preexec
 
 
-def run_fd_exhaustion(server: ChatdProcess, limit: int, extra: int,
-                      measure_s: float) -> dict[str, Any]:
+def run_fd_exhaustion(
+    server: ChatdProcess, limit: int, extra: int, measure_s: float
+) -> dict[str, Any]:
     """Open ``limit + extra`` connections against a server whose RLIMIT_NOFILE is
     ``limit``; measure its CPU while saturated; then free them and check recovery."""
     fds_idle = server.fd_count()
@@ -836,10 +947,15 @@ def run_fd_exhaustion(server: ChatdProcess, limit: int, extra: int,
     socks = many_sockets(server.port, limit + extra)  # the kernel completes them all
     swarm = Swarm(socks)
     swarm.send_all(lambda i: frame(op="hello", nick=f"fd{i}"))
-    swarm.pump_until(lambda: server.fd_count() >= limit - 1 and "accept failed" in server.log(),
-                     10, "the server to run out of descriptors")
-    welcomed = lambda: [i for i, lines in enumerate(swarm.lines)  # noqa: E731
-                        if any(b'"welcome"' in x for x in lines)]
+    swarm.pump_until(
+        lambda: server.fd_count() >= limit - 1 and "accept failed" in server.log(),
+        10,
+        "the server to run out of descriptors",
+    )
+
+    def welcomed() -> list[int]:
+        return [i for i, lines in enumerate(swarm.lines) if any(b'"welcome"' in x for x in lines)]
+
     # Saturated: the listening socket stays readable. Measure CPU over a few seconds.
     cpu0, t0 = server.cpu_seconds(), time.monotonic()
     deadline = t0 + measure_s
@@ -858,15 +974,22 @@ def run_fd_exhaustion(server: ChatdProcess, limit: int, extra: int,
     newcomer.close()
     swarm.close()
     wait_until(lambda: server.fd_count() <= fds_idle, 10, "descriptors back to idle")
-    return {"nofile": limit, "opened": len(socks), "served_while_full": len(served),
-            "waiting": len(waiting), "cpu_share_saturated": cpu_share,
-            "fds_idle": fds_idle, "fds_after": server.fd_count()}
+    return {
+        "nofile": limit,
+        "opened": len(socks),
+        "served_while_full": len(served),
+        "waiting": len(waiting),
+        "cpu_share_saturated": cpu_share,
+        "fds_idle": fds_idle,
+        "fds_after": server.fd_count(),
+    }
 
 
 def test_fd_exhaustion_no_spin_and_recovers(make_server) -> None:
     limit = 64
-    server = make_server("--rate-limit", "0", "--register-timeout-seconds", "60",
-                         preexec=_low_nofile(limit))
+    server = make_server(
+        "--rate-limit", "0", "--register-timeout-seconds", "60", preexec=_low_nofile(limit)
+    )
     got = run_fd_exhaustion(server, limit, extra=40, measure_s=2.0)
     print("fd exhaustion:", got)
     assert got["served_while_full"] >= limit - 16, got  # it used what it had
@@ -878,8 +1001,9 @@ def test_fd_exhaustion_no_spin_and_recovers(make_server) -> None:
 # ============================================================================ 7. flood
 
 
-def run_flood(server: ChatdProcess, flood: int, chatters: int, rate: float,
-              burst: int) -> dict[str, Any]:
+def run_flood(
+    server: ChatdProcess, flood: int, chatters: int, rate: float, burst: int
+) -> dict[str, Any]:
     """One client pipelines ``flood`` messages at once; ``chatters`` others keep talking.
     Returns arrival order and timing as a listener saw them, and chat latency."""
     room = "#flood"
@@ -887,14 +1011,19 @@ def run_flood(server: ChatdProcess, flood: int, chatters: int, rate: float,
     talkers = [server.json_client(f"calm{i}", room) for i in range(chatters)]
     flooder = server.json_client("flooder", room)
     # A pasted block is one message and one token, however many lines it holds.
-    lines = [frame(op="say", room=room, text=f"flood {k}" + ("\nmore" * 20 if k % 10 == 0
-                                                             else "")) for k in range(flood)]
+    lines = [
+        frame(op="say", room=room, text=f"flood {k}" + ("\nmore" * 20 if k % 10 == 0 else ""))
+        for k in range(flood)
+    ]
     start = time.monotonic()
     flooder.send(b"".join(lines))  # as fast as the socket takes it
 
     def flood_seen() -> list[int]:  # RawClient.lines keeps every line read, in order
-        return [int(strict_loads(x)["text"].split()[1]) for x in listener.lines
-                if x.startswith('{"type":"msg"') and '"text":"flood ' in x]
+        return [
+            int(strict_loads(x)["text"].split()[1])
+            for x in listener.lines
+            if x.startswith('{"type":"msg"') and '"text":"flood ' in x
+        ]
 
     latencies: list[float] = []
     duration = float("nan")
@@ -913,10 +1042,16 @@ def run_flood(server: ChatdProcess, flood: int, chatters: int, rate: float,
     seq = flood_seen()
     for c in (listener, flooder, *talkers):
         c.close()
-    return {"flood": flood, "arrived": len(seq), "in_order": seq == list(range(flood)),
-            "seconds": duration, "rate_seen": (flood - burst) / duration if duration else 0,
-            "latency_p50_s": statistics.median(latencies), "latency_max_s": max(latencies),
-            "rounds": len(latencies)}
+    return {
+        "flood": flood,
+        "arrived": len(seq),
+        "in_order": seq == list(range(flood)),
+        "seconds": duration,
+        "rate_seen": (flood - burst) / duration if duration else 0,
+        "latency_p50_s": statistics.median(latencies),
+        "latency_max_s": max(latencies),
+        "rounds": len(latencies),
+    }
 
 
 def test_flood_is_slowed_not_lost(make_server) -> None:
@@ -964,8 +1099,9 @@ def run_many(server: ChatdProcess, clients: int, rooms: int) -> dict[str, Any]:
 
     swarm = Swarm(socks, on_data=on_data)
     cpu0 = server.cpu_seconds()
-    swarm.send_all(lambda i: frame(op="hello", nick=f"m{i}") + frame(op="join",
-                                                                    room=f"#many{i % rooms}"))
+    swarm.send_all(
+        lambda i: frame(op="hello", nick=f"m{i}") + frame(op="join", room=f"#many{i % rooms}")
+    )
     swarm.pump_until(lambda: all(joined), 60, "everyone joined")
     joined_s = time.monotonic() - start
     join_cpu_s = server.cpu_seconds() - cpu0
@@ -975,11 +1111,17 @@ def run_many(server: ChatdProcess, clients: int, rooms: int) -> dict[str, Any]:
         socks[r].send(frame(op="say", room=f"#many{r}", text=f"fan-out {r}"))
     swarm.pump_until(lambda: all(got_msg), 30, "the fan-out delivered to all")
     fanout_s = time.monotonic() - t0
-    figures = {"clients": clients, "rooms": rooms, "connect_s": connected_s,
-               "register_join_s": joined_s, "server_cpu_join_s": join_cpu_s,
-               "fanout_s": fanout_s,
-               "delivered": sum(1 for n in got_msg if n == 1),
-               "server_fds": server.fd_count(), "rss_growth_kib": rss.stop()}
+    figures = {
+        "clients": clients,
+        "rooms": rooms,
+        "connect_s": connected_s,
+        "register_join_s": joined_s,
+        "server_cpu_join_s": join_cpu_s,
+        "fanout_s": fanout_s,
+        "delivered": sum(1 for n in got_msg if n == 1),
+        "server_fds": server.fd_count(),
+        "rss_growth_kib": rss.stop(),
+    }
     swarm.close()
     return figures
 
@@ -998,4 +1140,3 @@ def test_many_connections_all_delivered(make_server, fd_limit) -> None:
     assert got["fanout_s"] < 10, got
     server_healthy(server)
     wait_until(lambda: server.fd_count() < 50, 15, "all 5000 descriptors freed")
-

@@ -32,8 +32,21 @@ def _check(row: dict) -> None:
 
 @pytest.mark.timeout(60)
 def test_saturation_both_servers() -> None:
-    opts = bench_run.parse_args(["--quick", "--scenario", "sat100", "--n", "5",
-                                 "--senders", "1", "--duration", "1", "--warmup", "0.2"])
+    opts = bench_run.parse_args(
+        [
+            "--quick",
+            "--scenario",
+            "sat100",
+            "--n",
+            "5",
+            "--senders",
+            "1",
+            "--duration",
+            "1",
+            "--warmup",
+            "0.2",
+        ]
+    )
     started = time.monotonic()
     report = bench_run.run(opts)
     (scenario,) = report["scenarios"]
@@ -48,9 +61,27 @@ def test_saturation_both_servers() -> None:
 
 @pytest.mark.timeout(60)
 def test_fixed_rate_with_idle_connections() -> None:
-    opts = bench_run.parse_args(["--quick", "--scenario", "idle10k", "--servers", "chatd",
-                                 "--n", "3", "--senders", "2", "--idle", "20", "--rate", "40",
-                                 "--duration", "1", "--warmup", "0.2"])
+    opts = bench_run.parse_args(
+        [
+            "--quick",
+            "--scenario",
+            "idle10k",
+            "--servers",
+            "chatd",
+            "--n",
+            "3",
+            "--senders",
+            "2",
+            "--idle",
+            "20",
+            "--rate",
+            "40",
+            "--duration",
+            "1",
+            "--warmup",
+            "0.2",
+        ]
+    )
     report = bench_run.run(opts)
     row = report["scenarios"][0]["runs"]["chatd"]
     _check(row)

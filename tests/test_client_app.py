@@ -186,9 +186,21 @@ def test_password_protected_server(make_server, tmp_path) -> None:  # type: igno
     # The command line reads it from a file or CHATD_PASSWORD, never from an argument.
     secret = tmp_path / "pw"
     secret.write_text("wrong\n")
-    done = subprocess.run([sys.executable, "-m", "client", f"127.0.0.1:{server.port}",
-                           "--password-file", str(secret)], capture_output=True, text=True,
-                          timeout=30, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "client",
+            f"127.0.0.1:{server.port}",
+            "--password-file",
+            str(secret),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert done.returncode == 1 and done.stderr.strip() == "chat: the server refused the password"
 
 

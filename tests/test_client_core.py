@@ -138,6 +138,7 @@ def test_irc_fold() -> None:
 
 def test_room_names_follow_the_server_rules() -> None:
     from client.core import normalize_room
+
     assert normalize_room("lobby") == "#lobby"
     assert normalize_room("#lob\u200bby") is None  # the server refuses look-alikes too
     assert normalize_room("#a b") is None
@@ -497,8 +498,9 @@ def test_private_messages_either_way() -> None:
     assert incoming.lines[0].mention and not incoming.lines[0].own
     assert outgoing.lines[0].own and not outgoing.lines[0].mention
     assert outgoing.lines[0].target == "bob"
-    action = feed(state, frame(type="privmsg", **{"from": "bob"}, to="alice", text="waves",
-                               ts=1, action=True))
+    action = feed(
+        state, frame(type="privmsg", **{"from": "bob"}, to="alice", text="waves", ts=1, action=True)
+    )
     assert action.lines[0].text == "* bob waves"
 
 
@@ -673,15 +675,18 @@ def test_gap_after_a_reconnect_when_nothing_was_shown(newest: int | None) -> Non
     state = online()
     (floor,) = feed(state, frame(type="history_end", room="#lobby")).frames
     before = [json.loads(msg(newest))] if newest else []
-    assert feed(state, frame(type="history", room="#lobby", id=floor["id"],
-                             messages=before)) == Output()
+    assert (
+        feed(state, frame(type="history", room="#lobby", id=floor["id"], messages=before))
+        == Output()
+    )
     reconnect(state)
     out = feed(state, frame(type="joined", room="#lobby", topic="", members=["alice"]))
     (gap,) = out.frames
     assert gap["after"] == (newest or 0)
     base = newest or 0
-    out = feed(state, msg(base + 4, history=True), frame(type="history_end", room="#lobby"),
-               msg(base + 5))
+    out = feed(
+        state, msg(base + 4, history=True), frame(type="history_end", room="#lobby"), msg(base + 5)
+    )
     assert out.lines == [] and out.frames == []  # held; no second floor request
     missed = [json.loads(msg(base + n)) for n in (1, 2, 3, 4, 5)]
     out = feed(state, frame(type="history", room="#lobby", id=gap["id"], messages=missed))
@@ -695,8 +700,15 @@ def test_skipped_when_nothing_was_shown_fetches_after_the_floor() -> None:
     feed(state, frame(type="history", room="#lobby", id=floor["id"], messages=[]))
     (gap,) = feed(state, frame(type="skipped", count=2)).frames
     assert gap["after"] == 0
-    out = feed(state, frame(type="history", room="#lobby", id=gap["id"],
-                            messages=[json.loads(msg(1)), json.loads(msg(2))]))
+    out = feed(
+        state,
+        frame(
+            type="history",
+            room="#lobby",
+            id=gap["id"],
+            messages=[json.loads(msg(1)), json.loads(msg(2))],
+        ),
+    )
     assert texts(out) == ["m1", "m2"]
 
 

@@ -220,13 +220,19 @@ def test_restart_gap_every_message_once_in_order(  # type: ignore[no-untyped-def
         os.kill(pid, signal.SIGSTOP)
         try:
             server.start()  # same port, same history file
-            wait_until(lambda: bob.sent_while_alice_away >= 20, timeout=15,
-                       what="bob talking while alice is away")
+            wait_until(
+                lambda: bob.sent_while_alice_away >= 20,
+                timeout=15,
+                what="bob talking while alice is away",
+            )
         finally:
             os.kill(pid, signal.SIGCONT)
         alice.wait_for("you joined #lobby", count=2, timeout=15)
-        wait_until(lambda: bob.sent_since_alice_back >= 20, timeout=15,
-                   what="bob talking after alice is back")
+        wait_until(
+            lambda: bob.sent_since_alice_back >= 20,
+            timeout=15,
+            what="bob talking after alice is back",
+        )
     finally:
         last = bob.finish()
     assert bob.error is None, bob.error
@@ -245,9 +251,18 @@ def test_skipped_gap_every_message_once_in_order(  # type: ignore[no-untyped-def
     make_server, tmux, tmp_path
 ) -> None:
     server: ChatdProcess = make_server(
-        "--db", str(tmp_path / "h.db"), "--rate-limit", "0",
-        "--out-soft-limit-bytes", "8192", "--out-high-water-bytes", "4096",
-        "--out-low-water-bytes", "2048", "--send-buffer-bytes", "4096",
+        "--db",
+        str(tmp_path / "h.db"),
+        "--rate-limit",
+        "0",
+        "--out-soft-limit-bytes",
+        "8192",
+        "--out-high-water-bytes",
+        "4096",
+        "--out-low-water-bytes",
+        "2048",
+        "--send-buffer-bytes",
+        "4096",
     )
     alice = client(tmux, tmp_path, server.port, "alice")
     pid = client_pid(alice)

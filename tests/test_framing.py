@@ -20,27 +20,30 @@ def feed_chunks(chunks: list[bytes], limit: int = 16) -> list[object]:
 def every_way(data: bytes, limit: int = 16) -> list[object]:
     """Feed ``data`` whole, byte by byte and split at each position; all must agree."""
     whole = feed_chunks([data], limit)
-    assert feed_chunks([data[i:i + 1] for i in range(len(data))], limit) == whole
+    assert feed_chunks([data[i : i + 1] for i in range(len(data))], limit) == whole
     for cut in range(len(data) + 1):
         assert feed_chunks([data[:cut], data[cut:]], limit) == whole, cut
     return whole
 
 
-@pytest.mark.parametrize("data, frames", [
-    (b"hello\n", [b"hello"]),
-    (b"hello\r\n", [b"hello"]),
-    (b"a\nb\r\nc\n", [b"a", b"b", b"c"]),
-    (b"\n\r\n\n", []),  # empty lines are dropped
-    (b"no newline yet", []),
-    (b"inner\rcr\n", [b"inner\rcr"]),  # only a \r right before \n is dropped
-    (b"two\r\r\n", [b"two\r"]),
-    (b"x" * 16 + b"\n", [b"x" * 16]),  # exactly at the limit
-    (b"x" * 16 + b"\r\n", [b"x" * 16]),  # the \r does not count
-    (b"x" * 17 + b"\n", [LINE_TOO_LONG]),
-    (b"x" * 17 + b"\nok\n", [LINE_TOO_LONG, b"ok"]),
-    (b"x" * 40 + b"\nok\n", [LINE_TOO_LONG, b"ok"]),  # one marker per long line
-    (b"a\n" + b"y" * 100, [b"a", LINE_TOO_LONG]),  # reported before its newline comes
-])
+@pytest.mark.parametrize(
+    "data, frames",
+    [
+        (b"hello\n", [b"hello"]),
+        (b"hello\r\n", [b"hello"]),
+        (b"a\nb\r\nc\n", [b"a", b"b", b"c"]),
+        (b"\n\r\n\n", []),  # empty lines are dropped
+        (b"no newline yet", []),
+        (b"inner\rcr\n", [b"inner\rcr"]),  # only a \r right before \n is dropped
+        (b"two\r\r\n", [b"two\r"]),
+        (b"x" * 16 + b"\n", [b"x" * 16]),  # exactly at the limit
+        (b"x" * 16 + b"\r\n", [b"x" * 16]),  # the \r does not count
+        (b"x" * 17 + b"\n", [LINE_TOO_LONG]),
+        (b"x" * 17 + b"\nok\n", [LINE_TOO_LONG, b"ok"]),
+        (b"x" * 40 + b"\nok\n", [LINE_TOO_LONG, b"ok"]),  # one marker per long line
+        (b"a\n" + b"y" * 100, [b"a", LINE_TOO_LONG]),  # reported before its newline comes
+    ],
+)
 def test_frames_every_way(data: bytes, frames: list[object]) -> None:
     assert every_way(data) == frames
 
@@ -69,8 +72,11 @@ def test_limit_must_be_positive() -> None:
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(st.one_of(st.binary(max_size=24), st.sampled_from([b"\n", b"\r\n", b"\r"])),
-                max_size=12))
+@given(
+    st.lists(
+        st.one_of(st.binary(max_size=24), st.sampled_from([b"\n", b"\r\n", b"\r"])), max_size=12
+    )
+)
 def test_any_input_splits_the_same_way(parts: list[bytes]) -> None:
     data = b"".join(parts)
     frames = every_way(data)

@@ -45,8 +45,9 @@ def _close_clients(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 def msg(mid: int, room: str = "#r", text: str | None = None, action: bool = False) -> Message:
-    return Message(room, "alice", text if text is not None else f"m{mid}", 1000.0 + mid, mid,
-                   action=action)
+    return Message(
+        room, "alice", text if text is not None else f"m{mid}", 1000.0 + mid, mid, action=action
+    )
 
 
 def filled(path: str, mids: range, room: str = "#r") -> SqliteHistory:
@@ -108,8 +109,12 @@ def run_chatd(*args: str, env: dict[str, str] | None = None) -> subprocess.Compl
     """Run chatd expecting it to exit by itself (a startup failure)."""
     return subprocess.run(
         [sys.executable, "-m", "chatd", "--host", "127.0.0.1", "--port", "0", *args],
-        capture_output=True, text=True, timeout=15, cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+        capture_output=True,
+        text=True,
+        timeout=15,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+    )
 
 
 # --------------------------------------------------------------------------- the store
@@ -187,8 +192,9 @@ def test_store_schema_is_versioned_and_in_wal_mode(tmp_path: Path) -> None:
     assert "messages_by_room" in indexes
 
 
-def test_store_migration_hook_runs_each_step(tmp_path: Path,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_store_migration_hook_runs_each_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = str(tmp_path / "h.db")
     filled(path, range(1, 4)).close()
 
@@ -224,8 +230,9 @@ def test_store_refuses_somebody_elses_sqlite_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("kind", ["garbage", "directory", "parent_is_a_file", "no_parent"])
-def test_store_unusable_paths_raise_history_error_naming_the_file(tmp_path: Path,
-                                                                   kind: str) -> None:
+def test_store_unusable_paths_raise_history_error_naming_the_file(
+    tmp_path: Path, kind: str
+) -> None:
     path = tmp_path / "h.db"
     if kind == "garbage":
         path.write_bytes(b"this is not an SQLite database\n" * 200)
@@ -269,8 +276,9 @@ def test_store_file_in_use_by_another_process_is_refused(tmp_path: Path) -> None
     open_store(str(path)).close()
 
 
-def test_store_default_path_is_in_the_data_dir(tmp_path: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_store_default_path_is_in_the_data_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     store = open_store("")
     assert store.path == str(tmp_path / "data" / "chatd" / "history.db")
@@ -303,8 +311,9 @@ def test_join_replays_the_last_n_then_history_end(make_server: Any) -> None:
     assert joined["members"] == ["alice", "bob"]
     assert [m["mid"] for m in replayed] == mids[-3:]
     assert [m["text"] for m in replayed] == ["line 3", "line 4", "waves"]
-    assert all(m["history"] is True and m["room"] == "#r" and m["from"] == "alice"
-               for m in replayed)
+    assert all(
+        m["history"] is True and m["room"] == "#r" and m["from"] == "alice" for m in replayed
+    )
     assert replayed[-1]["action"] is True
     # Live messages after the replay carry no history flag.
     alice.say("#r", "live")
@@ -371,10 +380,22 @@ def test_history_for_a_room_you_are_not_in(chatd_server: ChatdProcess) -> None:
 
 
 BAD_HISTORY_REQUESTS = [
-    {"limit": 0}, {"limit": -1}, {"limit": 10**9}, {"limit": 501}, {"limit": 2.5},
-    {"limit": "10"}, {"limit": None, "before": "5"}, {"before": 1.5}, {"after": True},
-    {"after": -1}, {"before": 2**63}, {"after": 10**30}, {"before": [1]},
-    {"after": {"mid": 3}}, {"room": 7}, {"room": None},
+    {"limit": 0},
+    {"limit": -1},
+    {"limit": 10**9},
+    {"limit": 501},
+    {"limit": 2.5},
+    {"limit": "10"},
+    {"limit": None, "before": "5"},
+    {"before": 1.5},
+    {"after": True},
+    {"after": -1},
+    {"before": 2**63},
+    {"after": 10**30},
+    {"before": [1]},
+    {"after": {"mid": 3}},
+    {"room": 7},
+    {"room": None},
 ]
 
 
@@ -387,8 +408,7 @@ def test_history_bad_requests(chatd_server: ChatdProcess) -> None:
     alice.expect_frame(type="pong")
 
 
-def test_text_mode_shows_replay_as_earlier_and_history_command(
-        chatd_server: ChatdProcess) -> None:
+def test_text_mode_shows_replay_as_earlier_and_history_command(chatd_server: ChatdProcess) -> None:
     alice = chatd_server.json_client("alice", "#lobby")
     say_and_wait(alice, "#lobby", ["first", "second", "third"])
     bob = chatd_server.text_client("bob")
@@ -404,8 +424,7 @@ def test_text_mode_shows_replay_as_earlier_and_history_command(
     assert bob.expect(lambda line: line.startswith("!!!"))
 
 
-def test_restart_keeps_history_and_mids_keep_increasing(make_server: Any,
-                                                       tmp_path: Path) -> None:
+def test_restart_keeps_history_and_mids_keep_increasing(make_server: Any, tmp_path: Path) -> None:
     db = str(tmp_path / "history.db")
     server = make_server("--rate-limit", "0", "--db", db)
     assert any(f"room history in {db}" in line for line in server.stdout_lines)
@@ -471,15 +490,21 @@ def test_sigkill_loses_nothing_any_client_received(make_server: Any, tmp_path: P
     def blast(client: JsonClient, name: str) -> None:
         try:
             for b in range(max_blocks):
-                client.send("".join(f'{{"op":"say","room":"#load","text":"{name} {b}.{n}"}}\n'
-                                    for n in range(block_size)).encode())
+                client.send(
+                    "".join(
+                        f'{{"op":"say","room":"#load","text":"{name} {b}.{n}"}}\n'
+                        for n in range(block_size)
+                    ).encode()
+                )
         except OSError:
             pass  # the server died: that is the point
 
     # Each sender writes and reads at once (two threads on one socket), so neither side's
     # buffers stall the traffic: it is still flowing when the kill lands.
-    threads = [threading.Thread(target=blast, args=(c, f"s{i}"), daemon=True)
-               for i, c in enumerate(senders)]
+    threads = [
+        threading.Thread(target=blast, args=(c, f"s{i}"), daemon=True)
+        for i, c in enumerate(senders)
+    ]
     threads += [threading.Thread(target=drain, args=(c,), daemon=True) for c in senders]
     for thread in threads:
         thread.start()
@@ -504,8 +529,10 @@ def test_sigkill_loses_nothing_any_client_received(make_server: Any, tmp_path: P
     assert stored == sorted(set(stored))
     assert len(stored) < 3 * block_size * max_blocks, "the kill should land mid-traffic"
     missing = received - set(stored)
-    assert not missing, (f"{len(missing)} of {len(received)} received mids not among "
-                         f"{len(stored)} stored, e.g. {sorted(missing)[:5]}")
+    assert not missing, (
+        f"{len(missing)} of {len(received)} received mids not among "
+        f"{len(stored)} stored, e.g. {sorted(missing)[:5]}"
+    )
     (new_mid,) = say_and_wait(reader, "#load", ["after the kill"])
     assert new_mid > max(stored)
 

@@ -94,18 +94,26 @@ def test_say_is_stored_then_delivered_to_every_member_sender_included() -> None:
     register(hub, 3, "carol", "#b")
     message = Message("#a", "alice", "hi", NOW, 1)
     assert hub.handle(1, Say("#a", "hi"), NOW) == [
-        Store(message), Deliver((1, 2), message, droppable=True)]
+        Store(message),
+        Deliver((1, 2), message, droppable=True),
+    ]
     # With a request id the sender's copy is its own direct reply.
     second = Message("#a", "alice", "again", NOW, 2, action=True)
     assert hub.handle(1, Say("#a", "again", action=True, rid="x"), NOW) == [
-        Store(second), Deliver((1, 2), second, rid="x", droppable=True, reply_to=1)]
+        Store(second),
+        Deliver((1, 2), second, rid="x", droppable=True, reply_to=1),
+    ]
 
 
 def test_mids_increase_across_rooms() -> None:
     hub = Hub(Config(history_replay=0), next_mid=41)
     register(hub, 1, "alice", "#a", "#b")
-    mids = [a.message.mid for cmd in (Say("#a", "1"), Say("#b", "2"), Say("#a", "3"))
-            for a in hub.handle(1, cmd, NOW) if isinstance(a, Store)]
+    mids = [
+        a.message.mid
+        for cmd in (Say("#a", "1"), Say("#b", "2"), Say("#a", "3"))
+        for a in hub.handle(1, cmd, NOW)
+        if isinstance(a, Store)
+    ]
     assert mids == [41, 42, 43]
     assert hub.next_mid == 44
 
@@ -128,37 +136,40 @@ def test_current_room_is_the_last_joined() -> None:
     assert errors(hub.handle(1, Say(None, "z"), NOW)) == ["not_in_room"]
 
 
-@pytest.mark.parametrize("command, code", [
-    (Join("lobby"), "bad_room"),
-    (Join("#"), "bad_room"),
-    (Join("#a b"), "bad_room"),
-    (Join("#a,b"), "bad_room"),
-    (Join("#" + "x" * 33), "bad_room"),
-    (Join("#bell\x07"), "bad_room"),
-    (Join("#lob\u200bby"), "bad_room"),  # zero-width space: a look-alike of #lobby
-    (Join("#\u202eybbol"), "bad_room"),  # right-to-left override
-    (Say("#nowhere", "hi"), "not_in_room"),
-    (Say("nowhere", "hi"), "bad_room"),
-    (Who("no hash"), "bad_room"),
-    (Topic("#a", "t" * 301), "text_too_long"),
-    (Say("#a", ""), "bad_request"),
-    (Say("#a", "   "), "bad_request"),
-    (Say("#a", "x" * 2001), "text_too_long"),
-    (PrivMsg("nobody", "hi"), "no_such_nick"),
-    (Nick("9lives"), "bad_nick"),
-    (Nick("-dash"), "bad_nick"),
-    (Nick("x" * 25), "bad_nick"),
-    (Nick("esc\x1bape"), "bad_nick"),
-    (Nick("BOB"), "nick_taken"),  # case-insensitive
-    (Who("#nowhere"), "no_such_room"),
-    (Topic("#b", "t"), "not_in_room"),
-    (Part("#b"), "not_in_room"),
-    (History("#a", limit=0), "bad_request"),
-    (History("#a", limit=10**9), "bad_request"),
-    (History("#a", before=-1), "bad_request"),
-    (Hello("again"), "already_registered"),
-    (Whois("ghost"), "no_such_nick"),
-])
+@pytest.mark.parametrize(
+    "command, code",
+    [
+        (Join("lobby"), "bad_room"),
+        (Join("#"), "bad_room"),
+        (Join("#a b"), "bad_room"),
+        (Join("#a,b"), "bad_room"),
+        (Join("#" + "x" * 33), "bad_room"),
+        (Join("#bell\x07"), "bad_room"),
+        (Join("#lob\u200bby"), "bad_room"),  # zero-width space: a look-alike of #lobby
+        (Join("#\u202eybbol"), "bad_room"),  # right-to-left override
+        (Say("#nowhere", "hi"), "not_in_room"),
+        (Say("nowhere", "hi"), "bad_room"),
+        (Who("no hash"), "bad_room"),
+        (Topic("#a", "t" * 301), "text_too_long"),
+        (Say("#a", ""), "bad_request"),
+        (Say("#a", "   "), "bad_request"),
+        (Say("#a", "x" * 2001), "text_too_long"),
+        (PrivMsg("nobody", "hi"), "no_such_nick"),
+        (Nick("9lives"), "bad_nick"),
+        (Nick("-dash"), "bad_nick"),
+        (Nick("x" * 25), "bad_nick"),
+        (Nick("esc\x1bape"), "bad_nick"),
+        (Nick("BOB"), "nick_taken"),  # case-insensitive
+        (Who("#nowhere"), "no_such_room"),
+        (Topic("#b", "t"), "not_in_room"),
+        (Part("#b"), "not_in_room"),
+        (History("#a", limit=0), "bad_request"),
+        (History("#a", limit=10**9), "bad_request"),
+        (History("#a", before=-1), "bad_request"),
+        (Hello("again"), "already_registered"),
+        (Whois("ghost"), "no_such_nick"),
+    ],
+)
 def test_refusals(command: object, code: str) -> None:
     hub = make_hub()
     register(hub, 1, "alice", "#a")
@@ -191,7 +202,9 @@ def test_nick_change_reaches_room_neighbours_once() -> None:
     register(hub, 2, "bob", "#a", "#b")
     register(hub, 3, "carol", "#c")
     assert hub.handle(1, Nick("Alicia"), NOW) == [
-        Deliver((2,), NickEvent("alice", "Alicia")), Deliver((1,), NickEvent("alice", "Alicia"))]
+        Deliver((2,), NickEvent("alice", "Alicia")),
+        Deliver((1,), NickEvent("alice", "Alicia")),
+    ]
     assert hub.nick_of(1) == "Alicia"
     assert hub.handle(1, Nick("alicia"), NOW)[0].event == NickEvent("Alicia", "alicia")  # type: ignore[attr-defined]
     assert hub.handle(1, Nick("alicia"), NOW) == []  # no change, no noise
@@ -206,8 +219,7 @@ def test_private_message_to_both_and_away_notice() -> None:
     assert hub.handle(2, Away("lunch"), NOW) == [Deliver((2,), AwayReply(True))]
     actions = hub.handle(1, PrivMsg("bob", "back?"), NOW)
     assert actions[-1] == Deliver((1,), AwayNotice("bob", "lunch"))
-    assert hub.handle(1, Whois("bob"), NOW) == [
-        Deliver((1,), WhoisReply("bob", (), "lunch", 0))]
+    assert hub.handle(1, Whois("bob"), NOW) == [Deliver((1,), WhoisReply("bob", (), "lunch", 0))]
 
 
 def test_who_rooms_topic() -> None:
@@ -216,11 +228,14 @@ def test_who_rooms_topic() -> None:
     register(hub, 2, "bob", "#a")
     assert hub.handle(2, Who("#A"), NOW) == [Deliver((2,), WhoReply("#a", ("alice", "bob")))]
     assert hub.handle(2, Topic("#a", "lunch\nat noon"), NOW) == [
-        Deliver((1, 2), TopicEvent("#a", "lunch at noon", "bob"))]
+        Deliver((1, 2), TopicEvent("#a", "lunch at noon", "bob"))
+    ]
     assert hub.handle(1, Topic("#a", None), NOW) == [
-        Deliver((1,), TopicEvent("#a", "lunch at noon", ""))]
-    assert hub.handle(2, Rooms(), NOW) == [Deliver((2,), RoomsReply((
-        RoomInfo("#a", 2, "lunch at noon"), RoomInfo("#b", 1, ""))))]
+        Deliver((1,), TopicEvent("#a", "lunch at noon", ""))
+    ]
+    assert hub.handle(2, Rooms(), NOW) == [
+        Deliver((2,), RoomsReply((RoomInfo("#a", 2, "lunch at noon"), RoomInfo("#b", 1, ""))))
+    ]
 
 
 def test_part_goes_to_room_and_empty_room_disappears() -> None:
@@ -238,7 +253,9 @@ def test_quit_announces_once_and_closes_after_flush() -> None:
     register(hub, 2, "bob", "#a", "#b")
     register(hub, 3, "carol", "#c")
     assert hub.handle(1, Quit("gone\x1b"), NOW) == [
-        Deliver((2,), QuitEvent("alice", "gone\ufffd")), Close(1, "quit: gone\ufffd", flush=True)]
+        Deliver((2,), QuitEvent("alice", "gone\ufffd")),
+        Close(1, "quit: gone\ufffd", flush=True),
+    ]
     assert hub.handle(1, Disconnected("closed"), NOW) == []  # the server's notice: harmless
     assert hub.stats() == {"clients": 2, "registered": 2, "rooms": 3}  # bob keeps #a, #b
 
@@ -267,7 +284,8 @@ def test_history_request_becomes_a_fetch_for_members_only() -> None:
     hub = make_hub()
     register(hub, 1, "alice", "#a")
     assert hub.handle(1, History("#a", after=3, rid=9), NOW) == [
-        FetchHistory(1, "#a", None, 3, 50, rid=9)]
+        FetchHistory(1, "#a", None, 3, 50, rid=9)
+    ]
     assert errors(hub.handle(1, History("#other"), NOW)) == ["not_in_room"]
 
 

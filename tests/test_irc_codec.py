@@ -99,7 +99,7 @@ class Net:
                 self.history.append(action.message)
             elif isinstance(action, Replay):
                 old = [m for m in self.history if m.room.lower() == action.room.lower()]
-                for m in old[-action.limit:]:
+                for m in old[-action.limit :]:
                     self._deliver(Deliver((action.cid,), _as_history(m)))
                 self._deliver(Deliver((action.cid,), HistoryEnd(action.room, len(old))))
             elif isinstance(action, Close):
@@ -153,17 +153,18 @@ def numerics(lines: list[str]) -> list[str]:
 
 def test_parse_plain_command_with_trailing() -> None:
     assert parse_line(b"PRIVMSG #room :hello there") == IrcMessage(
-        "PRIVMSG", ("#room", "hello there"))
+        "PRIVMSG", ("#room", "hello there")
+    )
 
 
 def test_parse_tags_source_and_escapes() -> None:
-    msg = parse_line(b"@time=2024-01-01T00:00:00Z;+draft/x=a\\sb\\:c\\\\d\\;flag :nick!u@h "
-                     b"privmsg #a :hi")
+    msg = parse_line(
+        b"@time=2024-01-01T00:00:00Z;+draft/x=a\\sb\\:c\\\\d\\;flag :nick!u@h privmsg #a :hi"
+    )
     assert msg is not None
     assert msg.command == "PRIVMSG"
     assert msg.source == "nick!u@h"
-    assert dict(msg.tags) == {"time": "2024-01-01T00:00:00Z", "+draft/x": "a b;c\\d",
-                              "flag": ""}
+    assert dict(msg.tags) == {"time": "2024-01-01T00:00:00Z", "+draft/x": "a b;c\\d", "flag": ""}
     assert msg.params == ("#a", "hi")
 
 
@@ -183,9 +184,11 @@ def test_parse_missing_parameters() -> None:
 
 def test_parse_excess_spaces() -> None:
     assert parse_line(b"   PRIVMSG    #a     :  spaced  text ") == IrcMessage(
-        "PRIVMSG", ("#a", "  spaced  text "))
+        "PRIVMSG", ("#a", "  spaced  text ")
+    )
     assert parse_line(b"USER  u   0  *   realname") == IrcMessage(
-        "USER", ("u", "0", "*", "realname"))
+        "USER", ("u", "0", "*", "realname")
+    )
 
 
 def test_parse_fifteenth_parameter_takes_the_rest() -> None:
@@ -227,8 +230,10 @@ def test_decode_never_raises_before_or_after_registration(data: bytes) -> None:
 def test_format_line_trailing_and_tags() -> None:
     assert format_line("PRIVMSG", "#a", trailing="") == "PRIVMSG #a :"
     assert format_line("PRIVMSG", "#a", trailing=":-)", source="n!u@h") == ":n!u@h PRIVMSG #a ::-)"
-    assert format_line("PING", trailing="x", tags={"time": "t", "k": "a;b c\\"}) == \
-        "@time=t;k=a\\:b\\sc\\\\ PING :x"
+    assert (
+        format_line("PING", trailing="x", tags={"time": "t", "k": "a;b c\\"})
+        == "@time=t;k=a\\:b\\sc\\\\ PING :x"
+    )
 
 
 def test_format_line_neutralises_line_breaks_and_nul() -> None:
@@ -381,8 +386,12 @@ def test_join_renders_join_topic_names_and_others_see_join() -> None:
     net.send(1, "TOPIC #room :lunch at noon")
     net.irc_user(2, "bob")
     got = net.send(2, "JOIN #room")
-    assert got == [":bob!bob@chatd JOIN #Room", ":srv 332 bob #Room :lunch at noon",
-                   ":srv 353 bob = #Room :ann bob", ":srv 366 bob #Room :End of /NAMES list"]
+    assert got == [
+        ":bob!bob@chatd JOIN #Room",
+        ":srv 332 bob #Room :lunch at noon",
+        ":srv 353 bob = #Room :ann bob",
+        ":srv 366 bob #Room :End of /NAMES list",
+    ]
     assert net.out[1][-1] == ":bob!bob@chatd JOIN #Room"
     assert net.send(2, "JOIN #ROOM") == []  # already there: nothing, as IRC servers do
 
@@ -392,7 +401,10 @@ def test_join_several_and_zero_parts_all() -> None:
     net.irc_user(1, "ann")
     got = net.send(1, "JOIN #a,#b,,#c key1,key2")
     assert [line for line in got if " JOIN " in line] == [
-        ":ann!ann@chatd JOIN #a", ":ann!ann@chatd JOIN #b", ":ann!ann@chatd JOIN #c"]
+        ":ann!ann@chatd JOIN #a",
+        ":ann!ann@chatd JOIN #b",
+        ":ann!ann@chatd JOIN #c",
+    ]
     got = net.send(1, "JOIN 0")
     assert got == [":ann!ann@chatd PART #a", ":ann!ann@chatd PART #b", ":ann!ann@chatd PART #c"]
     assert net.hub.rooms_of(1) == []
@@ -465,8 +477,7 @@ def test_private_messages_and_notices() -> None:
     assert net.out[2][-1] == ":ann!ann@chatd NOTICE bob :fyi"
     net.send(1, "PRIVMSG bob :\x01ACTION nods\x01")
     assert net.out[2][-1] == ":ann!ann@chatd PRIVMSG bob :\x01ACTION nods\x01"  # stays an action
-    assert net.send(1, "PRIVMSG ann :note to self") == [
-        ":ann!ann@chatd PRIVMSG ann :note to self"]
+    assert net.send(1, "PRIVMSG ann :note to self") == [":ann!ann@chatd PRIVMSG ann :note to self"]
 
 
 def test_private_echo_with_echo_message() -> None:
@@ -494,9 +505,11 @@ def test_who_names_list_topic() -> None:
     net.irc_user(1, "ann", "#a")
     net.irc_user(2, "bob", "#a", "#b")
     got = net.send(1, "WHO #a")
-    assert got == [":srv 352 ann #a ann chatd srv ann H :0 ann",
-                   ":srv 352 ann #a bob chatd srv bob H :0 bob",
-                   ":srv 315 ann #a :End of /WHO list"]
+    assert got == [
+        ":srv 352 ann #a ann chatd srv ann H :0 ann",
+        ":srv 352 ann #a bob chatd srv bob H :0 bob",
+        ":srv 315 ann #a :End of /WHO list",
+    ]
     assert numerics(net.send(1, "WHO bob")) == ["352", "315"]
     assert numerics(net.send(1, "WHO nobody")) == ["315"]
     assert numerics(net.send(1, "WHO #nowhere")) == ["315"]
@@ -528,39 +541,43 @@ def test_part_with_reason() -> None:
     assert net.send(1, "PART #a :gone fishing") == [":ann!ann@chatd PART #a :gone fishing"]
     assert net.out[2][-1] == ":ann!ann@chatd PART #a :gone fishing"
     assert net.send(1, "PRIVMSG #a :still here?") == [
-        ":srv 404 ann #a :Cannot send to channel: join it first"]
+        ":srv 404 ann #a :Cannot send to channel: join it first"
+    ]
 
 
-@pytest.mark.parametrize("line, expected", [
-    ("PRIVMSG nobody :hi", ["401"]),
-    ("PRIVMSG", ["411"]),
-    ("PRIVMSG #a", ["412"]),
-    ("PRIVMSG #a :", ["412"]),
-    ("NOTICE nobody :hi", []),  # never an error for a NOTICE
-    ("NOTICE", []),
-    ("JOIN", ["461"]),
-    ("JOIN nohash", ["403"]),
-    ("PART #elsewhere", ["442"]),
-    ("PART", ["461"]),
-    ("TOPIC #elsewhere :x", ["442"]),
-    ("TOPIC #nowhere", ["403"]),
-    ("WHOIS nobody", ["401", "318"]),
-    ("WHOIS", ["431"]),
-    ("NICK", ["431"]),
-    ("NICK 1bad", ["432"]),
-    ("NICK taken", ["433"]),
-    ("FROB x y", ["421"]),
-    ("MODE", ["461"]),
-    ("MODE #a", ["324"]),
-    ("MODE #a b", ["368"]),
-    ("MODE #a +o taken", ["482"]),
-    ("MODE ann", ["221"]),
-    ("MODE ann +i", []),
-    ("MODE ann -i", ["501"]),
-    ("MODE ann +w", ["501"]),
-    ("MODE taken", ["502"]),
-    ("CAP FOO", ["410"]),
-])
+@pytest.mark.parametrize(
+    "line, expected",
+    [
+        ("PRIVMSG nobody :hi", ["401"]),
+        ("PRIVMSG", ["411"]),
+        ("PRIVMSG #a", ["412"]),
+        ("PRIVMSG #a :", ["412"]),
+        ("NOTICE nobody :hi", []),  # never an error for a NOTICE
+        ("NOTICE", []),
+        ("JOIN", ["461"]),
+        ("JOIN nohash", ["403"]),
+        ("PART #elsewhere", ["442"]),
+        ("PART", ["461"]),
+        ("TOPIC #elsewhere :x", ["442"]),
+        ("TOPIC #nowhere", ["403"]),
+        ("WHOIS nobody", ["401", "318"]),
+        ("WHOIS", ["431"]),
+        ("NICK", ["431"]),
+        ("NICK 1bad", ["432"]),
+        ("NICK taken", ["433"]),
+        ("FROB x y", ["421"]),
+        ("MODE", ["461"]),
+        ("MODE #a", ["324"]),
+        ("MODE #a b", ["368"]),
+        ("MODE #a +o taken", ["482"]),
+        ("MODE ann", ["221"]),
+        ("MODE ann +i", []),
+        ("MODE ann -i", ["501"]),
+        ("MODE ann +w", ["501"]),
+        ("MODE taken", ["502"]),
+        ("CAP FOO", ["410"]),
+    ],
+)
 def test_errors_map_to_numerics(line: str, expected: list[str]) -> None:
     net = Net()
     net.irc_user(1, "ann", "#a")
@@ -592,8 +609,9 @@ def test_history_replay_marked_with_and_without_server_time() -> None:
     net.irc_user(3, "cy")
     got = net.send(3, "JOIN #a")
     [replayed] = [line for line in got if "PRIVMSG" in line]
-    assert re.fullmatch(r":ann!ann@chatd PRIVMSG #a :\[\d{4}-\d\d-\d\d \d\d:\d\d\] earlier words",
-                        replayed)
+    assert re.fullmatch(
+        r":ann!ann@chatd PRIVMSG #a :\[\d{4}-\d\d-\d\d \d\d:\d\d\] earlier words", replayed
+    )
     net.irc_user(4, "dee")
     assert not any("NOTICE" in line for line in net.send(4, "JOIN #empty"))
 
@@ -625,8 +643,9 @@ def test_codec_answers_for_events_it_renders_itself() -> None:
     codec = IrcCodec("srv")
     codec.observe(Welcome("ann", "srv"))
     codec.observe(Joined("#a", "", ("ann",)))
-    assert codec.encode(Error(ErrorCode.TIMEOUT, "too slow")) == \
-        b"ERROR :Closing link: too slow\r\n"
+    assert (
+        codec.encode(Error(ErrorCode.TIMEOUT, "too slow")) == b"ERROR :Closing link: too slow\r\n"
+    )
     assert codec.encode(Error("weird_code", "odd")) == b":srv NOTICE ann :weird_code: odd\r\n"
     line = codec.encode(PrivateMessage("bob", "ann", "x", 0.0, notice=True))
     assert line == b":bob!bob@chatd NOTICE ann :x\r\n"

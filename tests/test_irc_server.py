@@ -194,18 +194,19 @@ def test_framing_limits_and_bad_bytes_on_the_irc_port(server: ChatdProcess) -> N
     ann.send(b"PRIVMSG #a :caf\xe9 cr\xe8me\r\n")  # a Latin-1 client
     jay.expect_frame(type="msg", text="café crème")
     ann.send_line("FROBNICATE now")
-    assert ann.expect(lambda line: " 421 " in line) == \
-        ":irc.test 421 ann FROBNICATE :Unknown command"
+    assert (
+        ann.expect(lambda line: " 421 " in line) == ":irc.test 421 ann FROBNICATE :Unknown command"
+    )
     ann.send_line("PRIVMSG #a :still fine")
     jay.expect_frame(type="msg", text="still fine")
 
 
-def test_password_and_registration_timeout(make_server: type[ChatdProcess],
-                                           tmp_path: Path) -> None:
+def test_password_and_registration_timeout(make_server: type[ChatdProcess], tmp_path: Path) -> None:
     secret = tmp_path / "pw"
     secret.write_text("sesame\n")
-    proc = make_server("--password-file", str(secret), "--register-timeout-seconds", "0.5",
-                       irc=True)
+    proc = make_server(
+        "--password-file", str(secret), "--register-timeout-seconds", "0.5", irc=True
+    )
     assert proc.irc_port
     wrong = IrcClient(proc.irc_port)
     wrong.send_line("PASS nope")
@@ -239,8 +240,9 @@ def test_the_irc_package_client_talks_to_chatd(server: ChatdProcess) -> None:
         args = getattr(event, "arguments", None) or [""]
         seen.append((event.type, str(event.target), str(args[0])))  # type: ignore[attr-defined]
 
-    connection = reactor.server().connect("127.0.0.1", server.irc_port, "libbot",
-                                          ircname="library bot")
+    connection = reactor.server().connect(
+        "127.0.0.1", server.irc_port, "libbot", ircname="library bot"
+    )
     connection.add_global_handler("welcome", on_welcome)
     for kind in ("join", "pubmsg", "privmsg", "action", "namreply", "topic", "nick", "part"):
         reactor.add_global_handler(kind, on_any)
@@ -255,8 +257,9 @@ def test_the_irc_package_client_talks_to_chatd(server: ChatdProcess) -> None:
     thread.start()
     try:
         wait_until(welcomed.is_set, what="001 from chatd")
-        assert connection.features.casemapping == "rfc1459" or \
-            getattr(connection.features, "casemapping", None) in (None, "rfc1459")
+        assert connection.features.casemapping == "rfc1459" or getattr(
+            connection.features, "casemapping", None
+        ) in (None, "rfc1459")
         wait_until(lambda: ("join", "#lib", "") in seen, what="own JOIN echo")
         jay = server.json_client("jay", "#lib")
         jay.say("#lib", "hello library")
@@ -283,17 +286,24 @@ def test_the_irc_package_client_talks_to_chatd(server: ChatdProcess) -> None:
 
 
 @pytest.mark.e2e
-@pytest.mark.skipif(not shutil.which("weechat-headless"),
-                    reason="WeeChat not installed (apt-get install weechat-headless)")
+@pytest.mark.skipif(
+    not shutil.which("weechat-headless"),
+    reason="WeeChat not installed (apt-get install weechat-headless)",
+)
 def test_weechat_chats_with_a_json_user(server: ChatdProcess, tmp_path: Path) -> None:
     """WeeChat's own IRC plugin, driven through its FIFO, read through its channel log."""
     home = tmp_path / "weechat"
-    setup = ("/set logger.file.flush_delay 0;/set irc.look.display_join_message \"\";"
-             f"/server add chatd 127.0.0.1/{server.irc_port} -notls -nicks=weebob "
-             "-autojoin=#wee;/connect chatd")
-    proc = subprocess.Popen(["weechat-headless", "--dir", str(home), "-r", setup],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    setup = (
+        '/set logger.file.flush_delay 0;/set irc.look.display_join_message "";'
+        f"/server add chatd 127.0.0.1/{server.irc_port} -notls -nicks=weebob "
+        "-autojoin=#wee;/connect chatd"
+    )
+    proc = subprocess.Popen(
+        ["weechat-headless", "--dir", str(home), "-r", setup],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         fifo = home / f"weechat_fifo_{proc.pid}"
         log = home / "logs" / "irc.chatd.#wee.weechatlog"
@@ -301,8 +311,11 @@ def test_weechat_chats_with_a_json_user(server: ChatdProcess, tmp_path: Path) ->
         jay.expect_frame(type="join", room="#wee", nick="weebob", timeout=20)
         wait_until(fifo.exists, what="WeeChat's FIFO")
         jay.say("#wee", "hello weechat")
-        wait_until(lambda: log.exists() and "jay\thello weechat" in log.read_text(),
-                   timeout=10, what="the message in WeeChat's log")
+        wait_until(
+            lambda: log.exists() and "jay\thello weechat" in log.read_text(),
+            timeout=10,
+            what="the message in WeeChat's log",
+        )
         with fifo.open("w") as pipe:
             pipe.write("irc.chatd.#wee *hello json, from weechat\n")
         jay.expect_frame(type="msg", **{"from": "weebob", "text": "hello json, from weechat"})
@@ -327,8 +340,7 @@ class Tmux:
         self.name = name
 
     def run(self, *args: str) -> str:
-        return subprocess.run(["tmux", *args], capture_output=True, text=True,
-                              check=False).stdout
+        return subprocess.run(["tmux", *args], capture_output=True, text=True, check=False).stdout
 
     def screen(self) -> str:
         return self.run("capture-pane", "-p", "-J", "-t", self.name, "-S", "-200")
@@ -345,25 +357,43 @@ def test_irssi_in_tmux_chats_with_a_json_user(server: ChatdProcess, tmp_path: Pa
     name = f"chatd-irssi-{time.monotonic_ns()}"
     tmux = Tmux(name)
     (tmp_path / "irssi").mkdir()
-    tmux.run("new-session", "-d", "-s", name, "-x", "160", "-y", "50",
-             f"irssi --home={tmp_path / 'irssi'} -c 127.0.0.1 -p {server.irc_port} -n irbob")
+    tmux.run(
+        "new-session",
+        "-d",
+        "-s",
+        name,
+        "-x",
+        "160",
+        "-y",
+        "50",
+        f"irssi --home={tmp_path / 'irssi'} -c 127.0.0.1 -p {server.irc_port} -n irbob",
+    )
     try:
         jay = server.json_client("jay", "#irs")
-        wait_until(lambda: "Welcome to chatd on irc.test, irbob" in tmux.screen(), timeout=20,
-                   what="irssi registered")
+        wait_until(
+            lambda: "Welcome to chatd on irc.test, irbob" in tmux.screen(),
+            timeout=20,
+            what="irssi registered",
+        )
         assert "chatd has no user modes" not in tmux.screen()  # irssi's MODE +i is quiet
         tmux.type("/join #irs")
         jay.expect_frame(type="join", room="#irs", nick="irbob", timeout=10)
         jay.say("#irs", "hello irssi")
-        wait_until(lambda: re.search(r"< ?jay> hello irssi", tmux.screen()), timeout=10,
-                   what="jay's message on irssi's screen")
+        wait_until(
+            lambda: re.search(r"< ?jay> hello irssi", tmux.screen()),
+            timeout=10,
+            what="jay's message on irssi's screen",
+        )
         tmux.type("hello json, from irssi")
         jay.expect_frame(type="msg", **{"from": "irbob", "text": "hello json, from irssi"})
         tmux.type("/nick irbob2")
         jay.expect_frame(type="nick", old="irbob", new="irbob2")
         jay.send_json(op="part", room="#irs", reason="see you")
-        wait_until(lambda: "jay [jay@chatd] has left #irs [see you]" in tmux.screen(),
-                   timeout=10, what="the part on irssi's screen")
+        wait_until(
+            lambda: "jay [jay@chatd] has left #irs [see you]" in tmux.screen(),
+            timeout=10,
+            what="the part on irssi's screen",
+        )
         tmux.type("/quit bye from irssi")
 
         def irbob_gone() -> bool:
@@ -381,8 +411,15 @@ def test_irssi_in_tmux_chats_with_a_json_user(server: ChatdProcess, tmp_path: Pa
 
 
 def test_server_pings_a_silent_irc_client_and_drops_a_dead_one() -> None:
-    proc = ChatdProcess("--idle-ping-seconds", "0.5", "--idle-drop-seconds", "2",
-                        "--server-name", "irc.test", irc=True)
+    proc = ChatdProcess(
+        "--idle-ping-seconds",
+        "0.5",
+        "--idle-drop-seconds",
+        "2",
+        "--server-name",
+        "irc.test",
+        irc=True,
+    )
     try:
         alive = irc(proc)
         alive.register("alive")
@@ -417,8 +454,7 @@ def test_full_server_refuses_an_irc_client_with_an_error_line() -> None:
         proc.stop()
 
 
-def test_room_message_reaches_every_irc_user_whoever_joined_first(
-        server: ChatdProcess) -> None:
+def test_room_message_reaches_every_irc_user_whoever_joined_first(server: ChatdProcess) -> None:
     # IRC users with the same capabilities share one encoding of a room message; the
     # sender's own copy (not echoed without echo-message) must not become everyone's.
     users = [irc(server) for _ in range(3)]
@@ -429,16 +465,15 @@ def test_room_message_reaches_every_irc_user_whoever_joined_first(
         user.expect(lambda line: "JOIN" in line and "cat" in line)
     users[0].send_line("PRIVMSG #same :from the first joiner")
     for user in users[1:]:
-        assert user.expect(lambda line: "PRIVMSG #same" in line).endswith(
-            ":from the first joiner")
+        assert user.expect(lambda line: "PRIVMSG #same" in line).endswith(":from the first joiner")
     users[2].send_line("PRIVMSG #same :from the last joiner")
     for user in users[:2]:
-        assert user.expect(lambda line: "PRIVMSG #same" in line).endswith(
-            ":from the last joiner")
+        assert user.expect(lambda line: "PRIVMSG #same" in line).endswith(":from the last joiner")
 
 
 def test_private_action_from_irc_reaches_json_and_text_users_as_an_action(
-        server: ChatdProcess) -> None:
+    server: ChatdProcess,
+) -> None:
     ann = irc(server)
     ann.register("ann")
     bob = server.json_client("bob")

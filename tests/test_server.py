@@ -62,11 +62,16 @@ def test_nick_change_private_message_who_rooms_topic(chatd_server: ChatdProcess)
     alice.send_json(op="who", room="#a", id=1)
     assert alice.expect_frame(type="who", id=1)["members"] == ["alice", "robert"]
     bob.send_json(op="topic", room="#a", topic="lunch")
-    assert alice.expect_frame(type="topic") == {"type": "topic", "room": "#a", "topic": "lunch",
-                                                "by": "robert"}
+    assert alice.expect_frame(type="topic") == {
+        "type": "topic",
+        "room": "#a",
+        "topic": "lunch",
+        "by": "robert",
+    }
     alice.send_json(op="rooms")
     assert alice.expect_frame(type="rooms")["rooms"] == [
-        {"room": "#a", "members": 2, "topic": "lunch"}]
+        {"room": "#a", "members": 2, "topic": "lunch"}
+    ]
     alice.send_json(op="msg", to="nobody", text="x")
     assert alice.expect_frame(type="error")["code"] == "no_such_nick"
 
@@ -78,15 +83,16 @@ def test_lines_split_across_reads_and_glued_in_one_read(chatd_server: ChatdProce
         alice.send(bytes([byte]))
     alice.expect_frame(type="welcome")
     alice.join("#a")
-    burst = b"".join(json.dumps({"op": "say", "room": "#a", "text": f"m{i}"}).encode() + b"\n"
-                     for i in range(200))
+    burst = b"".join(
+        json.dumps({"op": "say", "room": "#a", "text": f"m{i}"}).encode() + b"\n"
+        for i in range(200)
+    )
     alice.send(burst)  # 200 lines in one write
     texts = [bob.expect_frame(type="msg")["text"] for _ in range(200)]
     assert texts == [f"m{i}" for i in range(200)]
 
 
-def test_bad_input_is_answered_and_the_connection_stays_usable(
-        chatd_server: ChatdProcess) -> None:
+def test_bad_input_is_answered_and_the_connection_stays_usable(chatd_server: ChatdProcess) -> None:
     watcher = chatd_server.json_client("watcher", "#a")
     bob = chatd_server.json_client("bob", "#a")
     bob.send(b"this is not json\n")
@@ -94,9 +100,12 @@ def test_bad_input_is_answered_and_the_connection_stays_usable(
     bob.send(b'{"op":"say","room":"#a","text":"caf\xe9"}\n')
     assert bob.expect_frame(type="error")["code"] == "bad_encoding"
     bob.send(b'{"op":"fly","id":5}\n')
-    assert bob.expect_frame(type="error") == {"type": "error", "code": "unknown_op",
-                                              "message": "unknown op 'fly'; see docs/protocol.md",
-                                              "id": 5}
+    assert bob.expect_frame(type="error") == {
+        "type": "error",
+        "code": "unknown_op",
+        "message": "unknown op 'fly'; see docs/protocol.md",
+        "id": 5,
+    }
     bob.send(b'{"op":"say","room":"#a","text":7}\n')
     assert bob.expect_frame(type="error")["code"] == "bad_request"
     # 10 MB without a newline, then the newline: one error, memory bounded, still usable.
@@ -129,8 +138,7 @@ def test_text_mode_errors_are_lines_of_their_own(chatd_server: ChatdProcess) -> 
     other.expect(lambda line: "You joined #lobby" in line)
 
 
-def test_half_closed_client_gets_its_replies_then_is_closed(
-        chatd_server: ChatdProcess) -> None:
+def test_half_closed_client_gets_its_replies_then_is_closed(chatd_server: ChatdProcess) -> None:
     watcher = chatd_server.json_client("watcher", "#lobby")
     piped = RawClient(chatd_server.port)  # like: printf 'bob\nhello\n' | nc host port
     piped.send(b"bob\nhello from a pipe\n")
@@ -154,10 +162,22 @@ def test_reset_mid_line_is_cleaned_up_and_announced(chatd_server: ChatdProcess) 
 
 
 def test_slow_consumer_is_skipped_then_dropped_while_others_flow(
-        make_server: type[ChatdProcess]) -> None:
-    server = make_server("--rate-limit", "0", "--out-soft-limit-bytes", "20000",
-                         "--out-hard-limit-bytes", "400000", "--out-high-water-bytes", "8000",
-                         "--out-low-water-bytes", "4000", "--out-soft-limit-seconds", "1")
+    make_server: type[ChatdProcess],
+) -> None:
+    server = make_server(
+        "--rate-limit",
+        "0",
+        "--out-soft-limit-bytes",
+        "20000",
+        "--out-hard-limit-bytes",
+        "400000",
+        "--out-high-water-bytes",
+        "8000",
+        "--out-low-water-bytes",
+        "4000",
+        "--out-soft-limit-seconds",
+        "1",
+    )
     fast = server.json_client("fast", "#a")
     slow = JsonClient(server.port, rcvbuf=4096)
     slow.hello("slow")
@@ -181,11 +201,19 @@ def test_slow_consumer_is_skipped_then_dropped_while_others_flow(
     assert "slow_consumers" in server.log() or "disconnected as a slow consumer" in server.log()
 
 
-def test_reader_that_falls_behind_is_told_what_it_missed(
-        make_server: type[ChatdProcess]) -> None:
-    server = make_server("--rate-limit", "0", "--out-soft-limit-bytes", "20000",
-                         "--out-hard-limit-bytes", "10000000", "--out-high-water-bytes", "8000",
-                         "--out-low-water-bytes", "4000")
+def test_reader_that_falls_behind_is_told_what_it_missed(make_server: type[ChatdProcess]) -> None:
+    server = make_server(
+        "--rate-limit",
+        "0",
+        "--out-soft-limit-bytes",
+        "20000",
+        "--out-hard-limit-bytes",
+        "10000000",
+        "--out-high-water-bytes",
+        "8000",
+        "--out-low-water-bytes",
+        "4000",
+    )
     talker = server.json_client("talker", "#a")
     lagger = JsonClient(server.port, rcvbuf=4096)
     lagger.hello("lagger")
@@ -255,13 +283,18 @@ def test_password_json_and_text(make_server: type[ChatdProcess], tmp_path: objec
 
 
 def test_rate_limit_slows_a_flooder_without_losing_anything(
-        make_server: type[ChatdProcess]) -> None:
+    make_server: type[ChatdProcess],
+) -> None:
     server = make_server("--rate-limit", "40", "--rate-burst", "5")
     watcher = server.json_client("watcher", "#a")
     flooder = server.json_client("flooder", "#a")
     started = time.monotonic()
-    flooder.send(b"".join(json.dumps({"op": "say", "room": "#a", "text": f"f{i}"}).encode()
-                          + b"\n" for i in range(45)))
+    flooder.send(
+        b"".join(
+            json.dumps({"op": "say", "room": "#a", "text": f"f{i}"}).encode() + b"\n"
+            for i in range(45)
+        )
+    )
     texts = [watcher.expect_frame(type="msg")["text"] for _ in range(45)]
     elapsed = time.monotonic() - started
     assert texts == [f"f{i}" for i in range(45)]  # nothing lost, nothing reordered
@@ -290,9 +323,14 @@ def test_six_hundred_simultaneous_connections(make_server: type[ChatdProcess]) -
     try:
         for i, s in enumerate(socks):
             room = f"#r{i % 3}"
-            s.sendall(json.dumps({"op": "hello", "nick": f"u{i}"}).encode() + b"\n"
-                      + json.dumps({"op": "join", "room": room}).encode() + b"\n"
-                      + json.dumps({"op": "join", "room": "#all"}).encode() + b"\n")
+            s.sendall(
+                json.dumps({"op": "hello", "nick": f"u{i}"}).encode()
+                + b"\n"
+                + json.dumps({"op": "join", "room": room}).encode()
+                + b"\n"
+                + json.dumps({"op": "join", "room": "#all"}).encode()
+                + b"\n"
+            )
         readers = [RawClient.__new__(RawClient) for _ in socks]
         for reader, s in zip(readers, socks, strict=True):
             reader.sock, reader.timeout, reader._buf, reader.lines = s, 10.0, b"", []
@@ -311,18 +349,33 @@ def test_six_hundred_simultaneous_connections(make_server: type[ChatdProcess]) -
 
 def test_help_and_bad_configuration(tmp_path: object) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-m", "chatd", "--help"], capture_output=True,
-                         text=True, env=env, timeout=30)
+    out = subprocess.run(
+        [sys.executable, "-m", "chatd", "--help"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+    )
     assert out.returncode == 0
     for flag in ("--port", "--max-line-bytes", "--rate-limit", "--password-file", "--config"):
         assert flag in out.stdout
-    bad = subprocess.run([sys.executable, "-m", "chatd", "--max-line-bytes", "0"],
-                         capture_output=True, text=True, env=env, timeout=30)
+    bad = subprocess.run(
+        [sys.executable, "-m", "chatd", "--max-line-bytes", "0"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+    )
     assert bad.returncode == 2 and "max_line_bytes must be at least 1" in bad.stderr
     config = tmp_path / "chatd.toml"  # type: ignore[operator]
     config.write_text("max_clients = 'many'\n")
-    bad = subprocess.run([sys.executable, "-m", "chatd", "--config", str(config)],
-                         capture_output=True, text=True, env=env, timeout=30)
+    bad = subprocess.run(
+        [sys.executable, "-m", "chatd", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+    )
     assert bad.returncode == 2 and "max_clients must be a int" in bad.stderr
 
 
@@ -336,15 +389,20 @@ def test_toml_config_is_applied(make_server: type[ChatdProcess], tmp_path: objec
     assert client.expect_frame(type="error")["code"] == "line_too_long"
 
 
-def test_request_ids_go_only_on_the_senders_copy_in_a_burst(
-        chatd_server: ChatdProcess) -> None:
+def test_request_ids_go_only_on_the_senders_copy_in_a_burst(chatd_server: ChatdProcess) -> None:
     alice = chatd_server.json_client("alice", "#a")
     bob = chatd_server.json_client("bob", "#a")
     carol = chatd_server.json_client("carol", "#a")
     for client, name in ((alice, "a"), (bob, "b")):
-        client.send(b"".join(json.dumps({"op": "say", "room": "#a", "text": f"{name}{i}",
-                                         "id": f"{name}{i}"}).encode() + b"\n"
-                             for i in range(20)))
+        client.send(
+            b"".join(
+                json.dumps(
+                    {"op": "say", "room": "#a", "text": f"{name}{i}", "id": f"{name}{i}"}
+                ).encode()
+                + b"\n"
+                for i in range(20)
+            )
+        )
     for client, own in ((alice, "alice"), (bob, "bob"), (carol, None)):
         frames = [client.expect_frame(type="msg") for _ in range(40)]
         for frame in frames:
@@ -358,11 +416,22 @@ def test_request_ids_go_only_on_the_senders_copy_in_a_burst(
 
 
 def test_second_sigint_exits_at_once_during_a_long_shutdown(
-        make_server: type[ChatdProcess]) -> None:
-    server = make_server("--rate-limit", "0", "--shutdown-grace-seconds", "60",
-                         "--close-linger-seconds", "60", "--send-buffer-bytes", "4096",
-                         "--out-soft-limit-bytes", "10000000",
-                         "--out-hard-limit-bytes", "20000000")
+    make_server: type[ChatdProcess],
+) -> None:
+    server = make_server(
+        "--rate-limit",
+        "0",
+        "--shutdown-grace-seconds",
+        "60",
+        "--close-linger-seconds",
+        "60",
+        "--send-buffer-bytes",
+        "4096",
+        "--out-soft-limit-bytes",
+        "10000000",
+        "--out-hard-limit-bytes",
+        "20000000",
+    )
     sleeper = JsonClient(server.port, rcvbuf=4096)  # never reads: its goodbye cannot flush
     sleeper.hello("sleeper")
     sleeper.join("#a")

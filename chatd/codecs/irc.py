@@ -95,8 +95,16 @@ from chatd.names import NICK_MAX, ROOM_MAX, fold
 if TYPE_CHECKING:
     from chatd.server import Server
 
-__all__ = ["IrcCodec", "IrcLines", "IrcMessage", "parse_line", "format_line", "split_text",
-           "listen_irc", "CAPABILITIES"]
+__all__ = [
+    "IrcCodec",
+    "IrcLines",
+    "IrcMessage",
+    "parse_line",
+    "format_line",
+    "split_text",
+    "listen_irc",
+    "CAPABILITIES",
+]
 
 #: What CAP LS offers. Only what is implemented: multi-prefix is trivially honoured
 #: (chatd has no channel operators, so NAMES never carries a prefix at all).
@@ -109,8 +117,10 @@ AWAY_LEN = 200  # chatd.hub.MAX_REASON_CHARS
 
 # mIRC formatting: bold, colour (with up to two numbers, fg[,bg]), hex colour, reset,
 # monospace, reverse, italic, strikethrough, underline.
-_FORMATTING_RE = re.compile(r"\x03(\d{1,2}(,\d{1,2})?)?|\x04([0-9A-Fa-f]{6}(,[0-9A-Fa-f]{6})?)?"
-                            r"|[\x02\x0f\x11\x16\x1d\x1e\x1f]")
+_FORMATTING_RE = re.compile(
+    r"\x03(\d{1,2}(,\d{1,2})?)?|\x04([0-9A-Fa-f]{6}(,[0-9A-Fa-f]{6})?)?"
+    r"|[\x02\x0f\x11\x16\x1d\x1e\x1f]"
+)
 
 
 def _mask(nick: str) -> str:
@@ -155,8 +165,9 @@ class IrcCodec(Codec):
 
     name = "irc"
 
-    def __init__(self, server_name: str = "chatd", *, password_required: bool = False,
-                 max_rooms: int = 50) -> None:
+    def __init__(
+        self, server_name: str = "chatd", *, password_required: bool = False, max_rooms: int = 50
+    ) -> None:
         self._server = server_name.split()[0] if server_name.split() else "chatd"
         self._password_required = password_required
         self._max_rooms = max_rooms
@@ -306,8 +317,9 @@ class IrcCodec(Codec):
         # Answered here, not by the hub: clients' lag checks must not reset WHOIS idle.
         if not msg.params:
             return self._reply("409", trailing="No origin specified")
-        return self._lines(format_line("PONG", self._server, trailing=msg.params[0],
-                                       source=self._server))
+        return self._lines(
+            format_line("PONG", self._server, trailing=msg.params[0], source=self._server)
+        )
 
     def _quit(self, msg: IrcMessage) -> list[Command]:
         reason = msg.params[0] if msg.params else ""
@@ -324,15 +336,20 @@ class IrcCodec(Codec):
             return [Part(room, "", rid=_Ctx("PART", room)) for room in self._rooms.values()]
         # Keys (JOIN #a,#b k1,k2) are ignored: chatd rooms have none. A room already
         # joined is left alone, as IRC servers do.
-        return [Join(room, rid=_Ctx("JOIN", room)) for room in self._targets(msg, self._max_rooms)
-                if fold(room) not in self._rooms]
+        return [
+            Join(room, rid=_Ctx("JOIN", room))
+            for room in self._targets(msg, self._max_rooms)
+            if fold(room) not in self._rooms
+        ]
 
     def _part(self, msg: IrcMessage) -> list[Command]:
         if (missing := self._need(msg, 1)) is not None:
             return missing
         reason = msg.params[1] if len(msg.params) > 1 else ""
-        return [Part(room, reason, rid=_Ctx("PART", room))
-                for room in self._targets(msg, self._max_rooms)]
+        return [
+            Part(room, reason, rid=_Ctx("PART", room))
+            for room in self._targets(msg, self._max_rooms)
+        ]
 
     def _privmsg(self, msg: IrcMessage) -> list[Command]:
         notice = msg.command == "NOTICE"
@@ -400,8 +417,7 @@ class IrcCodec(Codec):
             if modes.lstrip("+") in lists and len(msg.params) == 2:  # list query: empty
                 code, what = lists[modes.lstrip("+")]
                 return self._reply(code, target, trailing=f"End of channel {what} list")
-            return self._reply("482", target,
-                               trailing="chatd has no channel modes or operators")
+            return self._reply("482", target, trailing="chatd has no channel modes or operators")
         if fold(target) != fold(self._me):
             return self._reply("502", trailing="Can't view or change modes for other users")
         # Everybody is effectively +i (WHO never lists users outside a channel), so
@@ -441,8 +457,11 @@ class IrcCodec(Codec):
             case PartEvent(room=room, nick=nick, reason=reason):
                 return [format_line("PART", room, trailing=reason or None, source=_mask(nick))]
             case QuitEvent(nick=nick, reason=reason):
-                return [format_line("QUIT", trailing=f"Quit: {reason}" if reason else "Quit",
-                                    source=_mask(nick))]
+                return [
+                    format_line(
+                        "QUIT", trailing=f"Quit: {reason}" if reason else "Quit", source=_mask(nick)
+                    )
+                ]
             case NickEvent(old=old, new=new):
                 return [format_line("NICK", trailing=new, source=_mask(old))]
             case TopicEvent(room=room, topic=topic, by=by) if by:
@@ -459,15 +478,19 @@ class IrcCodec(Codec):
             case WhoReply(room=room, members=members):
                 if ctx is not None and ctx.command == "WHO":
                     return [self._who_line(room, nick) for nick in members] + [
-                        num("315", ctx.target, trailing="End of /WHO list")]
+                        num("315", ctx.target, trailing="End of /WHO list")
+                    ]
                 return self._names_lines(room, members)
             case WhoisReply():
                 return self._whois_lines(event, ctx)
             case RoomsReply(rooms=rooms):
                 wanted = {fold(r) for r in ctx.target.split(",") if r} if ctx else set()
                 lines = [num("321", "Channel", trailing="Users  Name")]
-                lines += [num("322", r.room, str(r.members), trailing=r.topic) for r in rooms
-                          if not wanted or fold(r.room) in wanted]
+                lines += [
+                    num("322", r.room, str(r.members), trailing=r.topic)
+                    for r in rooms
+                    if not wanted or fold(r.room) in wanted
+                ]
                 return lines + [num("323", trailing="End of /LIST")]
             case AwayReply(away=away):
                 if away:
@@ -483,19 +506,30 @@ class IrcCodec(Codec):
                 return [self._numeric("301", nick, trailing=message)]
             case Skipped(count=count):
                 return self._server_notice(
-                    f"You read too slowly: {count} room message{'s' * (count != 1)} "
-                    f"were skipped.")
+                    f"You read too slowly: {count} room message{'s' * (count != 1)} were skipped."
+                )
             case HistoryEnd(room=room, count=count):
                 if not count:
                     return []
-                return [format_line("NOTICE", room, source=self._server, trailing=(
-                    f"End of history: the {count} message{'s' * (count != 1)} above "
-                    f"{'were' if count != 1 else 'was'} sent before you joined."))]
+                return [
+                    format_line(
+                        "NOTICE",
+                        room,
+                        source=self._server,
+                        trailing=(
+                            f"End of history: the {count} message{'s' * (count != 1)} above "
+                            f"{'were' if count != 1 else 'was'} sent before you joined."
+                        ),
+                    )
+                ]
             case Probe():
                 return [format_line("PING", trailing=self._server)]
             case Pong(token=token):
-                return [format_line("PONG", self._server, trailing=token or self._server,
-                                    source=self._server)]
+                return [
+                    format_line(
+                        "PONG", self._server, trailing=token or self._server, source=self._server
+                    )
+                ]
             case Shutdown(reason=reason):
                 return [format_line("ERROR", trailing=f"Closing link: {reason}")]
             case IrcLines(lines=lines):
@@ -512,14 +546,28 @@ class IrcCodec(Codec):
             tags["msgid"] = str(mid)
         return tags or None
 
-    def _texts(self, command: str, target: str, sender: str, text: str, action: bool,
-               tags: dict[str, str] | None) -> list[str]:
+    def _texts(
+        self,
+        command: str,
+        target: str,
+        sender: str,
+        text: str,
+        action: bool,
+        tags: dict[str, str] | None,
+    ) -> list[str]:
         source = _mask(sender)
         head_bytes = len(f":{source} {command} {target} :".encode())
         budget = MAX_LINE_BYTES - head_bytes - (9 if action else 0)  # \x01ACTION …\x01
-        return [format_line(command, target, source=source, tags=tags,
-                            trailing=f"\x01ACTION {piece}\x01" if action else piece)
-                for piece in split_text(text, budget)]
+        return [
+            format_line(
+                command,
+                target,
+                source=source,
+                tags=tags,
+                trailing=f"\x01ACTION {piece}\x01" if action else piece,
+            )
+            for piece in split_text(text, budget)
+        ]
 
     def _message(self, m: Message, own: bool) -> list[str]:
         # ``own`` comes from the request id: only the sender's own copy carries one. It
@@ -532,8 +580,7 @@ class IrcCodec(Codec):
             # No timestamp tag to carry the age: put it in the text, dated.
             stamp = datetime.fromtimestamp(m.ts).strftime("%Y-%m-%d %H:%M")
             text = "\n".join(f"[{stamp}] {line}" for line in text.split("\n") if line.strip())
-        return self._texts("PRIVMSG", m.room, m.sender, text, m.action,
-                           self._tags(m.ts, m.mid))
+        return self._texts("PRIVMSG", m.room, m.sender, text, m.action, self._tags(m.ts, m.mid))
 
     def _private(self, m: PrivateMessage) -> list[str]:
         command = "NOTICE" if m.notice else "PRIVMSG"
@@ -544,29 +591,36 @@ class IrcCodec(Codec):
 
     def _server_notice(self, text: str) -> list[str]:
         head = len(f":{self._server} NOTICE {self._me} :".encode())
-        return [format_line("NOTICE", self._me, trailing=piece, source=self._server)
-                for piece in split_text(text, MAX_LINE_BYTES - head)]
+        return [
+            format_line("NOTICE", self._me, trailing=piece, source=self._server)
+            for piece in split_text(text, MAX_LINE_BYTES - head)
+        ]
 
     def _names_lines(self, room: str, members: tuple[str, ...]) -> list[str]:
         head = len(f":{self._server} 353 {self._me} = {room} :".encode())
-        lines = [self._numeric("353", "=", room, trailing=chunk)
-                 for chunk in split_text(" ".join(members), MAX_LINE_BYTES - head)]
+        lines = [
+            self._numeric("353", "=", room, trailing=chunk)
+            for chunk in split_text(" ".join(members), MAX_LINE_BYTES - head)
+        ]
         return lines + [self._numeric("366", room, trailing="End of /NAMES list")]
 
     def _who_line(self, room: str, nick: str) -> str:
-        return self._numeric("352", room, nick, HOST, self._server, nick, "H",
-                             trailing=f"0 {nick}")
+        return self._numeric("352", room, nick, HOST, self._server, nick, "H", trailing=f"0 {nick}")
 
     def _whois_lines(self, w: WhoisReply, ctx: _Ctx | None) -> list[str]:
         num = self._numeric
         if ctx is not None and ctx.command == "WHO":
-            return [self._who_line("*", w.nick),
-                    num("315", ctx.target, trailing="End of /WHO list")]
+            return [
+                self._who_line("*", w.nick),
+                num("315", ctx.target, trailing="End of /WHO list"),
+            ]
         lines = [num("311", w.nick, w.nick, HOST, "*", trailing=w.nick)]
         if w.rooms:
             head = len(f":{self._server} 319 {self._me} {w.nick} :".encode())
-            lines += [num("319", w.nick, trailing=chunk)
-                      for chunk in split_text(" ".join(w.rooms), MAX_LINE_BYTES - head)]
+            lines += [
+                num("319", w.nick, trailing=chunk)
+                for chunk in split_text(" ".join(w.rooms), MAX_LINE_BYTES - head)
+            ]
         lines.append(num("312", w.nick, self._server, trailing=f"chatd {__version__}"))
         if w.away:
             lines.append(num("301", w.nick, trailing=w.away))
@@ -576,9 +630,16 @@ class IrcCodec(Codec):
     def _welcome_lines(self) -> list[str]:
         num, me, server = self._numeric, self._me, self._server
         tokens = [
-            "CASEMAPPING=rfc1459", "CHANTYPES=#", f"CHANNELLEN={ROOM_MAX + 1}",
-            f"NICKLEN={NICK_MAX}", f"TOPICLEN={TOPIC_LEN}", f"AWAYLEN={AWAY_LEN}",
-            f"CHANLIMIT=#:{self._max_rooms}", "PREFIX=", "CHANMODES=,,,", "NETWORK=chatd",
+            "CASEMAPPING=rfc1459",
+            "CHANTYPES=#",
+            f"CHANNELLEN={ROOM_MAX + 1}",
+            f"NICKLEN={NICK_MAX}",
+            f"TOPICLEN={TOPIC_LEN}",
+            f"AWAYLEN={AWAY_LEN}",
+            f"CHANLIMIT=#:{self._max_rooms}",
+            "PREFIX=",
+            "CHANMODES=,,,",
+            "NETWORK=chatd",
             f"MAXTARGETS={MAX_TARGETS}",
             f"TARGMAX=JOIN:{self._max_rooms},PART:{self._max_rooms},PRIVMSG:{MAX_TARGETS},"
             f"NOTICE:{MAX_TARGETS},NAMES:{self._max_rooms},WHOIS:1",
@@ -590,8 +651,9 @@ class IrcCodec(Codec):
             num("004", server, f"chatd-{__version__}"),
         ]
         for start in range(0, len(tokens), 12):  # at most 13 parameters after the nick
-            lines.append(num("005", *tokens[start:start + 12],
-                             trailing="are supported by this server"))
+            lines.append(
+                num("005", *tokens[start : start + 12], trailing="are supported by this server")
+            )
         return lines + self._motd_lines()
 
     def _error_lines(self, code: str, message: str, ctx: _Ctx | None) -> list[str]:
@@ -609,8 +671,11 @@ class IrcCodec(Codec):
             return [num("462", trailing=message)]
         if code == ErrorCode.NOT_REGISTERED:
             return [num("451", trailing=message)]
-        if command == "WHO" and code in (ErrorCode.NO_SUCH_NICK, ErrorCode.NO_SUCH_ROOM,
-                                         ErrorCode.BAD_ROOM):
+        if command == "WHO" and code in (
+            ErrorCode.NO_SUCH_NICK,
+            ErrorCode.NO_SUCH_ROOM,
+            ErrorCode.BAD_ROOM,
+        ):
             return [num("315", target, trailing="End of /WHO list")]
         if command == "NAMES" and code in (ErrorCode.NO_SUCH_ROOM, ErrorCode.BAD_ROOM):
             return [num("366", target, trailing="End of /NAMES list")]
@@ -637,13 +702,26 @@ class IrcCodec(Codec):
 
 
 _HANDLERS: dict[str, _Handler] = {
-    "CAP": IrcCodec._cap, "PASS": IrcCodec._pass, "NICK": IrcCodec._nick_cmd,
-    "USER": IrcCodec._user_cmd, "PING": IrcCodec._ping, "PONG": lambda codec, msg: [],
-    "QUIT": IrcCodec._quit, "JOIN": IrcCodec._join, "PART": IrcCodec._part,
-    "PRIVMSG": IrcCodec._privmsg, "NOTICE": IrcCodec._privmsg, "TOPIC": IrcCodec._topic,
-    "NAMES": IrcCodec._names, "LIST": IrcCodec._list, "WHO": IrcCodec._who,
-    "WHOIS": IrcCodec._whois, "AWAY": IrcCodec._away, "MODE": IrcCodec._mode,
-    "MOTD": IrcCodec._motd_cmd, "TAGMSG": lambda codec, msg: [],  # client tags: not relayed
+    "CAP": IrcCodec._cap,
+    "PASS": IrcCodec._pass,
+    "NICK": IrcCodec._nick_cmd,
+    "USER": IrcCodec._user_cmd,
+    "PING": IrcCodec._ping,
+    "PONG": lambda codec, msg: [],
+    "QUIT": IrcCodec._quit,
+    "JOIN": IrcCodec._join,
+    "PART": IrcCodec._part,
+    "PRIVMSG": IrcCodec._privmsg,
+    "NOTICE": IrcCodec._privmsg,
+    "TOPIC": IrcCodec._topic,
+    "NAMES": IrcCodec._names,
+    "LIST": IrcCodec._list,
+    "WHO": IrcCodec._who,
+    "WHOIS": IrcCodec._whois,
+    "AWAY": IrcCodec._away,
+    "MODE": IrcCodec._mode,
+    "MOTD": IrcCodec._motd_cmd,
+    "TAGMSG": lambda codec, msg: [],  # client tags: not relayed
 }
 
 
@@ -652,7 +730,10 @@ def listen_irc(server: Server, host: str, port: int) -> tuple[str, int]:
     config = server.config
 
     def make_codec() -> Codec:
-        return IrcCodec(config.server_name, password_required=config.password is not None,
-                        max_rooms=config.max_rooms_per_client)
+        return IrcCodec(
+            config.server_name,
+            password_required=config.password is not None,
+            max_rooms=config.max_rooms_per_client,
+        )
 
     return server.listen(host, port, name="irc", make_codec=make_codec, banner=b"")

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-__all__ = ["IrcMessage", "parse_line", "format_line", "split_text", "MAX_LINE_BYTES",
-           "MAX_PARAMS"]
+__all__ = ["IrcMessage", "parse_line", "format_line", "split_text", "MAX_LINE_BYTES", "MAX_PARAMS"]
 
 MAX_LINE_BYTES = 510  # RFC 1459: 512 including CRLF; tags are extra (IRCv3 message-tags)
 MAX_PARAMS = 15
@@ -91,20 +90,32 @@ def _fit(head: str, trailing: str) -> str:
     room = MAX_LINE_BYTES - len(head.encode()) - 2
     data = trailing.encode()
     if len(data) > room:
-        trailing = data[:max(room, 0)].decode("utf-8", "ignore")
+        trailing = data[: max(room, 0)].decode("utf-8", "ignore")
     return f"{head} :{trailing}"
 
 
-def format_line(command: str, *params: str, trailing: str | None = None,
-                source: str | None = None, tags: dict[str, str] | None = None) -> str:
+def format_line(
+    command: str,
+    *params: str,
+    trailing: str | None = None,
+    source: str | None = None,
+    tags: dict[str, str] | None = None,
+) -> str:
     """One IRC line without CRLF. ``params`` must be single words; ``trailing`` may be
     anything (CR, LF and NUL become spaces) and is shortened to keep the line legal."""
-    head = " ".join(((f":{source}",) if source else ()) + (command,)
-                    + tuple(param.translate(_UNSAFE) for param in params))
+    head = " ".join(
+        ((f":{source}",) if source else ())
+        + (command,)
+        + tuple(param.translate(_UNSAFE) for param in params)
+    )
     line = head if trailing is None else _fit(head, trailing.translate(_UNSAFE))
     if tags:
-        line = "@" + ";".join(k + ("=" + v.translate(_TAG_ESCAPE) if v else "")
-                              for k, v in tags.items()) + " " + line
+        line = (
+            "@"
+            + ";".join(k + ("=" + v.translate(_TAG_ESCAPE) if v else "") for k, v in tags.items())
+            + " "
+            + line
+        )
     return line
 
 
@@ -125,7 +136,7 @@ def split_text(text: str, budget: int) -> list[str]:
             space = data.rfind(b" ", budget // 2, cut + 1)
             if space > 0:
                 pieces.append(data[:space].decode())
-                data = data[space + 1:]
+                data = data[space + 1 :]
             else:
                 pieces.append(data[:cut].decode())
                 data = data[cut:]

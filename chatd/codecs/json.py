@@ -132,8 +132,13 @@ def _topic(r: _Request) -> Command:
 
 
 def _history(r: _Request) -> Command:
-    return History(r.text("room"), before=r.opt_int("before"), after=r.opt_int("after"),
-                   limit=r.opt_int("limit"), rid=r.rid)
+    return History(
+        r.text("room"),
+        before=r.opt_int("before"),
+        after=r.opt_int("after"),
+        limit=r.opt_int("limit"),
+        rid=r.rid,
+    )
 
 
 _OPS: dict[str, Callable[[_Request], Command]] = {
@@ -142,8 +147,7 @@ _OPS: dict[str, Callable[[_Request], Command]] = {
     "part": lambda r: Part(r.text("room"), r.opt_text("reason", "") or "", rid=r.rid),
     "say": _say,
     "me": _say,
-    "msg": lambda r: PrivMsg(r.text("to"), r.text("text"), action=r.flag("action"),
-                             rid=r.rid),
+    "msg": lambda r: PrivMsg(r.text("to"), r.text("text"), action=r.flag("action"), rid=r.rid),
     "nick": lambda r: Nick(r.text("nick"), rid=r.rid),
     "who": lambda r: Who(r.text("room"), rid=r.rid),
     "rooms": lambda r: Rooms(rid=r.rid),
@@ -157,8 +161,14 @@ _OPS: dict[str, Callable[[_Request], Command]] = {
 
 
 def _message_fields(m: Message) -> dict[str, Any]:
-    obj: dict[str, Any] = {"type": "msg", "room": m.room, "from": m.sender, "text": m.text,
-                           "ts": m.ts, "mid": m.mid}
+    obj: dict[str, Any] = {
+        "type": "msg",
+        "room": m.room,
+        "from": m.sender,
+        "text": m.text,
+        "ts": m.ts,
+        "mid": m.mid,
+    }
     if m.action:
         obj["action"] = True
     if m.history:
@@ -178,8 +188,7 @@ def _event_fields(event: Event) -> dict[str, Any]:
             return {"type": "join", "room": room, "nick": nick}
         case PartEvent(room=room, nick=nick, reason=reason):
             return {"type": "part", "room": room, "nick": nick, "reason": reason}
-        case PrivateMessage(sender=sender, to=to, text=text, ts=ts, notice=notice,
-                            action=action):
+        case PrivateMessage(sender=sender, to=to, text=text, ts=ts, notice=notice, action=action):
             obj = {"type": "privmsg", "from": sender, "to": to, "text": text, "ts": ts}
             if notice:
                 obj["notice"] = True
@@ -191,8 +200,10 @@ def _event_fields(event: Event) -> dict[str, Any]:
         case WhoReply(room=room, members=members):
             return {"type": "who", "room": room, "members": list(members)}
         case RoomsReply(rooms=rooms):
-            return {"type": "rooms", "rooms": [
-                {"room": r.room, "members": r.members, "topic": r.topic} for r in rooms]}
+            return {
+                "type": "rooms",
+                "rooms": [{"room": r.room, "members": r.members, "topic": r.topic} for r in rooms],
+            }
         case TopicEvent(room=room, topic=topic, by=by):
             return {"type": "topic", "room": room, "topic": topic, "by": by}
         case Pong():
@@ -208,18 +219,24 @@ def _event_fields(event: Event) -> dict[str, Any]:
         case Notice(text=text):
             return {"type": "notice", "text": text}
         case AwayNotice(nick=nick, message=message):
-            return {"type": "notice", "text": f"{nick} is away: {message}", "nick": nick,
-                    "away": message}
+            return {
+                "type": "notice",
+                "text": f"{nick} is away: {message}",
+                "nick": nick,
+                "away": message,
+            }
         case Probe():
             return {"type": "ping"}
         case HistoryReply(room=room, messages=messages):
-            return {"type": "history", "room": room,
-                    "messages": [_message_fields(m) for m in messages]}
+            return {
+                "type": "history",
+                "room": room,
+                "messages": [_message_fields(m) for m in messages],
+            }
         case HistoryEnd(room=room):
             return {"type": "history_end", "room": room}
         case WhoisReply(nick=nick, rooms=rooms, away=away, idle_seconds=idle):
-            return {"type": "whois", "nick": nick, "rooms": list(rooms), "away": away,
-                    "idle": idle}
+            return {"type": "whois", "nick": nick, "rooms": list(rooms), "away": away, "idle": idle}
         case AwayReply(away=away):
             return {"type": "away", "away": away}
     raise TypeError(f"JSON mode cannot encode {event!r}")
@@ -239,16 +256,19 @@ class JsonCodec(Codec):
             try:
                 _dumps(obj).encode()
             except UnicodeEncodeError:
-                raise ProtocolError(ErrorCode.BAD_ENCODING, "line holds a lone surrogate "
-                                    "escape (\\ud800-\\udfff); it was ignored") from None
+                raise ProtocolError(
+                    ErrorCode.BAD_ENCODING,
+                    "line holds a lone surrogate escape (\\ud800-\\udfff); it was ignored",
+                ) from None
         if not isinstance(obj, dict):
             raise ProtocolError(ErrorCode.BAD_JSON, "expected a JSON object per line")
         rid = obj.get("id")
         op = obj.get("op")
         make = _OPS.get(op) if isinstance(op, str) else None
         if make is None or not isinstance(op, str):
-            raise ProtocolError(ErrorCode.UNKNOWN_OP,
-                                f"unknown op {op!r}; see docs/protocol.md"[:200], rid)
+            raise ProtocolError(
+                ErrorCode.UNKNOWN_OP, f"unknown op {op!r}; see docs/protocol.md"[:200], rid
+            )
         return [make(_Request(obj, op, rid))]
 
     def encode(self, event: Event, rid: object = None) -> bytes:

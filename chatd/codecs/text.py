@@ -180,14 +180,12 @@ _COMMANDS: dict[str, Callable[[str], list[Command]]] = {
 def _render(event: Event) -> str:
     """One event as the lines a person reads (without the final newline)."""
     match event:
-        case Message(room=room, sender=sender, text=text, ts=ts, action=action,
-                     history=history):
+        case Message(room=room, sender=sender, text=text, ts=ts, action=action, history=history):
             mark = " (earlier)" if history else ""
             if action:
                 return f"[{_clock(ts)}] {room}{mark} * {sender} {_indent(text)}"
             return f"[{_clock(ts)}] {room}{mark} <{sender}> {_indent(text)}"
-        case PrivateMessage(sender=sender, to=to, text=text, ts=ts, notice=notice,
-                            action=action):
+        case PrivateMessage(sender=sender, to=to, text=text, ts=ts, notice=notice, action=action):
             kind = "notice" if notice else "msg"
             if action:
                 return f"[{_clock(ts)}] [{kind}] {sender} -> {to}: * {sender} {_indent(text)}"
@@ -218,15 +216,18 @@ def _render(event: Event) -> str:
         case RoomsReply(rooms=rooms):
             if not rooms:
                 return "*** No rooms yet: /join #something to make one."
-            return "\n".join(f"*** {r.room} ({r.members})" + (f" {r.topic}" if r.topic else "")
-                             for r in rooms)
+            return "\n".join(
+                f"*** {r.room} ({r.members})" + (f" {r.topic}" if r.topic else "") for r in rooms
+            )
         case Pong():
             return "*** pong"
         case Error(code=code, message=message):
             return f"!!! {code}: {message}"
         case Skipped(count=count):
-            return (f"*** You were reading too slowly: {count} message{'s' * (count != 1)} "
-                    f"skipped. /history shows them.")
+            return (
+                f"*** You were reading too slowly: {count} message{'s' * (count != 1)} "
+                f"skipped. /history shows them."
+            )
         case Shutdown(reason=reason):
             return f"*** Server shutting down: {reason}"
         case AwayNotice(nick=nick, message=message):
@@ -268,8 +269,9 @@ class TextCodec(Codec):
             name, arg = _split1(text[1:])
             handler = _COMMANDS.get(name.lower())
             if handler is None:
-                raise ProtocolError(ErrorCode.UNKNOWN_OP,
-                                    f"unknown command /{name[:30]}; type /help")
+                raise ProtocolError(
+                    ErrorCode.UNKNOWN_OP, f"unknown command /{name[:30]}; type /help"
+                )
             return handler(arg)
         return [Say(None, text)]
 
@@ -283,8 +285,9 @@ class TextCodec(Codec):
             if name in ("quit", "exit", "help"):
                 return _COMMANDS[name](arg)
             if name != "nick" or not arg:
-                raise ProtocolError(ErrorCode.NOT_REGISTERED,
-                                    "first type the nickname you want (or /nick NAME)")
+                raise ProtocolError(
+                    ErrorCode.NOT_REGISTERED, "first type the nickname you want (or /nick NAME)"
+                )
             text = arg
         nick = text.split()[0]
         if self._password_required:
