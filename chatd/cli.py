@@ -23,7 +23,7 @@ from typing import Any
 
 from chatd import __version__
 from chatd.codecs.irc import listen_irc
-from chatd.config import DEFAULT_PORT, Config, ConfigError, field_types
+from chatd.config import DEFAULT_PORT, Config, ConfigError, field_types, parse_duration
 from chatd.history import HistoryError, open_store
 from chatd.server import Server
 
@@ -137,7 +137,17 @@ def _how_to_join(host: str, port: int) -> str:
     return hint
 
 
+# `chatd NAME ...` runs a tool instead of the server. Flags all start with "--", so a
+# first word that is one of these can never be a server flag (or its value).
+SUBCOMMANDS = ("backup", "export")
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in SUBCOMMANDS:
+        from chatd.backup import main as tool_main
+
+        return tool_main(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -152,12 +162,19 @@ def main(argv: list[str] | None = None) -> int:
     _raise_fd_limit(config.max_clients + 64)
 
     try:
-        history = open_store(config.db)
+        history = open_store(
+            config.db,
+            max_age=parse_duration(config.history_max_age),
+            max_per_room=config.history_max_per_room,
+        )
     except HistoryError as exc:
         print(f"chatd: {exc}", file=sys.stderr)
         return 2
     next_mid = history.last_mid() + 1
-    print(f"chatd: room history in {history.path} (next message id {next_mid})", flush=True)
+    print(
+        f"chatd: room history in {history.path} (message ids continue after {next_mid - 1})",
+        flush=True,
+    )
 
     server = Server(config, history=history, next_mid=next_mid)
     try:
@@ -187,13 +204,13 @@ def main(argv: list[str] | None = None) -> int:
     status = 0
     try:
         server.serve_forever()
-    except HistoryError as exc:
-        # A message that cannot be stored is never delivered (store before deliver), so
-        # a failing disk stops the server rather than breaking that promise.
+    except HistoryError as exc:  # not expected: the server handles storage failures
         logger.critical("%s; stopping (nothing unstored was sent)", exc)
         status = 3
     finally:
-        history.close()
+        history.close()  # never raises
+    if server.storage_failure is not None:
+        status = 3  # --on-storage-failure stop, and storage failed
     logger.info("stopped; %s", _summary(server.stats))
     return status
 

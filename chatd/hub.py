@@ -50,6 +50,7 @@ from chatd.model import (
     Message,
     Nick,
     NickEvent,
+    Notice,
     Part,
     PartEvent,
     Ping,
@@ -80,6 +81,11 @@ MAX_TOPIC_CHARS = 300
 MAX_REASON_CHARS = 200
 # Message ids are SQLite INTEGER PRIMARY KEYs (chatd/history.py): signed 64-bit.
 MAX_MID = 2**63 - 1
+# A new mid is (milliseconds since the epoch) << MID_SEQUENCE_BITS, or the last one + 1
+# if that is not larger: increasing even when the history file is lost or restored, up
+# to 1024 messages per millisecond before borrowing from the next, and below 2**53 (so
+# JavaScript reads it exactly) until the year 2248. docs/protocol.md states the rule.
+MID_SEQUENCE_BITS = 10
 
 
 @dataclass(eq=False)
@@ -139,6 +145,7 @@ class Hub:
     def __init__(self, config: Config, next_mid: int = 1) -> None:
         self._config = config
         self._next_mid = next_mid
+        self._storage_down: str | None = None  # why room messages are refused, if they are
         self._clients: dict[int, _Client] = {}
         self._nicks: dict[str, _Client] = {}  # folded nick -> registered client
         self._rooms: dict[str, _Room] = {}  # folded room name -> room
@@ -164,6 +171,30 @@ class Hub:
     @property
     def next_mid(self) -> int:
         return self._next_mid
+
+    @property
+    def storage_down(self) -> str | None:
+        return self._storage_down
+
+    def set_storage_down(self, reason: str | None) -> list[Action]:
+        """Enter (``reason``) or leave (None) the read-only state, in which room messages
+        are refused with ``storage_unavailable``. Returns the notice for everyone, once
+        per change."""
+        was, self._storage_down = self._storage_down, reason
+        if (was is None) == (reason is None):
+            return []
+        cids = tuple(client.cid for client in self._nicks.values())
+        return [Deliver(cids, self._storage_notice())] if cids else []
+
+    def _storage_notice(self) -> Notice:
+        if self._storage_down is None:
+            return Notice("Room messages are stored and delivered again.", "storage_available")
+        return Notice(
+            f"Room messages cannot be stored right now ({self._storage_down}), so they are "
+            f"refused until the server can store them again. Private messages and "
+            f"everything else still work.",
+            ErrorCode.STORAGE_UNAVAILABLE,
+        )
 
     def nick_of(self, cid: int) -> str | None:
         client = self._clients.get(cid)
@@ -296,6 +327,8 @@ class Hub:
         actions: list[Action] = [
             self._reply(client, cmd, Welcome(cmd.nick, self._config.server_name, motd))
         ]
+        if self._storage_down is not None:
+            actions.append(Deliver((client.cid,), self._storage_notice()))
         for room in cmd.autojoin:
             actions += self.handle(client.cid, Join(room), now)
         return actions
@@ -358,12 +391,16 @@ class Hub:
     def _say(self, client: _Client, cmd: Say, now: float) -> list[Action]:
         room = self._room_of(client, cmd.room)
         text = self._check_text(cmd.text)
+        if self._storage_down is not None:
+            raise _Refusal(
+                ErrorCode.STORAGE_UNAVAILABLE,
+                f"not sent: room messages cannot be stored right now ({self._storage_down})",
+            )
         assert client.nick is not None
-        message = Message(
-            room.name, client.nick, text, round(now, 3), self._next_mid, action=cmd.action
-        )
-        self._next_mid += 1
-        actions: list[Action] = [Store(message)]
+        mid = max(self._next_mid, int(now * 1000) << MID_SEQUENCE_BITS)
+        self._next_mid = mid + 1
+        message = Message(room.name, client.nick, text, round(now, 3), mid, action=cmd.action)
+        actions: list[Action] = [Store(message, client.cid, cmd.rid)]
         actions += self._to_room(room, client, cmd, message, droppable=True)
         return actions
 

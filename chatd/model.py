@@ -97,6 +97,7 @@ class ErrorCode:
     TIMEOUT = "timeout"
     SLOW_CONSUMER = "slow_consumer"
     HISTORY_OFF = "history_off"
+    STORAGE_UNAVAILABLE = "storage_unavailable"
 
 
 class ProtocolError(Exception):
@@ -361,15 +362,23 @@ class Probe(Event):
 
 @dataclass(frozen=True, slots=True)
 class Notice(Event):
-    """Informational text from the server itself (help, banners)."""
+    """Informational text from the server itself (help, banners, storage state).
+
+    ``code`` names a state change programs can act on (``storage_unavailable`` when room
+    messages cannot be stored, ``storage_available`` when they can again); "" for text.
+    """
 
     text: str
+    code: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class HistoryReply(Event):
     room: str
     messages: tuple[Message, ...]
+    # Set when retention removed messages the request asked for: the oldest mid the room
+    # still has (or the next one, when it has none).
+    start: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -423,9 +432,15 @@ class Deliver(Action):
 
 @dataclass(frozen=True, slots=True)
 class Store(Action):
-    """Persist a room message; the server commits it before any byte of it is sent."""
+    """Persist a room message; the server commits it before any byte of it is sent.
+
+    ``cid`` and ``rid`` name the sender and its request, to refuse the message to them
+    if it cannot be stored.
+    """
 
     message: Message
+    cid: int | None = None
+    rid: object = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,12 +37,12 @@ import socket
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Protocol
 
 from chatd.codecs import Codec, JsonCodec, TextCodec, pick_codec
 from chatd.config import Config
 from chatd.connection import Connection, State
 from chatd.framing import LINE_TOO_LONG, LineFramer
+from chatd.history import HistoryError
 from chatd.hub import Hub
 from chatd.model import (
     Action,
@@ -65,6 +65,7 @@ from chatd.model import (
     Store,
 )
 from chatd.ratelimit import TokenBucket
+from chatd.storekeeper import HistoryStore, StoreKeeper
 
 __all__ = ["Server", "HistoryStore", "Listener"]
 
@@ -77,19 +78,6 @@ _RESOURCE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 _SWEEP_SECONDS = 0.25
 # Idle peers are checked less often: it visits every connection.
 _IDLE_SWEEP_SECONDS = 1.0
-
-
-class HistoryStore(Protocol):
-    """What the server needs from a message store (see :mod:`chatd.history`)."""
-
-    def append(self, message: Message) -> None: ...
-    def commit(self) -> None:
-        """Raises on failure; the server then stops before sending anything unstored."""
-
-    def recent(self, room: str, limit: int) -> list[Message]: ...
-    def query(
-        self, room: str, before: int | None, after: int | None, limit: int
-    ) -> list[Message]: ...
 
 
 class Listener:
@@ -142,6 +130,8 @@ class Server:
         self.config = config
         self.hub = Hub(config, next_mid=next_mid)
         self._history = history
+        self._keeper = StoreKeeper(history, clock()) if history is not None else None
+        self.storage_failure: str | None = None  # set when a storage failure stopped us
         self._clock = clock
         self._wall = wall_clock
         self._selector = selectors.DefaultSelector()
@@ -294,8 +284,7 @@ class Server:
         self._tell_hub_departures(wall)
         if self._batches:
             self._materialize()
-        if self._history is not None:
-            self._history.commit()  # store before deliver: see module docstring
+        self._commit()  # store before deliver: see module docstring
         self._flush_pending()
         self._close_finished(now)
 
@@ -492,9 +481,9 @@ class Server:
             match action:
                 case Deliver():
                     self._deliver(action)
-                case Store(message=message):
-                    if self._history is not None:
-                        self._history.append(message)
+                case Store():
+                    if self._keeper is not None:
+                        self._keeper.append(action)
                 case Close(cid=cid, reason=reason, flush=flush):
                     conn = self._conns.get(cid)
                     if conn is not None:
@@ -546,6 +535,9 @@ class Server:
 
     def _materialize(self) -> None:
         """Append this tick's batched room messages to their recipients' buffers."""
+        self._commit()  # store before deliver: an unstored message leaves its batch here
+        if not self._batches:
+            return
         batches, self._batches = self._batches, {}
         conns = self._conns
         fallback = self._fallback_codec
@@ -601,8 +593,11 @@ class Server:
             return
         messages: list[Message] = []
         if self._history is not None:
-            self._history.commit()
-            messages = self._history.recent(action.room, action.limit)
+            self._commit()
+            try:
+                messages = self._history.recent(action.room, action.limit)
+            except HistoryError as exc:
+                logger.error("%s (replay to #%d)", exc, action.cid)
             for message in messages:
                 self._deliver(Deliver((action.cid,), message))
         self._deliver_one(conn, HistoryEnd(action.room, len(messages)))
@@ -616,9 +611,71 @@ class Server:
                 conn, Error(ErrorCode.HISTORY_OFF, "this server keeps no history"), action.rid
             )
             return
-        self._history.commit()
-        messages = self._history.query(action.room, action.before, action.after, action.limit)
-        self._deliver_one(conn, HistoryReply(action.room, tuple(messages)), action.rid)
+        self._commit()
+        history = self._history
+        try:
+            messages = history.query(action.room, action.before, action.after, action.limit)
+            start = history.start(
+                action.room, action.before, action.after, len(messages), action.limit
+            )
+        except HistoryError as exc:
+            logger.error("%s (history request of #%d)", exc, action.cid)
+            error = Error(ErrorCode.STORAGE_UNAVAILABLE, f"history cannot be read: {exc.reason}")
+            self._deliver_one(conn, error, action.rid)
+            return
+        self._deliver_one(conn, HistoryReply(action.room, tuple(messages), start), action.rid)
+
+    # ------------------------------------------------------------------ storage
+
+    def _commit(self) -> None:
+        """Commit the queued room messages; any that cannot be stored are refused."""
+        if self._keeper is not None:
+            unstored = self._keeper.commit()
+            if unstored:
+                self._storage_failed(unstored)
+
+    def _storage_failed(self, unstored: list[Store]) -> None:
+        """Take unstored messages out of this turn's deliveries, refuse them to their
+        senders, and go read-only (or stop, with ``--on-storage-failure stop``)."""
+        assert self._keeper is not None and self._keeper.failed is not None
+        failure = self._keeper.failed
+        lost = {store.message.mid for store in unstored}
+        for batch in self._batches.values():
+            keep = [
+                i
+                for i, event in enumerate(batch.events)
+                if not (isinstance(event, Message) and event.mid in lost)
+            ]
+            if len(keep) < len(batch.events):
+                where = {old: new for new, old in enumerate(keep)}
+                batch.events = [batch.events[i] for i in keep]
+                batch.replies = [(where[i], c, r) for i, c, r in batch.replies if i in where]
+        self._batches = {key: batch for key, batch in self._batches.items() if batch.events}
+        self._storage_state("failed")
+        for store in unstored:
+            conn = self._conns.get(store.cid) if store.cid is not None else None
+            if conn is not None and conn.state is State.OPEN:
+                why = (
+                    f"not sent: your message to {store.message.room} could not be stored "
+                    f"({failure.reason}): {store.message.text[:60]}"
+                )
+                self._deliver_one(conn, Error(ErrorCode.STORAGE_UNAVAILABLE, why), store.rid)
+
+    def _storage_state(self, change: str) -> None:
+        """Tell the hub (and so everyone, once) that storage failed or recovered."""
+        keeper = self._keeper
+        assert keeper is not None
+        if change == "failed" and keeper.failed is not None:
+            if self.config.on_storage_failure == "stop":
+                if self.storage_failure is None:
+                    self.storage_failure = str(keeper.failed)
+                    logger.critical("%s; stopping (nothing unstored was sent)", keeper.failed)
+                    self.request_stop(f"history storage failed: {keeper.failed.reason}")
+                self.hub.set_storage_down(keeper.failed.reason)
+                return
+            self._apply(self.hub.set_storage_down(keeper.failed.reason))
+        elif change == "recovered":
+            self._apply(self.hub.set_storage_down(None))
 
     # ------------------------------------------------------------------ output limits
 
@@ -628,8 +685,7 @@ class Server:
         # even the hard limit for a reader that keeps up perfectly. Judge only what the
         # kernel will not take now: try to send first, as asyncio's write() does.
         # Store before deliver holds here too: the queue may hold this tick's messages.
-        if self._history is not None:
-            self._history.commit()
+        self._commit()
         try:
             conn.flush(self.config.max_write_bytes_per_tick)
         except OSError as exc:
@@ -667,6 +723,10 @@ class Server:
     # ------------------------------------------------------------------ timers
 
     def _sweep(self, now: float, wall: float) -> None:
+        if self._keeper is not None:
+            change = self._keeper.upkeep(now, wall)
+            if change is not None:
+                self._storage_state(change)
         for conn in list(self._unregistered):
             if conn.state is not State.OPEN or self.hub.is_registered(conn.cid):
                 self._unregistered.discard(conn)

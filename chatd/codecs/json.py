@@ -216,8 +216,15 @@ def _event_fields(event: Event) -> dict[str, Any]:
             return {"type": "skipped", "count": count}
         case Shutdown(reason=reason):
             return {"type": "shutdown", "reason": reason}
-        case Notice(text=text):
-            return {"type": "notice", "text": text}
+        case Notice(text=text, code=code):
+            return (
+                {"type": "notice", "text": text, "code": code}
+                if code
+                else {
+                    "type": "notice",
+                    "text": text,
+                }
+            )
         case AwayNotice(nick=nick, message=message):
             return {
                 "type": "notice",
@@ -227,12 +234,15 @@ def _event_fields(event: Event) -> dict[str, Any]:
             }
         case Probe():
             return {"type": "ping"}
-        case HistoryReply(room=room, messages=messages):
-            return {
+        case HistoryReply(room=room, messages=messages, start=start):
+            reply: dict[str, Any] = {
                 "type": "history",
                 "room": room,
                 "messages": [_message_fields(m) for m in messages],
             }
+            if start is not None:
+                reply["start"] = start
+            return reply
         case HistoryEnd(room=room):
             return {"type": "history_end", "room": room}
         case WhoisReply(nick=nick, rooms=rooms, away=away, idle_seconds=idle):

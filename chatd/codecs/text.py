@@ -234,10 +234,15 @@ def _render(event: Event) -> str:
             return f"*** {nick} is away: {message}"
         case Notice(text=text):
             return "\n".join(f"*** {line}" for line in text.split("\n"))
-        case HistoryReply(room=room, messages=messages):
+        case HistoryReply(room=room, messages=messages, start=start):
+            pruned = (
+                f"*** Older messages in {room} were removed by the server's retention policy."
+                if start is not None
+                else ""
+            )
             if not messages:
-                return f"*** No earlier messages in {room}."
-            return "\n".join(_render(m) for m in messages)
+                return pruned or f"*** No earlier messages in {room}."
+            return "\n".join([pruned] * bool(pruned) + [_render(m) for m in messages])
         case HistoryEnd() | Probe():
             return ""
         case WhoisReply(nick=nick, rooms=rooms, away=away):
