@@ -77,7 +77,7 @@ def prune(store: SqliteHistory, now: float, batch: int = PRUNE_BATCH) -> int:
                 "DO UPDATE SET value = max(value, excluded.value)",
                 (max(removed.values()),),
             )
-            db.execute("PRAGMA incremental_vacuum").fetchall()
+            _vacuum(db)
         db.execute("COMMIT")
     except sqlite3.Error as exc:
         try:
@@ -90,6 +90,17 @@ def prune(store: SqliteHistory, now: float, batch: int = PRUNE_BATCH) -> int:
         raise describe(store.path, exc) from None
     store.pruned += deleted
     return deleted
+
+
+def _vacuum(db: sqlite3.Connection) -> None:
+    """Give every free page back to the filesystem (at the next checkpoint).
+
+    ``PRAGMA incremental_vacuum`` reports each page it frees as an empty result row, and
+    Python's ``execute`` steps a statement only until its first row: one page per call.
+    """
+    free = db.execute("PRAGMA freelist_count").fetchone()[0]
+    for _ in range(free):
+        db.execute("PRAGMA incremental_vacuum(1)")
 
 
 def _prune_age(store: SqliteHistory, cutoff: float, batch: int, removed: dict[str, int]) -> int:
