@@ -292,6 +292,8 @@ class Server:
         """Seconds select() may sleep: until the next deadline, at most one second."""
         if self._unregistered or self._over_soft or self._paused or self._closing:
             return max(0.0, min(_SWEEP_SECONDS, self._next_sweep - self._now))
+        if self._keeper is not None and self._keeper.busy:  # pruning to do, or a failure
+            return max(0.0, min(_SWEEP_SECONDS, self._next_sweep - self._now))
         if any(listener.paused_until for listener in self._listeners):
             return _SWEEP_SECONDS
         return 1.0

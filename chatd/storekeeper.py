@@ -21,6 +21,7 @@ from typing import Protocol
 
 from chatd.history import HistoryError
 from chatd.model import Message, Store
+from chatd.retention import PRUNE_BATCH
 
 __all__ = ["HistoryStore", "StoreKeeper", "CHECK_SECONDS", "RETRY_SECONDS", "PRUNE_SECONDS"]
 
@@ -66,9 +67,15 @@ class StoreKeeper:
         self._next_check = now + CHECK_SECONDS
         self._next_prune = now
         self._next_probe = now
+        self._pruning = False  # the last batch was full: more is due at the next sweep
         self.prune_batches = 0
         self.prune_rows = 0
         self.prune_max_seconds = 0.0
+
+    @property
+    def busy(self) -> bool:
+        """Timed work is due soon (a pruning backlog, or a failure to probe)."""
+        return self.failed is not None or self._pruning
 
     def append(self, action: Store) -> None:
         """Queue a message for the next commit."""
@@ -134,6 +141,7 @@ class StoreKeeper:
                 self._fail(exc)
                 self._next_probe = now + RETRY_SECONDS
                 return "failed"
+            self._pruning = rows >= PRUNE_BATCH
             if rows:
                 took = time.perf_counter() - started
                 self.prune_batches += 1

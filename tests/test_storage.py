@@ -211,7 +211,9 @@ def test_hub_read_only_refuses_room_messages_and_tells_everyone_once() -> None:
     assert hub.set_storage_down("the disk is full") == []  # told once, not again
     refused = hub.handle(1, Say("#r", "hello", rid=7), NOW)
     assert len(refused) == 1 and refused[0] == Deliver(
-        (1,), Error("storage_unavailable", refused[0].event.message), rid=7  # type: ignore[attr-defined]
+        (1,),
+        Error("storage_unavailable", refused[0].event.message),
+        rid=7,  # type: ignore[attr-defined]
     )
     # Private messages, which are not stored, still work.
     private = hub.handle(1, PrivMsg("bob", "psst"), NOW)
@@ -231,8 +233,18 @@ def test_hub_read_only_refuses_room_messages_and_tells_everyone_once() -> None:
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("", 0), ("0", 0), ("30d", 30 * DAY), ("12h", 43200), ("90m", 5400), ("45s", 45),
-     ("2w", 14 * DAY), ("3600", 3600), ("1.5h", 5400), (" 7D ", 7 * DAY)],
+    [
+        ("", 0),
+        ("0", 0),
+        ("30d", 30 * DAY),
+        ("12h", 43200),
+        ("90m", 5400),
+        ("45s", 45),
+        ("2w", 14 * DAY),
+        ("3600", 3600),
+        ("1.5h", 5400),
+        (" 7D ", 7 * DAY),
+    ],
 )
 def test_durations(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
@@ -302,8 +314,14 @@ def test_export_jsonl_and_text(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert [m["mid"] for m in lines] == [1, 2, 4]
-    assert lines[1] == {"mid": 2, "room": "#chat", "from": "bob", "text": "waves",
-                        "ts": NOW + 1, "action": True}
+    assert lines[1] == {
+        "mid": 2,
+        "room": "#chat",
+        "from": "bob",
+        "text": "waves",
+        "ts": NOW + 1,
+        "action": True,
+    }
     result = run_tool("export", "--room", "#chat", "--format", "text", "--db", str(path))
     text = result.stdout.splitlines()
     assert text[0].endswith("<alice> hello") and text[1].endswith("* bob waves")
