@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from helpers import ROOT
 
-from chatd.backup import ToolError, backup, export
+from chatd.backup import ToolError, backup
 from chatd.config import Config, ConfigError, parse_duration
 from chatd.history import SCHEMA_VERSION, SqliteHistory, open_store
 from chatd.hub import Hub

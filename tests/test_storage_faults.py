@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import ROOT, ChatdProcess, JsonClient, RawClient, wait_until
+from helpers import ROOT, JsonClient, RawClient, wait_until
 
 from chatd.history import open_store
 from chatd.model import Message
