@@ -34,6 +34,7 @@ from chatd.model import (
     Store,
 )
 from chatd.retention import PRUNE_BATCH, prune
+from chatd.storekeeper import CHECK_SECONDS, RETRY_SECONDS, StoreKeeper
 
 DAY = 86400.0
 NOW = 1_795_000_000.0
@@ -177,6 +178,24 @@ def test_check_file_notices_a_deleted_or_replaced_file(tmp_path: Path) -> None:
     other.rename(path)
     problem = store.check_file()
     assert problem is not None and "replaced" in str(problem) and str(path) in str(problem)
+    store.close()
+
+
+def test_keeper_writes_nothing_while_failed(tmp_path: Path) -> None:
+    """A deleted file still takes writes (into an inode nobody will open again): once the
+    keeper has seen the failure, queued messages are handed back, not committed."""
+    path = tmp_path / "h.db"
+    store = open_store(str(path))
+    keeper = StoreKeeper(store, 0.0)
+    keeper.append(Store(msg(1), 1, "r1"))
+    assert keeper.commit() == []
+    path.unlink()
+    assert keeper.upkeep(CHECK_SECONDS, NOW) == "failed"
+    late = Store(msg(2), 1, "r2")
+    keeper.append(late)
+    assert keeper.commit() == [late]  # refused: the server takes it out of the deliveries
+    assert store.pending == 0 and store.stored == 1
+    assert keeper.upkeep(CHECK_SECONDS + RETRY_SECONDS, NOW) is None  # still gone
     store.close()
 
 

@@ -256,10 +256,13 @@ def test_startup_on_a_full_or_read_only_filesystem_is_a_clear_error(tmp_path: Pa
     mount_tmpfs(full, "size=1m")
     readonly = tmp_path / "ro"
     try:
-        fill_up(full)
+        filler = fill_up(full)
+        # 100 KiB free: SQLite could still create the file, and the first messages would
+        # fit; the startup check refuses anyway, before the disk fills at run time.
+        os.truncate(filler, filler.stat().st_size - 100 * 1024)
         result = run_chatd("--db", str(full / "history.db"))
         assert result.returncode == 2, result
-        assert "is full" in result.stderr and str(full) in result.stderr
+        assert "is full (100 KiB free" in result.stderr and str(full) in result.stderr
         assert "Traceback" not in result.stderr
         mount_tmpfs(readonly, "size=1m,ro")
         result = run_chatd("--db", str(readonly / "history.db"))
