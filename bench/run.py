@@ -95,6 +95,8 @@ def server_command(kind: str, db: str, root: Path = ROOT) -> list[str]:
             "warning",
             "--max-clients",
             "20000",
+            # e.g. CHATD_BENCH_ARGS="--history-max-per-room 1000" to measure retention
+            *os.environ.get("CHATD_BENCH_ARGS", "").split(),
         ]
     if kind == "asyncio":
         return [
