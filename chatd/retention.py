@@ -23,6 +23,8 @@ import logging
 import sqlite3
 from typing import TYPE_CHECKING
 
+from chatd.historyfile import describe
+
 if TYPE_CHECKING:
     from chatd.history import SqliteHistory
 
@@ -53,8 +55,6 @@ def prune(store: SqliteHistory, now: float, batch: int = PRUNE_BATCH) -> int:
     Raises:
         HistoryError: the write failed (then nothing was deleted).
     """
-    from chatd.history import describe
-
     if not (store.max_age or store.max_per_room) or batch <= 0:
         return 0
     db = store.db

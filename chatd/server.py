@@ -42,7 +42,7 @@ from chatd.codecs import Codec, JsonCodec, TextCodec, pick_codec
 from chatd.config import Config
 from chatd.connection import Connection, State
 from chatd.framing import LINE_TOO_LONG, LineFramer
-from chatd.history import HistoryError
+from chatd.historyfile import HistoryError
 from chatd.hub import Hub
 from chatd.model import (
     Action,

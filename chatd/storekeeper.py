@@ -19,7 +19,7 @@ import logging
 import time
 from typing import Protocol
 
-from chatd.history import HistoryError
+from chatd.historyfile import HistoryError
 from chatd.model import Message, Store
 from chatd.retention import PRUNE_BATCH
 
