@@ -14,7 +14,9 @@ Rules kept here and nowhere else:
   joined last (text mode's plain lines and bare ``/part`` use it);
 - a room message is stored (``Store``) before it is delivered, and is ``droppable`` for
   slow consumers; its ``mid`` is server-wide increasing;
-- a departing client is announced once, with ``QuitEvent``, to everyone sharing a room.
+- a departing client is announced once, with ``QuitEvent``, to everyone sharing a room;
+- while storage is down (:meth:`Hub.set_storage_down`, called by the server) room
+  messages are refused with ``storage_unavailable``; everyone is told once per change.
 
 Replies to a request carry its ``rid``. When an event goes to a room *and* is the reply
 to the sender's request, one ``Deliver`` names the sender as ``reply_to``: only that copy
