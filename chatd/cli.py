@@ -39,7 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
         f"'nc HOST {DEFAULT_PORT}' and type. See docs/protocol.md.",
         epilog="Every option may also be set in a TOML file given with --config, by its "
         "name with underscores (max_line_bytes = 8192). Flags win over the file. "
-        "Set a server password with --password-file or CHATD_PASSWORD.",
+        "Set a server password with --password-file or CHATD_PASSWORD. "
+        "Tools for the history file, safe while the server runs: 'chatd backup PATH', "
+        "'chatd export --room ROOM' (chatd backup --help).",
     )
     parser.add_argument("--version", action="version", version=f"chatd {__version__}")
     parser.add_argument("--config", metavar="FILE", help="TOML file of settings")

@@ -659,7 +659,7 @@ class Server:
             if conn is not None and conn.state is State.OPEN:
                 why = (
                     f"not sent: your message to {store.message.room} could not be stored "
-                    f"({failure.reason}): {store.message.text[:60]}"
+                    f"({failure.reason}): {store.message.text[:60].replace(chr(10), ' ')}"
                 )
                 self._deliver_one(conn, Error(ErrorCode.STORAGE_UNAVAILABLE, why), store.rid)
 
