@@ -29,6 +29,10 @@ logger = logging.getLogger(__name__)
 
 CHECK_SECONDS = 1.0  # how often the file's identity is compared (one stat)
 RETRY_SECONDS = 2.0  # how often a failed store is probed
+# A store that fails again within FLAP_SECONDS of recovering (a disk hovering at full)
+# is probed half as often each time, up to MAX_RETRY_SECONDS: fewer notices to everyone.
+FLAP_SECONDS = 60.0
+MAX_RETRY_SECONDS = 60.0
 PRUNE_SECONDS = 1.0  # how often retention runs when the last batch was not full
 
 
@@ -67,6 +71,9 @@ class StoreKeeper:
         self._next_check = now + CHECK_SECONDS
         self._next_prune = now
         self._next_probe = now
+        self._now = now  # the last upkeep's time (commit() has no clock)
+        self.retry_seconds = RETRY_SECONDS
+        self._recovered_at: float | None = None
         self._pruning = False  # the last batch was full: more is due at the next sweep
         self.prune_batches = 0
         self.prune_rows = 0
@@ -105,32 +112,40 @@ class StoreKeeper:
 
     def _fail(self, exc: HistoryError) -> None:
         if self.failed is None:
+            flapping = self._recovered_at is not None and (
+                self._now - self._recovered_at < FLAP_SECONDS
+            )
+            self.retry_seconds = (
+                min(self.retry_seconds * 2, MAX_RETRY_SECONDS) if flapping else RETRY_SECONDS
+            )
+            self._next_probe = self._now + self.retry_seconds
             logger.error(
                 "%s; room messages are refused until it can be written again (checked every %gs)",
                 exc,
-                RETRY_SECONDS,
+                self.retry_seconds,
             )
         self.failed = exc
 
     def upkeep(self, now: float, wall: float) -> str | None:
         """Timed work; returns ``"failed"`` or ``"recovered"`` when the state changed."""
+        self._now = now
         if self.failed is not None:
             if now < self._next_probe:
                 return None
-            self._next_probe = now + RETRY_SECONDS
+            self._next_probe = now + self.retry_seconds
             problem = self.store.probe()
             if problem is not None:
                 logger.debug("history still unusable: %s", problem)
                 return None
             logger.warning("history can be written again; room messages are accepted again")
             self.failed = None
+            self._recovered_at = now
             return "recovered"
         if now >= self._next_check:
             self._next_check = now + CHECK_SECONDS
             problem = self.store.check_file()
             if problem is not None:
                 self._fail(problem)
-                self._next_probe = now + RETRY_SECONDS
                 return "failed"
         if now >= self._next_prune:
             self._next_prune = now + PRUNE_SECONDS
@@ -139,7 +154,6 @@ class StoreKeeper:
                 rows = self.store.prune(wall)
             except HistoryError as exc:
                 self._fail(exc)
-                self._next_probe = now + RETRY_SECONDS
                 return "failed"
             self._pruning = rows >= PRUNE_BATCH
             if rows:

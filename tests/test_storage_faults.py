@@ -30,7 +30,8 @@ import pytest
 from helpers import ROOT, JsonClient, RawClient, wait_until
 
 from chatd.history import open_store
-from chatd.model import Message
+from chatd.model import Message, Store
+from chatd.storekeeper import FLAP_SECONDS, RETRY_SECONDS, StoreKeeper
 
 DAY = 86400.0
 
@@ -246,6 +247,41 @@ def test_full_disk_with_stop_tells_everyone_and_exits_3(make_server: Any, small_
     kept = stored(db)
     bob_texts = {f["text"] for f in bob_frames if f["type"] == "msg"}
     assert bob_texts <= set(kept.values())  # everything bob received was stored
+
+
+def test_a_disk_hovering_at_full_is_probed_less_often(small_fs: Path) -> None:
+    """Store level, on the keeper's own clock: each failure soon after a recovery
+    doubles the probe interval (fewer notices to everyone), and a calm spell resets it."""
+    store = open_store(str(small_fs / "history.db"))
+    keeper = StoreKeeper(store, 0.0)
+    mid = 0
+
+    def say(now: float) -> list[Store]:
+        nonlocal mid
+        keeper.upkeep(now, 0.0)
+        for _ in range(20):
+            mid += 1
+            keeper.append(Store(Message("#r", "a", "z" * 1500, 0.0, mid)))
+        return keeper.commit()
+
+    intervals = []
+    now = 0.0
+    for _ in range(3):
+        filler = fill_up(small_fs)
+        while not say(now):  # WAL space left over may take a few turns to use up
+            now += 0.25
+        intervals.append(keeper.retry_seconds)
+        filler.unlink()
+        now += keeper.retry_seconds
+        assert keeper.upkeep(now, 0.0) == "recovered"
+    assert intervals == [RETRY_SECONDS, 2 * RETRY_SECONDS, 4 * RETRY_SECONDS]
+    filler = fill_up(small_fs)
+    now += FLAP_SECONDS + 1  # calm for a while: back to the short interval
+    while not say(now):
+        now += 0.25
+    assert keeper.retry_seconds == RETRY_SECONDS
+    filler.unlink()
+    store.close()
 
 
 # --------------------------------------------------------------------------- startup
