@@ -356,3 +356,13 @@ def test_text_mode_shows_nothing_for_bookkeeping_events(event: object) -> None:
 def test_text_multiline_message_is_indented() -> None:
     text = TextCodec().encode(Message("#a", "bob", "one\ntwo", 0.0, 1)).decode()
     assert text.endswith("<bob> one\n    | two\n")
+
+
+def test_text_password_server_checks_the_nick_before_asking_for_the_password() -> None:
+    locked = TextCodec(password_required=True)
+    with pytest.raises(ProtocolError) as refused:
+        locked.decode(b"1bad")
+    assert refused.value.code == "bad_nick"
+    assert isinstance(locked.decode(b"good")[0], Echo)  # still asking for a nick
+    tail = locked.encode(Error("bad_password", "wrong password")).decode()
+    assert tail.endswith("*** Type the password for good on the next line.\n")
