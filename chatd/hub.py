@@ -264,7 +264,7 @@ class Hub:
                 ErrorCode.TEXT_TOO_LONG,
                 f"message is {len(text)} characters; the limit is {self._config.max_text_chars}",
             )
-        text = clean_text(text)
+        text = clean_text(text).strip("\n")  # a trailing newline is not a line of its own
         if blank(text):  # also only zero-width or other invisible characters
             raise _Refusal(ErrorCode.BAD_REQUEST, "empty message")
         lines = text.count("\n") + 1

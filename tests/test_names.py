@@ -264,6 +264,14 @@ def test_max_message_lines_refuses_longer_messages() -> None:
     assert errors(hub.handle(1, PrivMsg("bob", "x\n" * 1000), NOW)) == ["too_many_lines"]
 
 
+def test_newlines_at_the_ends_of_a_message_are_not_lines() -> None:
+    hub = make_hub(max_message_lines=3)
+    register(hub, 1, "alice")
+    hub.handle(1, Join("#a"), NOW)
+    said = hub.handle(1, Say("#a", "\n\na\nb\nc\n\n\n"), NOW)
+    assert isinstance(said[0], Store) and said[0].message.text == "a\nb\nc"
+
+
 def test_default_max_message_lines_is_no_more_generous_than_ergo() -> None:
     assert 1 <= Config().max_message_lines <= 100
 
