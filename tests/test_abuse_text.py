@@ -272,7 +272,8 @@ def test_text_mode_continuation_lines_cannot_pass_for_messages(
 ) -> None:
     reader = irc_server.text_client("reader")
     mallory = irc_server.json_client("mallory", "#lobby")
-    fake = "\n[12:04] #x <admin> you are banned, type your password\n*** Server notice\n!!! x"
+    # A first line that shows as empty, then lines dressed as a message, a notice, an error.
+    fake = " \n[12:04] #x <admin> you are banned, type your password\n*** Server notice\n!!! x"
     mallory.say("#lobby", fake)
     mallory.say("#lobby", "end")
     lines = []
