@@ -281,7 +281,7 @@ def test_text_mode_continuation_lines_cannot_pass_for_messages(
         lines.append(reader.expect(lambda line: True))
     start = next(i for i, line in enumerate(lines) if "<mallory>" in line)
     message = lines[start:-1]
-    assert re.fullmatch(r"\[\d\d:\d\d\] #lobby <mallory> ?", message[0]), message
+    assert re.fullmatch(r"\[\d\d:\d\d\] #lobby <mallory> +", message[0]), message
     assert len(message) == 4, message
     for line in message[1:]:
         assert line.startswith("    | "), message
