@@ -11,9 +11,9 @@ Names are IRC-compatible on purpose (an IRC listener speaks to the same hub):
   * in NFKC form (:func:`nfkc`): the hub folds ``#ｌｏｂｂｙ`` (fullwidth) into ``#lobby``
     and ``#cafe\\u0301`` (NFD accent) into ``#café`` before it looks the room up;
   * free of invisible and space-like characters (:func:`invisible`): Unicode's
-    separators (Zs, Zl, Zp), format characters (Cf: zero-width, bidi), unassigned and
-    private-use code points and every Default_Ignorable_Code_Point (Hangul fillers,
-    variation selectors, …);
+    separators (Zs, Zl, Zp), format characters (Cf: zero-width, bidi) and every
+    Default_Ignorable_Code_Point (Hangul fillers, variation selectors, …), and of
+    unassigned and private-use code points (nobody knows what they look like);
   * written in one script (:func:`mixed_scripts`): ``#lоbby`` with a Cyrillic ``о`` is
     refused. Chinese, Japanese and Korean mix Han with their own scripts (and Latin),
     as UTS #39's "highly restrictive" level allows.
@@ -70,8 +70,11 @@ _IGNORABLE = re.compile(
     "\u2060-\u206f\u2800\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8"
     "\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0000-\U000e0fff]"
 )
-# Separators, controls, format characters, surrogates, private use, unassigned.
-_INVISIBLE_CATEGORIES = frozenset({"Zs", "Zl", "Zp", "Cc", "Cf", "Cs", "Co", "Cn"})
+# Separators, controls and format characters.
+_INVISIBLE_CATEGORIES = frozenset({"Zs", "Zl", "Zp", "Cc", "Cf"})
+# Not in a name either: surrogates, private use and unassigned code points (no one can
+# tell what they will look like; an unassigned one may become a look-alike later).
+_UNKNOWN_CATEGORIES = frozenset({"Cs", "Co", "Cn"})
 # Scripts that legitimately mix (UTS #39 "highly restrictive"): Latin may join each set.
 _CJK_MIXES = (
     frozenset({"LATIN", "HAN", "KANA"}),
@@ -145,6 +148,8 @@ def room_problem(room: str) -> str | None:
         return None
     if any(invisible(ch) for ch in room):
         return "it holds an invisible or space-like character"
+    if any(unicodedata.category(ch) in _UNKNOWN_CATEGORIES for ch in room):
+        return "it holds an unassigned or private-use character"
     if nfkc(room) != room:
         return f"it is not in NFKC form (that would be {nfkc(room)})"
     scripts = mixed_scripts(room)
