@@ -70,6 +70,7 @@ _IGNORABLE = re.compile(
     "\u2060-\u206f\u2800\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8"
     "\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0000-\U000e0fff]"
 )
+_ASCII_INVISIBLE = "".join(map(chr, range(0x21))) + "\x7f"
 # Separators, controls and format characters.
 _INVISIBLE_CATEGORIES = frozenset({"Zs", "Zl", "Zp", "Cc", "Cf"})
 # Not in a name either: surrogates, private use and unassigned code points (no one can
@@ -117,6 +118,8 @@ def invisible(ch: str) -> bool:
 
 def blank(text: str) -> bool:
     """True when ``text`` would show as nothing: only spaces and invisible characters."""
+    if text.isascii():  # the common case: ASCII's only invisible characters are controls
+        return not text.strip(_ASCII_INVISIBLE)
     return all(ch.isspace() or invisible(ch) for ch in text)
 
 
@@ -165,7 +168,9 @@ def valid_room(room: str) -> bool:
 
 def fold(name: str) -> str:
     """The case-insensitive key of a nick or room (NFKC, then the rfc1459 mapping)."""
-    return nfkc(name).translate(_FOLD)
+    if name.isascii():  # every nick, most rooms: skip the call
+        return name.translate(_FOLD)
+    return unicodedata.normalize("NFKC", name).translate(_FOLD)
 
 
 def clean_text(text: str) -> str:

@@ -23,9 +23,12 @@ LINES_PER_TOKEN = 4
 BYTES_PER_TOKEN = 1024
 
 
+_MESSAGES = (Say, PrivMsg)
+
+
 def command_cost(command: Command) -> int:
     """Tokens ``command`` costs: 1, or more for a message of many lines or bytes."""
-    if not isinstance(command, Say | PrivMsg):
+    if not isinstance(command, _MESSAGES):
         return 1
     text = command.text
     lines = text.count("\n") + 1
