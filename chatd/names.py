@@ -129,7 +129,7 @@ def _script(ch: str) -> str | None:
     if unicodedata.category(ch)[0] not in "LM":
         return None
     word = unicodedata.name(ch, "?").split(" ", 1)[0]
-    if word == "COMBINING":
+    if word in ("COMBINING", "MODIFIER"):  # ʻ in Hawaiʻi; look-alike ones NFKC-fold away
         return None
     return _SCRIPT_ALIASES.get(word, word)
 

@@ -111,7 +111,8 @@ def test_a_room_created_by_another_spelling_gets_the_nfkc_name() -> None:
     "room",
     ["#lobby", "#caf\u00e9", "#\u043b\u043e\u0431\u0431\u0438", "#\u03b1\u03b2\u03b3",
      "#\u65e5\u672c\u8a9e\u30c1\u30e3\u30c3\u30c8", "#\ud55c\uad6d\uc5b4", "#\u4e2d\u6587chat",
-     "#x-1.2_3", "#\U0001f600"],
+     "#x-1.2_3", "#\U0001f600", "#Hawai\u02bbi", "#\u0939\u093f\u0928\u094d\u0926\u0940",
+     "#\u3072\u3089\u304c\u306a\u30fc\u6f22\u5b57\u3005"],
 )  # fmt: skip
 def test_honest_rooms_in_any_one_script_are_fine(room: str) -> None:
     assert room_problem(room) is None
