@@ -154,6 +154,18 @@ def test_per_room_cap_keeps_the_newest_of_each_room(tmp_path: Path) -> None:
     store.close()
 
 
+def test_age_pruning_only_ever_removes_a_prefix(tmp_path: Path) -> None:
+    """A message stamped late (the clock stepped) stops pruning there: what remains is
+    always the newest part, so "history starts at M" stays true."""
+    store = open_store(str(tmp_path / "h.db"), max_age=30 * DAY)
+    stamps = [NOW - 40 * DAY] * 10 + [NOW] + [NOW - 40 * DAY] * 10
+    fill(store, [msg(mid, ts=ts) for mid, ts in enumerate(stamps, 1)])
+    while prune(store, NOW):
+        pass
+    assert all_mids(store) == list(range(11, 22))
+    store.close()
+
+
 def test_retention_off_prunes_nothing(tmp_path: Path) -> None:
     store = open_store(str(tmp_path / "h.db"))
     fill(store, [msg(mid, ts=0.0) for mid in range(1, 11)])
