@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from chatd import __version__
-from chatd.codecs.irc import listen_irc
+from chatd.codecs.base import Codec
+from chatd.codecs.irc import IrcCodec
 from chatd.config import DEFAULT_PORT, Config, ConfigError, field_types
 from chatd.history import HistoryError, open_store
 from chatd.server import Server
@@ -125,6 +126,20 @@ def _raise_fd_limit(wanted: int) -> None:
             "wait until others leave",
             soft,
         )
+
+
+def listen_irc(server: Server, host: str, port: int) -> tuple[str, int]:
+    """Open the IRC listener on ``server``'s loop; returns the bound address."""
+    config = server.config
+
+    def make_codec() -> Codec:
+        return IrcCodec(
+            config.server_name,
+            password_required=config.password is not None,
+            max_rooms=config.max_rooms_per_client,
+        )
+
+    return server.listen(host, port, name="irc", make_codec=make_codec, banner=b"")
 
 
 def _how_to_join(host: str, port: int) -> str:
