@@ -1,7 +1,8 @@
 """A token bucket: ``rate`` tokens a second, at most ``burst`` saved up. Pure; time is given.
 
-The server takes one token per command a client sends; when the bucket is empty it stops
-reading that client until :meth:`TokenBucket.delay` has passed. Nothing is dropped: the
+The server takes one token per line a client sends, and charges the rest of the line's
+cost (:attr:`chatd.model.Command.cost`) once it is decoded; when the bucket is empty it
+stops reading that client until :meth:`TokenBucket.delay` has passed. Nothing is dropped: the
 flooder's bytes wait in its own socket buffer, so TCP slows it down for us.
 """
 
@@ -33,6 +34,11 @@ class TokenBucket:
             self.tokens -= 1.0
             return True
         return False
+
+    def charge(self, tokens: int) -> None:
+        """Take ``tokens`` more after a successful :meth:`take`, even into debt: a line
+        found to cost more than one token (many targets) makes the next one wait."""
+        self.tokens -= tokens
 
     def delay(self, now: float) -> float:
         """Seconds until one token is available (0 if one is)."""

@@ -477,6 +477,8 @@ class Server:
             logger.debug("#%d sent a bad line: %s %s", conn.cid, exc.code, exc.message)
             self._deliver_one(conn, Error(exc.code, exc.message), exc.rid)
             return
+        if len(commands) > 1 and conn.bucket is not None:  # one token was taken per line
+            conn.bucket.charge(max(0, sum(command.cost for command in commands) - 1))
         for command in commands:
             if conn.state is not State.OPEN:
                 return

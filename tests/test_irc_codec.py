@@ -658,3 +658,43 @@ def test_codec_answers_for_events_it_renders_itself() -> None:
     assert [type(c) for c in codec.decode(b"WHO #a")] == [Who]
     assert [type(c) for c in codec.decode(b"WHO bob")] == [Whois]
     assert [type(c) for c in codec.decode(b"QUIT")] == [Echo, Quit]
+
+
+def _cost(commands: list[object]) -> int:
+    return sum(command.cost for command in commands)  # type: ignore[attr-defined]
+
+
+def test_multi_target_lines_cost_one_token_per_distinct_target() -> None:
+    net = Net()
+    net.irc_user(1, "ann")
+    net.irc_user(2, "bob")
+    codec = net.codecs[1]
+    joins = codec.decode(b"JOIN #a,#A,#b,#a")  # type: ignore[attr-defined]
+    assert [c.room for c in joins] == ["#a", "#b"] and _cost(joins) == 2
+    names = codec.decode(b"NAMES #x,#y,#X")  # type: ignore[attr-defined]
+    assert [c.room for c in names] == ["#x", "#y"] and _cost(names) == 2
+    says = codec.decode(b"PRIVMSG bob,BOB,#a :hi")  # type: ignore[attr-defined]
+    assert [getattr(c, "to", None) or c.room for c in says] == ["bob", "#a"]
+    assert _cost(says) == 2
+    net.send(1, "JOIN #a,#b,#c")
+    parts = codec.decode(b"JOIN 0")  # type: ignore[attr-defined]
+    assert sorted(c.room for c in parts) == ["#a", "#b", "#c"] and _cost(parts) == 3
+    assert _cost(codec.decode(b"PING :x")) == 0  # type: ignore[attr-defined]
+
+
+def test_too_many_targets_is_407_and_nothing_is_done() -> None:
+    net = Net()
+    net.connect(1, IrcCodec("srv", max_rooms=3))
+    welcome = net.send(1, "NICK ann") + net.send(1, "USER u 0 * :Ann")
+    assert any("TARGMAX=JOIN:3,PART:3,PRIVMSG:4,NOTICE:4,NAMES:3,WHOIS:1" in x for x in welcome)
+    assert net.send(1, "JOIN #a,#b,#c,#d") == [
+        ":srv 407 ann #d :Too many targets: at most 3 for JOIN; nothing was done"
+    ]
+    assert net.hub.rooms_of(1) == []
+    assert numerics(net.send(1, "JOIN #a,#b,#c,#A,#B")) == ["353", "366"] * 3  # repeats: once
+    assert numerics(net.send(1, "NAMES #a,#b,#c,#d")) == ["407"]
+    assert numerics(net.send(1, "PART #a,#b,#c,#d")) == ["407"]
+    assert numerics(net.send(1, "PRIVMSG a,b,c,d,e :hi")) == ["407"]
+    assert net.send(1, "NOTICE a,b,c,d,e :hi") == []  # never an automatic reply
+    assert numerics(net.send(1, "WHOIS ann,ann")) == ["311", "319", "312", "317", "318"]
+    assert numerics(net.send(1, "WHOIS ann,bob")) == ["407"]

@@ -485,3 +485,34 @@ def test_private_action_from_irc_reaches_json_and_text_users_as_an_action(
     assert cat.expect(lambda line: "[msg]" in line).endswith("ann -> cat: * ann nods")
     bob.send_json(op="msg", to="ann", text="bows", action=True)
     assert ann.expect(lambda line: "PRIVMSG ann" in line).endswith(":\x01ACTION bows\x01")
+
+
+def test_a_line_with_many_targets_costs_a_rate_limit_token_per_target() -> None:
+    # Rate 1/s, burst 6: registering takes 2 tokens (NICK, USER). A JOIN of 24 rooms then
+    # costs 24, leaving the bucket 20 in debt: the next line waits ~20 s. Before, the
+    # JOIN cost one token and the PING was answered at once.
+    proc = ChatdProcess(
+        "--rate-limit", "1", "--rate-burst", "6", "--server-name", "irc.test", irc=True
+    )
+    try:
+        ann, bob = irc(proc), irc(proc)
+        ann.register("ann")
+        bob.register("bob")
+        rooms = [f"#r{k}" for k in range(24)]
+        ann.send_line("JOIN " + ",".join(rooms))
+        ann.send_line("PING :after-the-joins")
+        for room in rooms:  # all 24 joins are served: the line is charged, not cut
+            ann.expect(lambda line, room=room: f" 366 ann {room} " in line)
+        bob.send_line("JOIN #r0")  # a neighbour with tokens left is served at once
+        bob.send_line("PING :bob")
+        bob.expect(lambda line: line == ":irc.test PONG irc.test :bob")
+        ann.expect(lambda line: line == ":bob!bob@chatd JOIN #r0")
+        deadline = time.monotonic() + 1.0
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                ann.read_line(left)
+            except AssertionError:  # nothing more within the second, as it should be
+                break
+        assert not any("PONG" in line for line in ann.lines), "the JOIN cost one token"
+    finally:
+        proc.stop()

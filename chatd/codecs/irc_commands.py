@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable
 
 from chatd.codecs.irc_render import motd_lines
-from chatd.codecs.irc_session import MAX_TARGETS, REGISTRATION, Ctx, IrcLines, Session
+from chatd.codecs.irc_session import REGISTRATION, Ctx, IrcLines, Session
 from chatd.codecs.irc_wire import IrcMessage, format_line, parse_line
 from chatd.model import (
     Away,
@@ -58,8 +58,23 @@ def decode(s: Session, line: bytes) -> list[Command]:
     return handler(s, msg)
 
 
-def _targets(msg: IrcMessage, limit: int) -> list[str]:
-    return [name for name in msg.params[0].split(",") if name][:limit]
+def _targets(s: Session, msg: IrcMessage, param: int = 0) -> tuple[list[str], list[Command]]:
+    """The comma-separated targets of ``msg.params[param]``, each once (ignoring case),
+    and no refusal; or no targets and ``407`` if there are more than the command's
+    TARGMAX: then nothing is done. Every target becomes one hub command, and each
+    command costs one rate-limit token."""
+    targets: dict[str, str] = {}
+    for name in msg.params[param].split(","):
+        if name:
+            targets.setdefault(fold(name), name)
+    limit = s.targmax[msg.command]
+    if len(targets) <= limit:
+        return list(targets.values()), []
+    if msg.command == "NOTICE":
+        return [], []  # never an automatic reply to a NOTICE
+    extra = list(targets.values())[limit]
+    text = f"Too many targets: at most {limit} for {msg.command}; nothing was done"
+    return [], s.reply("407", extra, trailing=text)
 
 
 def _ping(s: Session, msg: IrcMessage) -> list[Command]:
@@ -82,18 +97,20 @@ def _join(s: Session, msg: IrcMessage) -> list[Command]:
         return [Part(room, "", rid=Ctx("PART", room)) for room in s.rooms.values()]
     # Keys (JOIN #a,#b k1,k2) are ignored: chatd rooms have none. A room already
     # joined is left alone, as IRC servers do.
-    return [
-        Join(room, rid=Ctx("JOIN", room))
-        for room in _targets(msg, s.max_rooms)
-        if fold(room) not in s.rooms
-    ]
+    rooms, refused = _targets(s, msg)
+    if not rooms:
+        return refused
+    return [Join(room, rid=Ctx("JOIN", room)) for room in rooms if fold(room) not in s.rooms]
 
 
 def _part(s: Session, msg: IrcMessage) -> list[Command]:
     if (missing := s.need(msg, 1)) is not None:
         return missing
     reason = msg.params[1] if len(msg.params) > 1 else ""
-    return [Part(room, reason, rid=Ctx("PART", room)) for room in _targets(msg, s.max_rooms)]
+    rooms, refused = _targets(s, msg)
+    if not rooms:
+        return refused
+    return [Part(room, reason, rid=Ctx("PART", room)) for room in rooms]
 
 
 def _privmsg(s: Session, msg: IrcMessage) -> list[Command]:
@@ -109,8 +126,11 @@ def _privmsg(s: Session, msg: IrcMessage) -> list[Command]:
             return []  # CTCP VERSION, PING, …: nobody here would answer
         text, action = body[7:], True
     text = strip_formatting(text)
+    targets, refused = _targets(s, msg)
+    if not targets:
+        return refused
     commands: list[Command] = []
-    for target in _targets(msg, MAX_TARGETS):
+    for target in targets:
         rid = Ctx(msg.command, target)
         if target.startswith("#"):
             commands.append(Say(target, text, action=action, rid=rid))
@@ -130,7 +150,10 @@ def _topic(s: Session, msg: IrcMessage) -> list[Command]:
 def _names(s: Session, msg: IrcMessage) -> list[Command]:
     if not msg.params:
         return s.reply("366", "*", trailing="End of /NAMES list")
-    return [Who(room, rid=Ctx("NAMES", room)) for room in _targets(msg, s.max_rooms)]
+    rooms, refused = _targets(s, msg)
+    if not rooms:
+        return refused
+    return [Who(room, rid=Ctx("NAMES", room)) for room in rooms]
 
 
 def _list(s: Session, msg: IrcMessage) -> list[Command]:
@@ -149,8 +172,10 @@ def _who(s: Session, msg: IrcMessage) -> list[Command]:
 def _whois(s: Session, msg: IrcMessage) -> list[Command]:
     if not msg.params:
         return s.reply("431", trailing="No nickname given")
-    nick = msg.params[-1].split(",")[0]  # WHOIS [server] nick
-    return [Whois(nick, rid=Ctx("WHOIS", nick))]
+    nicks, refused = _targets(s, msg, len(msg.params) - 1)  # WHOIS [server] nick
+    if not nicks:
+        return refused
+    return [Whois(nick, rid=Ctx("WHOIS", nick)) for nick in nicks]
 
 
 def _away(s: Session, msg: IrcMessage) -> list[Command]:

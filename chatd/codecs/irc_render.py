@@ -288,8 +288,7 @@ def isupport(s: Session) -> list[str]:
         "CHANMODES=,,,",
         "NETWORK=chatd",
         f"MAXTARGETS={MAX_TARGETS}",
-        f"TARGMAX=JOIN:{rooms},PART:{rooms},PRIVMSG:{MAX_TARGETS},"
-        f"NOTICE:{MAX_TARGETS},NAMES:{rooms},WHOIS:1",
+        "TARGMAX=" + ",".join(f"{command}:{n}" for command, n in s.targmax.items()),
     ]
 
 

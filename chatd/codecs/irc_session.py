@@ -95,6 +95,19 @@ class Session:
         self.motd: tuple[str, ...] = ()
 
     @property
+    def targmax(self) -> dict[str, int]:
+        """The most targets one line of each command may name (ISUPPORT ``TARGMAX``)."""
+        rooms = self.max_rooms
+        return {
+            "JOIN": rooms,
+            "PART": rooms,
+            "PRIVMSG": MAX_TARGETS,
+            "NOTICE": MAX_TARGETS,
+            "NAMES": rooms,
+            "WHOIS": 1,
+        }
+
+    @property
     def cache_key(self) -> tuple[str, frozenset[str]]:
         # The own nick is not part of the key: every byte that depends on it goes to this
         # connection alone (numerics, server notices) or is the sender's own copy of a
