@@ -13,7 +13,6 @@ status 1 if any scenario broke a promise.
 from __future__ import annotations
 
 import argparse
-import resource
 import socket
 import statistics
 import sys
@@ -31,15 +30,15 @@ sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
 import test_abuse as abuse  # noqa: E402
 from helpers import ChatdProcess  # noqa: E402
 
+from chatd.fdlimit import raise_fd_limit  # noqa: E402
+
 MiB = 1024  # figures are in KiB
 
 
 def _raise_nofile(count: int) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and hard < count:
-        raise SystemExit(f"bench.stress: need RLIMIT_NOFILE {count}, hard limit is {hard}")
-    if soft != resource.RLIM_INFINITY and soft < count:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (count, hard))
+    got = raise_fd_limit(count)
+    if got < count:
+        raise SystemExit(f"bench.stress: need RLIMIT_NOFILE {count}, could raise it to {got}")
 
 
 def slowloris(quick: bool) -> tuple[dict[str, Any], list[str]]:

@@ -30,6 +30,7 @@ from typing import Any
 
 from chatd.config import Config
 from chatd.model import (
+    MAX_MID,
     Action,
     Away,
     AwayNotice,
@@ -72,14 +73,12 @@ from chatd.model import (
     WhoisReply,
     WhoReply,
 )
-from chatd.names import clean_line, clean_text, fold, valid_nick, valid_room
+from chatd.names import NICK_RULE, clean_line, clean_text, fold, valid_nick, valid_room
 
 __all__ = ["Hub"]
 
 MAX_TOPIC_CHARS = 300
 MAX_REASON_CHARS = 200
-# Message ids are SQLite INTEGER PRIMARY KEYs (chatd/history.py): signed 64-bit.
-MAX_MID = 2**63 - 1
 
 
 @dataclass(eq=False)
@@ -481,10 +480,7 @@ class Hub:
 
 def _bad_nick_message(nick: str) -> str:
     shown = nick[:40].encode("unicode_escape").decode()
-    return (
-        f'"{shown}" is not a valid nick: 1-24 letters, digits or _-[]\\^{{}}|, '
-        f"not starting with a digit or -"
-    )
+    return f'"{shown}" is not a valid nick: {NICK_RULE}'
 
 
 def _bad_room_message(room: str) -> str:

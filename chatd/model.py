@@ -17,6 +17,7 @@ Connection ids (``cid``) are plain integers handed out by the server.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 __all__ = [
     # commands
@@ -39,6 +40,7 @@ __all__ = [
     "Echo",
     # events
     "Event",
+    "AnyEvent",
     "Welcome",
     "Joined",
     "JoinEvent",
@@ -72,11 +74,17 @@ __all__ = [
     # errors
     "ProtocolError",
     "ErrorCode",
+    "MAX_MID",
 ]
 
 
-class ErrorCode:
-    """The error codes of the wire protocol (docs/protocol.md lists what each means)."""
+# Message ids are SQLite INTEGER PRIMARY KEYs (chatd/history.py): signed 64-bit.
+MAX_MID = 2**63 - 1
+
+
+class ErrorCode(StrEnum):
+    """The error codes of the wire protocol (docs/protocol.md lists what each means).
+    Members are strings: ``ErrorCode.BAD_NICK == "bad_nick"``, and JSON shows the value."""
 
     BAD_JSON = "bad_json"
     UNKNOWN_OP = "unknown_op"
@@ -401,6 +409,35 @@ class WhoisReply(Event):
 @dataclass(frozen=True, slots=True)
 class AwayReply(Event):
     away: bool
+
+
+#: Every event a codec may be asked to render. Each codec's render ``match``-es over it
+#: and ends with ``assert_never``, so an event added here and not rendered by every
+#: codec fails the type check (mypy), not a user.
+AnyEvent = (
+    Welcome
+    | Joined
+    | JoinEvent
+    | PartEvent
+    | Message
+    | PrivateMessage
+    | NickEvent
+    | WhoReply
+    | RoomsReply
+    | TopicEvent
+    | Pong
+    | QuitEvent
+    | Error
+    | Skipped
+    | Shutdown
+    | Notice
+    | Probe
+    | AwayNotice
+    | HistoryReply
+    | HistoryEnd
+    | WhoisReply
+    | AwayReply
+)
 
 
 # --------------------------------------------------------------------------- actions

@@ -353,3 +353,19 @@ def test_text_mode_shows_nothing_for_bookkeeping_events(event: object) -> None:
 def test_text_multiline_message_is_indented() -> None:
     text = TextCodec().encode(Message("#a", "bob", "one\ntwo", 0.0, 1)).decode()
     assert text.endswith("<bob> one\n    two\n")
+
+
+def test_every_event_is_in_the_union_the_codecs_render() -> None:
+    # Each codec's render ends with assert_never over AnyEvent: mypy then fails on an
+    # event a codec forgot, but only if the event is in the union.
+    import typing
+
+    from chatd import model
+
+    events = {
+        obj
+        for obj in vars(model).values()
+        if isinstance(obj, type) and issubclass(obj, model.Event) and obj is not model.Event
+    }
+    assert events == set(typing.get_args(model.AnyEvent))
+    assert model.ErrorCode.BAD_NICK == "bad_nick" and f"{model.ErrorCode.BAD_NICK}" == "bad_nick"

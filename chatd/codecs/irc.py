@@ -22,12 +22,14 @@ them as U+FFFD to everybody; CTCP other than ACTION is dropped.
 
 from __future__ import annotations
 
+from typing import cast
+
 from chatd.codecs.base import Codec
 from chatd.codecs.irc_commands import decode
 from chatd.codecs.irc_render import render
 from chatd.codecs.irc_session import CAPABILITIES, Ctx, IrcLines, Session
 from chatd.codecs.irc_wire import IrcMessage, format_line, parse_line, split_text
-from chatd.model import Command, Event
+from chatd.model import AnyEvent, Command, Event
 
 __all__ = [
     "IrcCodec",
@@ -75,5 +77,6 @@ class IrcCodec(Codec):
         self._session.observe(event)
 
     def encode(self, event: Event, rid: object = None) -> bytes:
-        lines = render(self._session, event, rid if isinstance(rid, Ctx) else None)
+        closed = cast("AnyEvent | IrcLines", event)  # the open base -> the closed union
+        lines = render(self._session, closed, rid if isinstance(rid, Ctx) else None)
         return "".join(line + "\r\n" for line in lines).encode()

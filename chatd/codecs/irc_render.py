@@ -13,18 +13,18 @@ code and the IRC command the error answers.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import NamedTuple
+from typing import NamedTuple, assert_never
 
 from chatd import __version__
 from chatd.codecs.irc_session import HOST, MAX_TARGETS, Ctx, IrcLines, Session, mask
 from chatd.codecs.irc_wire import MAX_LINE_BYTES, format_line, split_text
 from chatd.hub import MAX_REASON_CHARS, MAX_TOPIC_CHARS
 from chatd.model import (
+    AnyEvent,
     AwayNotice,
     AwayReply,
     Error,
     ErrorCode,
-    Event,
     HistoryEnd,
     HistoryReply,
     Joined,
@@ -98,7 +98,7 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
-def render(s: Session, event: Event, ctx: Ctx | None) -> list[str]:
+def render(s: Session, event: AnyEvent | IrcLines, ctx: Ctx | None) -> list[str]:
     """The lines that tell this connection ``event`` (``ctx``: the command it answers)."""
     num = s.numeric
     match event:
@@ -177,7 +177,7 @@ def render(s: Session, event: Event, ctx: Ctx | None) -> list[str]:
             return list(lines)
         case HistoryReply():
             return []  # IRC has no command that asks for it (no CHATHISTORY yet)
-    raise TypeError(f"IRC mode cannot encode {event!r}")
+    assert_never(event)
 
 
 def _tags(s: Session, ts: float, mid: int | None = None) -> dict[str, str] | None:

@@ -11,10 +11,11 @@ import json
 import math
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, assert_never, cast
 
 from chatd.codecs.base import Codec, decode_utf8
 from chatd.model import (
+    AnyEvent,
     Away,
     AwayNotice,
     AwayReply,
@@ -176,7 +177,7 @@ def _message_fields(m: Message) -> dict[str, Any]:
     return obj
 
 
-def _event_fields(event: Event) -> dict[str, Any]:
+def _event_fields(event: AnyEvent) -> dict[str, Any]:
     match event:
         case Message():
             return _message_fields(event)
@@ -239,7 +240,7 @@ def _event_fields(event: Event) -> dict[str, Any]:
             return {"type": "whois", "nick": nick, "rooms": list(rooms), "away": away, "idle": idle}
         case AwayReply(away=away):
             return {"type": "away", "away": away}
-    raise TypeError(f"JSON mode cannot encode {event!r}")
+    assert_never(event)
 
 
 class JsonCodec(Codec):
@@ -272,7 +273,7 @@ class JsonCodec(Codec):
         return [make(_Request(obj, op, rid))]
 
     def encode(self, event: Event, rid: object = None) -> bytes:
-        obj = _event_fields(event)
+        obj = _event_fields(cast(AnyEvent, event))  # the open base -> the closed union
         if rid is not None:
             obj["id"] = rid
         return _dumps(obj).encode() + b"\n"

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from typing import assert_never, cast
 
 from chatd.codecs.base import Codec, decode_utf8
 from chatd.model import (
+    AnyEvent,
     Away,
     AwayNotice,
     AwayReply,
@@ -58,10 +60,9 @@ from chatd.model import (
     WhoisReply,
     WhoReply,
 )
+from chatd.names import LOBBY
 
-__all__ = ["TextCodec", "HELP", "LOBBY"]
-
-LOBBY = "#lobby"
+__all__ = ["TextCodec", "HELP"]
 
 HELP = """\
 Commands (anything else you type is said to your current room):
@@ -177,7 +178,7 @@ _COMMANDS: dict[str, Callable[[str], list[Command]]] = {
 }
 
 
-def _render(event: Event) -> str:
+def _render(event: AnyEvent) -> str:
     """One event as the lines a person reads (without the final newline)."""
     match event:
         case Message(room=room, sender=sender, text=text, ts=ts, action=action, history=history):
@@ -245,7 +246,7 @@ def _render(event: Event) -> str:
             return line + (f"; away: {away}" if away else "")
         case AwayReply(away=away):
             return "*** You are marked as away." if away else "*** You are back."
-    raise TypeError(f"text mode cannot encode {event!r}")
+    assert_never(event)
 
 
 class TextCodec(Codec):
@@ -302,5 +303,5 @@ class TextCodec(Codec):
             self._nick_for_password = None
 
     def encode(self, event: Event, rid: object = None) -> bytes:
-        text = _render(event)
+        text = _render(cast(AnyEvent, event))  # the open base -> the closed union
         return (text + "\n").encode() if text else b""
