@@ -30,6 +30,8 @@ __all__ = [
     "Nick",
     "Who",
     "Rooms",
+    "Users",
+    "Stats",
     "Topic",
     "Ping",
     "Quit",
@@ -49,6 +51,8 @@ __all__ = [
     "PrivateMessage",
     "NickEvent",
     "WhoReply",
+    "MemberInfo",
+    "StatsReply",
     "RoomInfo",
     "RoomsReply",
     "TopicEvent",
@@ -144,6 +148,9 @@ class Hello(Command):
     password: str | None = None
     # Rooms to join right after a successful registration (text mode lands in #lobby).
     autojoin: tuple[str, ...] = ()
+    # What IRC's USER says (username, real name); empty: the nick is shown instead.
+    user: str = ""
+    realname: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +169,7 @@ class Say(Command):
     room: str | None  # None: the current room (text mode's plain lines)
     text: str
     action: bool = False
+    notice: bool = False  # IRC's NOTICE to a channel: never to be answered automatically
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +193,16 @@ class Who(Command):
 @dataclass(frozen=True, slots=True)
 class Rooms(Command):
     pass
+
+
+@dataclass(frozen=True, slots=True)
+class Users(Command):
+    """Who can I see? Everybody sharing a room with me, and me (IRC's ``WHO *``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Stats(Command):
+    """How many users, connections and rooms are there (IRC's ``LUSERS``)?"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,10 +266,19 @@ class Event:
 
 
 @dataclass(frozen=True, slots=True)
+class StatsReply(Event):
+    users: int  # registered
+    unregistered: int  # connections that have not said hello yet
+    rooms: int
+    max_users: int  # the most registered users at once since the server started
+
+
+@dataclass(frozen=True, slots=True)
 class Welcome(Event):
     nick: str
     server: str
     motd: tuple[str, ...] = ()
+    stats: StatsReply | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,6 +316,7 @@ class Message(Event):
     mid: int
     action: bool = False
     history: bool = False
+    notice: bool = False  # sent as IRC's NOTICE (history does not keep it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,9 +336,20 @@ class NickEvent(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class MemberInfo:
+    """One user as IRC's WHO shows it."""
+
+    nick: str
+    user: str
+    realname: str
+    away: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class WhoReply(Event):
-    room: str
+    room: str  # "*": the answer to Users
     members: tuple[str, ...]
+    details: tuple[MemberInfo, ...] = ()  # the same members, for IRC's WHO
 
 
 @dataclass(frozen=True, slots=True)
@@ -404,6 +443,8 @@ class WhoisReply(Event):
     rooms: tuple[str, ...]
     away: str | None
     idle_seconds: int = 0
+    user: str = ""
+    realname: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -437,6 +478,7 @@ AnyEvent = (
     | HistoryEnd
     | WhoisReply
     | AwayReply
+    | StatsReply
 )
 
 

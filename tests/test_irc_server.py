@@ -516,3 +516,74 @@ def test_a_line_with_many_targets_costs_a_rate_limit_token_per_target() -> None:
         assert not any("PONG" in line for line in ann.lines), "the JOIN cost one token"
     finally:
         proc.stop()
+
+
+def test_the_irc_package_sees_who_lusers_names_and_myinfo(server: ChatdProcess) -> None:
+    irc_client = pytest.importorskip("irc.client", reason="pip install irc (the 'irc' extra)")
+    reactor = irc_client.Reactor()
+    seen: dict[str, list[list[str]]] = {}
+
+    def on_any(conn: object, event: object) -> None:
+        kind = event.type  # type: ignore[attr-defined]
+        seen.setdefault(kind, []).append([str(a) for a in event.arguments])  # type: ignore[attr-defined]
+
+    connection = reactor.server().connect(
+        "127.0.0.1", server.irc_port, "libbot", username="libuser", ircname="Library Bot"
+    )
+    kinds = ("myinfo", "luserclient", "luserme", "n_local", "n_global", "whoreply", "endofwho")
+    for kind in (*kinds, "namreply", "endofnames", "welcome", "join"):
+        reactor.add_global_handler(kind, on_any)
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.is_set():
+            reactor.process_once(0.05)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: "n_global" in seen and "welcome" in seen, what="welcome burst")
+        assert seen["myinfo"][0][0] == "irc.test" and seen["myinfo"][0][2:] == ["i", "n"]
+        assert seen["luserclient"][0] == ["There are 0 users and 1 invisible on 1 servers"]
+        assert seen["n_local"][0][:2] == ["1", "1"]
+        jay = server.json_client("jay", "#lib", "#other")
+        reactor.scheduler.execute_after(0, lambda: connection.join("#lib,#other"))
+        wait_until(lambda: len(seen.get("endofnames", [])) == 2, what="two joins")
+        seen.pop("namreply")
+        seen.pop("endofnames")
+        reactor.scheduler.execute_after(0, lambda: connection.names(["#lib", "#other"]))
+        wait_until(lambda: len(seen.get("endofnames", [])) == 2, what="NAMES of two channels")
+        assert [r[:2] for r in seen["namreply"]] == [["=", "#lib"], ["=", "#other"]]
+        reactor.scheduler.execute_after(0, lambda: connection.who("#lib"))
+        wait_until(lambda: "endofwho" in seen, what="WHO #lib")
+        assert sorted(seen["whoreply"]) == [
+            ["#lib", "jay", "chatd", "irc.test", "jay", "H", "0 jay"],
+            ["#lib", "libuser", "chatd", "irc.test", "libbot", "H", "0 Library Bot"],
+        ]
+        jay.close()
+    finally:
+        stop.set()
+        thread.join(5)
+        connection.close()
+
+
+def test_registration_with_empty_or_non_utf8_user_fields(server: ChatdProcess) -> None:
+    client = irc(server)
+    client.send_line("NICK ann")
+    client.send_line("USER ann 0 * :")
+    assert client.expect(lambda line: True) == ":irc.test 461 * USER :Not enough parameters"
+    client.send(b"USER \xe4nn\xff 0 * :\xc4nn \xe9l\xe8ve\r\n")  # Latin-1, not UTF-8
+    client.expect(lambda line: " 001 " in line)
+    other = irc(server)
+    other.register("bob")
+    other.send_line("WHOIS ann")
+    assert other.expect(lambda line: " 311 " in line) == (
+        ":irc.test 311 bob ann nn chatd * :\u00c4nn \u00e9l\u00e8ve"
+    )
+    other.send_line("NOTICE ann :automated")
+    client.send_line("AWAY :gone")
+    client.expect(lambda line: " 306 " in line)
+    other.send_line("NOTICE ann :are you there")
+    other.send_line("PING :done")
+    other.expect(lambda line: "PONG" in line)
+    assert not any(" 301 " in line for line in other.lines), "a NOTICE was answered"

@@ -9,11 +9,17 @@ target); the hub copies it onto the reply or error, which is how the rendering k
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 
 from chatd.codecs.irc_render import motd_lines
-from chatd.codecs.irc_session import REGISTRATION, Ctx, IrcLines, Session
+from chatd.codecs.irc_session import (
+    CHANNEL_MODES,
+    REGISTRATION,
+    Ctx,
+    IrcLines,
+    Session,
+    strip_formatting,
+)
 from chatd.codecs.irc_wire import IrcMessage, format_line, parse_line
 from chatd.model import (
     Away,
@@ -25,24 +31,15 @@ from chatd.model import (
     Quit,
     Rooms,
     Say,
+    Stats,
     Topic,
+    Users,
     Who,
     Whois,
 )
 from chatd.names import fold
 
-__all__ = ["decode", "strip_formatting"]
-
-# mIRC formatting: bold, colour (with up to two numbers, fg[,bg]), hex colour, reset,
-# monospace, reverse, italic, strikethrough, underline.
-_FORMATTING_RE = re.compile(
-    r"\x03(\d{1,2}(,\d{1,2})?)?|\x04([0-9A-Fa-f]{6}(,[0-9A-Fa-f]{6})?)?"
-    r"|[\x02\x0f\x11\x16\x1d\x1e\x1f]"
-)
-
-
-def strip_formatting(text: str) -> str:
-    return _FORMATTING_RE.sub("", text)
+__all__ = ["decode"]
 
 
 def decode(s: Session, line: bytes) -> list[Command]:
@@ -133,7 +130,7 @@ def _privmsg(s: Session, msg: IrcMessage) -> list[Command]:
     for target in targets:
         rid = Ctx(msg.command, target)
         if target.startswith("#"):
-            commands.append(Say(target, text, action=action, rid=rid))
+            commands.append(Say(target, text, action=action, notice=notice, rid=rid))
         else:
             commands.append(PrivMsg(target, text, notice=notice, action=action, rid=rid))
     return commands
@@ -161,12 +158,21 @@ def _list(s: Session, msg: IrcMessage) -> list[Command]:
 
 
 def _who(s: Session, msg: IrcMessage) -> list[Command]:
-    mask = msg.params[0] if msg.params else "*"
-    if mask in ("*", "0", ""):  # "everybody": not offered; the room lists are there
-        return s.reply("315", mask, trailing="End of /WHO list")
+    # WHO #room: its members. WHO nick: that user. WHO with a mask (* ? ! @) or "0":
+    # everybody visible (sharing a room with you, and you: everybody is +i) whose
+    # nick!user@host matches; the rendering filters. "WHO x o": operators only: none.
+    mask = msg.params[0] if msg.params and msg.params[0] else "*"
+    if len(msg.params) > 1 and "o" in msg.params[1].split("%")[0]:  # not WHOX's o field
+        return s.reply("315", mask, trailing="End of WHO list")
     if mask.startswith("#"):
         return [Who(mask, rid=Ctx("WHO", mask))]
+    if mask == "0" or any(c in mask for c in "*?!@"):
+        return [Users(rid=Ctx("WHO", mask))]
     return [Whois(mask, rid=Ctx("WHO", mask))]
+
+
+def _lusers(s: Session, msg: IrcMessage) -> list[Command]:
+    return [Stats(rid=Ctx("LUSERS"))]
 
 
 def _whois(s: Session, msg: IrcMessage) -> list[Command]:
@@ -192,7 +198,9 @@ def _mode(s: Session, msg: IrcMessage) -> list[Command]:
     modes = msg.params[1] if len(msg.params) > 1 else ""
     if target.startswith("#"):
         if not modes:
-            return s.reply("324", target, "+")
+            return s.reply("324", target, "+" + CHANNEL_MODES)
+        if modes.strip("+" + CHANNEL_MODES) == "":
+            return []  # +n: already so (only members send to a room)
         if modes.lstrip("+") in _LISTS and len(msg.params) == 2:  # list query: empty
             code, what = _LISTS[modes.lstrip("+")]
             return s.reply(code, target, trailing=f"End of channel {what} list")
@@ -236,5 +244,6 @@ _HANDLERS: dict[str, Callable[[Session, IrcMessage], list[Command]]] = {
     "AWAY": _away,
     "MODE": _mode,
     "MOTD": _motd,
+    "LUSERS": _lusers,
     "TAGMSG": _nothing,  # client tags: not relayed
 }

@@ -12,11 +12,23 @@ code and the IRC command the error answers.
 
 from __future__ import annotations
 
+import fnmatch
+import re
 from datetime import UTC, datetime
 from typing import NamedTuple, assert_never
 
 from chatd import __version__
-from chatd.codecs.irc_session import HOST, MAX_TARGETS, Ctx, IrcLines, Session, mask
+from chatd.codecs.irc_session import (
+    CHANNEL_MODES,
+    HOST,
+    MAX_TARGETS,
+    USER_MODES,
+    USERLEN,
+    Ctx,
+    IrcLines,
+    Session,
+    mask,
+)
 from chatd.codecs.irc_wire import MAX_LINE_BYTES, format_line, split_text
 from chatd.hub import MAX_REASON_CHARS, MAX_TOPIC_CHARS
 from chatd.model import (
@@ -29,6 +41,7 @@ from chatd.model import (
     HistoryReply,
     Joined,
     JoinEvent,
+    MemberInfo,
     Message,
     NickEvent,
     Notice,
@@ -40,6 +53,7 @@ from chatd.model import (
     RoomsReply,
     Shutdown,
     Skipped,
+    StatsReply,
     TopicEvent,
     Welcome,
     WhoisReply,
@@ -126,11 +140,9 @@ def render(s: Session, event: AnyEvent | IrcLines, ctx: Ctx | None) -> list[str]
             if topic:
                 lines.append(num("332", room, trailing=topic))
             return lines + _names_lines(s, room, members)
-        case WhoReply(room=room, members=members):
+        case WhoReply(room=room, members=members, details=details):
             if ctx is not None and ctx.command == "WHO":
-                return [_who_line(s, room, nick) for nick in members] + [
-                    num("315", ctx.target, trailing="End of /WHO list")
-                ]
+                return _who_lines(s, room, details, ctx.target)
             return _names_lines(s, room, members)
         case WhoisReply():
             return _whois_lines(s, event, ctx)
@@ -143,12 +155,14 @@ def render(s: Session, event: AnyEvent | IrcLines, ctx: Ctx | None) -> list[str]
                 if not wanted or fold(r.room) in wanted
             ]
             return lines + [num("323", trailing="End of /LIST")]
+        case StatsReply():
+            return _lusers_lines(s, event)
         case AwayReply(away=away):
             if away:
                 return [num("306", trailing="You have been marked as being away")]
             return [num("305", trailing="You are no longer marked as being away")]
-        case Welcome():
-            return _welcome_lines(s)
+        case Welcome(stats=stats):
+            return _welcome_lines(s, stats)
         case Error(code=code, message=message):
             return _error_lines(s, code, message, ctx)
         case Notice(text=text):
@@ -223,7 +237,8 @@ def _message(s: Session, m: Message, own: bool) -> list[str]:
         # No timestamp tag to carry the age: put it in the text, dated.
         stamp = datetime.fromtimestamp(m.ts).strftime("%Y-%m-%d %H:%M")
         text = "\n".join(f"[{stamp}] {line}" for line in text.split("\n") if line.strip())
-    return _texts("PRIVMSG", m.room, m.sender, text, m.action, _tags(s, m.ts, m.mid))
+    command = "NOTICE" if m.notice else "PRIVMSG"
+    return _texts(command, m.room, m.sender, text, m.action, _tags(s, m.ts, m.mid))
 
 
 def _private(s: Session, m: PrivateMessage) -> list[str]:
@@ -251,15 +266,57 @@ def _names_lines(s: Session, room: str, members: tuple[str, ...]) -> list[str]:
     return lines + [s.numeric("366", room, trailing="End of /NAMES list")]
 
 
-def _who_line(s: Session, room: str, nick: str) -> str:
-    return s.numeric("352", room, nick, HOST, s.server, nick, "H", trailing=f"0 {nick}")
+def _who_line(s: Session, channel: str, who: MemberInfo) -> str:
+    # 352 <client> <channel> <username> <host> <server> <nick> <flags> :<hopcount> <realname>
+    flags = "G" if who.away else "H"
+    return s.numeric(
+        "352", channel, who.user, HOST, s.server, who.nick, flags, trailing=f"0 {who.realname}"
+    )
+
+
+def _who_lines(s: Session, room: str, members: tuple[MemberInfo, ...], mask: str) -> list[str]:
+    """352 per member (``room`` "*": everybody visible, filtered by ``mask``), then 315."""
+    if room == "*" and mask not in ("*", "0"):
+        # Masks are globs (* and ?) over the nick, or over nick!user@host when they name
+        # a user or host part. Both sides are case-folded first, which also turns IRC's
+        # [ ] into { }: fnmatch's character classes cannot occur. fnmatch's patterns do
+        # not backtrack exponentially.
+        full = "!" in mask or "@" in mask
+        match = re.compile(fnmatch.translate(fold(mask))).match
+        members = tuple(
+            m
+            for m in members
+            if match(fold(f"{m.nick}!{m.user}@{HOST}" if full else m.nick)) is not None
+        )
+    lines = [_who_line(s, room, member) for member in members]
+    return lines + [s.numeric("315", mask, trailing="End of /WHO list")]
+
+
+def _lusers_lines(s: Session, stats: StatsReply) -> list[str]:
+    # Everybody is +i (see USER_MODES), so all users are "invisible"; one server.
+    num, users = s.numeric, stats.users
+    return [
+        num("251", trailing=f"There are 0 users and {users} invisible on 1 servers"),
+        num("252", "0", trailing="operator(s) online"),
+        num("253", str(stats.unregistered), trailing="unknown connection(s)"),
+        num("254", str(stats.rooms), trailing="channels formed"),
+        num("255", trailing=f"I have {users + stats.unregistered} clients and 0 servers"),
+        num("265", str(users), str(stats.max_users), trailing=_current(users, stats, "local")),
+        num("266", str(users), str(stats.max_users), trailing=_current(users, stats, "global")),
+    ]
+
+
+def _current(users: int, stats: StatsReply, where: str) -> str:
+    return f"Current {where} users {users}, max {stats.max_users}"
 
 
 def _whois_lines(s: Session, w: WhoisReply, ctx: Ctx | None) -> list[str]:
     num = s.numeric
+    user, realname = w.user or w.nick, w.realname or w.nick
     if ctx is not None and ctx.command == "WHO":
-        return [_who_line(s, "*", w.nick), num("315", ctx.target, trailing="End of /WHO list")]
-    lines = [num("311", w.nick, w.nick, HOST, "*", trailing=w.nick)]
+        who = MemberInfo(w.nick, user, realname, w.away is not None)
+        return _who_lines(s, "*", (who,), ctx.target)
+    lines = [num("311", w.nick, user, HOST, "*", trailing=realname)]
     if w.rooms:
         head = len(f":{s.server} 319 {s.me} {w.nick} :".encode())
         lines += [
@@ -285,26 +342,29 @@ def isupport(s: Session) -> list[str]:
         f"AWAYLEN={MAX_REASON_CHARS}",
         f"CHANLIMIT=#:{rooms}",
         "PREFIX=",
-        "CHANMODES=,,,",
+        f"CHANMODES=,,,{CHANNEL_MODES}",
+        f"USERLEN={USERLEN}",
         "NETWORK=chatd",
         f"MAXTARGETS={MAX_TARGETS}",
         "TARGMAX=" + ",".join(f"{command}:{n}" for command, n in s.targmax.items()),
     ]
 
 
-def _welcome_lines(s: Session) -> list[str]:
+def _welcome_lines(s: Session, stats: StatsReply | None) -> list[str]:
     num, me, server = s.numeric, s.me, s.server
     tokens = isupport(s)
     lines = [
         num("001", trailing=f"Welcome to chatd on {server}, {me}"),
         num("002", trailing=f"Your host is {server}, running chatd {__version__}"),
         num("003", trailing="This server speaks IRC as one listener of chatd"),
-        num("004", server, f"chatd-{__version__}"),
+        num("004", server, f"chatd-{__version__}", USER_MODES, CHANNEL_MODES),
     ]
     for start in range(0, len(tokens), 12):  # at most 13 parameters after the nick
         lines.append(
             num("005", *tokens[start : start + 12], trailing="are supported by this server")
         )
+    if stats is not None:
+        lines += _lusers_lines(s, stats)
     return lines + motd_lines(s)
 
 

@@ -13,6 +13,7 @@ for another NICK.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -29,10 +30,15 @@ from chatd.model import (
     PartEvent,
     Welcome,
 )
-from chatd.names import fold
+from chatd.names import NICK_MAX, fold
 
 __all__ = [
     "CAPABILITIES",
+    "USER_MODES",
+    "CHANNEL_MODES",
+    "USERLEN",
+    "clean_username",
+    "strip_formatting",
     "HOST",
     "MAX_TARGETS",
     "Ctx",
@@ -49,12 +55,40 @@ CAPABILITIES = ("echo-message", "message-tags", "multi-prefix", "server-time")
 MAX_TARGETS = 4  # PRIVMSG/NOTICE a,b,c,d (TARGMAX)
 HOST = "chatd"  # the host part of every nick!user@host: chatd keeps peers' addresses private
 
+#: User and channel modes that exist (004, MODE): everybody is +i (WHO lists nobody
+#: outside your rooms); every room is +n (only members may send to it).
+USER_MODES = "i"
+CHANNEL_MODES = "n"
+USERLEN = NICK_MAX  # the longest username kept from USER
+
 #: Commands allowed before registration is complete (others get 451).
 REGISTRATION = frozenset({"CAP", "PASS", "NICK", "USER", "PING", "PONG", "QUIT"})
 
 
+# mIRC formatting: bold, colour (with up to two numbers, fg[,bg]), hex colour, reset,
+# monospace, reverse, italic, strikethrough, underline.
+_FORMATTING_RE = re.compile(
+    r"\x03(\d{1,2}(,\d{1,2})?)?|\x04([0-9A-Fa-f]{6}(,[0-9A-Fa-f]{6})?)?"
+    r"|[\x02\x0f\x11\x16\x1d\x1e\x1f]"
+)
+
+
+def strip_formatting(text: str) -> str:
+    return _FORMATTING_RE.sub("", text)
+
+
 def mask(nick: str) -> str:
     return f"{nick}!{nick}@{HOST}"
+
+
+def clean_username(given: str) -> str:
+    """The USER username as chatd keeps it: ASCII letters, digits and ``-._~`` and the
+    nick punctuation, at most :data:`USERLEN`; "" when nothing is left (then the hub
+    shows the nick)."""
+    return "".join(c for c in given if c.isascii() and (c.isalnum() or c in _USER_PUNCT))[:USERLEN]
+
+
+_USER_PUNCT = frozenset("-._~[]\\^{}|")
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +121,8 @@ class Session:
         self.nick: str | None = None  # set by Welcome: registered
         self.wanted: str | None = None  # NICK before registration
         self.user = False
+        self.username = ""  # from USER
+        self.realname = ""
         self.password: str | None = None
         self.negotiating = False  # between CAP LS/REQ and CAP END, before registration
         self.hello_sent = False
@@ -160,7 +196,15 @@ class Session:
             return []
         self.hello_sent = True
         password = self.password if self.password_required else None
-        return [Hello(self.wanted, password=password, rid=Ctx("NICK", self.wanted))]
+        return [
+            Hello(
+                self.wanted,
+                password=password,
+                user=self.username,
+                realname=self.realname,
+                rid=Ctx("NICK", self.wanted),
+            )
+        ]
 
     def pass_cmd(self, msg: IrcMessage) -> list[Command]:
         if self.nick is not None:
@@ -175,7 +219,14 @@ class Session:
             return self.reply("462", trailing="You may not reregister")
         if (missing := self.need(msg, 4)) is not None:
             return missing
-        self.user = True  # chatd shows nick!nick@chatd for everybody; USER is not kept
+        # USER <username> 0 * :<realname>; neither may be empty (Modern IRC: 461). A
+        # line that is not UTF-8 was read as CP1252 by the parser, so "\xe9ric" is "éric".
+        username, realname = msg.params[0], msg.params[3].strip()
+        if not username or not realname:
+            return self.reply("461", "USER", trailing="Not enough parameters")
+        self.user = True
+        self.username = clean_username(username)  # "" when nothing was usable: the nick
+        self.realname = strip_formatting(realname)  # the hub cleans and cuts it
         return self.register()
 
     def nick_cmd(self, msg: IrcMessage) -> list[Command]:

@@ -49,6 +49,7 @@ from chatd.model import (
     Say,
     Shutdown,
     Skipped,
+    StatsReply,
     Topic,
     TopicEvent,
     Welcome,
@@ -240,6 +241,8 @@ def _event_fields(event: AnyEvent) -> dict[str, Any]:
             return {"type": "whois", "nick": nick, "rooms": list(rooms), "away": away, "idle": idle}
         case AwayReply(away=away):
             return {"type": "away", "away": away}
+        case StatsReply(users=users, rooms=rooms):  # no op asks for it yet (IRC's LUSERS)
+            return {"type": "stats", "users": users, "rooms": rooms}
     assert_never(event)
 
 

@@ -52,6 +52,7 @@ from chatd.model import (
     Say,
     Shutdown,
     Skipped,
+    StatsReply,
     Topic,
     TopicEvent,
     Welcome,
@@ -246,6 +247,8 @@ def _render(event: AnyEvent) -> str:
             return line + (f"; away: {away}" if away else "")
         case AwayReply(away=away):
             return "*** You are marked as away." if away else "*** You are back."
+        case StatsReply(users=users, rooms=rooms):  # no command asks for it yet
+            return f"*** {users} users in {rooms} rooms"
     assert_never(event)
 
 
