@@ -135,12 +135,6 @@ class Command:
 
     rid: object = field(default=None, kw_only=True)
 
-    @property
-    def cost(self) -> int:
-        """Rate-limit tokens this command costs. A line costs the sum of its commands'
-        costs, at least one token: so an IRC line with 50 targets costs 50."""
-        return 1
-
 
 @dataclass(frozen=True, slots=True)
 class Hello(Command):
@@ -251,10 +245,6 @@ class Echo(Command):
     """Not for the hub: a codec's own answer (``/help``) sent straight back to its client."""
 
     event: Event
-
-    @property
-    def cost(self) -> int:
-        return 0  # the line's one token pays for the codec's own answers
 
 
 # --------------------------------------------------------------------------- events

@@ -1,14 +1,23 @@
 """A token bucket: ``rate`` tokens a second, at most ``burst`` saved up. Pure; time is given.
 
 The server takes one token per line a client sends, and charges the rest of the line's
-cost (:attr:`chatd.model.Command.cost`) once it is decoded; when the bucket is empty it
-stops reading that client until :meth:`TokenBucket.delay` has passed. Nothing is dropped: the
-flooder's bytes wait in its own socket buffer, so TCP slows it down for us.
+cost (:func:`command_cost`) once it is decoded, into debt if need be; when the bucket is
+empty it stops reading that client until :meth:`TokenBucket.delay` has passed. Nothing
+is dropped: the flooder's bytes wait in its own socket buffer, so TCP slows it down.
 """
 
 from __future__ import annotations
 
-__all__ = ["TokenBucket"]
+from chatd.model import Command, Echo
+
+__all__ = ["TokenBucket", "command_cost"]
+
+
+def command_cost(command: Command) -> int:
+    """Tokens ``command`` costs. A line costs the sum of its commands' costs, at least
+    one: an IRC line with 50 targets (50 commands) costs 50; a codec's own answer
+    (``Echo``) is paid by the line."""
+    return 0 if isinstance(command, Echo) else 1
 
 
 class TokenBucket:
@@ -35,9 +44,8 @@ class TokenBucket:
             return True
         return False
 
-    def charge(self, tokens: int) -> None:
-        """Take ``tokens`` more after a successful :meth:`take`, even into debt: a line
-        found to cost more than one token (many targets) makes the next one wait."""
+    def charge(self, tokens: float) -> None:
+        """Take ``tokens`` more, into debt if need be (the next :meth:`take` waits)."""
         self.tokens -= tokens
 
     def delay(self, now: float) -> float:

@@ -64,7 +64,7 @@ from chatd.model import (
     Skipped,
     Store,
 )
-from chatd.ratelimit import TokenBucket
+from chatd.ratelimit import TokenBucket, command_cost
 
 __all__ = ["Server", "HistoryStore", "Listener"]
 
@@ -477,8 +477,8 @@ class Server:
             logger.debug("#%d sent a bad line: %s %s", conn.cid, exc.code, exc.message)
             self._deliver_one(conn, Error(exc.code, exc.message), exc.rid)
             return
-        if len(commands) > 1 and conn.bucket is not None:  # one token was taken per line
-            conn.bucket.charge(max(0, sum(command.cost for command in commands) - 1))
+        if conn.bucket is not None:  # one token was taken for the line: charge the rest
+            conn.bucket.charge(max(0, sum(map(command_cost, commands)) - 1))
         for command in commands:
             if conn.state is not State.OPEN:
                 return

@@ -28,6 +28,7 @@ from chatd.config import Config
 from chatd.hub import Hub
 from chatd.model import (
     Close,
+    Command,
     Deliver,
     Echo,
     Error,
@@ -49,6 +50,7 @@ from chatd.model import (
     Who,
     Whois,
 )
+from chatd.ratelimit import command_cost
 
 # --------------------------------------------------------------------------- harness
 
@@ -664,8 +666,8 @@ def test_codec_answers_for_events_it_renders_itself() -> None:
     assert [type(c) for c in codec.decode(b"QUIT")] == [Echo, Quit]
 
 
-def _cost(commands: list[object]) -> int:
-    return sum(command.cost for command in commands)  # type: ignore[attr-defined]
+def _cost(commands: list[Command]) -> int:
+    return sum(map(command_cost, commands))
 
 
 def test_multi_target_lines_cost_one_token_per_distinct_target() -> None:
