@@ -388,6 +388,18 @@ def test_irssi_in_tmux_chats_with_a_json_user(server: ChatdProcess, tmp_path: Pa
         jay.expect_frame(type="msg", **{"from": "irbob", "text": "hello json, from irssi"})
         tmux.type("/nick irbob2")
         jay.expect_frame(type="nick", old="irbob", new="irbob2")
+        tmux.type("/who #irs")  # irssi shows a 352 as: channel nick flags hops user@host [real]
+        tmux.type("/lusers")
+        tmux.type("/window 1")  # both answers go to the status window
+        wait_until(
+            lambda: (
+                re.search(r"#irs\s+jay\s+H\s+0\s+jay@chatd \[jay\]", tmux.screen())
+                and "There are 0 users and 2 invisible on 1 servers" in tmux.screen()
+            ),
+            timeout=10,
+            what="WHO #irs and LUSERS on irssi's screen",
+        )
+        tmux.type("/window 2")
         jay.send_json(op="part", room="#irs", reason="see you")
         wait_until(
             lambda: "jay [jay@chatd] has left #irs [see you]" in tmux.screen(),
