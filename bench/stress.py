@@ -183,6 +183,12 @@ def irc_targets(quick: bool) -> tuple[dict[str, Any], list[str]]:
         abuse.server_healthy(server)
     finally:
         server.stop()
+    # The promise: a JOIN costs a token per room, so at 10/s (burst 30) each client joins
+    # at most 30 + 10 * seconds rooms (+ one line in debt), and each join is seen by at
+    # most every client. When a line cost one token, 20x more got through.
+    bound = 4 * 4 * (30 + 10 * seconds + 50)
+    if got["joins_seen"] > bound:
+        return got, ["FAIL"]
     return got, [
         f"{got['clients']} IRC clients looping JOIN of {got['rooms']} rooms + JOIN 0 for "
         f"{seconds:g}s: {got['joins_seen']} JOIN lines read back",
