@@ -32,6 +32,7 @@ from typing import Any
 
 from chatd.config import Config
 from chatd.model import (
+    MAX_MID,
     Action,
     Away,
     AwayNotice,
@@ -49,6 +50,7 @@ from chatd.model import (
     Join,
     Joined,
     JoinEvent,
+    MemberInfo,
     Message,
     Nick,
     NickEvent,
@@ -66,9 +68,12 @@ from chatd.model import (
     Rooms,
     RoomsReply,
     Say,
+    Stats,
+    StatsReply,
     Store,
     Topic,
     TopicEvent,
+    Users,
     Welcome,
     Who,
     Whois,
@@ -76,6 +81,8 @@ from chatd.model import (
     WhoReply,
 )
 from chatd.names import (
+    NICK_MAX,
+    NICK_RULE,
     blank,
     clean_line,
     clean_text,
@@ -90,8 +97,6 @@ __all__ = ["Hub"]
 
 MAX_TOPIC_CHARS = 300
 MAX_REASON_CHARS = 200
-# Message ids are SQLite INTEGER PRIMARY KEYs (chatd/history.py): signed 64-bit.
-MAX_MID = 2**63 - 1
 # A new mid is (milliseconds since the epoch) << MID_SEQUENCE_BITS, or the last one + 1
 # if that is not larger: increasing even when the history file is lost or restored, up
 # to 1024 messages per millisecond before borrowing from the next, and below 2**53 (so
@@ -109,6 +114,14 @@ class _Client:
     password_failures: int = 0
     away: str | None = None
     last_active: float = 0.0
+    user: str = ""  # IRC's USER username and real name ("": show the nick)
+    realname: str = ""
+
+    def info(self) -> MemberInfo:
+        assert self.nick is not None
+        return MemberInfo(
+            self.nick, self.user or self.nick, self.realname or self.nick, self.away is not None
+        )
 
 
 @dataclass(eq=False)
@@ -161,6 +174,7 @@ class Hub:
         self._nicks: dict[str, _Client] = {}  # folded nick -> registered client
         self._skeletons: dict[str, _Client] = {}  # nick_skeleton -> registered client
         self._rooms: dict[str, _Room] = {}  # folded room name -> room
+        self._max_users = 0  # the most registered clients at once (IRC's LUSERS)
         self._handlers: dict[type[Command], Callable[[_Client, Any, float], list[Action]]] = {
             Hello: self._hello,
             Join: self._join,
@@ -176,6 +190,8 @@ class Hub:
             History: self._history,
             Away: self._away,
             Whois: self._whois,
+            Users: self._users,
+            Stats: self._stats,
         }
 
     # ------------------------------------------------------------------ introspection
@@ -341,10 +357,12 @@ class Hub:
         client.nick = cmd.nick
         self._nicks[fold(cmd.nick)] = client
         self._skeletons[nick_skeleton(cmd.nick)] = client
+        client.user = clean_line(cmd.user)[:NICK_MAX]
+        client.realname = clean_line(cmd.realname)[:MAX_REASON_CHARS]
+        self._max_users = max(self._max_users, len(self._nicks))
         motd = tuple(line for line in self._config.motd.split("\\n") if line)
-        actions: list[Action] = [
-            self._reply(client, cmd, Welcome(cmd.nick, self._config.server_name, motd))
-        ]
+        welcome = Welcome(cmd.nick, self._config.server_name, motd, self._census())
+        actions: list[Action] = [self._reply(client, cmd, welcome)]
         if self._storage_down is not None:
             actions.append(Deliver((client.cid,), self._storage_notice()))
         for room in cmd.autojoin:
@@ -421,7 +439,15 @@ class Hub:
         assert client.nick is not None
         mid = max(self._next_mid, int(now * 1000) << MID_SEQUENCE_BITS)
         self._next_mid = mid + 1
-        message = Message(room.name, client.nick, text, round(now, 3), mid, action=cmd.action)
+        message = Message(
+            room.name,
+            client.nick,
+            text,
+            round(now, 3),
+            mid,
+            action=cmd.action,
+            notice=cmd.notice,
+        )
         actions: list[Action] = [Store(message, client.cid, cmd.rid)]
         actions += self._to_room(room, client, cmd, message, droppable=True)
         return actions
@@ -465,7 +491,21 @@ class Hub:
 
     def _who(self, client: _Client, cmd: Who, now: float) -> list[Action]:
         room = self._room_of(client, None) if cmd.room is None else self._existing_room(cmd.room)
-        return [self._reply(client, cmd, WhoReply(room.name, room.nicks()))]
+        details = tuple(c.info() for c in room.members.values() if c.nick is not None)
+        return [self._reply(client, cmd, WhoReply(room.name, room.nicks(), details))]
+
+    def _users(self, client: _Client, cmd: Users, now: float) -> list[Action]:
+        seen = [client] + [self._clients[cid] for cid in sorted(self._neighbours(client))]
+        details = tuple(c.info() for c in seen if c.nick is not None)
+        members = tuple(info.nick for info in details)
+        return [self._reply(client, cmd, WhoReply("*", members, details))]
+
+    def _census(self) -> StatsReply:
+        users = len(self._nicks)
+        return StatsReply(users, len(self._clients) - users, len(self._rooms), self._max_users)
+
+    def _stats(self, client: _Client, cmd: Stats, now: float) -> list[Action]:
+        return [self._reply(client, cmd, self._census())]
 
     def _rooms_list(self, client: _Client, cmd: Rooms, now: float) -> list[Action]:
         infos = tuple(
@@ -522,7 +562,9 @@ class Hub:
             raise _Refusal(ErrorCode.NO_SUCH_NICK, f"nobody called {cmd.nick[:40]} is here")
         rooms = tuple(room.name for room in target.rooms.values())
         idle = max(0, int(now - target.last_active))
-        return [self._reply(client, cmd, WhoisReply(target.nick, rooms, target.away, idle))]
+        info = target.info()
+        reply = WhoisReply(target.nick, rooms, target.away, idle, info.user, info.realname)
+        return [self._reply(client, cmd, reply)]
 
     # ------------------------------------------------------------------ leaving
 
@@ -543,10 +585,7 @@ class Hub:
 
 def _bad_nick_message(nick: str) -> str:
     shown = nick[:40].encode("unicode_escape").decode()
-    return (
-        f'"{shown}" is not a valid nick: 1-24 letters, digits or _-[]\\^{{}}|, '
-        f"not starting with a digit or -"
-    )
+    return f'"{shown}" is not a valid nick: {NICK_RULE}'
 
 
 def _room_name(name: str) -> str:
