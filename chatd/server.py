@@ -174,6 +174,7 @@ class Server:
             "line_too_long": 0,
             "protocol_errors": 0,
             "bugs": 0,
+            "dropped_deliveries": 0,  # not encodable for one recipient (a bug; logged)
         }
 
     # ------------------------------------------------------------------ set-up
@@ -528,21 +529,26 @@ class Server:
             self._materialize()
         event, rid, reply_to = action.event, action.rid, action.reply_to
         shared_rid = rid if reply_to is None else None
-        encoded: dict[object, bytes] = {}
+        encoded: dict[object, bytes | None] = {}  # None: that cache entry failed to encode
         for cid in action.cids:
             conn = self._conns.get(cid)
             if conn is None or conn.state is not State.OPEN:
                 continue
             codec = conn.codec or self._fallback_codec
-            codec.observe(event)
-            if cid == reply_to:
-                self._queue(conn, codec.encode(event, rid))
-                continue
-            key = codec.cache_key
-            data = encoded.get(key)
+            if not self._observe(conn, codec, event):
+                data = None
+            elif cid == reply_to:
+                data = self._encode_for(conn, codec, event, rid)
+            else:
+                key = codec.cache_key
+                if key in encoded:
+                    data = encoded[key]
+                else:
+                    data = encoded[key] = self._encode_for(conn, codec, event, shared_rid)
             if data is None:
-                data = encoded[key] = codec.encode(event, shared_rid)
-            self._queue(conn, data)
+                self._drop_delivery()
+            else:
+                self._queue(conn, data)
 
     def _materialize(self) -> None:
         """Append this tick's batched room messages to their recipients' buffers."""
@@ -553,7 +559,7 @@ class Server:
         for batch in batches.values():
             events = batch.events
             count = len(events)
-            parts_by_key: dict[object, list[bytes]] = {}
+            parts_by_key: dict[object, tuple[list[bytes], int]] = {}  # parts, failures
             blobs: dict[object, bytes] = {}
             repliers = {cid for _, cid, _ in batch.replies}
             for cid in batch.cids:
@@ -569,18 +575,87 @@ class Server:
                 if blob is not None and cid not in repliers:
                     queue(conn, blob)
                     continue
-                parts = parts_by_key.get(key)
-                if parts is None:
-                    parts = parts_by_key[key] = [codec.encode(e) for e in events]
-                    blobs[key] = b"".join(parts)
+                entry = parts_by_key.get(key)
+                if entry is None:
+                    entry = parts_by_key[key] = self._encode_batch(conn, codec, events)
+                    if not entry[1]:
+                        blobs[key] = b"".join(entry[0])
+                parts, failures = entry
+                if failures:
+                    self._drop_delivery(failures)
                 if cid in repliers:  # its own messages carry its request ids
-                    parts = list(parts)
-                    for index, reply_cid, rid in batch.replies:
-                        if reply_cid == cid:
-                            parts[index] = codec.encode(events[index], rid)
-                    queue(conn, b"".join(parts))
+                    mine = [(index, rid) for index, rcid, rid in batch.replies if rcid == cid]
+                    queue(conn, self._encode_replies(conn, codec, events, parts, mine))
                 else:
-                    queue(conn, blobs[key])
+                    queue(conn, b"".join(parts))
+
+    # A failure to encode or observe an event is a bug, never the peer's fault; it must
+    # cost that one delivery and nothing else: not the loop, not the other recipients.
+
+    def _encode_for(
+        self, conn: Connection, codec: Codec, event: Event, rid: object
+    ) -> bytes | None:
+        """``codec.encode(event, rid)``, or None if that raised."""
+        try:
+            return codec.encode(event, rid)
+        except Exception:
+            self._encode_failed(conn, event)
+            return None
+
+    def _observe(self, conn: Connection, codec: Codec, event: Event) -> bool:
+        try:
+            codec.observe(event)
+        except Exception:
+            self._encode_failed(conn, event)
+            return False
+        return True
+
+    def _encode_batch(
+        self, conn: Connection, codec: Codec, events: list[Event]
+    ) -> tuple[list[bytes], int]:
+        """Each event's bytes (``b""`` for one that failed), and how many failed."""
+        parts: list[bytes] = []
+        failures = 0
+        for event in events:
+            data = self._encode_for(conn, codec, event, None)
+            if data is None:
+                failures += 1
+            parts.append(data or b"")
+        return parts, failures
+
+    def _encode_replies(
+        self,
+        conn: Connection,
+        codec: Codec,
+        events: list[Event],
+        parts: list[bytes],
+        mine: list[tuple[int, object]],
+    ) -> bytes:
+        """The batch for a sender: its own messages re-encoded with their request ids."""
+        parts = list(parts)
+        for index, rid in mine:
+            data = self._encode_for(conn, codec, events[index], rid)
+            if data is None:
+                self._drop_delivery()
+            parts[index] = data or b""
+        return b"".join(parts)
+
+    def _encode_failed(self, conn: Connection, event: Event) -> None:
+        self.stats["bugs"] += 1
+        failures = self.stats["bugs"]
+        if failures <= 10 or failures % 1000 == 0:  # a bug repeated per line must not flood
+            logger.exception(
+                "bug: cannot encode %s for #%d %s (%s mode); that delivery is dropped "
+                "(%d bugs so far)",
+                type(event).__name__,
+                conn.cid,
+                conn.peer,
+                conn.codec.name if conn.codec else "?",
+                failures,
+            )
+
+    def _drop_delivery(self, count: int = 1) -> None:
+        self.stats["dropped_deliveries"] += count
 
     def _queue(self, conn: Connection, data: bytes) -> None:
         """Append bytes for ``conn``; enforce the output limits; flush it this tick."""

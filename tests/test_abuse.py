@@ -600,6 +600,13 @@ def test_garbage_random_bytes_fuzz(victim: Victim, data: bytes) -> None:
 @given(obj=request_shapes)
 def test_garbage_random_request_shapes_fuzz(victim: Victim, obj: dict[str, Any]) -> None:
     frames = victim.send(json.dumps(obj).encode())
+    rid = obj.get("id")
+    flat = rid is None or (isinstance(rid, str) and len(rid) <= 64)
+    if not (flat or (type(rid) is int and abs(rid) <= 2**53)):
+        # Only small flat ids are echoed (docs/protocol.md): anything else is refused.
+        assert [(f["type"], f["code"]) for f in frames] == [("error", "bad_request")], frames
+        assert "id" not in frames[0]
+        return
     if obj.get("op") not in OPS:
         assert [f["type"] for f in frames] == ["error"], (obj, frames)
         assert frames[0]["code"] == "unknown_op"

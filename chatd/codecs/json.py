@@ -57,7 +57,13 @@ from chatd.model import (
     WhoReply,
 )
 
-__all__ = ["JsonCodec"]
+__all__ = ["JsonCodec", "MAX_ID_CHARS", "MAX_ID_INT"]
+
+# A request id is copied onto the reply, so it is ours to encode: only small, flat values.
+# Strings up to 64 characters hold any UUID or counter; integers up to 2**53 are what
+# every JSON client (JavaScript's numbers) reads exactly.
+MAX_ID_CHARS = 64
+MAX_ID_INT = 2**53
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
@@ -242,6 +248,19 @@ def _event_fields(event: Event) -> dict[str, Any]:
     raise TypeError(f"JSON mode cannot encode {event!r}")
 
 
+def _request_id(rid: object) -> str | int | None:
+    """The request id if it is one the server may echo back, else ``bad_request``."""
+    if rid is None or (isinstance(rid, str) and len(rid) <= MAX_ID_CHARS):
+        return rid
+    if isinstance(rid, int) and not isinstance(rid, bool) and -MAX_ID_INT <= rid <= MAX_ID_INT:
+        return rid
+    raise ProtocolError(
+        ErrorCode.BAD_REQUEST,
+        f'"id" must be a string of at most {MAX_ID_CHARS} characters, an integer '
+        f"of at most 2**53 in magnitude, or null; the request was ignored",
+    )
+
+
 class JsonCodec(Codec):
     name = "json"
     cache_key = "json"
@@ -262,7 +281,7 @@ class JsonCodec(Codec):
                 ) from None
         if not isinstance(obj, dict):
             raise ProtocolError(ErrorCode.BAD_JSON, "expected a JSON object per line")
-        rid = obj.get("id")
+        rid = _request_id(obj.get("id"))
         op = obj.get("op")
         make = _OPS.get(op) if isinstance(op, str) else None
         if make is None or not isinstance(op, str):
