@@ -59,6 +59,14 @@ class Config:
         "bytes read per recv() (asyncio reads 256 KiB, Redis "
         "16 KiB; bigger costs more than it saves)",
     )
+    # One recv() of 64 KiB of "xy\n" is 21,845 lines: ~1.2 MiB of parsed objects per
+    # client if they wait for the rate limit. Input waiting for it stays raw, and at most
+    # this much is read; the rest waits in the kernel, where TCP pushes back.
+    max_input_backlog_bytes: int = _opt(
+        16384,
+        "most bytes of a client's input read but not yet run (waiting for the rate "
+        "limit); the client is not read while it has any (4 lines of max_line_bytes)",
+    )
 
     # --- output limits (Redis's pub/sub client class, scaled to chat) -------------------
     out_high_water_bytes: int = _opt(
@@ -154,6 +162,7 @@ class Config:
             "max_line_bytes",
             "max_text_chars",
             "recv_chunk_bytes",
+            "max_input_backlog_bytes",
             "out_high_water_bytes",
             "out_soft_limit_bytes",
             "out_hard_limit_bytes",

@@ -42,7 +42,7 @@ from typing import Protocol
 from chatd.codecs import Codec, JsonCodec, TextCodec, pick_codec
 from chatd.config import Config
 from chatd.connection import Connection, State
-from chatd.framing import LINE_TOO_LONG, LineFramer
+from chatd.framing import LINE_TOO_LONG, LineFramer, LineTooLong
 from chatd.hub import Hub
 from chatd.model import (
     Action,
@@ -410,7 +410,7 @@ class Server:
 
     def _on_readable(self, conn: Connection, now: float, wall: float) -> None:
         try:
-            data = conn.recv(self.config.recv_chunk_bytes)
+            data = conn.recv(self._recv_size(conn))
         except OSError as exc:
             self._close(conn, f"read error: {exc.strerror or exc}", flush=False)
             return
@@ -423,6 +423,12 @@ class Server:
             # executed, replies are flushed, then we close.
             self._close(conn, "connection closed by peer", flush=True)
             return
+        if conn.bucket is not None:  # rate-limited: framed lazily, a line per token
+            if conn.unframed_pos < len(conn.unframed):
+                data = conn.unframed[conn.unframed_pos :] + data
+            conn.unframed, conn.unframed_pos = data, 0
+            self._run_backlog(conn, now, wall)
+            return
         frames = conn.framer.feed(data)
         if frames:
             if conn.backlog is None:
@@ -431,14 +437,37 @@ class Server:
                 conn.backlog.extend(frames)
             self._run_backlog(conn, now, wall)
 
+    def _recv_size(self, conn: Connection) -> int:
+        """Without a rate limit every line read runs at once; with one, input may have
+        to wait, and what waits is bounded by ``max_input_backlog_bytes``."""
+        if conn.bucket is None:
+            return self.config.recv_chunk_bytes
+        return min(self.config.recv_chunk_bytes, self.config.max_input_backlog_bytes)
+
+    def _frame_next(self, conn: Connection) -> deque[bytes | LineTooLong] | None:
+        """Frame the next line of ``conn.unframed`` (None when nothing is left)."""
+        data, pos = conn.unframed, conn.unframed_pos
+        while pos < len(data):
+            end = data.find(b"\n", pos) + 1 or len(data)
+            frames = conn.framer.feed(data[pos:end])
+            pos = end
+            if frames:
+                conn.unframed_pos = pos
+                conn.backlog = deque(frames)
+                return conn.backlog
+        conn.unframed, conn.unframed_pos = b"", 0
+        return None
+
     def _run_backlog(self, conn: Connection, now: float, wall: float) -> None:
         """Execute queued frames while the rate limit allows."""
         backlog = conn.backlog
-        if backlog is None:
-            return
         bucket = conn.bucket
         try:
-            while backlog and conn.state is State.OPEN:
+            while conn.state is State.OPEN:
+                if not backlog:
+                    backlog = self._frame_next(conn)
+                    if backlog is None:
+                        break
                 if bucket is not None and not bucket.take(now):
                     conn.paused_until = now + bucket.delay(now)
                     self._paused.add(conn)
@@ -451,7 +480,7 @@ class Server:
             # _fatal_error pattern). SystemExit and KeyboardInterrupt are not caught.
             self.stats["bugs"] += 1
             logger.exception("bug while serving #%d %s; closing it", conn.cid, conn.peer)
-            backlog.clear()
+            conn.backlog, conn.unframed = None, b""
             self._close(conn, "internal error", flush=False)
 
     def _execute(self, conn: Connection, frame: bytes | object, wall: float) -> None:
@@ -865,7 +894,7 @@ class Server:
         conn.state = State.CLOSING
         conn.close_reason = reason
         conn.close_deadline = self._now + self.config.close_linger_seconds
-        conn.backlog = None
+        conn.backlog, conn.unframed = None, b""
         self._closing.add(conn)
         self._departures.append((conn.cid, reason))
         self._update_interest(conn)

@@ -15,15 +15,17 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import ROOT, ChatdProcess, JsonClient, wait_until
+from helpers import ROOT, ChatdProcess, JsonClient, many_sockets, wait_until
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from test_abuse import RssSampler, Swarm, server_healthy
 
 FAULTS = Path(__file__).resolve().parent / "faults"
 
@@ -249,3 +251,50 @@ def test_any_json_in_any_field_with_neighbours_coming_and_going(
     room: Room, fields: dict[str, str]
 ) -> None:
     room.run(fields)
+
+
+# ============================================================================ finding 2
+
+
+def run_tiny_lines(server: ChatdProcess, clients: int) -> dict[str, Any]:
+    """``clients`` registered JSON clients each send one 64 KiB packet of ``xy\\n`` (21,845
+    lines, each a bad_json error at the rate limit); returns the server's RSS growth."""
+    start_kib = server.rss_kib()
+    crowd = Swarm(many_sockets(server.port, clients))
+    crowd.send_all(lambda i: b'{"op":"hello","nick":"tiny%d"}\n' % i)
+    crowd.pump_until(
+        lambda: all(any(b'"welcome"' in line for line in lines) for lines in crowd.lines),
+        30,
+        "every client registered",
+    )
+    registered_kib = server.rss_kib()
+    rss = RssSampler(server)
+    packet = b"xy\n" * (65536 // 3)
+    for i in range(clients):
+        crowd.send_pumping(i, packet)
+    crowd.pump_until(
+        lambda: all(any(b"bad_json" in line for line in lines) for lines in crowd.lines),
+        30,
+        "every packet read",
+    )
+    deadline = time.monotonic() + 1.0  # let it run a second at the rate limit
+    while time.monotonic() < deadline:
+        crowd.pump(0.05)
+    packets_kib = rss.stop()
+    crowd.close()
+    return {
+        "clients": clients,
+        "registered_kib": registered_kib - start_kib,
+        "packets_kib": packets_kib,
+        "total_kib": registered_kib - start_kib + packets_kib,
+    }
+
+
+def test_tiny_lines_backlog_is_bounded_in_bytes(make_server) -> None:
+    server = make_server()
+    got = run_tiny_lines(server, 300)
+    print(f"\ntiny lines: {got}")
+    server_healthy(server)
+    # Before the bound: ~1.2 MiB per client (21,845 parsed lines each). The goal of the
+    # issue: under 20 MiB for all 300, connections included.
+    assert got["total_kib"] < 20 * 1024, got
