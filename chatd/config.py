@@ -104,6 +104,16 @@ class Config:
 
     # --- connections ------------------------------------------------------------------
     max_clients: int = _opt(10000, "connections beyond this get server_full and are closed")
+    # ngIRCd allows 5 connections per address, which a school's NAT would hit at once:
+    # a class of 30 behind one address, each with the terminal client and an IRC client
+    # or a phone, is ~60-90. 64 keeps one host from taking more than 64 of max_clients.
+    max_clients_per_ip: int = _opt(
+        64,
+        "connections one address (an IPv4 address, an IPv6 /64) may hold; more get "
+        "server_full. 64 admits a classroom of ~30 behind one NAT with two devices each "
+        "and keeps one host from taking every slot; raise it for a bigger NAT, 0 turns "
+        "it off",
+    )
     max_accepts_per_tick: int = _opt(64, "most connections accepted per loop turn")
     listen_backlog: int = _opt(socket.SOMAXCONN, "listen() backlog")
     register_timeout_seconds: float = _opt(
@@ -138,6 +148,16 @@ class Config:
     # --- rooms and users -----------------------------------------------------------------
     max_rooms_per_client: int = _opt(50, "rooms one client may be in at once")
     max_password_failures: int = _opt(3, "wrong passwords before the connection is closed")
+    # Wrong passwords are throttled per address, not per connection: one client that
+    # reconnected after every 3 guesses made 8,163 guesses a second.
+    password_guess_burst: int = _opt(
+        10, "wrong passwords one address may send at once before its guesses are slowed"
+    )
+    password_guess_rate: float = _opt(
+        1.0,
+        "after the burst, wrong passwords per second one address may send, over all its "
+        "connections (its logins wait; other addresses are not slowed)",
+    )
     password: str | None = _opt(
         None, "(set with --password-file or CHATD_PASSWORD only)", cli=False
     )
@@ -173,6 +193,7 @@ class Config:
             "rate_burst",
             "max_rooms_per_client",
             "max_password_failures",
+            "password_guess_burst",
             "history_max_limit",
         ]
         for name in positive:
@@ -191,10 +212,15 @@ class Config:
             "idle_drop_seconds",
             "out_low_water_bytes",
             "send_buffer_bytes",
+            "max_clients_per_ip",
         ]
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, not {getattr(self, name)}")
+        if not self.password_guess_rate > 0:
+            raise ConfigError(
+                f"password_guess_rate must be positive, not {self.password_guess_rate}"
+            )
         for name in ("port", "irc_port"):
             value = getattr(self, name)
             if value is not None and not 0 <= value <= 65535:

@@ -41,6 +41,7 @@ class Connection:
         "sock",
         "fd",
         "peer",
+        "host",
         "framer",
         "codec",
         "out",
@@ -78,6 +79,7 @@ class Connection:
         self.sock = sock
         self.fd = sock.fileno()
         self.peer = peer
+        self.host = peer  # the address key per-address limits count (chatd.throttle)
         self.framer = framer
         self.codec = codec  # None until the first line picks the mode (native port)
         self.out = OutBuffer()

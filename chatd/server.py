@@ -54,6 +54,7 @@ from chatd.model import (
     ErrorCode,
     Event,
     FetchHistory,
+    Hello,
     HistoryEnd,
     HistoryReply,
     Message,
@@ -65,6 +66,7 @@ from chatd.model import (
     Store,
 )
 from chatd.ratelimit import TokenBucket
+from chatd.throttle import Throttle, address_key
 
 __all__ = ["Server", "HistoryStore", "Listener"]
 
@@ -158,6 +160,8 @@ class Server:
         self._pingable: set[Connection] = set()  # peers whose protocol answers pings (IRC)
         self._fallback_codec = TextCodec()  # for lines sent before a mode is picked
         self._password_required = config.password is not None
+        self._per_host: dict[str, int] = {}  # open connections per address key
+        self._guesses = Throttle(config.password_guess_rate, config.password_guess_burst, clock)
         self._now = clock()
         self._next_sweep = 0.0
         self._next_idle_sweep = 0.0
@@ -170,6 +174,8 @@ class Server:
         self.stats = {
             "accepted": 0,
             "rejected_full": 0,
+            "rejected_per_ip": 0,
+            "password_failures": 0,
             "slow_consumers": 0,
             "line_too_long": 0,
             "protocol_errors": 0,
@@ -342,7 +348,11 @@ class Server:
             if len(self._conns) >= self.config.max_clients:
                 self._reject_full(sock, peer, listener)
                 continue
-            self._adopt(sock, peer, listener, now)
+            host = address_key(addr[0]) if isinstance(addr, tuple) else peer
+            if self._host_full(host):
+                self._reject_host(sock, peer, host, listener)
+                continue
+            self._adopt(sock, peer, listener, now, host)
 
     def _reject_full(self, sock: socket.socket, peer: str, listener: Listener) -> None:
         """Tell a newcomer the server is full, in its listener's protocol, and close."""
@@ -358,6 +368,33 @@ class Server:
             ErrorCode.SERVER_FULL,
             f"the server is full ({self.config.max_clients} clients); try again later",
         )
+        self._refuse(sock, listener, error)
+
+    def _host_full(self, host: str) -> bool:
+        limit = self.config.max_clients_per_ip
+        return bool(limit) and self._per_host.get(host, 0) >= limit
+
+    def _reject_host(self, sock: socket.socket, peer: str, host: str, listener: Listener) -> None:
+        """One address already holds ``max_clients_per_ip``: refuse like server_full."""
+        self.stats["rejected_per_ip"] += 1
+        refused = self.stats["rejected_per_ip"]
+        if refused in (1, 10, 100) or refused % 1000 == 0:
+            logger.warning(
+                "%s already has %d connections: refused %s (%d refused so far)",
+                host,
+                self.config.max_clients_per_ip,
+                peer,
+                refused,
+            )
+        limit = self.config.max_clients_per_ip
+        error = Error(
+            ErrorCode.SERVER_FULL,
+            f"too many connections from your address ({limit} allowed); close one first",
+        )
+        self._refuse(sock, listener, error)
+
+    def _refuse(self, sock: socket.socket, listener: Listener, error: Error) -> None:
+        """Tell a newcomer ``error`` in its listener's protocol, and close."""
         if listener.make_codec is not None:  # a fixed protocol (IRC): its own ERROR line
             data = listener.make_codec().encode(error)
         else:  # the native port, mode not picked yet: a line for people, a frame for programs
@@ -369,7 +406,9 @@ class Server:
             pass
         sock.close()
 
-    def _adopt(self, sock: socket.socket, peer: str, listener: Listener, now: float) -> None:
+    def _adopt(
+        self, sock: socket.socket, peer: str, listener: Listener, now: float, host: str = ""
+    ) -> None:
         config = self.config
         sock.setblocking(False)
         try:
@@ -393,6 +432,8 @@ class Server:
         )
         codec = listener.make_codec() if listener.make_codec else None
         conn = Connection(cid, sock, peer, LineFramer(config.max_line_bytes), codec, bucket)
+        conn.host = host or peer
+        self._per_host[conn.host] = self._per_host.get(conn.host, 0) + 1
         conn.register_deadline = now + config.register_timeout_seconds
         conn.last_heard = now
         self._conns[cid] = conn
@@ -401,7 +442,9 @@ class Server:
             self._pingable.add(conn)
         self.stats["accepted"] += 1
         self.hub.connect(cid, self._wall())
-        logger.info("#%d connected from %s (%s)", cid, peer, listener.name)
+        logger.log(
+            self._conn_log_level(conn), "#%d connected from %s (%s)", cid, peer, listener.name
+        )
         conn.out.append(listener.banner)
         self._mark_pending(conn)
         self._update_interest(conn)
@@ -468,6 +511,8 @@ class Server:
                     backlog = self._frame_next(conn)
                     if backlog is None:
                         break
+                if self._login_wait(conn, now):
+                    return
                 if bucket is not None and not bucket.take(now):
                     conn.paused_until = now + bucket.delay(now)
                     self._paused.add(conn)
@@ -482,6 +527,47 @@ class Server:
             logger.exception("bug while serving #%d %s; closing it", conn.cid, conn.peer)
             conn.backlog, conn.unframed = None, b""
             self._close(conn, "internal error", flush=False)
+
+    def _login_wait(self, conn: Connection, now: float) -> bool:
+        """Hold an unregistered client's lines while its address is out of guesses."""
+        if not self._password_required or self.hub.is_registered(conn.cid):
+            return False
+        wait = self._guesses.delay(conn.host)
+        if not wait:
+            return False
+        conn.paused_until = now + wait
+        self._paused.add(conn)
+        self._update_interest(conn)
+        return True
+
+    def _note_login(self, conn: Connection, actions: list[Action]) -> None:
+        """Count a wrong password against the address it came from."""
+        for action in actions:
+            if (
+                isinstance(action, Deliver)
+                and isinstance(action.event, Error)
+                and action.event.code == ErrorCode.BAD_PASSWORD
+            ):
+                self.stats["password_failures"] += 1
+                if self._guesses.failed(conn.host):
+                    logger.warning(
+                        "%s: %d wrong passwords; slowing its guesses to %g/s",
+                        conn.host,
+                        self.config.password_guess_burst,
+                        self.config.password_guess_rate,
+                    )
+                return
+
+    def _log_guess_episodes(self) -> None:
+        for episode in self._guesses.sweep():
+            if episode.throttled:
+                logger.warning(
+                    "%s: %d wrong passwords in %.0fs (slowed to %g/s); no longer slowed",
+                    episode.key,
+                    episode.failures,
+                    episode.seconds,
+                    self.config.password_guess_rate,
+                )
 
     def _execute(self, conn: Connection, frame: bytes | object, wall: float) -> None:
         conn.lines_in += 1
@@ -512,8 +598,11 @@ class Server:
                 return
             if isinstance(command, Echo):
                 self._deliver_one(conn, command.event, command.rid)
-            else:
-                self._apply(self.hub.handle(conn.cid, command, wall))
+                continue
+            actions = self.hub.handle(conn.cid, command, wall)
+            if self._password_required and isinstance(command, Hello):
+                self._note_login(conn, actions)
+            self._apply(actions)
 
     # ------------------------------------------------------------------ actions
 
@@ -800,6 +889,7 @@ class Server:
         if now >= self._next_idle_sweep:
             self._next_idle_sweep = now + _IDLE_SWEEP_SECONDS
             self._probe_idle(now)
+            self._log_guess_episodes()
         for listener in self._listeners:
             if listener.paused_until and now >= listener.paused_until:
                 listener.paused_until = 0.0
@@ -928,7 +1018,9 @@ class Server:
         self._over_soft.discard(conn)
         self._paused.discard(conn)
         self._pingable.discard(conn)
-        logger.info(
+        self._forget_host(conn.host)
+        logger.log(
+            self._conn_log_level(conn),
             "#%d %s closed: %s (in %dB/%d lines, out %dB%s)",
             conn.cid,
             conn.peer,
@@ -938,6 +1030,17 @@ class Server:
             conn.bytes_out,
             f", {conn.out.size}B unsent" if conn.out.size else "",
         )
+
+    def _forget_host(self, host: str) -> None:
+        count = self._per_host.get(host, 0) - 1
+        if count > 0:
+            self._per_host[host] = count
+        else:
+            self._per_host.pop(host, None)
+
+    def _conn_log_level(self, conn: Connection) -> int:
+        """A guesser's connections are summed up per address (``_log_guess_episodes``)."""
+        return logging.DEBUG if self._guesses.throttled(conn.host) else logging.INFO
 
     def _unregister_quietly(self, sock: socket.socket) -> None:
         try:
