@@ -19,8 +19,10 @@ MiB = 1024  # figures are in KiB
 Result = tuple[dict[str, Any], list[str]]
 
 
-def _run(args: tuple[str, ...], scenario: Any, **kwargs: Any) -> dict[str, Any]:
-    server = ChatdProcess(*args)
+def _run(
+    args: tuple[str, ...], scenario: Any, *, irc: bool = False, **kwargs: Any
+) -> dict[str, Any]:
+    server = ChatdProcess(*args, irc=irc)
     try:
         got: dict[str, Any] = scenario(server, **kwargs)
         abuse.server_healthy(server)
@@ -105,3 +107,34 @@ SCENARIOS = {
     "password_guessing": password_guessing,
     "burst_crowd": burst_crowd,
 }
+
+
+def big_replies(quick: bool) -> Result:
+    """Finding 3: big replies to clients that read; before = replies not cut to size."""
+    messages, rooms = (500, 1200) if quick else (500, 3000)
+    base = ("--rate-limit", "0", "--max-rooms-per-client", "5000")
+    try:
+        before = _run(
+            (*base, "--max-reply-bytes", "1000000000"), _big, irc=True, m=messages, r=rooms
+        )
+        was = f"{before['cut']} readers cut"
+    except (AssertionError, RuntimeError, OSError, ValueError) as exc:  # cut mid-line
+        before, was = {"error": str(exc)[:200]}, f"the asker was cut ({str(exc)[:60]})"
+    after = _run(base, _big, irc=True, m=messages, r=rooms)
+    got = {"before": before, "after": after}
+    ok = after["cut"] == 0 and after["history_messages"] == min(messages, 500)
+    return got, [
+        f"before: {was}",
+        f"after: history {after['history_messages']} msgs in {after['history_pages']} pages "
+        f"({after['history_bytes'] / 1e6:.1f} MB); {srv.PIPELINED} pipelined pages read at "
+        f"4 MB/s in {after['pipelined_s']:.1f}s; rooms {after['rooms_listed']} listed + "
+        f"{after['rooms_omitted']} omitted; IRC replay {after['irc_replay_bytes'] // 1024} KiB; "
+        f"nobody cut",
+    ] if ok else ["FAIL"]
+
+
+def _big(server: ChatdProcess, m: int, r: int) -> dict[str, Any]:
+    return srv.run_big_replies(server, messages=m, rooms=r)
+
+
+SCENARIOS["big_replies"] = big_replies

@@ -173,6 +173,13 @@ class Config:
         50, "earlier messages replayed to a client when it joins a room (0: none)"
     )
     history_max_limit: int = _opt(500, "most messages one history request may return")
+    # 500 messages of 2,000 control characters (each stored as 6 KB of U+FFFD) made one
+    # 3 MB reply, and cut off the client that asked as a slow consumer.
+    max_reply_bytes: int = _opt(
+        65536,
+        "most bytes of one reply the server sizes itself: a history page (the rest is "
+        "marked more), a join replay (the newest that fit), the rooms list (shortened)",
+    )
 
     # --- logging -----------------------------------------------------------------------------
     log_level: str = _opt("info", "debug, info, warning or error")
@@ -195,6 +202,7 @@ class Config:
             "max_password_failures",
             "password_guess_burst",
             "history_max_limit",
+            "max_reply_bytes",
         ]
         for name in positive:
             if getattr(self, name) < 1:

@@ -279,7 +279,8 @@ class Server:
         self._listeners.clear()
 
     def _tick(self) -> None:
-        timeout = 0.0 if self._pending or self._departures else self._timeout()
+        busy = self._pending or self._departures or self._batches
+        timeout = 0.0 if busy else self._timeout()
         ready = self._selector.select(timeout)
         self._now = now = self._clock()
         wall = self._wall()
@@ -511,7 +512,7 @@ class Server:
                     backlog = self._frame_next(conn)
                     if backlog is None:
                         break
-                if self._login_wait(conn, now):
+                if self._login_wait(conn, now) or self._output_full(conn):
                     return
                 if bucket is not None and not bucket.take(now):
                     conn.paused_until = now + bucket.delay(now)
@@ -527,6 +528,18 @@ class Server:
             logger.exception("bug while serving #%d %s; closing it", conn.cid, conn.peer)
             conn.backlog, conn.unframed = None, b""
             self._close(conn, "internal error", flush=False)
+
+    def _output_full(self, conn: Connection) -> bool:
+        """Run no more of a client's commands while its output is above the high-water
+        mark: their replies would pile up (resumed by ``_flush_pending``)."""
+        if conn.out.size <= self.config.out_high_water_bytes:
+            return False
+        conn.backpressured = True
+        self._update_interest(conn)
+        return True
+
+    def _has_input(self, conn: Connection) -> bool:
+        return bool(conn.backlog) or conn.unframed_pos < len(conn.unframed)
 
     def _login_wait(self, conn: Connection, now: float) -> bool:
         """Hold an unregistered client's lines while its address is out of guesses."""
@@ -795,7 +808,11 @@ class Server:
         messages: list[Message] = []
         if self._history is not None:
             self._history.commit()
-            messages = self._history.recent(action.room, action.limit)
+            # Not on top of a backlog of output (50 rooms joined in one IRC line, say).
+            budget = self.config.max_reply_bytes
+            if conn.out.size > self.config.out_high_water_bytes:
+                budget = 0
+            messages = self._fit(conn, self._history.recent(action.room, action.limit), budget)
             for message in messages:
                 self._deliver(Deliver((action.cid,), message))
         self._deliver_one(conn, HistoryEnd(action.room, len(messages)))
@@ -811,7 +828,24 @@ class Server:
             return
         self._history.commit()
         messages = self._history.query(action.room, action.before, action.after, action.limit)
-        self._deliver_one(conn, HistoryReply(action.room, tuple(messages)), action.rid)
+        page = self._fit(conn, messages, self.config.max_reply_bytes, newest=action.after is None)
+        more = len(page) < len(messages)
+        self._deliver_one(conn, HistoryReply(action.room, tuple(page), more), action.rid)
+
+    def _fit(
+        self, conn: Connection, messages: list[Message], budget: int, newest: bool = True
+    ) -> list[Message]:
+        """The newest (or oldest) ``messages`` whose encoding for ``conn`` fits in
+        ``budget`` bytes; at least one if the budget is positive (a page always moves)."""
+        codec = conn.codec or self._fallback_codec
+        kept: list[Message] = []
+        size = 0
+        for message in reversed(messages) if newest else messages:
+            size += len(self._encode_for(conn, codec, message, None) or b"")
+            if budget <= 0 or (kept and size > budget):
+                break
+            kept.append(message)
+        return kept[::-1] if newest else kept
 
     # ------------------------------------------------------------------ output limits
 
@@ -942,7 +976,10 @@ class Server:
                     skipped, conn.skipped = conn.skipped, 0
                     logger.info("#%d caught up; %d messages were skipped", conn.cid, skipped)
                     self._deliver_one(conn, Skipped(skipped))  # flushed next tick
-                conn.backpressured = False
+                if conn.backpressured and self._has_input(conn) and not conn.paused_until:
+                    conn.backpressured = False
+                    self._run_backlog(conn, self._now, self._wall())
+                conn.backpressured = conn.backpressured and conn.out.size > low
             elif size > high:
                 conn.backpressured = True
             if size or conn.mask != _READ:  # else: all sent, reading on: nothing changes

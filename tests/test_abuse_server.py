@@ -478,3 +478,154 @@ def test_burst_crowd_from_one_address_is_bounded(make_server) -> None:
     print(f"\nburst crowd: {got}")
     server_healthy(server)
     assert got["admitted"] == 64 and got["refused"] == 36, got
+
+
+# ============================================================================ finding 3
+
+PIPELINED = 100  # history requests in one packet: 100 pages of 64 KiB, 6.4 MB
+CONTROLS = "".join(chr(c) for c in range(1, 32) if chr(c) not in "\t\n\r")  # -> U+FFFD
+
+
+def fill_room(server: ChatdProcess, room: str, count: int, text: str) -> None:
+    """``count`` messages of ``text`` in ``room``, said in text mode (raw control characters
+    fit a line there; JSON would escape each as 6 bytes). The server has no rate limit."""
+    writer = server.text_client("writer")
+    writer.send_line(f"/join {room}")
+    writer.expect(lambda line: f"You joined {room}" in line)
+    batch = (text.encode() + b"\n") * count + b"/ping\n"
+    view = memoryview(batch)
+    while view:  # send while reading our own echoes, or the server stops reading us
+        writer.sock.settimeout(30)
+        view = view[writer.sock.send(view[:65536]) :]
+        writer.sock.settimeout(0.001)
+        try:
+            while writer.sock.recv(1 << 20):
+                pass
+        except (TimeoutError, BlockingIOError):
+            pass
+    writer.expect(lambda line: "pong" in line, 60)
+    writer.close()
+
+
+def run_big_replies(server: ChatdProcess, messages: int, rooms: int) -> dict[str, Any]:
+    """Replies the server sizes itself, to clients that read at full speed: a history of
+    ``messages`` messages of 2,000 control characters (JSON, text), the list of ``rooms``
+    rooms with 300-character topics (JSON, text), a join replay to an IRC client."""
+    noisy = (CONTROLS * 100)[:2000]  # stored as 6 KB of U+FFFD
+    fill_room(server, "#big", messages, noisy)
+    got: dict[str, Any] = {}
+    # JSON history: pages marked "more", followed until the range is done.
+    reader = server.json_client("reader", "#big")
+    pages, mids, size, before = 0, [], 0, None
+    while True:
+        reader.send_json(op="history", room="#big", limit=500, before=before, id=pages)
+        line = reader.expect(lambda text: '"type":"history"' in text, timeout=30)
+        size += len(line.encode())
+        page = json.loads(line)
+        pages += 1
+        mids = [m["mid"] for m in page["messages"]] + mids
+        if not page.get("more") or len(mids) >= min(messages, 500):
+            break
+        before = page["messages"][0]["mid"]
+    got |= {"history_pages": pages, "history_messages": len(mids), "history_bytes": size}
+    got["history_in_order"] = mids == sorted(set(mids))
+    alive(server, reader, "after history")
+    # Pipelined: PIPELINED requests of a full page each in one packet, read by a client
+    # at a steady 4 MB/s (a Wi-Fi laptop) with a small receive window (little in flight).
+    piper = JsonClient(server.port, rcvbuf=16384)
+    piper.hello("piper")
+    piper.join("#big")
+    piper.send(
+        b"".join(
+            json.dumps({"op": "history", "room": "#big", "limit": 500, "id": f"p{i}"}).encode()
+            + b"\n"
+            for i in range(PIPELINED)
+        )
+    )
+    got["pipelined_s"] = read_paced(piper, b'"type":"history"', PIPELINED, 4_000_000)
+    alive(server, piper, "after pipelined history")
+    # Text mode: one reply, the newest that fit, and a line saying so.
+    texter = server.text_client("texter")
+    texter.send_line("/join #big")
+    texter.expect(lambda line: "You joined #big" in line)
+    texter.send_line("/history 500")
+    got["text_history_note"] = texter.expect(lambda line: "fit in one reply" in line, 30)
+    texter.send_line("/ping")  # still connected, still answered
+    texter.expect(lambda line: "pong" in line, 30)
+    # The rooms list: rooms with long topics, shortened to fit.
+    owner = server.json_client("owner")
+    topic = (CONTROLS * 20)[:300]
+    batch = b"".join(
+        json.dumps({"op": "join", "room": f"#room{i}"}).encode()
+        + b"\n"
+        + json.dumps({"op": "topic", "room": f"#room{i}", "topic": topic}).encode()
+        + b"\n"
+        for i in range(rooms)
+    )
+    for start in range(0, len(batch), 32768):
+        owner.send(batch[start : start + 32768])
+        owner.sock.settimeout(0.01)
+        try:
+            while owner.sock.recv(1 << 20):
+                pass
+        except TimeoutError:
+            pass
+        owner.sock.settimeout(5)
+    alive(server, owner, "rooms made")
+    reader.send_json(op="rooms", id="list")
+    listing = reader.expect(lambda text: '"type":"rooms"' in text, timeout=30)
+    frame = json.loads(listing)
+    got |= {"rooms_listed": len(frame["rooms"]), "rooms_omitted": frame.get("omitted", 0)}
+    got["rooms_bytes"] = len(listing.encode())
+    alive(server, reader, "after rooms")
+    texter.send_line("/rooms")
+    texter.expect(lambda line: "more room" in line, 30)
+    alive_text(texter)
+    # IRC: the join replay is the newest messages that fit.
+    irc = RawClient(server.irc_port or 0, timeout=30)
+    irc.send(b"NICK ircr\r\nUSER ircr 0 * :r\r\nJOIN #big\r\n")
+    end = irc.expect(lambda line: "End of history" in line or "ERROR" in line)
+    got["irc_replay_note"] = end
+    got["irc_replay_bytes"] = sum(len(line.encode()) + 1 for line in irc.lines)
+    irc.send(b"PING :still\r\n")
+    irc.expect(lambda line: "PONG" in line and "still" in line)
+    got["cut"] = server.log().count("slow consumer")
+    return got
+
+
+def read_paced(client: RawClient, marker: bytes, count: int, rate: float) -> float:
+    """Read at ``rate`` bytes/s until ``marker`` has been seen ``count`` times; seconds."""
+    start = time.monotonic()
+    seen, tail, total = 0, b"", 0
+    client.sock.settimeout(30)
+    while seen < count:
+        chunk = client.sock.recv(16384)
+        assert chunk, f"cut off after {seen} of {count} replies"
+        total += len(chunk)
+        data = tail + chunk
+        seen += data.count(marker) - tail.count(marker)
+        tail = data[-len(marker) :]
+        pause = start + total / rate - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)  # pacing a reader, not waiting for the server
+    return time.monotonic() - start
+
+
+def alive_text(client: RawClient) -> None:
+    client.send_line("/ping")
+    client.expect(lambda line: "pong" in line, 30)
+
+
+def test_big_replies_are_paged_and_nobody_reading_is_cut(make_server) -> None:
+    server = make_server(
+        "--rate-limit", "0", "--max-rooms-per-client", "2000", "--history-replay", "50", irc=True
+    )
+    got = run_big_replies(server, messages=500, rooms=1200)
+    print(f"\nbig replies: {got}")
+    server_healthy(server)
+    assert got["cut"] == 0, got
+    assert got["history_messages"] == 500 and got["history_in_order"], got
+    assert got["history_pages"] > 1, got  # 3 MB of history does not fit one reply
+    assert got["rooms_omitted"] > 0 and got["rooms_listed"] + got["rooms_omitted"] >= 1200, got
+    assert got["rooms_bytes"] <= 65536 + 1024, got
+    assert got["irc_replay_bytes"] < 2 * 65536, got

@@ -205,11 +205,14 @@ def _event_fields(event: Event) -> dict[str, Any]:
             return {"type": "nick", "old": old, "new": new}
         case WhoReply(room=room, members=members):
             return {"type": "who", "room": room, "members": list(members)}
-        case RoomsReply(rooms=rooms):
-            return {
+        case RoomsReply(rooms=rooms, more=more):
+            obj = {
                 "type": "rooms",
                 "rooms": [{"room": r.room, "members": r.members, "topic": r.topic} for r in rooms],
             }
+            if more:
+                obj |= {"more": True, "omitted": more}
+            return obj
         case TopicEvent(room=room, topic=topic, by=by):
             return {"type": "topic", "room": room, "topic": topic, "by": by}
         case Pong():
@@ -233,12 +236,15 @@ def _event_fields(event: Event) -> dict[str, Any]:
             }
         case Probe():
             return {"type": "ping"}
-        case HistoryReply(room=room, messages=messages):
-            return {
+        case HistoryReply(room=room, messages=messages, more=more):
+            obj = {
                 "type": "history",
                 "room": room,
                 "messages": [_message_fields(m) for m in messages],
             }
+            if more:
+                obj["more"] = True
+            return obj
         case HistoryEnd(room=room):
             return {"type": "history_end", "room": room}
         case WhoisReply(nick=nick, rooms=rooms, away=away, idle_seconds=idle):
