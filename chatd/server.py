@@ -65,7 +65,7 @@ from chatd.model import (
     Skipped,
     Store,
 )
-from chatd.ratelimit import TokenBucket
+from chatd.ratelimit import TokenBucket, command_cost
 from chatd.throttle import Throttle, address_key
 
 __all__ = ["Server", "HistoryStore", "Listener"]
@@ -609,6 +609,8 @@ class Server:
         for command in commands:
             if conn.state is not State.OPEN:
                 return
+            if conn.bucket is not None:  # a long message costs more (chatd/ratelimit.py)
+                conn.bucket.charge(command_cost(command) - 1)
             if isinstance(command, Echo):
                 self._deliver_one(conn, command.event, command.rid)
                 continue
