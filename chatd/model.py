@@ -354,6 +354,7 @@ class RoomInfo:
 @dataclass(frozen=True, slots=True)
 class RoomsReply(Event):
     rooms: tuple[RoomInfo, ...]
+    more: int = 0  # rooms left out: the list would have been over max_reply_bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -424,6 +425,7 @@ class Notice(Event):
 class HistoryReply(Event):
     room: str
     messages: tuple[Message, ...]
+    more: bool = False  # the request matched more than fit in max_reply_bytes
     # Set when retention removed messages the request asked for: the oldest mid the room
     # still has (or the next one, when it has none).
     start: int | None = None
