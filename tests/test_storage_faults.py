@@ -145,6 +145,20 @@ def drain(client: JsonClient) -> list[dict[str, Any]]:
         frames.append(frame)
 
 
+def fetch_all(client: JsonClient, room: str = "#r") -> list[int]:
+    """Every mid the server has for ``room``, paging forward (pages are also cut at
+    max_reply_bytes, marked ``more``)."""
+    got: list[int] = []
+    after = 0
+    while True:
+        client.send_json(op="history", room=room, after=after, limit=500, id="all")
+        reply = client.expect_frame(type="history", id="all")
+        got += [m["mid"] for m in reply["messages"]]
+        if len(reply["messages"]) < 500 and not reply.get("more"):
+            return got
+        after = got[-1]
+
+
 def notices(frames: list[dict[str, Any]], code: str) -> int:
     return sum(1 for f in frames if f.get("type") == "notice" and f.get("code") == code)
 
@@ -197,9 +211,7 @@ def test_full_disk_turns_read_only_then_recovers_by_itself(
     # Everything else keeps working: private messages, history reads, joins, newcomers.
     alice.send_json(op="msg", to="bob", text="psst", id="pm")
     assert bob.expect_frame(type="privmsg", text="psst")["from"] == "alice"
-    bob.send_json(op="history", room="#r", after=0, limit=500, id="h")
-    history = bob.expect_frame(type="history", id="h")["messages"]
-    assert {m["mid"] for m in history} == set(before.values()) | set(acked.values())
+    assert set(fetch_all(bob)) == set(before.values()) | set(acked.values())
     bob.send_json(op="join", room="#elsewhere")
     bob.expect_frame(type="history_end", room="#elsewhere")
     carol = JsonClient(server.port)
@@ -447,15 +459,6 @@ def test_backup_during_a_flood_then_restore(make_server: Any, tmp_path: Path) ->
     shutil.copy(backup, db)
     server.start()
     alice = server.json_client("alice", "#r")
-    got = []
-    after = 0
-    while True:
-        alice.send_json(op="history", room="#r", after=after, limit=500, id="h")
-        page = alice.expect_frame(type="history", id="h")["messages"]
-        got += [m["mid"] for m in page]
-        if len(page) < 500:
-            break
-        after = page[-1]["mid"]
-    assert got == sorted(in_backup)
+    assert fetch_all(alice) == sorted(in_backup)
     later, _ = flood(alice, ["after restore"])
     assert later["after restore"] > max(seen)  # ids keep increasing past the lost tail
