@@ -294,11 +294,22 @@ class Hub:
         self._nicks[fold(cmd.nick)] = client
         motd = tuple(line for line in self._config.motd.split("\\n") if line)
         actions: list[Action] = [
-            self._reply(client, cmd, Welcome(cmd.nick, self._config.server_name, motd))
+            self._reply(
+                client, cmd, Welcome(cmd.nick, self._config.server_name, motd, self._limits())
+            )
         ]
         for room in cmd.autojoin:
             actions += self.handle(client.cid, Join(room), now)
         return actions
+
+    def _limits(self) -> tuple[tuple[str, int], ...]:
+        """What a client must respect, advertised in ``welcome`` (clients copy nothing)."""
+        c = self._config
+        return (
+            ("max_text_chars", c.max_text_chars),
+            ("max_line_bytes", c.max_line_bytes),
+            ("history_max_limit", c.history_max_limit),
+        )
 
     def _check_new_nick(self, nick: str, client: _Client) -> None:
         if not valid_nick(nick):

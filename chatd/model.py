@@ -234,6 +234,9 @@ class Welcome(Event):
     nick: str
     server: str
     motd: tuple[str, ...] = ()
+    # Limits a client should respect, as (name, value) pairs: max_text_chars,
+    # max_line_bytes, history_max_limit (docs/protocol.md).
+    limits: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
