@@ -309,6 +309,7 @@ class Hub:
             ("max_text_chars", c.max_text_chars),
             ("max_line_bytes", c.max_line_bytes),
             ("history_max_limit", c.history_max_limit),
+            ("max_rooms_per_client", c.max_rooms_per_client),
         )
 
     def _check_new_nick(self, nick: str, client: _Client) -> None:
