@@ -10,9 +10,9 @@ import pytest
 from client.core import (
     COMMANDS,
     GAP_PAGE,
-    MAX_TEXT_CHARS,
     ChatState,
     Kind,
+    Limits,
     Output,
     default_nick,
     encode,
@@ -264,7 +264,7 @@ def test_command_frames(typed: str, frames: list[dict[str, Any]]) -> None:
         ("/part #nowhere", "not in #nowhere"),
         ("/frobnicate", "unknown command /frobnicate"),
         ("/\x1b[2J", "unknown command /\ufffd[2j"),
-        ("x" * (MAX_TEXT_CHARS + 1), "too long"),
+        ("x" * (Limits().max_text_chars + 1), "too long"),
         ("€" * 1500, "too long"),  # under 2000 characters but over 4096 bytes
     ],
 )
@@ -450,12 +450,20 @@ def test_control_characters_from_the_server_are_defused() -> None:
     state = online()
     out = feed(
         state,
-        frame(
-            type="msg", room="#lobby", **{"from": "ev\x1bil"}, text="\x1b]0;pwned\x07", ts=1, mid=1
-        ),
+        frame(type="msg", room="#lobby", **{"from": "bob"}, text="\x1b]0;pwned\x07", ts=1, mid=1),
     )
     (line,) = out.lines
-    assert "\x1b" not in line.text and "\x07" not in line.text and "\x1b" not in (line.nick or "")
+    assert "\x1b" not in line.text and "\x07" not in line.text
+
+
+def test_a_sender_that_is_not_a_valid_nick_is_refused() -> None:
+    """Server-supplied names are checked with chatd.names, not merely sanitised."""
+    state = online()
+    for sender in ("ev\x1bil", "bob\u200b", "not a nick!", "\u3164"):
+        out = feed(
+            state, frame(type="msg", room="#lobby", **{"from": sender}, text="x", ts=1, mid=1)
+        )
+        assert out.lines == []
 
 
 def test_msg_fields() -> None:
@@ -613,14 +621,17 @@ def test_long_gap_is_paged() -> None:
     page = [json.loads(msg(n)) for n in range(2, 2 + GAP_PAGE)]
     out = feed(state, frame(type="history", room="#lobby", id=gap["id"], messages=page))
     (more,) = out.frames
-    assert out.lines == [] and more["after"] == 1 + GAP_PAGE
+    assert more["after"] == 1 + GAP_PAGE
+    shown = texts(out)  # each page is shown as it comes; live messages wait
+    assert texts(feed(state, msg(GAP_PAGE + 3))) == []
     out = feed(
         state,
         frame(
             type="history", room="#lobby", id=more["id"], messages=[json.loads(msg(GAP_PAGE + 2))]
         ),
     )
-    assert texts(out) == [f"m{n}" for n in range(2, GAP_PAGE + 3)]
+    shown += texts(out)
+    assert shown == [f"m{n}" for n in range(2, GAP_PAGE + 4)]
 
 
 def test_gap_fetch_on_server_without_history() -> None:

@@ -189,6 +189,7 @@ def complete(state: ChatState, text: str) -> list[str]:
                     "history",
                     "away",
                     "whois",
+                    "reconnect",
                     "quit",
                     "help",
                 )
