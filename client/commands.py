@@ -47,6 +47,8 @@ def _join(state: ChatState, out: Output, rest: str) -> None:
         out.info(f"now talking in {state.rooms[key].name}")
         return
     state.explicit_join = key
+    if state.registered:
+        state.asked.add(key)
     state.send(out, {"op": "join", "room": room})
 
 

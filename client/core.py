@@ -70,6 +70,8 @@ logger = logging.getLogger(__name__)
 
 # Typed while disconnected and sent after the reconnect; more is refused, not dropped.
 MAX_QUEUED = 100
+# A lag this long is shown in the toolbar.
+LAG_SHOWN = 2.0
 # Room names remembered from /rooms replies, for completion.
 MAX_KNOWN_ROOMS = 1000
 
@@ -93,6 +95,7 @@ class ChatState:
         self.server = server
         self.link = "connecting"  # connecting | connected | disconnected | reconnecting …
         self.registered = False
+        self.lag: float | None = None  # seconds a ping has waited (the app measures it)
         self.limits = Limits()  # replaced by the server's own in `welcome`
         self.rooms: dict[str, Room] = {}  # folded name -> Room, in join order
         self.current: str | None = None  # folded name of the current room
@@ -100,6 +103,7 @@ class ChatState:
         self.greeted = False  # banner skipped, first JSON frame seen
         self.initial_rooms = [room]
         self.explicit_join: str | None = None  # folded room the user /joined last
+        self.asked: set[str] = set()  # folded rooms we sent a join for, not yet joined
         self.nick_tries = 0
         self.pending: dict[int, sync.Pending] = {}  # history requests in flight, by id
         self.queued_global: list[Request] = []
@@ -130,6 +134,7 @@ class ChatState:
             ("nick", self.nick),
             ("room", room.name if room else "(no room)"),
             ("members", f"{len(room.members)} here" if room and room.joined else "-"),
+            *([("lag", f"lag {self.lag:.0f} s")] if self.lag and self.lag >= LAG_SHOWN else []),
         ]
 
     def wanted_rooms(self) -> list[str]:
@@ -141,6 +146,7 @@ class ChatState:
         """A new connection is open: register (the banner is skipped as it comes)."""
         self.link = "connecting"
         self.registered = False
+        self.lag = None
         self.greeted = False
         self.nick_tries = 0
         self.nick = self.wanted_nick
@@ -160,6 +166,7 @@ class ChatState:
         self.link = "disconnected"
         self.registered = False
         self.pending.clear()
+        self.asked.clear()
         for room in self.rooms.values():
             room.joined = False
             room.members = []

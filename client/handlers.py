@@ -34,6 +34,9 @@ def _plural(n: int, word: str) -> str:
 
 
 def on_welcome(state: ChatState, out: Output, f: frames.Welcome) -> None:
+    if state.registered:
+        logger.info("ignored a second welcome on one connection")
+        return
     state.nick = f.nick
     state.limits = f.limits
     state.registered = True
@@ -44,6 +47,7 @@ def on_welcome(state: ChatState, out: Output, f: frames.Welcome) -> None:
     for line in f.motd:
         out.lines.append(Line(Kind.INFO, line))
     for name in state.wanted_rooms():
+        state.asked.add(irc_fold(name))
         out.frames.append({"op": "join", "room": name})
     out.frames.extend(state.queued_global)
     state.queued_global = []
@@ -52,6 +56,10 @@ def on_welcome(state: ChatState, out: Output, f: frames.Welcome) -> None:
 def on_joined(state: ChatState, out: Output, f: frames.Joined) -> None:
     key = irc_fold(f.room)
     room = state.rooms.get(key)
+    if key not in state.asked:  # the server cannot add rooms we would then rejoin
+        logger.info("ignored a joined for %r, a room we did not ask to join", f.room)
+        return
+    state.asked.discard(key)
     if room is None:
         if len(state.rooms) >= state.limits.max_rooms_per_client:
             logger.info("ignored a joined for %r: already in too many rooms", f.room)

@@ -31,6 +31,7 @@ from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 from prompt_toolkit.output import Output
 from prompt_toolkit.renderer import print_formatted_text as renderer_print_formatted_text
 from prompt_toolkit.styles import Style
+from prompt_toolkit.utils import get_cwidth
 
 from client.core import COMMANDS, ChatState, Kind, Line
 
@@ -95,7 +96,39 @@ def nick_colour(nick: str) -> str:
 
 
 def _clock(ts: float | None) -> str:
-    return time.strftime("%H:%M", time.localtime(ts if ts is not None else time.time()))
+    try:
+        return time.strftime("%H:%M", time.localtime(ts if ts is not None else time.time()))
+    except (OverflowError, OSError, ValueError):  # the core validates ts; belt and braces
+        return time.strftime("%H:%M")
+
+
+# Continuation rows (a wrapped line, the next line of a multi-line message) start this far
+# in. Nothing anybody sends can then start a row at column 0, where it could pass for a
+# system line ("*** bob is now an operator") - the terminal's own wrap would put it there.
+INDENT = 4
+
+
+def wrap(frags: Fragments, width: int) -> Fragments:
+    """Break ``frags`` into rows of at most ``width`` columns, each continuation row
+    indented by :data:`INDENT` (a hanging indent, as WeeChat and irssi do)."""
+    width = max(width, INDENT + 8)
+    out: Fragments = []
+    col = 0
+    for style, text, *_ in frags:
+        piece: list[str] = []
+        for ch in text:
+            if ch == "\n":
+                piece.append(ch)
+                col = 0
+                continue
+            w = get_cwidth(ch)
+            if col + w > width:
+                piece.append("\n" + " " * INDENT)
+                col = INDENT
+            piece.append(ch)
+            col += w
+        out.append((style, "".join(piece)))
+    return out
 
 
 def fragments(
@@ -236,6 +269,7 @@ def make_session(
     state: ChatState,
     history: History | None = None,
     on_cycle: Callable[[int], None] | None = None,
+    on_retry: Callable[[], None] | None = None,
     input: Input | None = None,
     output: Output | None = None,
 ) -> PromptSession[str]:
@@ -258,6 +292,12 @@ def make_session(
         """Previous joined room."""
         if on_cycle is not None:
             on_cycle(-1)
+
+    @bindings.add("f5")
+    def _(event: KeyPressEvent) -> None:
+        """Reconnect now (the toolbar counts down to the next attempt)."""
+        if on_retry is not None:
+            on_retry()
 
     def prompt() -> Fragments:
         room = state.current_room
@@ -312,14 +352,25 @@ class Ui:
             self.refresh()
             return
         current = self.state.current_room
+        width = self._width()
         out: Any = []
         for line in lines:
-            out.extend(fragments(line, current.name if current else None, self._colour))
+            out.extend(
+                wrap(fragments(line, current.name if current else None, self._colour), width)
+            )
             out.append(("", "\n"))
         self._print_above(FormattedText(out))
         if any(line.mention for line in lines):
             self.session.output.bell()
         self.refresh()
+
+    def _width(self) -> int:
+        """Columns to wrap at: the terminal's, less one so no row ends in the last column
+        (where terminals differ on what the next character does)."""
+        try:
+            return self.session.app.output.get_size().columns - 1
+        except Exception:  # no terminal to ask
+            return 79
 
     def _print_above(self, text: FormattedText) -> None:
         """Print above the running prompt, without leaving raw mode.

@@ -38,6 +38,7 @@ def online(nick: str = "alice", rooms: tuple[str, ...] = ("#lobby",)) -> ChatSta
     state.connected()
     feed(state, "chatd 0.1 ready", frame(type="welcome", nick=nick, server="chatd", motd=[]))
     for room in rooms:
+        state.user_input(f"/join {room}")  # the client accepts only joins it asked for
         feed(state, frame(type="joined", room=room, topic="", members=[nick, "bob"]))
     state.current = irc_fold(rooms[0])
     return state

@@ -42,6 +42,7 @@ def online() -> ChatState:
     state.connected()
     state.server_line(json.dumps({"type": "welcome", "nick": "alice", "server": "s", "motd": []}))
     for room in ("#lobby", "#lounge"):
+        state.user_input(f"/join {room}")  # the client accepts only joins it asked for
         state.server_line(
             json.dumps(
                 {"type": "joined", "room": room, "topic": "", "members": ["alice", "bob", "bonnie"]}
