@@ -90,6 +90,7 @@ class ChatApp:
         self.crashed = False
         self.delay = opts.backoff_first  # the next reconnect's delay
         self.delays: list[float] = []  # every delay waited, for tests and the log
+        self.attempt = 0  # reconnect attempts since the last registration that lasted
         self._connected_at = 0.0  # loop time of the current connection
         self._registered_at: float | None = None
         self._last_rx = 0.0  # loop time of the last line received
@@ -221,6 +222,7 @@ class ChatApp:
         )
         if lasted:
             self.delay = self.opts.backoff_first
+            self.attempt = 0
         elif self.delays:  # a short connection counts as a failed attempt
             self.delay = min(self.delay * 2, self.opts.backoff_max)
         self._registered_at = None
@@ -262,11 +264,12 @@ class ChatApp:
         self._retry.set()
 
     async def _reconnect(self) -> AsyncIterator[str]:
-        attempt = 0
         while True:
-            attempt += 1
+            self.attempt += 1
+            attempt = self.attempt
             delay = self.delay * random.uniform(0.8, 1.2)
             self.delays.append(delay)
+            logger.info("reconnect attempt %d in %.2f s", attempt, delay)
             self._retry.clear()
             deadline = self._now() + delay
             while (left := deadline - self._now()) > 0 and not self._retry.is_set():
