@@ -27,7 +27,7 @@ from prompt_toolkit.output import Output as PtOutput
 from prompt_toolkit.patch_stdout import patch_stdout
 
 from client import net, ui
-from client.core import ChatState, Line, Output
+from client.core import ChatState, Kind, Line, Output
 
 __all__ = ["Fatal", "Options", "run"]
 
@@ -299,6 +299,10 @@ class ChatApp:
 
     # ------------------------------------------------------------------ input loop
 
+    def notice(self, text: str) -> None:
+        if self.ui is not None:
+            self.ui.show([Line(Kind.INFO, text)])
+
     def cycle(self, step: int) -> None:
         if self.ui is not None:
             self.ui.show(self.state.cycle_room(step).lines)
@@ -328,6 +332,7 @@ class ChatApp:
             history=ui.open_history(self.opts.history_file),
             on_cycle=self.cycle,
             on_retry=self.retry_now,
+            on_notice=self.notice,
             input=input,
             output=output,
         )

@@ -28,6 +28,8 @@ from prompt_toolkit.formatted_text import FormattedText, StyleAndTextTuples
 from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 from prompt_toolkit.input import Input
 from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
+from prompt_toolkit.key_binding.bindings.mouse import load_mouse_bindings
+from prompt_toolkit.keys import Keys
 from prompt_toolkit.output import Output
 from prompt_toolkit.renderer import print_formatted_text as renderer_print_formatted_text
 from prompt_toolkit.styles import Style
@@ -84,6 +86,8 @@ STYLE = Style.from_dict(
         "bottom-toolbar.key": "bg:#303030 #909090",
     }
 )
+
+LEAVE_HINT = "to leave, press Ctrl-D on an empty line or type /quit"
 
 # Batches of incoming lines are printed together (one redraw per burst, not per line),
 # but never more than this many at once so a flood still shows progress.
@@ -265,11 +269,22 @@ def open_history(path: Path | None) -> History:
 # --------------------------------------------------------------------------- session
 
 
+def _mouse_handler() -> Callable[[KeyPressEvent], object]:
+    for binding in load_mouse_bindings().bindings:
+        if binding.keys == (Keys.Vt100MouseEvent,):
+            return binding.handler
+    return lambda event: None
+
+
+_MOUSE_HANDLER = _mouse_handler()
+
+
 def make_session(
     state: ChatState,
     history: History | None = None,
     on_cycle: Callable[[int], None] | None = None,
     on_retry: Callable[[], None] | None = None,
+    on_notice: Callable[[str], None] | None = None,
     input: Input | None = None,
     output: Output | None = None,
 ) -> PromptSession[str]:
@@ -278,7 +293,10 @@ def make_session(
 
     @bindings.add("c-c")
     def _(event: KeyPressEvent) -> None:
-        """Clear the line instead of raising KeyboardInterrupt; Ctrl-D or /quit leave."""
+        """Clear the line instead of raising KeyboardInterrupt; on an empty line, say how
+        to leave (Ctrl-D or /quit)."""
+        if not event.current_buffer.text and on_notice is not None:
+            on_notice(LEAVE_HINT)
         event.current_buffer.reset()
 
     @bindings.add("c-n")
@@ -292,6 +310,16 @@ def make_session(
         """Previous joined room."""
         if on_cycle is not None:
             on_cycle(-1)
+
+    @bindings.add(Keys.Vt100MouseEvent)
+    def _(event: KeyPressEvent) -> object:
+        """prompt_toolkit's mouse handler, guarded: a typed ``ESC [31m`` looks like a
+        mouse event to its parser and made the handler raise (a traceback over the chat)."""
+        try:
+            return _MOUSE_HANDLER(event)
+        except (ValueError, KeyError, IndexError, TypeError):
+            logger.info("ignored a malformed mouse event: %r", event.data)
+            return None
 
     @bindings.add("f5")
     def _(event: KeyPressEvent) -> None:

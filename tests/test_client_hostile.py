@@ -361,3 +361,40 @@ def test_retry_now_skips_the_wait() -> None:
 
 def test_frames_are_json_lines() -> None:  # the helpers themselves
     assert json.loads(frame(type="pong")) == {"type": "pong"}
+
+
+def test_an_unexpected_error_goes_to_the_log_not_the_terminal(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """prompt_toolkit's own handler prints the traceback over the chat and waits for
+    Enter; the client's logs it and goes on."""
+
+    async def plan(n: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await opening(reader, writer)
+        await idle(reader)
+
+    server = HostileServer(plan)
+    client: Client
+
+    def boom() -> None:
+        raise RuntimeError("a bug in some callback")
+
+    async def scenario() -> int:
+        nonlocal client
+        client = Client(options(await server.start()))
+
+        async def script(pipe: PipeInput) -> None:
+            await client.wait_for("you joined #lobby")
+            asyncio.get_running_loop().call_soon(boom)
+            await client.until(lambda: "a bug in some callback" in caplog.text, "a logged error")
+            pipe.send_text("hello\r")
+            await client.until(lambda: "hello" in client.text, "the prompt still working")
+            pipe.send_text("/quit\r")
+
+        try:
+            return await client.run(script)
+        finally:
+            await server.stop()
+
+    assert run(scenario()) == 0
+    assert_no_traceback(client.text)

@@ -66,6 +66,20 @@ def test_ctrl_c_clears_the_line(keys: PipeInput) -> None:
     assert run(ui.make_session(online()).prompt_async()) == "real"
 
 
+def test_ctrl_c_on_an_empty_line_says_how_to_leave(keys: PipeInput) -> None:
+    said: list[str] = []
+    keys.send_text("draft\x03\x03real\r")  # clears the draft, then hints on the empty line
+    assert run(ui.make_session(online(), on_notice=said.append).prompt_async()) == "real"
+    assert said == [ui.LEAVE_HINT]
+
+
+def test_a_typed_escape_sequence_is_no_traceback(keys: PipeInput) -> None:
+    """ESC [31m looks like a mouse event to prompt_toolkit's parser; its handler raised."""
+    keys.send_text("\x1b[31m\x1b[<1;2mok\r")
+    session = ui.make_session(online())
+    assert run(session.prompt_async(set_exception_handler=False)) == "ok"
+
+
 def test_ctrl_d_on_empty_line_ends_input(keys: PipeInput) -> None:
     keys.send_text("\x04")
     with pytest.raises(EOFError):
