@@ -107,3 +107,17 @@ def test_the_real_hub_advertises_its_limits() -> None:
     state.connected()
     state.server_line(line)
     assert state.limits.max_text_chars == 123
+
+
+def test_the_banner_names_a_chat_command_that_works_here() -> None:
+    import os
+    import shutil
+    import subprocess
+
+    from chatd.cli import _how_to_join
+
+    hint = _how_to_join("127.0.0.1", 7777)
+    command = hint.split()[2]
+    assert shutil.which(command) or os.access(command, os.X_OK), hint
+    done = subprocess.run([command, "--help"], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0 and "chatd server" in done.stdout
