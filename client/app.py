@@ -26,8 +26,8 @@ from prompt_toolkit.input import Input
 from prompt_toolkit.output import Output as PtOutput
 from prompt_toolkit.patch_stdout import patch_stdout
 
-from client import net, ui
-from client.core import ChatState, Kind, Line, Output
+from client import net, store, ui
+from client.core import ChatState, Kind, Line, Output, irc_fold
 
 __all__ = ["Fatal", "Options", "run"]
 
@@ -73,6 +73,8 @@ class Options:
     backoff_max: float = BACKOFF_MAX
     stable_after: float = STABLE_AFTER
     tick: float = TICK
+    rooms_file: Path | None = None  # rooms remembered per server (client.store)
+    room_explicit: bool = True  # --room was given: join it first, then the remembered
 
 
 class ChatApp:
@@ -82,6 +84,15 @@ class ChatApp:
         self.opts = opts
         self.where = f"{opts.host}:{opts.port}"
         self.state = ChatState(opts.nick, opts.room, server=self.where, password=opts.password)
+        self._saved_rooms: list[str] = []
+        if opts.rooms_file is not None:
+            self._saved_rooms = store.load_rooms(opts.rooms_file, self.where)
+            if self._saved_rooms:
+                first = [opts.room] if opts.room_explicit else []
+                seen: dict[str, str] = {}
+                for name in [*first, *self._saved_rooms]:
+                    seen.setdefault(irc_fold(name), name)
+                self.state.initial_rooms = list(seen.values())
         self.link: net.Link | None = None
         self.quitting = False
         self.session: PromptSession[str] | None = None
@@ -182,6 +193,16 @@ class ChatApp:
         if self.ui is not None:
             self.ui.show(out.lines)
         await self._send(out)
+        self._remember_rooms()
+
+    def _remember_rooms(self) -> None:
+        """Save the room list when it changed, for the next start (per server)."""
+        if self.opts.rooms_file is None or not self.state.registered:
+            return
+        names = self.state.room_names()
+        if names != self._saved_rooms:
+            self._saved_rooms = names
+            store.save_rooms(self.opts.rooms_file, self.where, names)
 
     def refresh(self) -> None:
         if self.ui is not None:
