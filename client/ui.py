@@ -87,6 +87,9 @@ STYLE = Style.from_dict(
     }
 )
 
+# Keys closer together than this after an Enter-with-keys-waiting are one paste.
+PASTE_WINDOW = 0.05
+PASTE_QUESTION = "pasted {lines} lines: Enter sends them as one message, Ctrl-C throws them away"
 LEAVE_HINT = "to leave, press Ctrl-D on an empty line or type /quit"
 
 # Batches of incoming lines are printed together (one redraw per burst, not per line),
@@ -310,6 +313,28 @@ def make_session(
         """Previous joined room."""
         if on_cycle is not None:
             on_cycle(-1)
+
+    paste = {"at": float("-inf")}
+
+    @bindings.add("enter")
+    def _(event: KeyPressEvent) -> None:
+        """Send the line, unless it is part of a paste the terminal did not bracket: an
+        Enter with more keys already waiting (no one types that fast), or one that
+        follows such an Enter within PASTE_WINDOW. Those become newlines, and the paste
+        waits for an Enter of its own (one message) or Ctrl-C (as irssi asks first)."""
+        buffer = event.current_buffer
+        now = time.monotonic()
+        queued = any(k.key != Keys.CPRResponse for k in event.app.key_processor.input_queue)
+        if queued or now - paste["at"] < PASTE_WINDOW:
+            buffer.insert_text("\n")
+            paste["at"] = now
+            if not queued and on_notice is not None:
+                lines = buffer.text.rstrip("\n").count("\n") + 1
+                on_notice(PASTE_QUESTION.format(lines=lines))
+            return
+        if buffer.text.endswith("\n"):  # the Enter that ended a paste
+            buffer.text = buffer.text.rstrip("\n")
+        buffer.validate_and_handle()
 
     @bindings.add(Keys.Vt100MouseEvent)
     def _(event: KeyPressEvent) -> object:

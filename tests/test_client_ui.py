@@ -91,6 +91,42 @@ def test_bracketed_paste_keeps_newlines_in_one_line(keys: PipeInput) -> None:
     assert run(ui.make_session(online()).prompt_async()) == "first\nsecond"
 
 
+def test_a_paste_without_brackets_waits_for_its_own_enter(keys: PipeInput) -> None:
+    """Lines that arrive faster than anyone types are not sent line by line."""
+    said: list[str] = []
+
+    async def scenario() -> str:
+        session = ui.make_session(online(), on_notice=said.append)
+        keys.send_text("one\rtwo\rthree\r")  # one read: a paste
+        prompt = asyncio.ensure_future(session.prompt_async())
+        deadline = asyncio.get_running_loop().time() + 5
+        while not said:
+            assert asyncio.get_running_loop().time() < deadline and not prompt.done()
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(ui.PASTE_WINDOW * 2)
+        assert not prompt.done()  # asked, not sent
+        keys.send_text("\r")
+        return await prompt
+
+    assert run(scenario()) == "one\ntwo\nthree"
+    assert said == [ui.PASTE_QUESTION.format(lines=3)]
+
+
+def test_f5_asks_to_reconnect_now(keys: PipeInput) -> None:
+    retries: list[bool] = []
+    keys.send_text("\x1b[15~x\r")  # F5
+    assert (
+        run(ui.make_session(online(), on_retry=lambda: retries.append(True)).prompt_async()) == "x"
+    )
+    assert retries == [True]
+
+
+def test_typing_enter_sends_at_once(keys: PipeInput) -> None:
+    keys.send_text("hello")
+    keys.send_text("\r")
+    assert run(ui.make_session(online()).prompt_async()) == "hello"
+
+
 def test_ctrl_n_and_ctrl_p_switch_rooms(keys: PipeInput) -> None:
     state = online()
     steps: list[int] = []
