@@ -76,29 +76,29 @@ def test_rooms_are_rejoined_on_the_next_start_and_close_parts(tmp_path: Path) ->
     server = HostileServer(plan)
     rooms_file = tmp_path / "rooms.json"
 
-    async def session(script_lines: list[str], wait: str, explicit: bool) -> None:
+    async def session(steps: list[tuple[str, str]], wait: str, explicit: bool) -> None:
         opts = options(server.port, rooms_file=rooms_file, room_explicit=explicit)
         client = Client(opts)
 
         async def script(pipe: PipeInput) -> None:
             await client.wait_for(wait)
-            for line in script_lines:
+            for line, effect in steps:  # one at a time: lines typed at once are a paste
                 pipe.send_text(line + "\r")
+                await client.wait_for(effect)
+            pipe.send_text("/quit\r")
 
         assert await client.run(script) == 0
 
     async def scenario() -> None:
         await server.start()
         try:
-            await session(["/join #dev", "/join #ops", "/quit"], "you joined #lobby", True)
-            assert store.load_rooms(rooms_file, f"127.0.0.1:{server.port}") == [
-                "#lobby",
-                "#dev",
-                "#ops",
-            ]
+            steps = [("/join #dev", "you joined #dev"), ("/join #ops", "you joined #ops")]
+            await session(steps, "you joined #lobby", True)
+            where = f"127.0.0.1:{server.port}"
+            assert store.load_rooms(rooms_file, where) == ["#lobby", "#dev", "#ops"]
             # next start, no --room: the remembered rooms; /close #dev parts it for good
-            await session(["/close #dev", "/quit"], "you joined #ops", False)
-            await session(["/quit"], "you joined #ops", False)
+            await session([("/close #dev", "you left #dev")], "you joined #ops", False)
+            await session([], "you joined #ops", False)
         finally:
             await server.stop()
 
