@@ -314,24 +314,28 @@ def make_session(
         if on_cycle is not None:
             on_cycle(-1)
 
-    paste = {"at": float("-inf")}
+    paste: dict[str, Any] = {"at": float("-inf"), "asked": None}
 
     @bindings.add("enter")
     def _(event: KeyPressEvent) -> None:
         """Send the line, unless it is part of a paste the terminal did not bracket: an
-        Enter with more keys already waiting (no one types that fast), or one that
-        follows such an Enter within PASTE_WINDOW. Those become newlines, and the paste
-        waits for an Enter of its own (one message) or Ctrl-C (as irssi asks first)."""
+        Enter with more keys already waiting (no one types that fast), or one within
+        PASTE_WINDOW of such an Enter with new text since. Those become newlines, and the
+        paste waits for an Enter of its own (one message) or Ctrl-C (irssi asks first)."""
         buffer = event.current_buffer
         now = time.monotonic()
         queued = any(k.key != Keys.CPRResponse for k in event.app.key_processor.input_queue)
-        if queued or now - paste["at"] < PASTE_WINDOW:
+        answered = paste["asked"] == buffer.text  # nothing new since the question
+        if queued or (now - paste["at"] < PASTE_WINDOW and not answered):
             buffer.insert_text("\n")
             paste["at"] = now
-            if not queued and on_notice is not None:
-                lines = buffer.text.rstrip("\n").count("\n") + 1
-                on_notice(PASTE_QUESTION.format(lines=lines))
+            if not queued:
+                paste["asked"] = buffer.text
+                if on_notice is not None:
+                    lines = buffer.text.rstrip("\n").count("\n") + 1
+                    on_notice(PASTE_QUESTION.format(lines=lines))
             return
+        paste["asked"] = None
         if buffer.text.endswith("\n"):  # the Enter that ended a paste
             buffer.text = buffer.text.rstrip("\n")
         buffer.validate_and_handle()
