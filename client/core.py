@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 
 from client import commands, frames, handlers, sync
 from client.commands import COMMANDS
@@ -76,6 +77,34 @@ LAG_SHOWN = 2.0
 MAX_KNOWN_ROOMS = 1000
 
 
+def _toolbar_width(fields: list[tuple[str, str]]) -> int:
+    return 1 + sum(len(value) for _, value in fields) + 3 * (len(fields) - 1)
+
+
+def _short_link(link: str) -> str:
+    if link.startswith("reconnecting in "):
+        return "retry " + link.split()[2] + "s"
+    return {"connected": "up", "connecting": "...", "disconnected": "down"}.get(
+        link, link.split(" (")[0]
+    )
+
+
+def _cut(text: str, most: int) -> str:
+    return text if len(text) <= most else text[: most - 1] + "…"
+
+
+_Fields = list[tuple[str, str]]
+_TOOLBAR_STEPS: tuple[Callable[[_Fields], _Fields], ...] = (
+    lambda f: [(k, v) for k, v in f if k != "server"],
+    lambda f: [(k, _short_link(v) if k == "state" else v) for k, v in f],
+    lambda f: [(k, v.split()[0] if k in ("members", "lag") else v) for k, v in f],
+    lambda f: [(k, _cut(v, 12) if k in ("nick", "room") else v) for k, v in f],
+    lambda f: [(k, v) for k, v in f if k != "lag"],
+    lambda f: [(k, _cut(v, 8) if k in ("nick", "room") else v) for k, v in f],
+    lambda f: [(k, _cut(v, 6) if k in ("nick", "room") else v) for k, v in f],
+)
+
+
 class ChatState:
     """Everything the client knows; fed inputs, answers with :class:`Output`.
 
@@ -96,6 +125,7 @@ class ChatState:
         self.link = "connecting"  # connecting | connected | disconnected | reconnecting …
         self.registered = False
         self.lag: float | None = None  # seconds a ping has waited (the app measures it)
+        self.away = False
         self.limits = Limits()  # replaced by the server's own in `welcome`
         self.rooms: dict[str, Room] = {}  # folded name -> Room, in join order
         self.current: str | None = None  # folded name of the current room
@@ -125,17 +155,27 @@ class ChatState:
     def is_me(self, nick: str) -> bool:
         return irc_fold(nick) == irc_fold(self.nick)
 
-    def toolbar(self) -> list[tuple[str, str]]:
-        """The bottom toolbar as (field, value) pairs, for the UI to style."""
+    def toolbar(self, width: int | None = None) -> list[tuple[str, str]]:
+        """The bottom toolbar as (field, value) pairs, for the UI to style. Given the
+        terminal's ``width``, it degrades step by step (server dropped, then shorter
+        forms) so the nick, the room and the member count stay visible at 40 columns."""
         room = self.current_room
-        return [
+        fields = [
             ("state", self.link),
             ("server", self.server),
             ("nick", self.nick),
+            *([("away", "away")] if self.away else []),
             ("room", room.name if room else "(no room)"),
             ("members", f"{len(room.members)} here" if room and room.joined else "-"),
             *([("lag", f"lag {self.lag:.0f} s")] if self.lag and self.lag >= LAG_SHOWN else []),
         ]
+        if width is None:
+            return fields
+        for step in _TOOLBAR_STEPS:
+            if _toolbar_width(fields) <= width:
+                break
+            fields = step(fields)
+        return fields
 
     def wanted_rooms(self) -> list[str]:
         return self.room_names() or self.initial_rooms
@@ -147,6 +187,7 @@ class ChatState:
         self.link = "connecting"
         self.registered = False
         self.lag = None
+        self.away = False  # the server forgets it with the connection
         self.greeted = False
         self.nick_tries = 0
         self.nick = self.wanted_nick

@@ -187,6 +187,7 @@ def on_topic(state: ChatState, out: Output, f: frames.Topic) -> None:
 
 
 def on_away(state: ChatState, out: Output, f: frames.Away) -> None:
+    state.away = f.away
     out.info("you are marked as away" if f.away else "you are back")
 
 

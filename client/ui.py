@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from prompt_toolkit import PromptSession, print_formatted_text
+from prompt_toolkit.application.current import get_app
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
 from prompt_toolkit.formatted_text import FormattedText, StyleAndTextTuples
@@ -183,10 +184,11 @@ def _indent(text: str) -> str:
     return text.replace("\n", "\n    ")
 
 
-def toolbar_fragments(state: ChatState) -> Fragments:
-    """The bottom toolbar: connection state, server, nick, current room, members."""
+def toolbar_fragments(state: ChatState, width: int | None = None) -> Fragments:
+    """The bottom toolbar: connection state, server, nick, current room, members; it
+    degrades to fit ``width`` (see :meth:`ChatState.toolbar`)."""
     out: Fragments = []
-    for name, value in state.toolbar():
+    for name, value in state.toolbar(width):
         if out:
             out.append(("class:bottom-toolbar.key", " | "))
         if name == "state":
@@ -365,7 +367,7 @@ def make_session(
         history=history or InMemoryHistory(),
         completer=ChatCompleter(state),
         complete_while_typing=False,
-        bottom_toolbar=lambda: toolbar_fragments(state),
+        bottom_toolbar=lambda: toolbar_fragments(state, get_app().output.get_size().columns),
         key_bindings=bindings,
         style=STYLE,
         enable_history_search=False,

@@ -537,6 +537,20 @@ def test_toolbar() -> None:
     }
 
 
+@pytest.mark.parametrize("width", [100, 60, 40, 30])
+def test_toolbar_degrades_on_narrow_terminals(width: int) -> None:
+    state = online(nick="alexandra_the_great", rooms=("#a-rather-long-room",))
+    feed(state, frame(type="away", away=True))
+    state.link = "reconnecting in 12 s (attempt 3; F5: now)"
+    fields = dict(state.toolbar(width))
+    shown = 1 + sum(len(v) for v in fields.values()) + 3 * (len(fields) - 1)
+    assert shown <= width or width < 40, fields
+    assert {"nick", "room", "members", "away", "state"} <= set(fields)
+    assert fields["members"].startswith("2")
+    if width <= 40:
+        assert "server" not in fields and fields["state"] == "retry 12s"
+
+
 def test_messages_for_other_rooms_keep_their_room() -> None:
     state = online(rooms=("#a", "#b"))
     (line,) = feed(state, msg(1, "x", room="#b")).lines
