@@ -114,25 +114,38 @@ def _clock(ts: float | None) -> str:
 # in. Nothing anybody sends can then start a row at column 0, where it could pass for a
 # system line ("*** bob is now an operator") - the terminal's own wrap would put it there.
 INDENT = 4
+# A word shorter than this moves whole to the next row; a longer one is broken.
+WORD_BREAK = 20
 
 
 def wrap(frags: Fragments, width: int) -> Fragments:
     """Break ``frags`` into rows of at most ``width`` columns, each continuation row
-    indented by :data:`INDENT` (a hanging indent, as WeeChat and irssi do)."""
+    indented by :data:`INDENT` (a hanging indent, as WeeChat and irssi do). A row is
+    broken at its last space when that is near its end, else mid-word."""
     width = max(width, INDENT + 8)
     out: Fragments = []
     col = 0
     for style, text, *_ in frags:
         piece: list[str] = []
+        space = -1  # index in piece of the last space on the current row, or -1
         for ch in text:
             if ch == "\n":
                 piece.append(ch)
-                col = 0
+                col, space = 0, -1
                 continue
             w = get_cwidth(ch)
             if col + w > width:
+                tail = piece[space + 1 :] if space >= 0 else []
+                tail_width = sum(get_cwidth(c) for c in tail)
+                if space >= 0 and tail_width < WORD_BREAK:
+                    del piece[space:]  # the space itself becomes the break
+                else:
+                    tail, tail_width = [], 0
                 piece.append("\n" + " " * INDENT)
-                col = INDENT
+                piece.extend(tail)
+                col, space = INDENT + tail_width, -1
+            if ch == " ":
+                space = len(piece)
             piece.append(ch)
             col += w
         out.append((style, "".join(piece)))

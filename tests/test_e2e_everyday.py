@@ -79,3 +79,17 @@ def test_everyday_keys_in_a_real_terminal(chatd_server, tmux_server, tmp_path) -
         assert needle not in screen, screen
     again.press("C-d")
     assert again.exit_status() == 0
+
+
+def test_narrow_terminal_keeps_nick_room_and_members(chatd_server, tmux_server, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    pane = start(tmux_server, tmp_path, chatd_server.port, "narrow", "--room '#lobby'")
+    pane.wait_for("you joined #lobby")
+    tmux_server.run("resize-window", "-t", pane.target, "-x", "40", "-y", "12")
+    pane.type("/away lunch")
+    pane.press("Enter")
+    pane.wait_for("you are marked as away")
+    pane.wait_for("alice | away | #lobby | 1")
+    toolbar = [line for line in pane.lines() if "alice | away" in line][-1]
+    assert len(toolbar) <= 40 and toolbar.split(" | ")[0].strip() == "up", toolbar
+    pane.press("C-d")
+    assert pane.exit_status() == 0
