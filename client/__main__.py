@@ -42,6 +42,12 @@ def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, argparse.Argumen
         "never on the command line, where ps would show it)",
     )
     parser.add_argument(
+        "--full-screen",
+        action="store_true",
+        help="full-screen layout: a buffer per room and conversation, a room bar with "
+        "unread counts, a member list (F2)",
+    )
+    parser.add_argument(
         "--no-history-file",
         action="store_true",
         help="do not keep input history (or the rooms you were in) on disk",
@@ -104,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         nick=nick,
         room=room,
         room_explicit=args.room is not None,
+        full_screen=args.full_screen,
         rooms_file=None if args.no_history_file else ui.history_path().with_name("rooms.json"),
         history_file=None if args.no_history_file else ui.history_path(),
         password=password,

@@ -17,16 +17,17 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from prompt_toolkit import PromptSession
 from prompt_toolkit.input import Input
 from prompt_toolkit.output import Output as PtOutput
 from prompt_toolkit.patch_stdout import patch_stdout
 
-from client import net, store, ui
+from client import fullscreen, net, store, ui
 from client.core import ChatState, Kind, Line, Output, irc_fold
 
 __all__ = ["Fatal", "Options", "run"]
@@ -53,6 +54,18 @@ TICK = 1.0
 QUIT_LINGER = 1.0
 
 
+class Shell(Protocol):
+    """What the wiring needs of a terminal shell (line mode: ui.Ui; full screen)."""
+
+    def show(self, lines: Iterable[Line]) -> None: ...
+
+    def refresh(self) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
 class Fatal(Exception):
     """Start-up failed; ``str()`` is one sentence for the user."""
 
@@ -75,6 +88,7 @@ class Options:
     tick: float = TICK
     rooms_file: Path | None = None  # rooms remembered per server (client.store)
     room_explicit: bool = True  # --room was given: join it first, then the remembered
+    full_screen: bool = False  # buffers per room (client.fullscreen) instead of line mode
 
 
 class ChatApp:
@@ -96,7 +110,7 @@ class ChatApp:
         self.link: net.Link | None = None
         self.quitting = False
         self.session: PromptSession[str] | None = None
-        self.ui: ui.Ui | None = None
+        self.ui: Shell | None = None
         self._early: list[Line] = []  # shown once the prompt exists
         self.crashed = False
         self.delay = opts.backoff_first  # the next reconnect's delay
@@ -328,12 +342,10 @@ class ChatApp:
         if self.ui is not None:
             self.ui.show(self.state.cycle_room(step).lines)
 
-    async def input_loop(self, session: PromptSession[str]) -> None:
+    async def input_loop(self, read: Callable[[], Awaitable[str]]) -> None:
         while True:
             try:
-                # prompt_toolkit's own handler prints the traceback over the chat and
-                # waits for Enter; ours (set in run) logs it and the app goes on.
-                text = await session.prompt_async(set_exception_handler=False)
+                text = await read()
             except EOFError:
                 out = self.state.quit()
                 break
@@ -347,6 +359,8 @@ class ChatApp:
             await self._send(out)
 
     async def run(self, input: Input | None = None, output: PtOutput | None = None) -> int:
+        if self.opts.full_screen:
+            return await fullscreen.run(self, input=input, output=output)
         lines = await self.start()
         session = ui.make_session(
             self.state,
@@ -365,7 +379,9 @@ class ChatApp:
             reader = asyncio.create_task(self.link_task(lines))
             reader.add_done_callback(self._link_task_done)
             try:
-                await self.input_loop(session)
+                # prompt_toolkit's own handler prints the traceback over the chat and
+                # waits for Enter; ours (set above) logs it and the app goes on.
+                await self.input_loop(lambda: session.prompt_async(set_exception_handler=False))
                 if self.link is not None and not reader.done():
                     # the server closes after flushing; give it a moment to do so
                     await asyncio.wait({reader}, timeout=QUIT_LINGER)
@@ -381,8 +397,8 @@ class ChatApp:
             return
         logger.error("the connection task failed", exc_info=task.exception())
         self.crashed = True
-        if self.session is not None and self.session.app.is_running:
-            self.session.app.exit(exception=EOFError())
+        if self.ui is not None:
+            self.ui.stop()
 
 
 def _log_exception(loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:

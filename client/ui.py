@@ -297,6 +297,19 @@ def _mouse_handler() -> Callable[[KeyPressEvent], object]:
 _MOUSE_HANDLER = _mouse_handler()
 
 
+def guard_mouse(bindings: KeyBindings) -> None:
+    """Bind prompt_toolkit's mouse handler, guarded: a typed ``ESC [31m`` looks like a
+    mouse event to its parser, and its handler raised (a traceback over the chat)."""
+
+    @bindings.add(Keys.Vt100MouseEvent)
+    def _(event: KeyPressEvent) -> object:
+        try:
+            return _MOUSE_HANDLER(event)
+        except (ValueError, KeyError, IndexError, TypeError):
+            logger.info("ignored a malformed mouse event: %r", event.data)
+            return None
+
+
 def make_session(
     state: ChatState,
     history: History | None = None,
@@ -355,15 +368,7 @@ def make_session(
             buffer.text = buffer.text.rstrip("\n")
         buffer.validate_and_handle()
 
-    @bindings.add(Keys.Vt100MouseEvent)
-    def _(event: KeyPressEvent) -> object:
-        """prompt_toolkit's mouse handler, guarded: a typed ``ESC [31m`` looks like a
-        mouse event to its parser and made the handler raise (a traceback over the chat)."""
-        try:
-            return _MOUSE_HANDLER(event)
-        except (ValueError, KeyError, IndexError, TypeError):
-            logger.info("ignored a malformed mouse event: %r", event.data)
-            return None
+    guard_mouse(bindings)
 
     @bindings.add("f5")
     def _(event: KeyPressEvent) -> None:
@@ -464,6 +469,12 @@ class Ui:
         app.renderer.reset()
         app.renderer.request_absolute_cursor_position()
         app.invalidate()
+
+    def stop(self) -> None:
+        """End the prompt (the wiring is going away)."""
+        app = self.session.app
+        if app.is_running and not app.is_done:
+            app.exit(exception=EOFError())
 
     def refresh(self) -> None:
         """Redraw the toolbar and prompt (state changed)."""
