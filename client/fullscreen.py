@@ -19,11 +19,10 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from prompt_toolkit.application import Application
-from prompt_toolkit.filters import Condition
 from prompt_toolkit.formatted_text import StyleAndTextTuples
 from prompt_toolkit.input import Input
 from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
-from prompt_toolkit.layout import ConditionalContainer, HSplit, Layout, VSplit, Window
+from prompt_toolkit.layout import HSplit, Layout, VSplit, Window
 from prompt_toolkit.layout.controls import FormattedTextControl
 from prompt_toolkit.output import Output as PtOutput
 from prompt_toolkit.styles import Style, merge_styles
@@ -87,11 +86,10 @@ class FullScreen:
             history=ui.open_history(chat.opts.history_file),
             accept_handler=self._accept,
         )
-        members = ConditionalContainer(
-            Window(FormattedTextControl(self._members), width=MEMBERS_WIDTH, style="class:members"),
-            filter=Condition(
-                lambda: self.views.show_members and bool(self.views.members(self.state))
-            ),
+        members = Window(
+            FormattedTextControl(self._members),
+            width=lambda: MEMBERS_WIDTH if self._members_shown() else 0,
+            style="class:members",
         )
         layout = HSplit(
             [

@@ -125,3 +125,48 @@ def test_info_lines_go_to_the_shown_buffer() -> None:
     state, views = setup()
     views.route(Line(Kind.INFO, "hello"), state)
     assert views.buffers["#dev"].lines[-1].text == "hello"
+
+
+def test_full_screen_drawing_at_100_and_40_columns() -> None:
+    """The message area is bottom-aligned, wrapped with the hanging indent, and loses the
+    member list below 60 columns (the drawing functions, without a terminal)."""
+    import asyncio
+
+    from prompt_toolkit.data_structures import Size
+    from prompt_toolkit.output import DummyOutput
+
+    from client import app, fullscreen
+
+    class Sized(DummyOutput):
+        columns = 100
+
+        def get_size(self) -> Size:
+            return Size(rows=12, columns=self.columns)
+
+    async def scenario() -> None:
+        opts = app.Options(host="h", port=1, nick="alice", room="#lobby", history_file=None)
+        chat = app.ChatApp(opts)
+        output = Sized()
+        screen = fullscreen.FullScreen(chat, None, output)
+        state = chat.state
+        state.connected()
+        state.server_line(json.dumps({"type": "welcome", "nick": "alice", "server": "s"}))
+        out = state.server_line(
+            json.dumps(
+                {"type": "joined", "room": "#lobby", "topic": "", "members": ["alice", "bob"]}
+            )
+        )
+        screen.show(out.lines)
+        long = "word " * 30
+        screen.show(state.server_line(json.dumps(msg("#lobby", long, 1))).lines)
+        assert screen._members_shown()
+        rows = "".join(t for _, t, *_ in screen._messages()).split("\n")
+        assert len(rows) == 12 - 3 and rows[-1].startswith("    ")  # bottom-aligned, indented
+        assert all(len(row) <= 100 - 1 - fullscreen.MEMBERS_WIDTH for row in rows)
+        output.columns = 40
+        assert not screen._members_shown()
+        rows = "".join(t for _, t, *_ in screen._messages()).split("\n")
+        assert all(len(row) <= 39 for row in rows)
+        assert [r for r in rows if r.strip()][-1].startswith("    ")
+
+    asyncio.run(scenario())
