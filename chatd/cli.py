@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import resource
 import shutil
 import signal
 import socket
@@ -23,8 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from chatd import __version__
-from chatd.codecs.irc import listen_irc
-from chatd.config import DEFAULT_PORT, Config, ConfigError, field_types
+from chatd.codecs.base import Codec
+from chatd.codecs.irc import IrcCodec
+from chatd.config import DEFAULT_PORT, Config, ConfigError, field_types, parse_duration
+from chatd.fdlimit import raise_fd_limit
 from chatd.history import HistoryError, open_store
 from chatd.server import Server
 
@@ -40,7 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
         f"'nc HOST {DEFAULT_PORT}' and type. See docs/protocol.md.",
         epilog="Every option may also be set in a TOML file given with --config, by its "
         "name with underscores (max_line_bytes = 8192). Flags win over the file. "
-        "Set a server password with --password-file or CHATD_PASSWORD.",
+        "Set a server password with --password-file or CHATD_PASSWORD. "
+        "Tools for the history file, safe while the server runs: 'chatd backup PATH', "
+        "'chatd export --room ROOM' (chatd backup --help).",
     )
     parser.add_argument("--version", action="version", version=f"chatd {__version__}")
     parser.add_argument("--config", metavar="FILE", help="TOML file of settings")
@@ -111,16 +114,9 @@ def config_from_args(args: argparse.Namespace, environ: dict[str, str]) -> Confi
 
 
 def _raise_fd_limit(wanted: int) -> None:
-    """Lift the soft RLIMIT_NOFILE towards ``wanted`` (never above the hard limit)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-    if soft != resource.RLIM_INFINITY and soft < target:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-        except (ValueError, OSError) as exc:
-            logger.warning("could not raise the open-file limit to %d: %s", target, exc)
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < wanted:
+    """Lift the open-file limit towards ``wanted``; warn if it stays below."""
+    soft = raise_fd_limit(wanted)
+    if soft < wanted:
         logger.warning(
             "open-file limit is %d, below max_clients; beyond it new connections "
             "wait until others leave",
@@ -142,6 +138,20 @@ def chat_command() -> str:
     return "chat"
 
 
+def listen_irc(server: Server, host: str, port: int) -> tuple[str, int]:
+    """Open the IRC listener on ``server``'s loop; returns the bound address."""
+    config = server.config
+
+    def make_codec() -> Codec:
+        return IrcCodec(
+            config.server_name,
+            password_required=config.password is not None,
+            max_rooms=config.max_rooms_per_client,
+        )
+
+    return server.listen(host, port, name="irc", make_codec=make_codec, banner=b"")
+
+
 def _how_to_join(host: str, port: int) -> str:
     shown = host
     if host in ("0.0.0.0", "::", ""):
@@ -156,7 +166,17 @@ def _how_to_join(host: str, port: int) -> str:
     )
 
 
+# `chatd NAME ...` runs a tool instead of the server. Flags all start with "--", so a
+# first word that is one of these can never be a server flag (or its value).
+SUBCOMMANDS = ("backup", "export")
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in SUBCOMMANDS:
+        from chatd.backup import main as tool_main
+
+        return tool_main(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -171,22 +191,29 @@ def main(argv: list[str] | None = None) -> int:
     _raise_fd_limit(config.max_clients + 64)
 
     try:
-        history = open_store(config.db)
+        history = open_store(
+            config.db,
+            max_age=parse_duration(config.history_max_age),
+            max_per_room=config.history_max_per_room,
+        )
     except HistoryError as exc:
         print(f"chatd: {exc}", file=sys.stderr)
         return 2
     next_mid = history.last_mid() + 1
-    print(f"chatd: room history in {history.path} (next message id {next_mid})", flush=True)
+    print(
+        f"chatd: room history in {history.path} (message ids continue after {next_mid - 1})",
+        flush=True,
+    )
 
     server = Server(config, history=history, next_mid=next_mid)
+    failed = f"{config.host}:{config.port} (native)"
     try:
         host, port = server.listen(config.host, config.port)
         if config.irc_port is not None:
+            failed = f"{config.host}:{config.irc_port} (irc)"
             listen_irc(server, config.host, config.irc_port)
     except OSError as exc:
-        print(
-            f"chatd: cannot listen on {config.host}:{config.port}: {exc.strerror}", file=sys.stderr
-        )
+        print(f"chatd: cannot listen on {failed}: {exc.strerror}", file=sys.stderr)
         return 2
     for name, bound_host, bound_port in server.addresses:
         print(f"chatd: listening on {bound_host}:{bound_port} ({name})", flush=True)
@@ -206,13 +233,13 @@ def main(argv: list[str] | None = None) -> int:
     status = 0
     try:
         server.serve_forever()
-    except HistoryError as exc:
-        # A message that cannot be stored is never delivered (store before deliver), so
-        # a failing disk stops the server rather than breaking that promise.
+    except HistoryError as exc:  # not expected: the server handles storage failures
         logger.critical("%s; stopping (nothing unstored was sent)", exc)
         status = 3
     finally:
-        history.close()
+        history.close()  # never raises
+    if server.storage_failure is not None:
+        status = 3  # --on-storage-failure stop, and storage failed
     logger.info("stopped; %s", _summary(server.stats))
     return status
 

@@ -14,7 +14,9 @@ Rules kept here and nowhere else:
   joined last (text mode's plain lines and bare ``/part`` use it);
 - a room message is stored (``Store``) before it is delivered, and is ``droppable`` for
   slow consumers; its ``mid`` is server-wide increasing;
-- a departing client is announced once, with ``QuitEvent``, to everyone sharing a room.
+- a departing client is announced once, with ``QuitEvent``, to everyone sharing a room;
+- while storage is down (:meth:`Hub.set_storage_down`, called by the server) room
+  messages are refused with ``storage_unavailable``; everyone is told once per change.
 
 Replies to a request carry its ``rid``. When an event goes to a room *and* is the reply
 to the sender's request, one ``Deliver`` names the sender as ``reply_to``: only that copy
@@ -30,6 +32,7 @@ from typing import Any
 
 from chatd.config import Config
 from chatd.model import (
+    MAX_MID,
     Action,
     Away,
     AwayNotice,
@@ -47,9 +50,11 @@ from chatd.model import (
     Join,
     Joined,
     JoinEvent,
+    MemberInfo,
     Message,
     Nick,
     NickEvent,
+    Notice,
     Part,
     PartEvent,
     Ping,
@@ -63,23 +68,43 @@ from chatd.model import (
     Rooms,
     RoomsReply,
     Say,
+    Stats,
+    StatsReply,
     Store,
     Topic,
     TopicEvent,
+    Users,
     Welcome,
     Who,
     Whois,
     WhoisReply,
     WhoReply,
 )
-from chatd.names import clean_line, clean_text, fold, valid_nick, valid_room
+from chatd.names import (
+    NICK_MAX,
+    NICK_RULE,
+    blank,
+    clean_line,
+    clean_text,
+    fold,
+    nfkc,
+    nick_skeleton,
+    room_problem,
+    valid_nick,
+)
 
 __all__ = ["Hub"]
 
 MAX_TOPIC_CHARS = 300
 MAX_REASON_CHARS = 200
-# Message ids are SQLite INTEGER PRIMARY KEYs (chatd/history.py): signed 64-bit.
-MAX_MID = 2**63 - 1
+# A new mid is (milliseconds since the epoch) << MID_SEQUENCE_BITS, or the last one + 1
+# if that is not larger: increasing even when the history file is lost or restored, up
+# to 1024 messages per millisecond before borrowing from the next, and below 2**53 (so
+# JavaScript reads it exactly) until the year 2248. docs/protocol.md states the rule.
+MID_SEQUENCE_BITS = 10
+# Bytes of one rooms-list entry besides its name and topic, in the widest mode (an IRC
+# 322 line carries the server name and the nick): the list is cut at max_reply_bytes.
+ROOMS_LINE_OVERHEAD = 120
 
 
 @dataclass(eq=False)
@@ -92,6 +117,14 @@ class _Client:
     password_failures: int = 0
     away: str | None = None
     last_active: float = 0.0
+    user: str = ""  # IRC's USER username and real name ("": show the nick)
+    realname: str = ""
+
+    def info(self) -> MemberInfo:
+        assert self.nick is not None
+        return MemberInfo(
+            self.nick, self.user or self.nick, self.realname or self.nick, self.away is not None
+        )
 
 
 @dataclass(eq=False)
@@ -139,9 +172,12 @@ class Hub:
     def __init__(self, config: Config, next_mid: int = 1) -> None:
         self._config = config
         self._next_mid = next_mid
+        self._storage_down: str | None = None  # why room messages are refused, if they are
         self._clients: dict[int, _Client] = {}
         self._nicks: dict[str, _Client] = {}  # folded nick -> registered client
+        self._skeletons: dict[str, _Client] = {}  # nick_skeleton -> registered client
         self._rooms: dict[str, _Room] = {}  # folded room name -> room
+        self._max_users = 0  # the most registered clients at once (IRC's LUSERS)
         self._handlers: dict[type[Command], Callable[[_Client, Any, float], list[Action]]] = {
             Hello: self._hello,
             Join: self._join,
@@ -157,6 +193,8 @@ class Hub:
             History: self._history,
             Away: self._away,
             Whois: self._whois,
+            Users: self._users,
+            Stats: self._stats,
         }
 
     # ------------------------------------------------------------------ introspection
@@ -164,6 +202,30 @@ class Hub:
     @property
     def next_mid(self) -> int:
         return self._next_mid
+
+    @property
+    def storage_down(self) -> str | None:
+        return self._storage_down
+
+    def set_storage_down(self, reason: str | None) -> list[Action]:
+        """Enter (``reason``) or leave (None) the read-only state, in which room messages
+        are refused with ``storage_unavailable``. Returns the notice for everyone, once
+        per change."""
+        was, self._storage_down = self._storage_down, reason
+        if (was is None) == (reason is None):
+            return []
+        cids = tuple(client.cid for client in self._nicks.values())
+        return [Deliver(cids, self._storage_notice())] if cids else []
+
+    def _storage_notice(self) -> Notice:
+        if self._storage_down is None:
+            return Notice("Room messages are stored and delivered again.", "storage_available")
+        return Notice(
+            f"Room messages cannot be stored right now ({self._storage_down}), so they are "
+            f"refused until the server can store them again. Private messages and "
+            f"everything else still work.",
+            ErrorCode.STORAGE_UNAVAILABLE,
+        )
 
     def nick_of(self, cid: int) -> str | None:
         client = self._clients.get(cid)
@@ -237,14 +299,12 @@ class Hub:
             return next(reversed(client.rooms.values()))
         room = client.rooms.get(fold(name))
         if room is None:
-            if not valid_room(name):
-                raise _Refusal(ErrorCode.BAD_ROOM, _bad_room_message(name))
+            name = _room_name(name)
             raise _Refusal(ErrorCode.NOT_IN_ROOM, f"you are not in {name}")
         return room
 
     def _existing_room(self, name: str) -> _Room:
-        if not valid_room(name):
-            raise _Refusal(ErrorCode.BAD_ROOM, _bad_room_message(name))
+        name = _room_name(name)
         room = self._rooms.get(fold(name))
         if room is None:
             raise _Refusal(ErrorCode.NO_SUCH_ROOM, f"there is no room {name}")
@@ -256,9 +316,16 @@ class Hub:
                 ErrorCode.TEXT_TOO_LONG,
                 f"message is {len(text)} characters; the limit is {self._config.max_text_chars}",
             )
-        text = clean_text(text)
-        if not text.strip():
+        text = clean_text(text).strip("\n")  # a trailing newline is not a line of its own
+        if blank(text):  # also only zero-width or other invisible characters
             raise _Refusal(ErrorCode.BAD_REQUEST, "empty message")
+        lines = text.count("\n") + 1
+        if lines > self._config.max_message_lines:
+            raise _Refusal(
+                ErrorCode.TOO_MANY_LINES,
+                f"message has {lines} lines; the limit is {self._config.max_message_lines}"
+                " (share a long paste as a file or a link)",
+            )
         return text
 
     def _neighbours(self, client: _Client) -> set[int]:
@@ -292,12 +359,15 @@ class Hub:
         self._check_new_nick(cmd.nick, client)
         client.nick = cmd.nick
         self._nicks[fold(cmd.nick)] = client
+        self._skeletons[nick_skeleton(cmd.nick)] = client
+        client.user = clean_line(cmd.user)[:NICK_MAX]
+        client.realname = clean_line(cmd.realname)[:MAX_REASON_CHARS]
+        self._max_users = max(self._max_users, len(self._nicks))
         motd = tuple(line for line in self._config.motd.split("\\n") if line)
-        actions: list[Action] = [
-            self._reply(
-                client, cmd, Welcome(cmd.nick, self._config.server_name, motd, self._limits())
-            )
-        ]
+        welcome = Welcome(cmd.nick, self._config.server_name, motd, self._census(), self._limits())
+        actions: list[Action] = [self._reply(client, cmd, welcome)]
+        if self._storage_down is not None:
+            actions.append(Deliver((client.cid,), self._storage_notice()))
         for room in cmd.autojoin:
             actions += self.handle(client.cid, Join(room), now)
         return actions
@@ -318,11 +388,15 @@ class Hub:
         holder = self._nicks.get(fold(nick))
         if holder is not None and holder is not client:
             raise _Refusal(ErrorCode.NICK_TAKEN, f'nick "{nick}" is already in use')
+        twin = self._skeletons.get(nick_skeleton(nick))
+        if twin is not None and twin is not client:
+            raise _Refusal(
+                ErrorCode.NICK_TAKEN, f'nick "{nick}" looks too much like "{twin.nick}", in use'
+            )
 
     def _join(self, client: _Client, cmd: Join, now: float) -> list[Action]:
-        if not valid_room(cmd.room):
-            raise _Refusal(ErrorCode.BAD_ROOM, _bad_room_message(cmd.room))
-        key = fold(cmd.room)
+        name = _room_name(cmd.room)
+        key = fold(name)
         room = self._rooms.get(key)
         if room is not None and client.cid in room.members:
             # Already there: make it current again and repeat the room's state.
@@ -334,7 +408,7 @@ class Hub:
                 f"you are in {len(client.rooms)} rooms already; part one first",
             )
         if room is None:
-            room = self._rooms[key] = _Room(cmd.room)
+            room = self._rooms[key] = _Room(name)
         others = room.cids
         room.add(client)
         client.rooms[key] = room
@@ -370,12 +444,24 @@ class Hub:
     def _say(self, client: _Client, cmd: Say, now: float) -> list[Action]:
         room = self._room_of(client, cmd.room)
         text = self._check_text(cmd.text)
+        if self._storage_down is not None:
+            raise _Refusal(
+                ErrorCode.STORAGE_UNAVAILABLE,
+                f"not sent: room messages cannot be stored right now ({self._storage_down})",
+            )
         assert client.nick is not None
+        mid = max(self._next_mid, int(now * 1000) << MID_SEQUENCE_BITS)
+        self._next_mid = mid + 1
         message = Message(
-            room.name, client.nick, text, round(now, 3), self._next_mid, action=cmd.action
+            room.name,
+            client.nick,
+            text,
+            round(now, 3),
+            mid,
+            action=cmd.action,
+            notice=cmd.notice,
         )
-        self._next_mid += 1
-        actions: list[Action] = [Store(message)]
+        actions: list[Action] = [Store(message, client.cid, cmd.rid)]
         actions += self._to_room(room, client, cmd, message, droppable=True)
         return actions
 
@@ -404,8 +490,10 @@ class Hub:
             return []
         self._check_new_nick(cmd.nick, client)
         del self._nicks[fold(old)]
+        del self._skeletons[nick_skeleton(old)]
         client.nick = cmd.nick
         self._nicks[fold(cmd.nick)] = client
+        self._skeletons[nick_skeleton(cmd.nick)] = client
         event = NickEvent(old, cmd.nick)
         actions: list[Action] = []
         others = tuple(sorted(self._neighbours(client)))
@@ -416,14 +504,32 @@ class Hub:
 
     def _who(self, client: _Client, cmd: Who, now: float) -> list[Action]:
         room = self._room_of(client, None) if cmd.room is None else self._existing_room(cmd.room)
-        return [self._reply(client, cmd, WhoReply(room.name, room.nicks()))]
+        details = tuple(c.info() for c in room.members.values() if c.nick is not None)
+        return [self._reply(client, cmd, WhoReply(room.name, room.nicks(), details))]
+
+    def _users(self, client: _Client, cmd: Users, now: float) -> list[Action]:
+        seen = [client] + [self._clients[cid] for cid in sorted(self._neighbours(client))]
+        details = tuple(c.info() for c in seen if c.nick is not None)
+        members = tuple(info.nick for info in details)
+        return [self._reply(client, cmd, WhoReply("*", members, details))]
+
+    def _census(self) -> StatsReply:
+        users = len(self._nicks)
+        return StatsReply(users, len(self._clients) - users, len(self._rooms), self._max_users)
+
+    def _stats(self, client: _Client, cmd: Stats, now: float) -> list[Action]:
+        return [self._reply(client, cmd, self._census())]
 
     def _rooms_list(self, client: _Client, cmd: Rooms, now: float) -> list[Action]:
-        infos = tuple(
-            RoomInfo(room.name, len(room.members), room.topic)
-            for _, room in sorted(self._rooms.items())
-        )
-        return [self._reply(client, cmd, RoomsReply(infos))]
+        infos: list[RoomInfo] = []
+        size = 0
+        for _, room in sorted(self._rooms.items()):
+            size += len(room.name.encode()) + len(room.topic.encode()) + ROOMS_LINE_OVERHEAD
+            if infos and size > self._config.max_reply_bytes:
+                break
+            infos.append(RoomInfo(room.name, len(room.members), room.topic))
+        more = len(self._rooms) - len(infos)
+        return [self._reply(client, cmd, RoomsReply(tuple(infos), more))]
 
     def _topic(self, client: _Client, cmd: Topic, now: float) -> list[Action]:
         if cmd.topic is None:
@@ -473,7 +579,9 @@ class Hub:
             raise _Refusal(ErrorCode.NO_SUCH_NICK, f"nobody called {cmd.nick[:40]} is here")
         rooms = tuple(room.name for room in target.rooms.values())
         idle = max(0, int(now - target.last_active))
-        return [self._reply(client, cmd, WhoisReply(target.nick, rooms, target.away, idle))]
+        info = target.info()
+        reply = WhoisReply(target.nick, rooms, target.away, idle, info.user, info.realname)
+        return [self._reply(client, cmd, reply)]
 
     # ------------------------------------------------------------------ leaving
 
@@ -485,6 +593,7 @@ class Hub:
             if others:
                 actions.append(Deliver(others, QuitEvent(client.nick, clean_line(reason))))
             del self._nicks[fold(client.nick)]
+            del self._skeletons[nick_skeleton(client.nick)]
         for room in list(client.rooms.values()):
             self._leave(client, room)
         del self._clients[client.cid]
@@ -493,15 +602,14 @@ class Hub:
 
 def _bad_nick_message(nick: str) -> str:
     shown = nick[:40].encode("unicode_escape").decode()
-    return (
-        f'"{shown}" is not a valid nick: 1-24 letters, digits or _-[]\\^{{}}|, '
-        f"not starting with a digit or -"
-    )
+    return f'"{shown}" is not a valid nick: {NICK_RULE}'
 
 
-def _bad_room_message(room: str) -> str:
-    shown = room[:40].encode("unicode_escape").decode()
-    return (
-        f'"{shown}" is not a valid room: # then 1-32 characters without spaces, '
-        f"commas or control characters"
-    )
+def _room_name(name: str) -> str:
+    """``name`` in NFKC form (``#ｌｏｂｂｙ`` is ``#lobby``), or a bad_room refusal."""
+    normal = nfkc(name)
+    problem = room_problem(normal)
+    if problem is not None:
+        shown = name[:40].encode("unicode_escape").decode()
+        raise _Refusal(ErrorCode.BAD_ROOM, f'"{shown}" is not a valid room: {problem}')
+    return normal

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from chatd import names
 from client import sync
 from client.text import irc_fold, normalize_room, sanitize, valid_nick
 
@@ -102,10 +103,7 @@ def _nick(state: ChatState, out: Output, rest: str) -> None:
     if not rest or " " in rest:
         usage(out, "nick")
     elif not valid_nick(rest):
-        out.error(
-            f"not a valid nick: {sanitize(rest, newlines=False)} (1-24 letters, digits "
-            "or _-[]\\^{}|, not starting with a digit or -)"
-        )
+        out.error(f"not a valid nick: {sanitize(rest, newlines=False)} ({names.NICK_RULE})")
     else:
         state.send(out, {"op": "nick", "nick": rest})
 

@@ -189,6 +189,8 @@ class History:
     messages: tuple[Msg, ...]
     size: int  # messages in the page as sent, good ones or not (a full page: ask again)
     rid: int | None
+    more: bool = False  # the server cut the page (max_reply_bytes): ask again from its end
+    start: int | None = None  # the room's history now starts here (older ones were pruned)
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +208,12 @@ class Whois:
 @dataclass(frozen=True, slots=True)
 class Away:
     away: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    users: int | None
+    rooms: int | None
 
 
 Frame = (
@@ -230,6 +238,7 @@ Frame = (
     | HistoryEnd
     | Whois
     | Away
+    | Stats
 )
 
 
@@ -370,7 +379,9 @@ def _history(f: _Fields) -> History:
             good.append(_msg(_Fields({**m, "room": room}, f.limits)))
         except Garbled:
             continue
-    return History(room, tuple(good), len(messages), f.opt_int("id"))
+    return History(
+        room, tuple(good), len(messages), f.opt_int("id"), f.flag("more"), f.opt_int("start")
+    )
 
 
 def _rooms(f: _Fields) -> Rooms:
@@ -410,6 +421,7 @@ DECODERS: dict[str, Callable[[_Fields], Frame]] = {
     "history_end": lambda f: HistoryEnd(f.room()),
     "whois": lambda f: Whois(f.nick("nick"), f.rooms("rooms"), f.opt_str("away")),
     "away": lambda f: Away(f.flag("away")),
+    "stats": lambda f: Stats(f.opt_int("users"), f.opt_int("rooms")),
 }
 
 

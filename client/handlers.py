@@ -198,6 +198,12 @@ def on_whois(state: ChatState, out: Output, f: frames.Whois) -> None:
     )
 
 
+def on_stats(state: ChatState, out: Output, f: frames.Stats) -> None:
+    users = "?" if f.users is None else str(f.users)
+    rooms = "?" if f.rooms is None else str(f.rooms)
+    out.info(f"{users} users in {rooms} rooms")
+
+
 def on_pong(state: ChatState, out: Output, f: frames.Pong) -> None:
     pass  # the app measures lag from any line received after its ping
 
@@ -282,4 +288,5 @@ HANDLERS: dict[type[frames.Frame], Handler] = {
     frames.HistoryEnd: on_history_end,
     frames.Whois: on_whois,
     frames.Away: on_away,
+    frames.Stats: on_stats,
 }

@@ -144,6 +144,8 @@ def on_history(state: ChatState, out: Output, f: frames.History) -> None:
     if pending.purpose == "gap":
         if room.held is None:
             return  # the fill was given up meanwhile
+        if f.start is not None:  # retention removed part of what we missed
+            out.info(f"some messages you missed in {room.name} are no longer kept by the server")
         # A page is older than anything a later page or a held live message can bring
         # (pages go up from `after`; a held message inside a page's range is in the page),
         # so it is shown at once: only live messages are held.
@@ -151,7 +153,7 @@ def on_history(state: ChatState, out: Output, f: frames.History) -> None:
             show_message(state, out, room, m, live=True)
         room.gap_pages += 1
         room.gap_since = None  # an answer: the time bound starts again
-        if f.size < GAP_PAGE:
+        if f.size < GAP_PAGE and not (f.more and f.messages):  # complete
             flush_held(state, out, room)
             return
         newest = max((m.mid for m in f.messages), default=None)
@@ -168,6 +170,8 @@ def on_history(state: ChatState, out: Output, f: frames.History) -> None:
         show_message(state, out, room, m, older=True)
     if len(out.lines) == before:
         out.info(f"no earlier messages in {room.name}")
+    elif f.more:  # the server's page was full: /history goes on from here
+        out.info("more earlier messages: /history again shows them")
 
 
 def flush_held(state: ChatState, out: Output, room: Room) -> None:

@@ -24,7 +24,7 @@ __all__ = [
     "valid_nick",
 ]
 
-DEFAULT_ROOM = "#lobby"
+DEFAULT_ROOM = names.LOBBY
 MAX_NICK = names.NICK_MAX
 
 _NICK_CHARS = re.compile(r"[^A-Za-z0-9_\-\[\]\\^{}|]")
@@ -83,6 +83,7 @@ def valid_nick(nick: str) -> bool:
 
 def normalize_room(name: str) -> str | None:
     """``lobby`` or ``#lobby`` -> ``#lobby``; None if it can never be a room name."""
+    name = names.nfkc(name)  # as the server does: ＃ｌｏｂｂｙ and NFD accents fold
     room = name if name.startswith("#") else "#" + name
     return room if names.valid_room(room) else None
 

@@ -21,7 +21,10 @@ MSG = model.Message("#lobby", "bob", "hi alice", 1700000000.5, 7)
 
 SAMPLES: dict[type[model.Event], model.Event] = {
     model.Welcome: model.Welcome(
-        "alice", "chatd", ("hello",), (("max_text_chars", 300), ("max_line_bytes", 1000))
+        "alice",
+        "chatd",
+        ("hello",),
+        limits=(("max_text_chars", 300), ("max_line_bytes", 1000)),
     ),
     model.Joined: model.Joined("#lobby", "a topic", ("alice", "bob")),
     model.JoinEvent: model.JoinEvent("#lobby", "carol"),
@@ -44,6 +47,7 @@ SAMPLES: dict[type[model.Event], model.Event] = {
     model.HistoryEnd: model.HistoryEnd("#lobby", 1),
     model.WhoisReply: model.WhoisReply("bob", ("#lobby",), "lunch", 5),
     model.AwayReply: model.AwayReply(True),
+    model.StatsReply: model.StatsReply(3, 1, 2, 5),
 }
 
 

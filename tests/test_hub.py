@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from chatd.config import Config
-from chatd.hub import Hub
+from chatd.hub import MID_SEQUENCE_BITS, Hub
 from chatd.model import (
     Away,
     AwayNotice,
@@ -20,6 +20,7 @@ from chatd.model import (
     Join,
     Joined,
     JoinEvent,
+    MemberInfo,
     Message,
     Nick,
     NickEvent,
@@ -36,9 +37,12 @@ from chatd.model import (
     Rooms,
     RoomsReply,
     Say,
+    Stats,
+    StatsReply,
     Store,
     Topic,
     TopicEvent,
+    Users,
     Welcome,
     Who,
     Whois,
@@ -78,7 +82,7 @@ def test_hello_welcomes_and_autojoins() -> None:
     hub.connect(1, NOW)
     actions = hub.handle(1, Hello("alice", autojoin=("#lobby",), rid=7), NOW)
     assert actions == [
-        Deliver((1,), Welcome("alice", "test", (), LIMITS), rid=7),
+        Deliver((1,), Welcome("alice", "test", stats=StatsReply(1, 0, 0, 1), limits=LIMITS), rid=7),
         Deliver((1,), Joined("#lobby", "", ("alice",))),
         Replay(1, "#lobby", 0),  # even with replay off: history_end must follow joined
     ]
@@ -101,21 +105,23 @@ def test_say_is_stored_then_delivered_to_every_member_sender_included() -> None:
     register(hub, 1, "alice", "#a")
     register(hub, 2, "bob", "#a")
     register(hub, 3, "carol", "#b")
-    message = Message("#a", "alice", "hi", NOW, 1)
+    first = int(NOW * 1000) << MID_SEQUENCE_BITS  # time-based (see test_mids_*)
+    message = Message("#a", "alice", "hi", NOW, first)
     assert hub.handle(1, Say("#a", "hi"), NOW) == [
-        Store(message),
+        Store(message, 1),
         Deliver((1, 2), message, droppable=True),
     ]
     # With a request id the sender's copy is its own direct reply.
-    second = Message("#a", "alice", "again", NOW, 2, action=True)
+    second = Message("#a", "alice", "again", NOW, first + 1, action=True)
     assert hub.handle(1, Say("#a", "again", action=True, rid="x"), NOW) == [
-        Store(second),
+        Store(second, 1, "x"),
         Deliver((1, 2), second, rid="x", droppable=True, reply_to=1),
     ]
 
 
 def test_mids_increase_across_rooms() -> None:
-    hub = Hub(Config(history_replay=0), next_mid=41)
+    start = (int(NOW * 1000) << MID_SEQUENCE_BITS) + 41  # above the clock: a sequence
+    hub = Hub(Config(history_replay=0), next_mid=start)
     register(hub, 1, "alice", "#a", "#b")
     mids = [
         a.message.mid
@@ -123,8 +129,30 @@ def test_mids_increase_across_rooms() -> None:
         for a in hub.handle(1, cmd, NOW)
         if isinstance(a, Store)
     ]
-    assert mids == [41, 42, 43]
-    assert hub.next_mid == 44
+    assert mids == [start, start + 1, start + 2]
+    assert hub.next_mid == start + 3
+
+
+def test_mids_are_time_based_and_never_go_back() -> None:
+    """mid = ms since the epoch << 10, or the last + 1: increasing even if the history
+    file was lost (next_mid 1) or the clock steps back; below 2**53 for JavaScript."""
+    hub = Hub(Config(history_replay=0), next_mid=1)
+    register(hub, 1, "alice", "#a")
+
+    def say(now: float) -> int:
+        store = hub.handle(1, Say("#a", "x"), now)[0]
+        assert isinstance(store, Store)
+        return store.message.mid
+
+    now = 1_795_000_000.5  # 2026
+    first = say(now)
+    assert first == 1_795_000_000_500 << MID_SEQUENCE_BITS
+    assert first >> MID_SEQUENCE_BITS == int(now * 1000)  # the mid carries its millisecond
+    assert say(now) == first + 1  # same millisecond: the sequence
+    assert say(now - 3600) == first + 2  # the clock stepped back: still increasing
+    later = say(now + 1)
+    assert later == (1_795_000_001_500 << MID_SEQUENCE_BITS)
+    assert say(7_000_000_000.0) < 2**53  # the year 2191: JavaScript still reads it exactly
 
 
 def test_text_is_cleaned_of_control_characters() -> None:
@@ -228,14 +256,17 @@ def test_private_message_to_both_and_away_notice() -> None:
     assert hub.handle(2, Away("lunch"), NOW) == [Deliver((2,), AwayReply(True))]
     actions = hub.handle(1, PrivMsg("bob", "back?"), NOW)
     assert actions[-1] == Deliver((1,), AwayNotice("bob", "lunch"))
-    assert hub.handle(1, Whois("bob"), NOW) == [Deliver((1,), WhoisReply("bob", (), "lunch", 0))]
+    whois = WhoisReply("bob", (), "lunch", 0, user="bob", realname="bob")
+    assert hub.handle(1, Whois("bob"), NOW) == [Deliver((1,), whois)]
 
 
 def test_who_rooms_topic() -> None:
     hub = make_hub()
     register(hub, 1, "alice", "#b", "#a")
     register(hub, 2, "bob", "#a")
-    assert hub.handle(2, Who("#A"), NOW) == [Deliver((2,), WhoReply("#a", ("alice", "bob")))]
+    details = (MemberInfo("alice", "alice", "alice"), MemberInfo("bob", "bob", "bob"))
+    who = WhoReply("#a", ("alice", "bob"), details)
+    assert hub.handle(2, Who("#A"), NOW) == [Deliver((2,), who)]
     assert hub.handle(2, Topic("#a", "lunch\nat noon"), NOW) == [
         Deliver((1, 2), TopicEvent("#a", "lunch at noon", "bob"))
     ]
@@ -311,3 +342,25 @@ def test_unknown_command_type_is_a_bug_not_a_refusal() -> None:
     register(hub, 1, "alice")
     with pytest.raises(TypeError):
         hub.handle(1, object(), NOW)  # type: ignore[arg-type]
+
+
+def test_user_and_realname_are_kept_and_who_sees_only_neighbours() -> None:
+    hub = make_hub()
+    hub.connect(1, NOW)
+    hub.handle(1, Hello("ann", user="annie", realname="Ann\x1b[31m Example"), NOW)
+    hub.handle(1, Join("#a"), NOW)
+    register(hub, 2, "bob", "#a")
+    register(hub, 3, "cid")  # shares no room with ann
+    hub.connect(4, NOW)  # not registered
+    hub.handle(2, Away("out"), NOW)
+    ann = MemberInfo("ann", "annie", "Ann\ufffd[31m Example")
+    (reply,) = hub.handle(1, Users(), NOW)
+    assert reply == Deliver(
+        (1,), WhoReply("*", ("ann", "bob"), (ann, MemberInfo("bob", "bob", "bob", away=True)))
+    )
+    (whois,) = hub.handle(3, Whois("ann"), NOW)
+    assert isinstance(whois, Deliver) and isinstance(whois.event, WhoisReply)
+    assert (whois.event.user, whois.event.realname) == ("annie", "Ann\ufffd[31m Example")
+    assert hub.handle(3, Stats(), NOW) == [Deliver((3,), StatsReply(3, 1, 1, 3))]
+    hub.handle(3, Disconnected(), NOW)
+    assert hub.handle(1, Stats(), NOW) == [Deliver((1,), StatsReply(2, 1, 1, 3))]
