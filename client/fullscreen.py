@@ -51,6 +51,7 @@ STYLE = merge_styles(
                 "bar.unread": "bg:#303030 ansiyellow",
                 "bar.mention": "bg:#303030 ansired bold",
                 "members": "#a0a0a0",
+                "topic": "bg:#262626 #bcbcbc italic",
             }
         ),
     ]
@@ -94,6 +95,11 @@ class FullScreen:
         layout = HSplit(
             [
                 Window(FormattedTextControl(self._bar), height=1, style="class:bar"),
+                Window(
+                    FormattedTextControl(lambda: [("class:topic", self.views.topic(self.state))]),
+                    height=lambda: 1 if self.views.topic(self.state) else 0,
+                    style="class:topic",
+                ),
                 VSplit([Window(FormattedTextControl(self._messages), wrap_lines=False), members]),
                 Window(FormattedTextControl(self._status), height=1, style="class:bottom-toolbar"),
                 self.input,
@@ -149,7 +155,8 @@ class FullScreen:
         return self.app.output.get_size().columns
 
     def _height(self) -> int:
-        return max(self.app.output.get_size().rows - 3, 1)
+        rows = self.app.output.get_size().rows - 3 - bool(self.views.topic(self.state))
+        return max(rows, 1)
 
     def _bar(self) -> StyleAndTextTuples:
         bar: StyleAndTextTuples = [*self.views.bar(self._width())]

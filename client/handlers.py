@@ -67,6 +67,7 @@ def on_joined(state: ChatState, out: Output, f: frames.Joined) -> None:
         room = state.rooms[key] = sync.Room(f.room)
     room.joined = True
     room.members = list(f.members)
+    room.topic = f.topic
     if state.current is None or state.explicit_join == key or state.current not in state.rooms:
         state.current = key
         state.explicit_join = None
@@ -176,6 +177,9 @@ def on_rooms(state: ChatState, out: Output, f: frames.Rooms) -> None:
 
 
 def on_topic(state: ChatState, out: Output, f: frames.Topic) -> None:
+    room = state.rooms.get(irc_fold(f.room))
+    if room is not None:
+        room.topic = f.topic
     if f.by:
         out.lines.append(
             Line(Kind.SYSTEM, f"{f.by} set the topic of {f.room}: {f.topic}", room=f.room)

@@ -62,6 +62,7 @@ class Room:
     gap_pages: int = 0  # pages of the running fill
     gap_since: float | None = None  # when tick() first saw the running fill
     queued: list[Request] = field(default_factory=list)  # typed while offline
+    topic: str = ""
     unread: int = 0
 
     def remember(self, key: Key) -> None:

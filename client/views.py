@@ -7,6 +7,7 @@ list are computed from it. :mod:`client.fullscreen` draws it.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -32,6 +33,7 @@ class Buffer:
     unread: int = 0
     mentions: int = 0
     scroll: int = 0  # rows scrolled back from the bottom (0: following new lines)
+    day: tuple[int, int, int] | None = None  # local date of the last stamped line
 
     @property
     def nick(self) -> str | None:
@@ -66,6 +68,12 @@ class Views:
             buffer = self._buffer(irc_fold(line.room), line.room)
         else:
             buffer = self.current
+        if line.ts is not None and not line.earlier:
+            day = time.localtime(line.ts)[:3]
+            if buffer.day is not None and day != buffer.day:  # a day-change separator
+                stamp = time.strftime("%A %d %B %Y", time.localtime(line.ts))
+                buffer.lines.append(Line(Kind.SYSTEM, f"day changed to {stamp}", ts=line.ts))
+            buffer.day = day
         buffer.lines.append(line)
         if buffer.key != self.active and line.kind in _COUNTED and not line.earlier:
             buffer.unread += 1
@@ -156,6 +164,11 @@ class Views:
                 out.append(("class:bar", " "))
                 used += len(text) + 1
         return out
+
+    def topic(self, state: ChatState) -> str:
+        """The topic of the shown buffer (a room), or ""."""
+        room = state.rooms.get(self.active)
+        return room.topic if room is not None else ""
 
     def members(self, state: ChatState) -> list[str]:
         """The member list of the shown buffer (a room), sorted, others then me."""

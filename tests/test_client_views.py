@@ -121,6 +121,20 @@ def test_member_list_me_last() -> None:
     assert views.members(state) == []
 
 
+def test_topic_and_day_change_separator() -> None:
+    state, views = setup()
+    views.switch("#lobby", state)
+    feed(state, views, type="topic", room="#lobby", topic="release day", by="bob")
+    assert views.topic(state) == "release day"
+    day = 86400.0 * 20000 + 43200  # noon, far from any time zone's midnight
+    feed(state, views, **{**msg("#lobby", "before", 1), "ts": day})
+    feed(state, views, **{**msg("#lobby", "same day", 2), "ts": day + 60})
+    feed(state, views, **{**msg("#lobby", "after", 3), "ts": day + 86400})
+    texts = [line.text for line in views.buffers["#lobby"].lines][-4:]
+    assert texts[:2] == ["before", "same day"] and texts[3] == "after"
+    assert texts[2].startswith("day changed to ")
+
+
 def test_info_lines_go_to_the_shown_buffer() -> None:
     state, views = setup()
     views.route(Line(Kind.INFO, "hello"), state)
