@@ -204,6 +204,21 @@ class FullScreen:
         nick = self.views.current.nick
         if nick is not None and text.strip() and not text.startswith("/"):
             text = f"/msg {nick} {text}"
+        elif text.startswith("/search"):
+            term = text[len("/search") :].strip()
+            found = self.views.search(term) if term else []
+            lines = [
+                Line(
+                    Kind.INFO,
+                    f"{len(found)} lines with {term!r}:" if term else "usage: /search TEXT",
+                )
+            ]
+            lines += [
+                Line(Kind.INFO, f"  {line.nick + ': ' if line.nick else ''}{line.text}")
+                for line in found
+            ]
+            self.show(lines)
+            return False
         elif text.startswith("/close") and nick is not None:
             self.views.close(self.views.active)  # a conversation: nothing to tell the server
             self.refresh()

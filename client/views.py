@@ -165,6 +165,12 @@ class Views:
                 used += len(text) + 1
         return out
 
+    def search(self, term: str, most: int = 50) -> list[Line]:
+        """The shown buffer's lines holding ``term`` (any case), at most the last ``most``."""
+        folded = term.casefold()
+        found = [line for line in self.current.lines if folded in line.text.casefold()]
+        return found[-most:]
+
     def topic(self, state: ChatState) -> str:
         """The topic of the shown buffer (a room), or ""."""
         room = state.rooms.get(self.active)

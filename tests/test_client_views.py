@@ -135,6 +135,14 @@ def test_topic_and_day_change_separator() -> None:
     assert texts[2].startswith("day changed to ")
 
 
+def test_search_in_the_shown_buffer() -> None:
+    state, views = setup()
+    feed(state, views, **msg("#dev", "the Build is green", 1, "carol"))
+    feed(state, views, **msg("#dev", "lunch?", 2, "carol"))
+    feed(state, views, **msg("#lobby", "build elsewhere", 3))
+    assert [line.text for line in views.search("build")] == ["the Build is green"]
+
+
 def test_info_lines_go_to_the_shown_buffer() -> None:
     state, views = setup()
     views.route(Line(Kind.INFO, "hello"), state)
