@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from prompt_toolkit.application import Application
+from prompt_toolkit.filters import Condition
 from prompt_toolkit.formatted_text import StyleAndTextTuples
 from prompt_toolkit.input import Input
 from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
@@ -40,6 +41,7 @@ __all__ = ["FullScreen", "run"]
 logger = logging.getLogger(__name__)
 
 MEMBERS_WIDTH = 18
+INPUT_MAX_ROWS = 5  # rows the input line grows to for a multi-line paste
 MEMBERS_MIN_WIDTH = 60  # narrower terminals show no member list (F2 or /who still work)
 STYLE = merge_styles(
     [
@@ -81,12 +83,16 @@ class FullScreen:
         self.views = Views()
         self._typed: asyncio.Queue[str | None] = asyncio.Queue()
         self.input = TextArea(
-            height=1,
+            height=self._input_height,
             multiline=False,
             prompt=self._prompt,
             history=ui.open_history(chat.opts.history_file),
+            completer=ui.ChatCompleter(self.state),
+            complete_while_typing=False,
             accept_handler=self._accept,
         )
+        self.input.buffer.on_text_changed += self._typed_while_searching
+        self._draft: str | None = None  # the input line put aside while Ctrl-R searches
         members = Window(
             FormattedTextControl(self._members),
             width=lambda: MEMBERS_WIDTH if self._members_shown() else 0,
@@ -166,7 +172,13 @@ class FullScreen:
         return ui.toolbar_fragments(self.state, self._width())
 
     def _prompt(self) -> StyleAndTextTuples:
+        if self.views.filter is not None:
+            return [("class:info", f"search {self.views.current.title}"), ("", "> ")]
         return [("class:room", self.views.current.title), ("", "> ")]
+
+    def _input_height(self) -> int:
+        """One row; a pasted message shows its lines (a few) before it is sent."""
+        return min(self.input.text.count("\n") + 1, INPUT_MAX_ROWS)
 
     def _members(self) -> StyleAndTextTuples:
         names = self.views.members(self.state)
@@ -182,7 +194,7 @@ class FullScreen:
         room = buffer.title if buffer.key.startswith("#") else None
         rows: list[StyleAndTextTuples] = []
         need = height + buffer.scroll
-        for line in reversed(buffer.lines):
+        for line in reversed(self.views.shown_lines()):
             rows[:0] = _rows(ui.wrap(ui.fragments(line, room), width))
             if len(rows) >= need:
                 break
@@ -226,16 +238,54 @@ class FullScreen:
         self._typed.put_nowait(text)
         return False  # clear the line
 
+    # ------------------------------------------------------------------ Ctrl-R
+
+    def _start_search(self) -> None:
+        """Ctrl-R: the message area shows only the lines of the shown buffer that hold
+        what is typed; the half-typed line is put aside and comes back afterwards."""
+        self._draft = self.input.text
+        self.views.filter = ""
+        self.views.current.scroll = 0
+        self.input.buffer.reset()
+
+    def _end_search(self) -> None:
+        self.views.filter = None
+        self.views.current.scroll = 0
+        draft, self._draft = self._draft or "", None
+        self.input.buffer.reset()
+        self.input.buffer.insert_text(draft)
+
+    def _typed_while_searching(self, buffer: object) -> None:
+        if self.views.filter is not None:
+            self.views.filter = self.input.text
+            self.views.current.scroll = 0
+
     def _bindings(self) -> KeyBindings:
         kb = KeyBindings()
         views, state = self.views, self.state
+        searching = Condition(lambda: self.views.filter is not None)
+
+        @kb.add("c-r")
+        def _(event: KeyPressEvent) -> None:
+            if views.filter is None:
+                self._start_search()
+            else:
+                self._end_search()
+
+        @kb.add("enter", filter=searching)
+        @kb.add("escape", filter=searching)
+        @kb.add("c-c", filter=searching)
+        def _(event: KeyPressEvent) -> None:
+            self._end_search()
+
+        ui.add_paste_enter(kb, lambda text: self.show([Line(Kind.INFO, text)]), ~searching)
 
         @kb.add("c-d")
         def _(event: KeyPressEvent) -> None:
             if not self.input.text:
                 self._typed.put_nowait(None)
 
-        @kb.add("c-c")
+        @kb.add("c-c", filter=~searching)
         def _(event: KeyPressEvent) -> None:
             if not self.input.text:
                 self.show([Line(Kind.INFO, ui.LEAVE_HINT)])

@@ -48,6 +48,7 @@ class Views:
         self.buffers: dict[str, Buffer] = {SERVER: Buffer(SERVER, "server")}
         self.active = SERVER
         self.show_members = True
+        self.filter: str | None = None  # Ctrl-R: only the shown buffer's lines holding it
         self._followed: str | None = None  # the state's current room at the last sync
 
     @property
@@ -170,6 +171,13 @@ class Views:
         folded = term.casefold()
         found = [line for line in self.current.lines if folded in line.text.casefold()]
         return found[-most:]
+
+    def shown_lines(self) -> list[Line] | deque[Line]:
+        """What the message area draws: the shown buffer, or while Ctrl-R searches, its
+        lines holding the search text."""
+        if self.filter is None:
+            return self.current.lines
+        return self.search(self.filter, most=SCROLLBACK) if self.filter else []
 
     def topic(self, state: ChatState) -> str:
         """The topic of the shown buffer (a room), or ""."""

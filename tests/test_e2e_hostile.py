@@ -89,7 +89,7 @@ def test_hostile_server_in_a_real_terminal(tmux_server: Tmux, tmp_path: Path) ->
         command = (
             f"env CHAT_STATE_DIR={shlex.quote(str(tmp_path / 'state'))} "
             f"PYTHONPATH={shlex.quote(str(ROOT))} "
-            f"{shlex.quote(sys.executable)} -m client 127.0.0.1:{port} --nick alice"
+            f"{shlex.quote(sys.executable)} -m client 127.0.0.1:{port} --nick alice --line"
         )
         pane = Pane(tmux_server, "alice", command, tmp_path)
         pane.wait_for("<bob> still here", timeout=20)
