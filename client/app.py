@@ -41,6 +41,11 @@ logger = logging.getLogger(__name__)
 BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 15.0
 STABLE_AFTER = 30.0
+# While the port refuses connections (the host answers, the server is down: stopped or
+# restarting), the delay is capped this low instead: a refusal costs the server nothing,
+# and people are back within seconds of a restart. A connection that is accepted but does
+# not register, or does not last, still backs off to BACKOFF_MAX (a full or broken server).
+BACKOFF_DOWN_MAX = 5.0
 # A chatd server greets at once; anything slower is not one (or is not well). Applies to
 # every connection, reconnects included.
 WELCOME_TIMEOUT = 10.0
@@ -84,6 +89,7 @@ class Options:
     lag_max: float = LAG_MAX
     backoff_first: float = BACKOFF_FIRST
     backoff_max: float = BACKOFF_MAX
+    backoff_down_max: float = BACKOFF_DOWN_MAX
     stable_after: float = STABLE_AFTER
     tick: float = TICK
     rooms_file: Path | None = None  # rooms remembered per server (client.store)
@@ -320,9 +326,10 @@ class ChatApp:
                 link = await net.connect(self.opts.host, self.opts.port, self.opts.connect_timeout)
             except net.ConnectError as exc:
                 logger.info("reconnect attempt %d failed: %s", attempt, exc)
-                self.delay = min(
-                    max(self.delay, self.opts.backoff_first) * 2, self.opts.backoff_max
-                )
+                most = self.opts.backoff_max
+                if isinstance(exc, net.Refused):  # the server is down: be back soon after
+                    most = min(most, self.opts.backoff_down_max)
+                self.delay = min(max(self.delay, self.opts.backoff_first) * 2, most)
                 continue
             if self.delay == 0.0:
                 self.delay = self.opts.backoff_first
