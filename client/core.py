@@ -126,6 +126,7 @@ class ChatState:
         self.registered = False
         self.lag: float | None = None  # seconds a ping has waited (the app measures it)
         self.away = False
+        self.away_nicks: set[str] = set()  # folded nicks of members who are away
         self.limits = Limits()  # replaced by the server's own in `welcome`
         self.rooms: dict[str, Room] = {}  # folded name -> Room, in join order
         self.current: str | None = None  # folded name of the current room
@@ -188,6 +189,7 @@ class ChatState:
         self.registered = False
         self.lag = None
         self.away = False  # the server forgets it with the connection
+        self.away_nicks.clear()  # the next member lists tell again
         self.greeted = False
         self.nick_tries = 0
         self.nick = self.wanted_nick
@@ -312,6 +314,8 @@ class ChatState:
         """Forget a room; the previous one (in join order) becomes current."""
         keys = list(self.rooms)
         self.rooms.pop(key, None)
+        still = {irc_fold(m) for room in self.rooms.values() for m in room.members}
+        self.away_nicks &= still  # away is known only of people we share a room with
         for rid, pending in list(self.pending.items()):
             if pending.room == key:
                 del self.pending[rid]

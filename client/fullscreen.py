@@ -31,7 +31,7 @@ from prompt_toolkit.widgets import TextArea
 
 from client import ui
 from client.values import Kind, Line
-from client.views import Views
+from client.views import Member, Views
 
 if TYPE_CHECKING:
     from client.app import ChatApp
@@ -41,6 +41,7 @@ __all__ = ["FullScreen", "run"]
 logger = logging.getLogger(__name__)
 
 MEMBERS_WIDTH = 18
+AWAY_MARK = " (away)"  # after an away member's nick in the member list, when it fits
 INPUT_MAX_ROWS = 5  # rows the input line grows to for a multi-line paste
 MEMBERS_MIN_WIDTH = 60  # narrower terminals show no member list (F2 or /who still work)
 STYLE = merge_styles(
@@ -53,6 +54,8 @@ STYLE = merge_styles(
                 "bar.unread": "bg:#303030 ansiyellow",
                 "bar.mention": "bg:#303030 ansired bold",
                 "members": "#a0a0a0",
+                "members.away": "#6c6c6c italic",
+                "members.rank": "ansigreen bold",
                 "topic": "bg:#262626 #bcbcbc italic",
             }
         ),
@@ -181,9 +184,7 @@ class FullScreen:
         return min(self.input.text.count("\n") + 1, INPUT_MAX_ROWS)
 
     def _members(self) -> StyleAndTextTuples:
-        names = self.views.members(self.state)
-        text = "\n".join(" " + ui_cut(name, MEMBERS_WIDTH - 1) for name in names)
-        return [("class:members", text)]
+        return member_fragments(self.views.member_rows(self.state), MEMBERS_WIDTH - 1)
 
     def _messages(self) -> StyleAndTextTuples:
         buffer = self.views.current
@@ -327,6 +328,24 @@ class FullScreen:
 
         ui.guard_mouse(kb)
         return kb
+
+
+def member_fragments(rows: list[Member], width: int) -> StyleAndTextTuples:
+    """The member list: ``@`` operators, ``+`` voiced (the highest rank shown), then the
+    nick; an away member is dimmed and marked ``(away)`` when that fits."""
+    out: StyleAndTextTuples = []
+    for n, (nick, rank, away) in enumerate(rows):
+        if n:
+            out.append(("", "\n"))
+        mark = rank[:1] or " "
+        out.append(("class:members.rank", mark))
+        name = ui_cut(nick, width - 1)
+        if away:
+            suffix = AWAY_MARK if len(name) + len(AWAY_MARK) <= width - 1 else ""
+            out.append(("class:members.away", name + suffix))
+        else:
+            out.append(("class:members", name))
+    return out
 
 
 def ui_cut(text: str, most: int) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from client.text import irc_fold
 from client.values import Kind, Line
@@ -18,11 +18,17 @@ from client.values import Kind, Line
 if TYPE_CHECKING:
     from client.core import ChatState
 
-__all__ = ["SERVER", "Buffer", "Views"]
+__all__ = ["SERVER", "Buffer", "Member", "Views"]
 
 SERVER = "*"  # the key of the server buffer: connection news, replies, errors
 SCROLLBACK = 2000  # lines kept per buffer
 _COUNTED = (Kind.MSG, Kind.ACTION, Kind.PRIVATE)  # what makes a buffer "unread"
+
+
+class Member(NamedTuple):
+    nick: str
+    rank: str  # "@" operator, "+" voiced, "@+" both, "" neither
+    away: bool
 
 
 @dataclass(slots=True)
@@ -185,8 +191,20 @@ class Views:
         return room.topic if room is not None else ""
 
     def members(self, state: ChatState) -> list[str]:
-        """The member list of the shown buffer (a room), sorted, others then me."""
+        """The member list of the shown buffer (a room), sorted: operators, voiced, the
+        rest; within each, others then me, by name."""
+        return [member.nick for member in self.member_rows(state)]
+
+    def member_rows(self, state: ChatState) -> list[Member]:
+        """The member list with its marks: rank ("@" operator, "+" voiced) and away."""
         room = state.rooms.get(self.active)
         if room is None:
             return []
-        return sorted(room.members, key=lambda m: (state.is_me(m), irc_fold(m)))
+        rows = [
+            Member(m, room.ranks.get(irc_fold(m), ""), irc_fold(m) in state.away_nicks)
+            for m in room.members
+        ]
+        order = {"@": 0, "@+": 0, "+": 1}
+        return sorted(
+            rows, key=lambda r: (order.get(r.rank, 2), state.is_me(r.nick), irc_fold(r.nick))
+        )
