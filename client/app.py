@@ -320,6 +320,8 @@ class ChatApp:
                     await asyncio.wait_for(self._retry.wait(), min(left, 1.0))
                 except TimeoutError:
                     pass
+            if self._retry.is_set() and (left := deadline - self._now()) > 0:
+                logger.info("reconnect attempt %d: retrying now, %.2f s early", attempt, left)
             self.state.link = f"reconnecting (attempt {attempt})"
             self.refresh()
             try:
