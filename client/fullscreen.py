@@ -86,7 +86,6 @@ class FullScreen:
         self.views = Views()
         self._typed: asyncio.Queue[str | None] = asyncio.Queue()
         self.input = TextArea(
-            height=self._input_height,
             multiline=False,
             prompt=self._prompt,
             history=ui.open_history(chat.opts.history_file),
@@ -94,6 +93,8 @@ class FullScreen:
             complete_while_typing=False,
             accept_handler=self._accept,
         )
+        # multiline=False pins the window to one row; a pasted message shows its lines
+        self.input.window.height = self._input_height
         self.input.buffer.on_text_changed += self._typed_while_searching
         self._draft: str | None = None  # the input line put aside while Ctrl-R searches
         members = Window(
@@ -164,7 +165,8 @@ class FullScreen:
         return self.app.output.get_size().columns
 
     def _height(self) -> int:
-        rows = self.app.output.get_size().rows - 3 - bool(self.views.topic(self.state))
+        rows = self.app.output.get_size().rows - 2 - bool(self.views.topic(self.state))
+        rows -= self._input_height()  # one row, or a few while a paste waits
         return max(rows, 1)
 
     def _bar(self) -> StyleAndTextTuples:

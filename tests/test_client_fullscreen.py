@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from prompt_toolkit.input import PipeInput, create_pipe_input
+from prompt_toolkit.layout.dimension import to_dimension
 from prompt_toolkit.output import DummyOutput
 
 from client import app, fullscreen, ui
@@ -70,7 +71,8 @@ def test_a_paste_without_brackets_is_asked_about_first() -> None:
         await until(lambda: question in texts(screen), "question")
         await asyncio.sleep(ui.PASTE_WINDOW * 2)
         assert screen._typed.empty()  # asked, not sent
-        assert screen._input_height() >= 3  # the pasted lines are in view
+        rows = to_dimension(screen.input.window.height).preferred
+        assert rows == 4  # the pasted lines are in view, and the cursor's row after them
         keys.send_text("\r")
         return await screen.read_line()
 

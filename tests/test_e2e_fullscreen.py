@@ -136,3 +136,28 @@ def test_retry_key_after_the_server_is_killed_and_restarted(
     pane.press("C-u", "C-d")
     assert pane.exit_status() == 0
     bob.close()
+
+
+def test_a_paste_the_terminal_does_not_bracket_is_asked_about(
+    chatd_server, tmux_server, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    command = (
+        f"env CHAT_STATE_DIR={shlex.quote(str(tmp_path / 'state'))} "
+        f"PYTHONPATH={shlex.quote(str(ROOT))} "
+        f"{shlex.quote(sys.executable)} -m client 127.0.0.1:{chatd_server.port} --nick alice"
+    )
+    pane = Pane(tmux_server, "alice", command, tmp_path)
+    pane.wait_for("you joined #lobby")
+    bob = chatd_server.json_client("bob", "#lobby")
+    tmux_server.run("set-buffer", "-b", "p", "pasted one\npasted two\npasted three\n")
+    tmux_server.run("paste-buffer", "-b", "p", "-t", pane.target)  # no -p: not bracketed
+    pane.wait_for("pasted 3 lines: Enter sends them")
+    rows = screen(pane)
+    assert rows[-4:-1] == ["#lobby> pasted one", "pasted two", "pasted three"], rows
+    pane.press("Enter")
+    sent = bob.expect_frame(type="msg", **{"from": "alice"})
+    assert sent["text"] == "pasted one\npasted two\npasted three"
+    pane.wait_for("<alice> pasted one")
+    pane.press("C-d")
+    assert pane.exit_status() == 0
+    bob.close()
