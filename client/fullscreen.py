@@ -235,7 +235,8 @@ class FullScreen:
             self.show(lines)
             return False
         elif text.startswith("/close") and nick is not None:
-            self.views.close(self.views.active)  # a conversation: nothing to tell the server
+            # a conversation: nothing to tell the server
+            self.views.close(self.views.active, self.state)
             self.refresh()
             return False
         self._typed.put_nowait(text)

@@ -128,14 +128,18 @@ class Views:
                 self.switch(key, state)
                 return
 
-    def close(self, key: str) -> None:
-        """Forget a buffer (a parted room, a closed conversation)."""
+    def close(self, key: str, state: ChatState | None = None) -> None:
+        """Forget a buffer (a parted room, a closed conversation). If it was shown, the
+        one before it is, switched to properly when ``state`` is given (its unread count
+        cleared, and a room becomes the state's current room)."""
         if key == SERVER or key not in self.buffers:
             return
         keys = list(self.buffers)
         del self.buffers[key]
         if self.active == key:
             self.active = keys[max(keys.index(key) - 1, 0)]
+            if state is not None:
+                self.switch(self.active, state)
 
     def scroll(self, rows: int) -> None:
         """PageUp (positive) / PageDown (negative); the view code clamps the top."""

@@ -227,3 +227,18 @@ def test_member_list_marks_away_operators_and_voiced() -> None:
     assert state.away_nicks == {"caro"} and views.member_rows(state)[1].rank == "+"
     feed(state, views, type="quit", nick="caro")
     assert state.away_nicks == set()
+
+
+def test_closing_a_conversation_shows_the_buffer_before_it_properly() -> None:
+    """The buffer shown after /close is switched to: its unread count cleared, and as a
+    room it becomes the current one (where /who and plain text go)."""
+    state, views = setup()
+    feed(state, views, type="privmsg", to="alice", text="psst", ts=1.0, **{"from": "bob"})
+    views.switch(SERVER, state)
+    feed(state, views, **msg("#dev", "news", 1, "carol"))
+    views.switch("@bob", state)
+    state.current = "#lobby"
+    assert views.buffers["#dev"].unread == 1
+    views.close("@bob", state)
+    assert views.active == "#dev" and views.buffers["#dev"].unread == 0
+    assert state.current == "#dev"
