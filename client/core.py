@@ -156,10 +156,14 @@ class ChatState:
     def is_me(self, nick: str) -> bool:
         return irc_fold(nick) == irc_fold(self.nick)
 
-    def toolbar(self, width: int | None = None) -> list[tuple[str, str]]:
+    def toolbar(
+        self, width: int | None = None, conversation: str | None = None
+    ) -> list[tuple[str, str]]:
         """The bottom toolbar as (field, value) pairs, for the UI to style. Given the
         terminal's ``width``, it degrades step by step (server dropped, then shorter
-        forms) so the nick, the room and the member count stay visible at 40 columns."""
+        forms) so the nick, the room and the member count stay visible at 40 columns.
+        ``conversation``: the nick of the private buffer shown (full screen), named
+        where the room would be."""
         room = self.current_room
         fields = [
             ("state", self.link),
@@ -170,6 +174,9 @@ class ChatState:
             ("members", f"{len(room.members)} here" if room and room.joined else "-"),
             *([("lag", f"lag {self.lag:.0f} s")] if self.lag and self.lag >= LAG_SHOWN else []),
         ]
+        if conversation is not None:
+            fields = [(k, v) for k, v in fields if k != "members"]
+            fields = [(k, "private: " + conversation if k == "room" else v) for k, v in fields]
         if width is None:
             return fields
         for step in _TOOLBAR_STEPS:

@@ -174,7 +174,7 @@ class FullScreen:
         return bar
 
     def _status(self) -> StyleAndTextTuples:
-        return ui.toolbar_fragments(self.state, self._width())
+        return ui.toolbar_fragments(self.state, self._width(), self.views.current.nick)
 
     def _prompt(self) -> StyleAndTextTuples:
         if self.views.filter is not None:

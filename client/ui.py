@@ -198,11 +198,13 @@ def _indent(text: str) -> str:
     return text.replace("\n", "\n    ")
 
 
-def toolbar_fragments(state: ChatState, width: int | None = None) -> Fragments:
+def toolbar_fragments(
+    state: ChatState, width: int | None = None, conversation: str | None = None
+) -> Fragments:
     """The bottom toolbar: connection state, server, nick, current room, members; it
     degrades to fit ``width`` (see :meth:`ChatState.toolbar`)."""
     out: Fragments = []
-    for name, value in state.toolbar(width):
+    for name, value in state.toolbar(width, conversation):
         if out:
             out.append(("class:bottom-toolbar.key", " | "))
         if name == "state":

@@ -242,3 +242,12 @@ def test_closing_a_conversation_shows_the_buffer_before_it_properly() -> None:
     views.close("@bob", state)
     assert views.active == "#dev" and views.buffers["#dev"].unread == 0
     assert state.current == "#dev"
+
+
+def test_the_status_bar_names_the_conversation_shown() -> None:
+    state, views = setup()
+    feed(state, views, type="privmsg", to="alice", text="psst", ts=1.0, **{"from": "bob"})
+    views.switch("@bob", state)
+    fields = dict(state.toolbar(100, views.current.nick))
+    assert fields["room"] == "private: bob" and "members" not in fields
+    assert dict(state.toolbar(100))["room"] == "#dev"
