@@ -42,6 +42,11 @@ logger = logging.getLogger(__name__)
 
 MEMBERS_WIDTH = 18
 AWAY_MARK = " (away)"  # after an away member's nick in the member list, when it fits
+KEYS_HELP = (
+    "full-screen keys: Alt-1..9 show a buffer, Ctrl-N/Ctrl-P next/previous, Alt-A next "
+    "with activity, PageUp/PageDown scroll, Ctrl-R search this buffer (/search TEXT too), "
+    "F2 member list, F5 reconnect now; /close closes a conversation"
+)
 INPUT_MAX_ROWS = 5  # rows the input line grows to for a multi-line paste
 MEMBERS_MIN_WIDTH = 60  # narrower terminals show no member list (F2 or /who still work)
 STYLE = merge_styles(
@@ -239,6 +244,8 @@ class FullScreen:
             self.views.close(self.views.active, self.state)
             self.refresh()
             return False
+        if text.strip().lower() == "/help":
+            self.show([Line(Kind.INFO, KEYS_HELP)])
         self._typed.put_nowait(text)
         return False  # clear the line
 

@@ -112,3 +112,13 @@ def test_ctrl_r_shows_the_matching_lines_and_gives_the_draft_back() -> None:
         return True
 
     assert drive(scenario)
+
+
+def test_help_names_the_full_screen_keys() -> None:
+    async def scenario(screen: fullscreen.FullScreen, keys: PipeInput) -> Any:
+        keys.send_text("/help\r")
+        line = await screen.read_line()
+        return line, texts(screen)
+
+    line, shown = drive(scenario)
+    assert line == "/help" and fullscreen.KEYS_HELP in shown
