@@ -224,6 +224,10 @@ def on_topic(state: ChatState, out: Output, f: frames.Topic) -> None:
 
 def on_away(state: ChatState, out: Output, f: frames.Away) -> None:
     state.away = f.away
+    if f.away:  # the member list marks me too (the server tells only the others)
+        state.away_nicks.add(irc_fold(state.nick))
+    else:
+        state.away_nicks.discard(irc_fold(state.nick))
     out.info("you are marked as away" if f.away else "you are back")
 
 

@@ -227,6 +227,10 @@ def test_member_list_marks_away_operators_and_voiced() -> None:
     assert state.away_nicks == {"caro"} and views.member_rows(state)[1].rank == "+"
     feed(state, views, type="quit", nick="caro")
     assert state.away_nicks == set()
+    feed(state, views, type="away", away=True)  # my own, as the reply tells it
+    assert [r.nick for r in views.member_rows(state) if r.away] == ["alice"]
+    feed(state, views, type="away", away=False)
+    assert state.away_nicks == set()
 
 
 def test_closing_a_conversation_shows_the_buffer_before_it_properly() -> None:
