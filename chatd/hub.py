@@ -406,7 +406,9 @@ class Hub:
             # Already there: make it current again and repeat the room's state.
             client.rooms[key] = client.rooms.pop(key)
             return [
-                self._reply(client, cmd, Joined(room.name, room.topic, room.nicks(), room.away()))
+                self._reply(
+                    client, cmd, Joined(room.name, room.topic, room.nicks(), away=room.away())
+                )
             ]
         if len(client.rooms) >= self._config.max_rooms_per_client:
             raise _Refusal(
@@ -420,7 +422,7 @@ class Hub:
         client.rooms[key] = room
         assert client.nick is not None
         actions: list[Action] = [
-            self._reply(client, cmd, Joined(room.name, room.topic, room.nicks(), room.away()))
+            self._reply(client, cmd, Joined(room.name, room.topic, room.nicks(), away=room.away()))
         ]
         if others:
             actions.append(Deliver(others, JoinEvent(room.name, client.nick)))

@@ -26,7 +26,7 @@ SAMPLES: dict[type[model.Event], model.Event] = {
         ("hello",),
         limits=(("max_text_chars", 300), ("max_line_bytes", 1000)),
     ),
-    model.Joined: model.Joined("#lobby", "a topic", ("alice", "bob"), ("bob",)),
+    model.Joined: model.Joined("#lobby", "a topic", ("alice", "bob"), away=("bob",)),
     model.JoinEvent: model.JoinEvent("#lobby", "carol"),
     model.PartEvent: model.PartEvent("#lobby", "bob", "bye"),
     model.Message: MSG,

@@ -378,7 +378,7 @@ def test_away_is_news_to_room_neighbours_and_in_member_lists() -> None:
     ]
     assert hub.handle(1, Away("still lunch"), NOW) == [Deliver((1,), AwayReply(True))]
     joined = hub.handle(3, Join("#a"), NOW)[0].event  # type: ignore[attr-defined]
-    assert joined == Joined("#a", "", ("alice", "bob", "carol"), ("alice",))
+    assert joined == Joined("#a", "", ("alice", "bob", "carol"), away=("alice",))
     who = hub.handle(2, Who("#a"), NOW)[0].event  # type: ignore[attr-defined]
     assert [info.nick for info in who.details if info.away] == ["alice"]
     assert hub.handle(1, Away(None), NOW) == [
