@@ -31,7 +31,7 @@ from prompt_toolkit.widgets import TextArea
 
 from client import ui
 from client.values import Kind, Line
-from client.views import Member, Views
+from client.views import Buffer, Member, Views
 
 if TYPE_CHECKING:
     from client.app import ChatApp
@@ -138,6 +138,8 @@ class FullScreen:
         for line in lines:
             buffer = self.views.route(line, self.state)
             ring = ring or (line.mention and buffer.key != self.views.active)
+            if buffer.scroll:  # scrolled back: the view holds still as lines arrive
+                buffer.scroll += len(self._wrapped(line, buffer))
         if ring:
             self.app.output.bell()
         self.refresh()
@@ -179,7 +181,12 @@ class FullScreen:
         return bar
 
     def _status(self) -> StyleAndTextTuples:
-        return ui.toolbar_fragments(self.state, self._width(), self.views.current.nick)
+        status = ui.toolbar_fragments(self.state, self._width(), self.views.current.nick)
+        buffer = self.views.current
+        if buffer.scroll:  # WeeChat's -MORE(n)-: PageDown to follow again
+            more = f"{buffer.below} more below" if buffer.below else "scrolled back"
+            status += [("class:bottom-toolbar.key", " | "), ("class:bottom-toolbar.down", more)]
+        return status
 
     def _prompt(self) -> StyleAndTextTuples:
         if self.views.filter is not None:
@@ -193,17 +200,21 @@ class FullScreen:
     def _members(self) -> StyleAndTextTuples:
         return member_fragments(self.views.member_rows(self.state), MEMBERS_WIDTH - 1)
 
-    def _messages(self) -> StyleAndTextTuples:
-        buffer = self.views.current
+    def _wrapped(self, line: Line, buffer: Buffer) -> list[StyleAndTextTuples]:
+        """The rows ``line`` takes in ``buffer``'s message area."""
         width = self._width() - 1
         if self._members_shown():
             width -= MEMBERS_WIDTH
-        height = self._height()
         room = buffer.title if buffer.key.startswith("#") else None
+        return _rows(ui.wrap(ui.fragments(line, room), width))
+
+    def _messages(self) -> StyleAndTextTuples:
+        buffer = self.views.current
+        height = self._height()
         rows: list[StyleAndTextTuples] = []
         need = height + buffer.scroll
         for line in reversed(self.views.shown_lines()):
-            rows[:0] = _rows(ui.wrap(ui.fragments(line, room), width))
+            rows[:0] = self._wrapped(line, buffer)
             if len(rows) >= need:
                 break
         else:

@@ -80,9 +80,12 @@ def test_buffers_unread_counts_scrollback_and_private(chatd_server, tmux_server,
         bob.say("#lobby", f"flood {n}")
     wait_screen(pane, lambda rows: any("flood 39" in r for r in rows), "the flood")
     pane.press("PageUp")
-    wait_screen(pane, lambda rows: not any("flood 39" in r for r in rows), "scrolled back")
+    before = wait_screen(pane, lambda rows: "scrolled back" in rows[-2], "scrolled back")
+    assert not any("flood 39" in r for r in before)
     bob.say("#lobby", "while scrolled")
-    assert not any("while scrolled" in r for r in screen(pane))
+    bob.say("#lobby", "and a long line " + "that wraps " * 15)
+    after = wait_screen(pane, lambda rows: "2 more below" in rows[-2], "the count below")
+    assert after[1:-2] == before[1:-2]  # the view held still: not one row moved
     pane.press("PageDown")
     wait_screen(pane, lambda rows: any("while scrolled" in r for r in rows), "back at the bottom")
 
