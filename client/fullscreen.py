@@ -184,7 +184,8 @@ class FullScreen:
         status = ui.toolbar_fragments(self.state, self._width(), self.views.current.nick)
         buffer = self.views.current
         if buffer.scroll:  # WeeChat's -MORE(n)-: PageDown to follow again
-            more = f"{buffer.below} more below" if buffer.below else "scrolled back"
+            below = self._lines_below(buffer)
+            more = f"{below} more below" if below else "scrolled back"
             status += [("class:bottom-toolbar.key", " | "), ("class:bottom-toolbar.down", more)]
         return status
 
@@ -207,6 +208,16 @@ class FullScreen:
             width -= MEMBERS_WIDTH
         room = buffer.title if buffer.key.startswith("#") else None
         return _rows(ui.wrap(ui.fragments(line, room), width))
+
+    def _lines_below(self, buffer: Buffer) -> int:
+        """How many lines lie wholly below the view of a scrolled-back buffer."""
+        rows = count = 0
+        for line in reversed(self.views.shown_lines()):
+            rows += len(self._wrapped(line, buffer))
+            if rows > buffer.scroll:
+                break
+            count += 1
+        return count
 
     def _messages(self) -> StyleAndTextTuples:
         buffer = self.views.current

@@ -39,7 +39,6 @@ class Buffer:
     unread: int = 0
     mentions: int = 0
     scroll: int = 0  # rows scrolled back from the bottom (0: following new lines)
-    below: int = 0  # lines that arrived while scrolled back (shown as "more below")
     day: tuple[int, int, int] | None = None  # local date of the last stamped line
 
     @property
@@ -83,8 +82,6 @@ class Views:
                 buffer.lines.append(Line(Kind.SYSTEM, f"day changed to {stamp}", ts=line.ts))
             buffer.day = day
         buffer.lines.append(line)
-        if buffer.scroll:
-            buffer.below += 1
         if buffer.key != self.active and line.kind in _COUNTED and not line.earlier:
             buffer.unread += 1
             buffer.mentions += line.mention or line.kind is Kind.PRIVATE
@@ -147,8 +144,6 @@ class Views:
     def scroll(self, rows: int) -> None:
         """PageUp (positive) / PageDown (negative); the view code clamps the top."""
         self.current.scroll = max(self.current.scroll + rows, 0)
-        if not self.current.scroll:
-            self.current.below = 0
 
     def bar(self, width: int) -> list[tuple[str, str]]:
         """The room bar as (style, text): ``1:server 2:#lobby(3) 3:bob(1!)``; at a narrow

@@ -255,15 +255,3 @@ def test_the_status_bar_names_the_conversation_shown() -> None:
     fields = dict(state.toolbar(100, views.current.nick))
     assert fields["room"] == "private: bob" and "members" not in fields
     assert dict(state.toolbar(100))["room"] == "#dev"
-
-
-def test_lines_arriving_while_scrolled_back_are_counted_below() -> None:
-    state, views = setup()
-    views.scroll(5)
-    feed(state, views, **msg("#dev", "one", 1, "carol"))
-    feed(state, views, **msg("#dev", "two", 2, "carol"))
-    assert views.current.below == 2
-    views.scroll(-100)  # back at the bottom: following again
-    assert views.current.scroll == 0 and views.current.below == 0
-    feed(state, views, **msg("#dev", "three", 3, "carol"))
-    assert views.current.below == 0

@@ -80,11 +80,13 @@ def test_buffers_unread_counts_scrollback_and_private(chatd_server, tmux_server,
         bob.say("#lobby", f"flood {n}")
     wait_screen(pane, lambda rows: any("flood 39" in r for r in rows), "the flood")
     pane.press("PageUp")
-    before = wait_screen(pane, lambda rows: "scrolled back" in rows[-2], "scrolled back")
+    before = wait_screen(pane, lambda rows: "more below" in rows[-2], "scrolled back")
     assert not any("flood 39" in r for r in before)
+    below = int(re.findall(r"(\d+) more below", before[-2])[0])  # the lines under the view
     bob.say("#lobby", "while scrolled")
     bob.say("#lobby", "and a long line " + "that wraps " * 15)
-    after = wait_screen(pane, lambda rows: "2 more below" in rows[-2], "the count below")
+    count = f"{below + 2} more below"
+    after = wait_screen(pane, lambda rows: count in rows[-2], "the count below")
     assert after[1:-2] == before[1:-2]  # the view held still: not one row moved
     pane.press("PageDown")
     wait_screen(pane, lambda rows: any("while scrolled" in r for r in rows), "back at the bottom")
