@@ -30,6 +30,7 @@ from typing import Any
 
 from chatd.config import Config
 from chatd.model import (
+    MAX_MID,
     Action,
     Away,
     AwayNotice,
@@ -47,6 +48,7 @@ from chatd.model import (
     Join,
     Joined,
     JoinEvent,
+    MemberInfo,
     Message,
     Nick,
     NickEvent,
@@ -63,23 +65,35 @@ from chatd.model import (
     Rooms,
     RoomsReply,
     Say,
+    Stats,
+    StatsReply,
     Store,
     Topic,
     TopicEvent,
+    Users,
     Welcome,
     Who,
     Whois,
     WhoisReply,
     WhoReply,
 )
-from chatd.names import clean_line, clean_text, fold, valid_nick, valid_room
+from chatd.names import (
+    NICK_MAX,
+    NICK_RULE,
+    blank,
+    clean_line,
+    clean_text,
+    fold,
+    nfkc,
+    nick_skeleton,
+    room_problem,
+    valid_nick,
+)
 
 __all__ = ["Hub"]
 
 MAX_TOPIC_CHARS = 300
 MAX_REASON_CHARS = 200
-# Message ids are SQLite INTEGER PRIMARY KEYs (chatd/history.py): signed 64-bit.
-MAX_MID = 2**63 - 1
 
 
 @dataclass(eq=False)
@@ -92,6 +106,14 @@ class _Client:
     password_failures: int = 0
     away: str | None = None
     last_active: float = 0.0
+    user: str = ""  # IRC's USER username and real name ("": show the nick)
+    realname: str = ""
+
+    def info(self) -> MemberInfo:
+        assert self.nick is not None
+        return MemberInfo(
+            self.nick, self.user or self.nick, self.realname or self.nick, self.away is not None
+        )
 
 
 @dataclass(eq=False)
@@ -141,7 +163,9 @@ class Hub:
         self._next_mid = next_mid
         self._clients: dict[int, _Client] = {}
         self._nicks: dict[str, _Client] = {}  # folded nick -> registered client
+        self._skeletons: dict[str, _Client] = {}  # nick_skeleton -> registered client
         self._rooms: dict[str, _Room] = {}  # folded room name -> room
+        self._max_users = 0  # the most registered clients at once (IRC's LUSERS)
         self._handlers: dict[type[Command], Callable[[_Client, Any, float], list[Action]]] = {
             Hello: self._hello,
             Join: self._join,
@@ -157,6 +181,8 @@ class Hub:
             History: self._history,
             Away: self._away,
             Whois: self._whois,
+            Users: self._users,
+            Stats: self._stats,
         }
 
     # ------------------------------------------------------------------ introspection
@@ -238,14 +264,12 @@ class Hub:
             return next(reversed(client.rooms.values()))
         room = client.rooms.get(fold(name))
         if room is None:
-            if not valid_room(name):
-                raise _Refusal(ErrorCode.BAD_ROOM, _bad_room_message(name))
+            name = _room_name(name)
             raise _Refusal(ErrorCode.NOT_IN_ROOM, f"you are not in {name}")
         return room
 
     def _existing_room(self, name: str) -> _Room:
-        if not valid_room(name):
-            raise _Refusal(ErrorCode.BAD_ROOM, _bad_room_message(name))
+        name = _room_name(name)
         room = self._rooms.get(fold(name))
         if room is None:
             raise _Refusal(ErrorCode.NO_SUCH_ROOM, f"there is no room {name}")
@@ -257,9 +281,16 @@ class Hub:
                 ErrorCode.TEXT_TOO_LONG,
                 f"message is {len(text)} characters; the limit is {self._config.max_text_chars}",
             )
-        text = clean_text(text)
-        if not text.strip():
+        text = clean_text(text).strip("\n")  # a trailing newline is not a line of its own
+        if blank(text):  # also only zero-width or other invisible characters
             raise _Refusal(ErrorCode.BAD_REQUEST, "empty message")
+        lines = text.count("\n") + 1
+        if lines > self._config.max_message_lines:
+            raise _Refusal(
+                ErrorCode.TOO_MANY_LINES,
+                f"message has {lines} lines; the limit is {self._config.max_message_lines}"
+                " (share a long paste as a file or a link)",
+            )
         return text
 
     def _neighbours(self, client: _Client) -> set[int]:
@@ -293,10 +324,13 @@ class Hub:
         self._check_new_nick(cmd.nick, client)
         client.nick = cmd.nick
         self._nicks[fold(cmd.nick)] = client
+        self._skeletons[nick_skeleton(cmd.nick)] = client
+        client.user = clean_line(cmd.user)[:NICK_MAX]
+        client.realname = clean_line(cmd.realname)[:MAX_REASON_CHARS]
+        self._max_users = max(self._max_users, len(self._nicks))
         motd = tuple(line for line in self._config.motd.split("\\n") if line)
-        actions: list[Action] = [
-            self._reply(client, cmd, Welcome(cmd.nick, self._config.server_name, motd))
-        ]
+        welcome = Welcome(cmd.nick, self._config.server_name, motd, self._census())
+        actions: list[Action] = [self._reply(client, cmd, welcome)]
         for room in cmd.autojoin:
             actions += self.handle(client.cid, Join(room), now)
         return actions
@@ -307,11 +341,15 @@ class Hub:
         holder = self._nicks.get(fold(nick))
         if holder is not None and holder is not client:
             raise _Refusal(ErrorCode.NICK_TAKEN, f'nick "{nick}" is already in use')
+        twin = self._skeletons.get(nick_skeleton(nick))
+        if twin is not None and twin is not client:
+            raise _Refusal(
+                ErrorCode.NICK_TAKEN, f'nick "{nick}" looks too much like "{twin.nick}", in use'
+            )
 
     def _join(self, client: _Client, cmd: Join, now: float) -> list[Action]:
-        if not valid_room(cmd.room):
-            raise _Refusal(ErrorCode.BAD_ROOM, _bad_room_message(cmd.room))
-        key = fold(cmd.room)
+        name = _room_name(cmd.room)
+        key = fold(name)
         room = self._rooms.get(key)
         if room is not None and client.cid in room.members:
             # Already there: make it current again and repeat the room's state.
@@ -323,7 +361,7 @@ class Hub:
                 f"you are in {len(client.rooms)} rooms already; part one first",
             )
         if room is None:
-            room = self._rooms[key] = _Room(cmd.room)
+            room = self._rooms[key] = _Room(name)
         others = room.cids
         room.add(client)
         client.rooms[key] = room
@@ -361,7 +399,13 @@ class Hub:
         text = self._check_text(cmd.text)
         assert client.nick is not None
         message = Message(
-            room.name, client.nick, text, round(now, 3), self._next_mid, action=cmd.action
+            room.name,
+            client.nick,
+            text,
+            round(now, 3),
+            self._next_mid,
+            action=cmd.action,
+            notice=cmd.notice,
         )
         self._next_mid += 1
         actions: list[Action] = [Store(message)]
@@ -393,8 +437,10 @@ class Hub:
             return []
         self._check_new_nick(cmd.nick, client)
         del self._nicks[fold(old)]
+        del self._skeletons[nick_skeleton(old)]
         client.nick = cmd.nick
         self._nicks[fold(cmd.nick)] = client
+        self._skeletons[nick_skeleton(cmd.nick)] = client
         event = NickEvent(old, cmd.nick)
         actions: list[Action] = []
         others = tuple(sorted(self._neighbours(client)))
@@ -405,7 +451,21 @@ class Hub:
 
     def _who(self, client: _Client, cmd: Who, now: float) -> list[Action]:
         room = self._room_of(client, None) if cmd.room is None else self._existing_room(cmd.room)
-        return [self._reply(client, cmd, WhoReply(room.name, room.nicks()))]
+        details = tuple(c.info() for c in room.members.values() if c.nick is not None)
+        return [self._reply(client, cmd, WhoReply(room.name, room.nicks(), details))]
+
+    def _users(self, client: _Client, cmd: Users, now: float) -> list[Action]:
+        seen = [client] + [self._clients[cid] for cid in sorted(self._neighbours(client))]
+        details = tuple(c.info() for c in seen if c.nick is not None)
+        members = tuple(info.nick for info in details)
+        return [self._reply(client, cmd, WhoReply("*", members, details))]
+
+    def _census(self) -> StatsReply:
+        users = len(self._nicks)
+        return StatsReply(users, len(self._clients) - users, len(self._rooms), self._max_users)
+
+    def _stats(self, client: _Client, cmd: Stats, now: float) -> list[Action]:
+        return [self._reply(client, cmd, self._census())]
 
     def _rooms_list(self, client: _Client, cmd: Rooms, now: float) -> list[Action]:
         infos = tuple(
@@ -462,7 +522,9 @@ class Hub:
             raise _Refusal(ErrorCode.NO_SUCH_NICK, f"nobody called {cmd.nick[:40]} is here")
         rooms = tuple(room.name for room in target.rooms.values())
         idle = max(0, int(now - target.last_active))
-        return [self._reply(client, cmd, WhoisReply(target.nick, rooms, target.away, idle))]
+        info = target.info()
+        reply = WhoisReply(target.nick, rooms, target.away, idle, info.user, info.realname)
+        return [self._reply(client, cmd, reply)]
 
     # ------------------------------------------------------------------ leaving
 
@@ -474,6 +536,7 @@ class Hub:
             if others:
                 actions.append(Deliver(others, QuitEvent(client.nick, clean_line(reason))))
             del self._nicks[fold(client.nick)]
+            del self._skeletons[nick_skeleton(client.nick)]
         for room in list(client.rooms.values()):
             self._leave(client, room)
         del self._clients[client.cid]
@@ -482,15 +545,14 @@ class Hub:
 
 def _bad_nick_message(nick: str) -> str:
     shown = nick[:40].encode("unicode_escape").decode()
-    return (
-        f'"{shown}" is not a valid nick: 1-24 letters, digits or _-[]\\^{{}}|, '
-        f"not starting with a digit or -"
-    )
+    return f'"{shown}" is not a valid nick: {NICK_RULE}'
 
 
-def _bad_room_message(room: str) -> str:
-    shown = room[:40].encode("unicode_escape").decode()
-    return (
-        f'"{shown}" is not a valid room: # then 1-32 characters without spaces, '
-        f"commas or control characters"
-    )
+def _room_name(name: str) -> str:
+    """``name`` in NFKC form (``#ｌｏｂｂｙ`` is ``#lobby``), or a bad_room refusal."""
+    normal = nfkc(name)
+    problem = room_problem(normal)
+    if problem is not None:
+        shown = name[:40].encode("unicode_escape").decode()
+        raise _Refusal(ErrorCode.BAD_ROOM, f'"{shown}" is not a valid room: {problem}')
+    return normal

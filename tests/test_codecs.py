@@ -247,7 +247,10 @@ def test_text_registration_with_and_without_password() -> None:
     assert isinstance(locked.decode(b"alice")[0], Echo)
     assert locked.decode(b"sesame") == [Hello("alice", password="sesame", autojoin=("#lobby",))]
     locked.observe(Error("bad_password", "wrong"))
-    assert isinstance(locked.decode(b"alice")[0], Echo)  # back to asking for a nick
+    # Still the password prompt (issue 10, finding 7): the next line is never a nick.
+    assert locked.decode(b"open") == [Hello("alice", password="open", autojoin=("#lobby",))]
+    locked.observe(Error("nick_taken", "in use"))
+    assert isinstance(locked.decode(b"alice2")[0], Echo)  # the nick was refused: ask again
 
 
 @pytest.mark.parametrize(
@@ -352,4 +355,30 @@ def test_text_mode_shows_nothing_for_bookkeeping_events(event: object) -> None:
 
 def test_text_multiline_message_is_indented() -> None:
     text = TextCodec().encode(Message("#a", "bob", "one\ntwo", 0.0, 1)).decode()
-    assert text.endswith("<bob> one\n    two\n")
+    assert text.endswith("<bob> one\n    | two\n")
+
+
+def test_text_password_server_checks_the_nick_before_asking_for_the_password() -> None:
+    locked = TextCodec(password_required=True)
+    with pytest.raises(ProtocolError) as refused:
+        locked.decode(b"1bad")
+    assert refused.value.code == "bad_nick"
+    assert isinstance(locked.decode(b"good")[0], Echo)  # still asking for a nick
+    tail = locked.encode(Error("bad_password", "wrong password")).decode()
+    assert tail.endswith("*** Type the password for good on the next line.\n")
+
+
+def test_every_event_is_in_the_union_the_codecs_render() -> None:
+    # Each codec's render ends with assert_never over AnyEvent: mypy then fails on an
+    # event a codec forgot, but only if the event is in the union.
+    import typing
+
+    from chatd import model
+
+    events = {
+        obj
+        for obj in vars(model).values()
+        if isinstance(obj, type) and issubclass(obj, model.Event) and obj is not model.Event
+    }
+    assert events == set(typing.get_args(model.AnyEvent))
+    assert model.ErrorCode.BAD_NICK == "bad_nick" and f"{model.ErrorCode.BAD_NICK}" == "bad_nick"
