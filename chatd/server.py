@@ -325,9 +325,10 @@ class Server:
         dirty = self._dirty[:]
         self._dirty.clear()  # (connections hold this list: it is emptied, not replaced)
         cap = self.policy.write_cap
+        closed = State.CLOSED
         for conn in dirty:
             conn.pending = False
-            if conn.state is State.CLOSED:
+            if conn.state is closed:
                 continue
             try:
                 conn.flush(cap)
