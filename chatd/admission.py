@@ -25,6 +25,7 @@ class Admission:
     def __init__(self, config: Config, clock: Callable[[], float], stats: dict[str, int]) -> None:
         self.config = config
         self.stats = stats
+        stats.setdefault("rejected_full", 0)
         stats.setdefault("rejected_per_ip", 0)
         stats.setdefault("password_failures", 0)
         self._per_host: dict[str, int] = {}  # open connections per address key
@@ -32,16 +33,26 @@ class Admission:
 
     # ------------------------------------------------------------------ connections
 
-    def full(self, host: str) -> bool:
-        """Does ``host`` already hold ``max_clients_per_ip`` connections?"""
-        limit = self.config.max_clients_per_ip
-        return bool(limit) and self._per_host.get(host, 0) >= limit
-
-    def refusal(self, host: str, peer: str) -> Error:
-        """Count and log a refusal of ``peer``; the error to tell it."""
+    def refusal(self, connections: int, host: str, peer: str) -> Error | None:
+        """Why ``peer`` may not connect now (counted and logged), or None: welcome."""
+        config = self.config
+        if connections >= config.max_clients:
+            self.stats["rejected_full"] += 1
+            refused = self.stats["rejected_full"]
+            if refused in (1, 10, 100) or refused % 1000 == 0:
+                logger.warning(
+                    "server full (%d clients): refused %s (%d refused so far)",
+                    config.max_clients,
+                    peer,
+                    refused,
+                )
+            why = f"the server is full ({config.max_clients} clients); try again later"
+            return Error(ErrorCode.SERVER_FULL, why)
+        limit = config.max_clients_per_ip
+        if not limit or self._per_host.get(host, 0) < limit:
+            return None
         self.stats["rejected_per_ip"] += 1
         refused = self.stats["rejected_per_ip"]
-        limit = self.config.max_clients_per_ip
         if refused in (1, 10, 100) or refused % 1000 == 0:
             logger.warning(
                 "%s already has %d connections: refused %s (%d refused so far)",

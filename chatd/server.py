@@ -240,12 +240,9 @@ class Server:
         """A listener accepted ``sock``: refuse it when full, else make it a connection."""
         config = self.config
         peer = format_peer(addr)
-        if self.connections >= config.max_clients:
-            self._reject_full(sock, peer, listener)
-            return
         host = address_key(addr[0]) if isinstance(addr, tuple) else peer
-        if self._admission.full(host):
-            error = self._admission.refusal(host, peer)
+        error = self._admission.refusal(self.connections, host, peer)
+        if error is not None:  # full, or that address is: told why in its protocol
             refuse(sock, listener.refusal(error, self._fallback_codec))
             return
         configure_socket(sock, peer, config)
@@ -280,19 +277,6 @@ class Server:
             if listener.banner:
                 conn.queue(listener.banner)
         self.loop.update(conn)
-
-    def _reject_full(self, sock: socket.socket, peer: str, listener: Listener) -> None:
-        """Tell a newcomer the server is full, in its listener's protocol, and close."""
-        self.stats["rejected_full"] += 1
-        if self.stats["rejected_full"] in (1, 10, 100) or self.stats["rejected_full"] % 1000 == 0:
-            logger.warning(
-                "server full (%d clients): refused %s (%d refused so far)",
-                self.config.max_clients,
-                peer,
-                self.stats["rejected_full"],
-            )
-        why = f"the server is full ({self.config.max_clients} clients); try again later"
-        refuse(sock, listener.refusal(Error(ErrorCode.SERVER_FULL, why), self._fallback_codec))
 
     def _login_wait(self, conn: Connection, now: float) -> bool:
         """Hold an unregistered client's lines while its address is out of guesses."""
