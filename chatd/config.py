@@ -155,6 +155,27 @@ class Config:
     )
     history_max_limit: int = _opt(500, "most messages one history request may return")
 
+    # --- cluster (docs/cluster.md) ------------------------------------------------------------
+    cluster: str = _opt(
+        "",
+        "share rooms, nicks and history with other chatd nodes through Redis at this URL "
+        "(redis://HOST:PORT/DB; needs the 'cluster' extra: hiredis). Off when empty: "
+        "single-node mode with SQLite history",
+    )
+    cluster_ttl_seconds: float = _opt(
+        10.0,
+        "a node that has not refreshed its liveness key in Redis for this long is dead: "
+        "its nicks are freed and the other nodes announce its users' quits",
+    )
+    cluster_timeout_seconds: float = _opt(
+        3.0,
+        "a Redis reply slower than this means Redis is away: shared commands are refused "
+        "with cluster_unavailable until the link is back",
+    )
+    cluster_stream_maxlen: int = _opt(
+        100000, "messages kept per room in its Redis stream (XADD MAXLEN ~)"
+    )
+
     # --- logging -----------------------------------------------------------------------------
     log_level: str = _opt("info", "debug, info, warning or error")
 
@@ -175,6 +196,7 @@ class Config:
             "max_rooms_per_client",
             "max_password_failures",
             "history_max_limit",
+            "cluster_stream_maxlen",
         ]
         for name in positive:
             if getattr(self, name) < 1:
@@ -193,6 +215,9 @@ class Config:
             "out_low_water_bytes",
             "send_buffer_bytes",
         ]
+        for name in ("cluster_ttl_seconds", "cluster_timeout_seconds"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, not {getattr(self, name)}")
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, not {getattr(self, name)}")

@@ -55,6 +55,15 @@ class HistoryStore(Protocol):
     ) -> list[Message]: ...
 
 
+class ClusterHooks(Protocol):
+    """What the dispatcher hands to the cluster layer (chatd/cluster.py) when on."""
+
+    def submit(self, cid: int, command: object, wall: float) -> None: ...
+    def departed(self, cid: int, reason: str) -> None: ...
+    def replay(self, action: Replay) -> None: ...
+    def fetch_history(self, action: FetchHistory) -> None: ...
+
+
 class Dispatcher:
     """Runs frames through codecs and the hub; carries out the hub's actions.
 
@@ -82,6 +91,7 @@ class Dispatcher:
         self._close = close
         self.stats = stats
         self._password_required = config.password is not None
+        self.cluster: ClusterHooks | None = None  # set by chatd.cluster when --cluster
 
     def execute(self, conn: Connection, frame: bytes | object, wall: float) -> None:
         """One frame from ``conn``: a line, or the framer's LINE_TOO_LONG marker."""
@@ -111,11 +121,15 @@ class Dispatcher:
                 return
             if isinstance(command, Echo):
                 self.deliver_one(conn, command.event, command.rid)
+            elif self.cluster is not None:
+                self.cluster.submit(conn.cid, command, wall)
             else:
                 self.apply(self.hub.handle(conn.cid, command, wall))
 
     def departed(self, cid: int, reason: str, wall: float) -> None:
         """Tell the hub a connection is gone (at the end of a turn, never mid fan-out)."""
+        if self.cluster is not None:
+            self.cluster.departed(cid, public_reason(reason))
         self.apply(self.hub.handle(cid, Disconnected(public_reason(reason)), wall))
 
     def apply(self, actions: Iterable[Action]) -> None:
@@ -131,9 +145,15 @@ class Dispatcher:
                     if conn is not None:
                         self._close(conn, reason, flush)
                 case Replay():
-                    self._replay(action)
+                    if self.cluster is not None:
+                        self.cluster.replay(action)
+                    else:
+                        self._replay(action)
                 case FetchHistory():
-                    self._fetch_history(action)
+                    if self.cluster is not None:
+                        self.cluster.fetch_history(action)
+                    else:
+                        self._fetch_history(action)
                 case _:
                     raise TypeError(f"unknown action {action!r}")
 
