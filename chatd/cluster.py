@@ -34,7 +34,7 @@ from typing import Any
 import hiredis
 
 from chatd.cluster_scripts import CHANNEL, PREFIX, SCRIPTS, mid_of, sha, stream_id
-from chatd.cluster_sync import RemoteView, _message
+from chatd.cluster_sync import RemoteView, _message, _nick_keys
 from chatd.connection import Connection, State
 from chatd.hub import MAX_TOPIC_CHARS
 from chatd.model import (
@@ -57,7 +57,7 @@ from chatd.model import (
     Store,
     Topic,
 )
-from chatd.names import clean_line, fold, nfkc, nick_skeleton, room_problem, valid_nick
+from chatd.names import clean_line, fold, nfkc, room_problem, valid_nick
 from chatd.redis_link import LINK_DOWN, RedisLink, parse_url
 from chatd.server import Server
 
@@ -66,11 +66,10 @@ __all__ = ["Cluster"]
 logger = logging.getLogger(__name__)
 
 UNAVAILABLE = "the cluster's store (Redis) is unreachable: not sent; try again shortly"
+#: A command in flight when the link was lost: Redis may have run it (TCP may yet deliver
+#: it); if it did, its result (a message) reaches everyone as usual.
+UNCONFIRMED = "the cluster's store (Redis) stopped answering: not confirmed; it may still arrive"
 SHA = {name: sha(text) for name, text in SCRIPTS.items()}
-
-
-def _nick_keys(nick: str) -> tuple[str, str]:
-    return PREFIX + "nick:f:" + fold(nick), PREFIX + "nick:s:" + nick_skeleton(nick)
 
 
 def _stream(room: str) -> str:
@@ -132,8 +131,9 @@ class Cluster(RemoteView):
     def _error(self, cid: int, code: str, why: str, rid: object) -> None:
         self._apply([Deliver((cid,), Error(code, why), rid=rid)])
 
-    def _unavailable(self, cid: int, rid: object) -> None:
-        self._error(cid, ErrorCode.CLUSTER_UNAVAILABLE, UNAVAILABLE, rid)
+    def _unavailable(self, cid: int, rid: object, in_flight: bool = False) -> None:
+        why = UNCONFIRMED if in_flight else UNAVAILABLE
+        self._error(cid, ErrorCode.CLUSTER_UNAVAILABLE, why, rid)
 
     def _script(self, name: str, callback: Any, keys: list[str], args: list[Any]) -> None:
         self.link.command(callback, "EVALSHA", SHA[name], len(keys), *keys, *args)
@@ -192,7 +192,8 @@ class Cluster(RemoteView):
         def done(reply: object) -> None:
             self._claims.discard(key)
             if reply is LINK_DOWN or isinstance(reply, hiredis.ReplyError):
-                self._unavailable(cid, cmd.rid)
+                self._released.extend(_nick_keys(cmd.nick))  # if it ran: freed on SYNC
+                self._unavailable(cid, cmd.rid, in_flight=True)
             elif reply != 1:
                 why = f'nick "{cmd.nick}" is already in use (on another node)'
                 self._error(cid, ErrorCode.NICK_TAKEN, why, cmd.rid)
@@ -235,7 +236,9 @@ class Cluster(RemoteView):
 
         def done(reply: object) -> None:
             if reply is LINK_DOWN or isinstance(reply, hiredis.ReplyError):
-                self._unavailable(cid, cmd.rid)
+                # Not applied here; SYNC writes what is true here back to Redis.
+                user["rooms"] = [r for r in user["rooms"] if fold(r) != fold(name)]
+                self._unavailable(cid, cmd.rid, in_flight=True)
                 return
             if self._open(cid) is None or not hub.is_registered(cid):
                 return
@@ -275,13 +278,15 @@ class Cluster(RemoteView):
             self._unavailable(cid, cmd.rid)
             return
         user = self._local[cid]
-        user["rooms"] = [r for r in user["rooms"] if fold(r) != key]
+        before = user["rooms"]
+        user["rooms"] = [r for r in before if fold(r) != key]
         emptied = hub.room_cids(room) == (cid,)
         reason = clean_line(cmd.reason)[:200]
 
         def done(reply: object) -> None:
             if reply is LINK_DOWN or isinstance(reply, hiredis.ReplyError):
-                self._unavailable(cid, cmd.rid)
+                user["rooms"] = before  # not applied here; SYNC writes it back
+                self._unavailable(cid, cmd.rid, in_flight=True)
             elif self._open(cid) is not None:
                 self._apply(hub.handle(cid, replace(cmd, room=names[key]), self._wall()))
 
@@ -304,7 +309,7 @@ class Cluster(RemoteView):
 
         def done(reply: object) -> None:
             if reply is LINK_DOWN or isinstance(reply, hiredis.ReplyError):
-                self._unavailable(cid, cmd.rid)
+                self._unavailable(cid, cmd.rid, in_flight=True)
             elif self._open(cid) is not None:
                 self._apply(hub.handle(cid, replace(cmd, room=names[key]), self._wall()))
 
@@ -334,7 +339,8 @@ class Cluster(RemoteView):
             self._claims.discard(key)
             if reply is LINK_DOWN or isinstance(reply, hiredis.ReplyError):
                 user["n"] = hub.nick_of(cid) or old
-                self._unavailable(cid, cmd.rid)
+                self._released.extend(_nick_keys(cmd.nick))  # if it ran: freed on SYNC
+                self._unavailable(cid, cmd.rid, in_flight=True)
             elif reply != 1:
                 user["n"] = hub.nick_of(cid) or old
                 why = f'nick "{cmd.nick}" is already in use (on another node)'
@@ -369,7 +375,7 @@ class Cluster(RemoteView):
 
         def done(reply: object) -> None:
             if reply is LINK_DOWN or isinstance(reply, hiredis.ReplyError):
-                self._unavailable(cid, cmd.rid)  # it may still have been stored
+                self._unavailable(cid, cmd.rid, in_flight=True)  # it may still have been stored
                 return
             assert isinstance(reply, bytes)
             self._deliver(replace(message, mid=mid_of(reply)), cid, cmd.rid)
@@ -414,7 +420,7 @@ class Cluster(RemoteView):
 
         def done(reply: object) -> None:
             if reply is LINK_DOWN or isinstance(reply, hiredis.ReplyError):
-                self._unavailable(cid, cmd.rid)
+                self._unavailable(cid, cmd.rid, in_flight=True)
             elif reply == 0:
                 why = f"nobody called {cmd.to[:40]} is here"
                 self._error(cid, ErrorCode.NO_SUCH_NICK, why, cmd.rid)
@@ -465,7 +471,7 @@ class Cluster(RemoteView):
 
         def done(reply: object) -> None:
             if reply is LINK_DOWN or isinstance(reply, hiredis.ReplyError):
-                self._unavailable(cid, rid)
+                self._unavailable(cid, rid, in_flight=True)
                 return
             assert isinstance(reply, list)
             entries = reply if action.after is not None else list(reversed(reply))

@@ -115,6 +115,12 @@ for cid, user in pairs(state.users) do redis.call('HSET', hash, cid, user) end
 for _, key in ipairs(state.release) do
   if redis.call('GET', key) == me then redis.call('DEL', key) end
 end
+for _, key in ipairs(state.nicks) do
+  local h = redis.call('GET', key)
+  if not h or h == me or redis.call('EXISTS', 'chatd:alive:' .. h) == 0 then
+    redis.call('SET', key, me)
+  end
+end
 redis.call('PUBLISH', ARGV[4], 'state ' .. me .. ' - ' .. ARGV[5])
 local nodes = {}
 for _, n in ipairs(redis.call('HKEYS', 'chatd:nodes')) do

@@ -31,7 +31,7 @@ from chatd.model import (
     PrivateMessage,
     Topic,
 )
-from chatd.names import fold
+from chatd.names import fold, nick_skeleton
 from chatd.redis_link import LINK_DOWN, RedisLink
 
 __all__ = ["RemoteView"]
@@ -92,6 +92,7 @@ class RemoteView:
         state = {
             "users": {str(cid): json.dumps(user) for cid, user in self._local.items()},
             "release": released,
+            "nicks": [key for user in self._local.values() for key in _nick_keys(user["n"])],
         }
         pairs: list[str] = []
         for key, last in self._last.items():
@@ -265,6 +266,11 @@ class RemoteView:
             for key, room in wanted.items():
                 if key not in current:
                     self._apply(hub.handle(found, Join(room), wall))
+
+
+def _nick_keys(nick: str) -> tuple[str, str]:
+    """The two keys that hold a nick: its case-folded form and its look-alike skeleton."""
+    return PREFIX + "nick:f:" + fold(nick), PREFIX + "nick:s:" + nick_skeleton(nick)
 
 
 def _ignore(reply: object) -> None:

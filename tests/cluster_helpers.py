@@ -3,10 +3,13 @@ a temporary directory; and chatd nodes pointed at it."""
 
 from __future__ import annotations
 
+import selectors
 import shutil
 import signal
 import socket
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 from tests.helpers import ChatdProcess, wait_until
@@ -85,8 +88,69 @@ class RedisServer:
                 self.proc.wait()
 
 
-def node(redis: RedisServer, *extra: str, irc: bool = False) -> ChatdProcess:
+def node(redis: RedisServer | Partition, *extra: str, irc: bool = False) -> ChatdProcess:
     return ChatdProcess(
         "--cluster", redis.url, "--cluster-ttl-seconds", "2", "--cluster-timeout-seconds", "1",
         *extra, irc=irc,
     )  # fmt: skip
+
+
+class Partition:
+    """A TCP relay between one node and Redis that the test can cut (``frozen``: bytes
+    stop flowing both ways, connections stay open - as a network partition looks)."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream = upstream_port
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.listener.setblocking(False)
+        self.port = int(self.listener.getsockname()[1])
+        self.frozen = False
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def _run(self) -> None:
+        sel = selectors.DefaultSelector()
+        sel.register(self.listener, selectors.EVENT_READ, None)
+        while not self._stop:
+            for key, _ in sel.select(0.02):
+                if key.data is None:
+                    try:
+                        down, _ = self.listener.accept()
+                        up = socket.create_connection(("127.0.0.1", self.upstream), timeout=2)
+                    except OSError:
+                        continue
+                    sel.register(down, selectors.EVENT_READ, up)
+                    sel.register(up, selectors.EVENT_READ, down)
+                    continue
+                if self.frozen:
+                    continue
+                sock, peer = key.fileobj, key.data
+                assert isinstance(sock, socket.socket)
+                try:
+                    data = sock.recv(65536)
+                    if data:
+                        peer.sendall(data)
+                        continue
+                except OSError:
+                    pass
+                for s in (sock, peer):
+                    try:
+                        sel.unregister(s)
+                    except (KeyError, ValueError):
+                        pass
+                    s.close()
+            if self.frozen:
+                time.sleep(0.02)  # readable sockets would spin the select
+        sel.close()
+
+    def close(self) -> None:
+        self._stop = True
+        self._thread.join(5)
+        self.listener.close()
