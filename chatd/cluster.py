@@ -243,8 +243,10 @@ class Cluster(RemoteView):
             if self._open(cid) is None or not hub.is_registered(cid):
                 return
             assert isinstance(reply, list)
-            self._replay = [_message(entry, name) for entry in reversed(reply)]
-            self._last.setdefault(fold(name), self._replay[-1].mid if self._replay else 0)
+            stored = [_message(entry, name) for entry in reversed(reply)]
+            if stored:  # the newest before the join: later ones arrive live
+                self._last[fold(name)] = max(self._last.get(fold(name), 0), stored[-1].mid)
+            self._replay = stored[max(0, len(stored) - self.config.history_replay) :]
             self._apply(hub.handle(cid, cmd, self._wall()))  # -> Replay -> self.replay
             self._replay = []
 
@@ -261,7 +263,7 @@ class Cluster(RemoteView):
     ) -> None:
         user = self._user_json(cid) if cid in self._local else ""
         keys = [self._users_key(), stream or PREFIX + "none", *release]
-        count = self.config.history_replay if stream else 0
+        count = max(1, self.config.history_replay) if stream else 0  # 1: the newest mid
         tkey, tvalue = topic if topic is not None else ("", "")
         args = [self.node, cid, user, CHANNEL, event, count, tkey, tvalue]
         self._script("update", callback, keys, args)
@@ -389,10 +391,10 @@ class Cluster(RemoteView):
         key = fold(message.room)
         if message.mid <= self._last.get(key, 0):
             return
-        self._last[key] = message.mid
         cids = self.hub.room_cids(message.room)
-        if not cids:
-            return
+        if not any(cid > 0 for cid in cids):
+            return  # nobody here: its node(s) deliver; nothing to remember
+        self._last[key] = message.mid
         reply_to = sender if rid is not None else None
         self._apply([Deliver(cids, message, rid, True, reply_to, message.room)])
 

@@ -95,9 +95,11 @@ class RemoteView:
             "nicks": [key for user in self._local.values() for key in _nick_keys(user["n"])],
         }
         pairs: list[str] = []
-        for key, last in self._last.items():
+        for key, last in list(self._last.items()):
             if any(cid > 0 for cid in self.hub.room_cids(key)):
                 pairs += [PREFIX + "s:" + key, "(" + stream_id(last)]
+            else:
+                del self._last[key]  # no member here any more: nothing to catch up
         self._syncing = True
         args = [
             self.node,

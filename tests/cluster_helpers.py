@@ -89,10 +89,13 @@ class RedisServer:
 
 
 def node(redis: RedisServer | Partition, *extra: str, irc: bool = False) -> ChatdProcess:
-    return ChatdProcess(
+    """A chatd node, once it is in sync with the cluster (before, it refuses registration)."""
+    proc = ChatdProcess(
         "--cluster", redis.url, "--cluster-ttl-seconds", "2", "--cluster-timeout-seconds", "1",
         *extra, irc=irc,
     )  # fmt: skip
+    wait_until(lambda: "in sync" in proc.log(), 10, "the node to join the cluster")
+    return proc
 
 
 class Partition:
