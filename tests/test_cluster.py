@@ -136,6 +136,22 @@ def test_nick_collisions_across_nodes_are_refused(nodes: list[ChatdProcess]) -> 
     alice.close()
 
 
+def test_a_nick_held_in_redis_by_a_live_node_is_refused_dead_node_freed(
+    redis: RedisServer, nodes: list[ChatdProcess]
+) -> None:
+    """The claim itself, without the hubs' view: a nick key held by another node counts
+    while that node's liveness key lives, and not after."""
+    redis.command("SET", "chatd:nick:f:ghost", "elsewhere")
+    redis.command("SET", "chatd:alive:elsewhere", "1")
+    client = JsonClient(nodes[0].port)
+    client.send_json(op="hello", nick="ghost")
+    assert client.expect_frame(type="error")["code"] == "nick_taken"
+    redis.command("DEL", "chatd:alive:elsewhere")
+    client.hello("ghost")
+    assert redis.command("GET", "chatd:nick:f:ghost").endswith(b"\r\n")
+    assert b"elsewhere" not in redis.command("GET", "chatd:nick:f:ghost")
+
+
 def test_simultaneous_claims_of_one_nick_one_wins(nodes: list[ChatdProcess]) -> None:
     clients = [JsonClient(p.port) for p in nodes for _ in range(3)]
     for client in clients:
