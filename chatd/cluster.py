@@ -28,6 +28,7 @@ import json
 import logging
 import time
 import uuid
+from collections import deque
 from dataclasses import replace
 from typing import Any
 
@@ -69,6 +70,9 @@ UNAVAILABLE = "the cluster's store (Redis) is unreachable: not sent; try again s
 #: A command in flight when the link was lost: Redis may have run it (TCP may yet deliver
 #: it); if it did, its result (a message) reaches everyone as usual.
 UNCONFIRMED = "the cluster's store (Redis) stopped answering: not confirmed; it may still arrive"
+#: Commands of one client waiting behind its command in flight; beyond: refused.
+MAX_WAITING = 256
+TOO_MANY = "too many commands waiting for the cluster's store; slow down"
 SHA = {name: sha(text) for name, text in SCRIPTS.items()}
 
 
@@ -105,6 +109,8 @@ class Cluster(RemoteView):
         self._next_rcid = -1
         self._last: dict[str, int] = {}  # folded room -> mid of the last message here
         self._replay: list[Message] = []  # the replay of the join being applied
+        self._inflight: dict[int, int] = {}  # cid -> its commands waiting for Redis
+        self._queued: dict[int, deque[tuple[object, float]]] = {}  # its next commands
         self.dispatch.cluster = self
         ttl = config.cluster_ttl_seconds
         self._ttl_ms = max(1, int(ttl * 1000))
@@ -135,8 +141,34 @@ class Cluster(RemoteView):
         why = UNCONFIRMED if in_flight else UNAVAILABLE
         self._error(cid, ErrorCode.CLUSTER_UNAVAILABLE, why, rid)
 
-    def _script(self, name: str, callback: Any, keys: list[str], args: list[Any]) -> None:
-        self.link.command(callback, "EVALSHA", SHA[name], len(keys), *keys, *args)
+    def _script(self, cid: int, name: str, callback: Any, keys: list[str], args: list[Any]) -> None:
+        self._send(cid, callback, "EVALSHA", SHA[name], len(keys), *keys, *args)
+
+    def _send(self, cid: int, callback: Any, *args: Any) -> None:
+        """A command for ``cid``'s sake; its later commands wait until the reply (they
+        were checked against what this one changes)."""
+        self._inflight[cid] = self._inflight.get(cid, 0) + 1
+
+        def answered(reply: object) -> None:
+            try:
+                callback(reply)
+            finally:
+                left = self._inflight[cid] - 1
+                if left:
+                    self._inflight[cid] = left
+                else:
+                    del self._inflight[cid]
+                    self._drain(cid)
+
+        self.link.command(answered, *args)
+
+    def _drain(self, cid: int) -> None:
+        queue = self._queued.get(cid)
+        while queue and not self._inflight.get(cid):
+            command, wall = queue.popleft()
+            self._run(cid, command, wall)
+        if queue is not None and not queue:
+            del self._queued[cid]
 
     def _user_json(self, cid: int) -> str:
         return json.dumps(self._local[cid], separators=(",", ":"))
@@ -147,7 +179,19 @@ class Cluster(RemoteView):
     # ------------------------------------------------------------------ local commands
 
     def submit(self, cid: int, command: object, wall: float) -> None:
-        """A command from a local client (the dispatcher's hook)."""
+        """A command from a local client (the dispatcher's hook), in the client's order:
+        behind its commands still waiting for Redis."""
+        if self._inflight.get(cid):
+            queue = self._queued.setdefault(cid, deque())
+            if len(queue) >= MAX_WAITING:
+                rid = getattr(command, "rid", None)
+                self._error(cid, ErrorCode.CLUSTER_UNAVAILABLE, TOO_MANY, rid)
+                return
+            queue.append((command, wall))
+            return
+        self._run(cid, command, wall)
+
+    def _run(self, cid: int, command: object, wall: float) -> None:
         hub = self.hub
         if not hub.is_registered(cid) and not isinstance(command, Hello):
             self._apply(hub.handle(cid, command, wall))  # type: ignore[arg-type]
@@ -208,6 +252,7 @@ class Cluster(RemoteView):
 
         body = {"cid": cid, "n": cmd.nick, "u": cmd.user, "r": cmd.realname}
         self._script(
+            cid,
             "claim",
             done,
             [*_nick_keys(cmd.nick), self._users_key()],
@@ -266,7 +311,7 @@ class Cluster(RemoteView):
         count = max(1, self.config.history_replay) if stream else 0  # 1: the newest mid
         tkey, tvalue = topic if topic is not None else ("", "")
         args = [self.node, cid, user, CHANNEL, event, count, tkey, tvalue]
-        self._script("update", callback, keys, args)
+        self._script(cid, "update", callback, keys, args)
 
     def _part(self, cid: int, cmd: Part, wall: float) -> None:
         hub = self.hub
@@ -352,6 +397,7 @@ class Cluster(RemoteView):
 
         old_keys = [k for k in _nick_keys(old) if k not in _nick_keys(cmd.nick)]
         self._script(
+            cid,
             "claim",
             done,
             [*_nick_keys(cmd.nick), self._users_key(), *old_keys],
@@ -384,7 +430,7 @@ class Cluster(RemoteView):
 
         data = json.dumps(body, separators=(",", ":"))
         args = [self.config.cluster_stream_maxlen, data, CHANNEL, self.node]
-        self._script("say", done, [_stream(message.room)], args)
+        self._script(cid, "say", done, [_stream(message.room)], args)
 
     def _deliver(self, message: Message, sender: int | None, rid: object) -> None:
         """A stored room message to the room's members here, once, in stream order."""
@@ -430,12 +476,13 @@ class Cluster(RemoteView):
                 self._apply(actions)  # the sender's echo (and away notice)
 
         payload = self._event("pm", body)
-        self.link.command(done, "PUBLISH", PREFIX + "pm:" + where[0], payload)
+        self._send(cid, done, "PUBLISH", PREFIX + "pm:" + where[0], payload)
 
     # ------------------------------------------------------------------ departures
 
     def departed(self, cid: int, reason: str) -> None:
         """A local client is gone (the hub forgets it next)."""
+        self._queued.pop(cid, None)
         user = self._local.pop(cid, None)
         if user is None:
             return
@@ -480,4 +527,4 @@ class Cluster(RemoteView):
             messages = tuple(_message(entry, room) for entry in entries)
             self._apply([Deliver((cid,), HistoryReply(room, messages), rid=rid)])
 
-        self.link.command(done, *args, "COUNT", action.limit)
+        self._send(cid, done, *args, "COUNT", action.limit)

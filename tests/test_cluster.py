@@ -123,6 +123,19 @@ def test_every_node_sees_one_room_order(nodes: list[ChatdProcess]) -> None:
     assert mids == sorted(set(mids))
 
 
+def test_commands_sent_behind_a_hello_wait_for_it(nodes: list[ChatdProcess]) -> None:
+    """hello, join and say in one write: each runs after the one before it was settled in
+    Redis (checked against the state it leaves), not against the state before it."""
+    client = JsonClient(nodes[0].port)
+    client.send(
+        b'{"op":"hello","nick":"quick"}\n{"op":"join","room":"#fast"}\n'
+        b'{"op":"say","room":"#fast","text":"first!","id":1}\n'
+    )
+    client.expect_frame(type="welcome")
+    client.expect_frame(type="joined", room="#fast")
+    assert client.expect_frame(id=1)["type"] == "msg"
+
+
 def test_nick_collisions_across_nodes_are_refused(nodes: list[ChatdProcess]) -> None:
     a, b, _ = nodes
     alice = a.json_client("alice")
