@@ -123,6 +123,7 @@ def run(ports: list[int], args: argparse.Namespace, mark: Callable[[], None]) ->
     drain = time.monotonic() + 3
     while time.monotonic() < drain:
         pump(sel, result, 0.05)
+    mark()
     result.seconds = args.seconds
     for member in members:
         member.sock.close()
@@ -130,12 +131,14 @@ def run(ports: list[int], args: argparse.Namespace, mark: Callable[[], None]) ->
     return result
 
 
-def redis_counters(redis: RedisServer) -> dict[str, int]:
+def redis_counters(redis: RedisServer) -> dict[str, float]:
     info = redis.command("INFO", "all").decode(errors="replace")
-    values: dict[str, int] = {"calls": 0}
+    values: dict[str, float] = {"calls": 0}
     for line in info.splitlines():
         key, _, value = line.partition(":")
-        if key in ("total_commands_processed", "total_net_input_bytes", "total_net_output_bytes"):
+        if key in ("used_cpu_sys", "used_cpu_user"):
+            values[key] = float(value)
+        elif key in ("total_commands_processed", "total_net_input_bytes", "total_net_output_bytes"):
             values[key] = int(value)
         elif key.startswith("cmdstat_"):
             calls = int(value.split("calls=")[1].split(",")[0])
@@ -183,19 +186,25 @@ def main() -> int:
         procs = []
         try:
             procs = [node(redis, *common) for _ in range(args.nodes)]
-            marks: list[dict[str, int]] = []
+            marks: list[dict[str, float]] = []
             result = run([p.port for p in procs], args, lambda: marks.append(redis_counters(redis)))
-            before, after = marks[0], redis_counters(redis)
+            before, after = marks
             name = f"{args.nodes} nodes + Redis"
             report(name, result, result.sent * expected_per_msg)
             per = {k: (after[k] - before.get(k, 0)) / max(1, result.sent) for k in after}
             inner = ", ".join(
-                f"{k} {v:.2f}" for k, v in sorted(per.items()) if k.islower() and v >= 0.01
+                f"{k} {v:.2f}"
+                for k, v in sorted(per.items())
+                if k.islower()
+                and k != "calls"
+                and not k.startswith(("total", "used"))
+                and v >= 0.01
             )
             print(
                 f"  Redis per message (heartbeats included): {per['calls']:.2f} commands "
                 f"counting scripts' inner calls ({inner}); {per['total_net_input_bytes']:.0f} B "
-                f"in, {per['total_net_output_bytes']:.0f} B out"
+                f"in, {per['total_net_output_bytes']:.0f} B out; Redis CPU "
+                f"{(per['used_cpu_sys'] + per['used_cpu_user']) * 1e6:.0f} us"
             )
         finally:
             for proc in procs:

@@ -172,8 +172,9 @@ class Config:
         "a Redis reply slower than this means Redis is away: shared commands are refused "
         "with cluster_unavailable until the link is back",
     )
+    # ~150 bytes a message in Redis: 10,000 messages x 1,000 rooms is about 1.5 GB.
     cluster_stream_maxlen: int = _opt(
-        100000, "messages kept per room in its Redis stream (XADD MAXLEN ~)"
+        10000, "messages kept per room in its Redis stream (XADD MAXLEN ~)"
     )
 
     # --- logging -----------------------------------------------------------------------------
