@@ -216,9 +216,11 @@ class Cluster(RemoteView):
 
     def _hello(self, cid: int, cmd: Hello, wall: float) -> None:
         hub = self.hub
-        if hub.is_registered(cid) or not valid_nick(cmd.nick) or hub.nick_holder(cmd.nick):
+        holder = hub.nick_holder(cmd.nick)
+        if hub.is_registered(cid) or not valid_nick(cmd.nick) or (holder or 0) > 0:
             self._apply(hub.handle(cid, replace(cmd, autojoin=()), wall))  # its refusal
             return
+        # Held by another node's user: Redis decides (free if that node is dead).
         if fold(cmd.nick) in self._claims:
             self._error(cid, ErrorCode.NICK_TAKEN, f'nick "{cmd.nick}" is already in use', cmd.rid)
             return
@@ -246,6 +248,7 @@ class Cluster(RemoteView):
                 self._publish_quit(cid, "connection lost", user, announce=True)
             else:
                 self._local[cid] = user
+                self._evict(cmd.nick, self._wall())
                 self._apply(hub.handle(cid, replace(cmd, autojoin=()), self._wall()))
                 for room in cmd.autojoin:
                     self._join(cid, Join(room), self._wall())

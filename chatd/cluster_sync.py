@@ -235,8 +235,20 @@ class RemoteView:
         elif kind == "nick":
             self._apply(hub.handle(rcid, Nick(body["n"]), wall))
 
+    def _evict(self, nick: str, wall: float) -> None:
+        """Redis granted ``nick`` to someone new: a remote holder still in the hub is a
+        user of a dead node not reaped yet (Redis refuses a live node's nick)."""
+        holder = self.hub.nick_holder(nick)
+        if holder is None or holder >= 0:
+            return
+        for key, rcid in list(self._remote.items()):
+            if rcid == holder:
+                del self._remote[key]
+        self._apply(self.hub.handle(holder, Disconnected("connection lost"), wall))
+
     def _add(self, node: str, cid: int, user: dict[str, Any], wall: float) -> int | None:
         rcid = self._next_rcid
+        self._evict(user["n"], wall)
         if not self.hub.add_remote(rcid, user["n"], user.get("u", ""), user.get("r", ""), wall):
             logger.warning("cluster: %s on %s clashes with a nick held here", user["n"], node)
             return None
