@@ -56,6 +56,9 @@ class Options:
     password: str | None = None
     connect_timeout: float = 5.0
     welcome_timeout: float = WELCOME_TIMEOUT
+    # More nodes of the same chatd cluster (``chat host1,host2``): tried in turn when the
+    # current one cannot be reached; the usual resume and gap fill make the move seamless.
+    others: tuple[tuple[str, int], ...] = ()
 
 
 class ChatApp:
@@ -64,6 +67,7 @@ class ChatApp:
     def __init__(self, opts: Options) -> None:
         self.opts = opts
         self.where = f"{opts.host}:{opts.port}"
+        self._node = 0  # which of the cluster's nodes (host, then ``others``) we use
         self.state = ChatState(opts.nick, opts.room, server=self.where, password=opts.password)
         self.link: net.Link | None = None
         self.quitting = False
@@ -165,12 +169,20 @@ class ChatApp:
             self.state.link = f"reconnecting (attempt {attempt})"
             self.refresh()
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+            nodes = [(self.opts.host, self.opts.port), *self.opts.others]
+            host, port = nodes[self._node]
             try:
-                link = await net.connect(self.opts.host, self.opts.port, self.opts.connect_timeout)
+                link = await net.connect(host, port, self.opts.connect_timeout)
             except net.ConnectError as exc:
                 logger.info("reconnect attempt %d failed: %s", attempt, exc)
-                delay = min(delay * 2, BACKOFF_MAX)
+                self._node = (self._node + 1) % len(nodes)  # the next node of the cluster
+                if self._node == 0:
+                    delay = min(delay * 2, BACKOFF_MAX)  # a whole round failed: back off
+                else:
+                    delay = 0.0
                 continue
+            if f"{host}:{port}" != self.state.server:
+                self.state.server = f"{host}:{port}"  # "connected to ..." shows the move
             self.link = link
             await self.apply(self.state.connected())
             self.refresh()

@@ -322,3 +322,45 @@ def test_text_client_sees_cluster_unavailable_clearly(
         text.expect(lambda line: "unreachable: not sent" in line, timeout=10)
     finally:
         redis.signal(signal.SIGCONT)
+
+
+def test_the_client_moves_to_the_next_node_and_misses_nothing(redis: RedisServer) -> None:
+    """``chat A,B``: A is killed; the client goes on with B, fills the gap there, and
+    shows every message once, in order, with the move as a status line."""
+    import asyncio
+
+    from prompt_toolkit.input import PipeInput
+
+    from client import app
+    from tests.test_client_app import Screen, run
+
+    a = node(redis, "--rate-limit", "0")
+    b = node(redis, "--rate-limit", "0")
+    try:
+        alice = b.json_client("alice", "#lobby")
+        screen = Screen()
+        opts = app.Options(
+            "127.0.0.1", a.port, "carol", "#lobby", None, others=(("127.0.0.1", b.port),)
+        )
+
+        async def script(pipe: PipeInput) -> None:
+            await screen.wait_for("you joined #lobby")
+            await asyncio.to_thread(alice.expect_frame, type="join", nick="carol")
+            for n in range(3):
+                alice.say("#lobby", f"m{n}")
+            await screen.wait_for("m2")
+            await asyncio.to_thread(a.stop, signal.SIGKILL)
+            for n in range(3, 6):
+                alice.say("#lobby", f"m{n}")
+            await screen.wait_for(f"connected to 127.0.0.1:{b.port}", timeout=20)
+            await screen.wait_for("m5", timeout=20)
+            pipe.send_text("/quit\r")
+
+        assert run(screen.run(opts, script), timeout=40) == 0
+        shown = [
+            line.split("<alice> ")[1] for line in screen.text.splitlines() if "<alice> m" in line
+        ]
+        assert shown == [f"m{n}" for n in range(6)], screen.text
+    finally:
+        a.stop(signal.SIGKILL)
+        b.stop()
