@@ -510,6 +510,9 @@ class Cluster(RemoteView):
 
     def fetch_history(self, action: FetchHistory) -> None:
         cid, rid, room = action.cid, action.rid, action.room
+        if action.before is not None and action.before <= (action.after or 0) + 1:
+            self._apply([Deliver((cid,), HistoryReply(room, ()), rid=rid)])  # nothing between
+            return
         if not self.ready:
             self._unavailable(cid, rid)
             return
@@ -522,10 +525,12 @@ class Cluster(RemoteView):
             args = ["XREVRANGE", _stream(room), end, "-"]
 
         def done(reply: object) -> None:
-            if reply is LINK_DOWN or isinstance(reply, hiredis.ReplyError):
+            if reply is LINK_DOWN:
                 self._unavailable(cid, rid, in_flight=True)
                 return
-            assert isinstance(reply, list)
+            if not isinstance(reply, list):  # a range Redis refuses: nothing in it
+                logger.warning("cluster: history %s refused by Redis: %s", args, reply)
+                reply = []
             entries = reply if action.after is not None else list(reversed(reply))
             messages = tuple(_message(entry, room) for entry in entries)
             self._apply([Deliver((cid,), HistoryReply(room, messages), rid=rid)])

@@ -364,3 +364,19 @@ def test_the_client_moves_to_the_next_node_and_misses_nothing(redis: RedisServer
     finally:
         a.stop(signal.SIGKILL)
         b.stop()
+
+
+def test_history_ranges_from_any_client_get_an_answer(nodes: list[ChatdProcess]) -> None:
+    """Every mid a client may send (0..2**63-1, empty or inverted ranges) gets a page."""
+    client = nodes[0].json_client("pager", "#h")
+    client.send_json(op="say", room="#h", text="one", id="s")
+    mid = client.expect_frame(id="s")["mid"]
+    cases = [
+        ({"before": 0}, 0), ({"after": 0}, 1), ({"after": 2**63 - 1}, 0),
+        ({"before": 2**63 - 1}, 1), ({"after": mid, "before": mid}, 0),
+        ({"after": mid - 1, "before": mid + 1}, 1), ({"before": mid}, 0),
+    ]  # fmt: skip
+    for n, (query, count) in enumerate(cases):
+        client.send_json(op="history", room="#h", id=n, **query)
+        reply = client.expect_frame(id=n)
+        assert reply["type"] == "history" and len(reply["messages"]) == count, (query, reply)
