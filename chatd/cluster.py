@@ -120,7 +120,8 @@ class Cluster(RemoteView):
         self.link.start()
 
     def close(self) -> None:
-        self.link.close()
+        """Leave the cluster: this node's users quit everywhere at once."""
+        self.link.finish("EVALSHA", SHA["leave"], 0, self.node, CHANNEL)
 
     # ------------------------------------------------------------------ helpers
 

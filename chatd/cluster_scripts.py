@@ -134,7 +134,23 @@ return cjson.encode({nodes = nodes, topics = redis.call('HGETALL', 'chatd:topic'
                      msgs = msgs})
 """
 
-SCRIPTS = {"claim": CLAIM, "update": UPDATE, "say": SAY, "heartbeat": HEARTBEAT, "sync": SYNC}
+# A node stopping normally: its users quit everywhere now, not after the TTL.
+LEAVE = """
+local me = ARGV[1]
+redis.call('DEL', 'chatd:alive:' .. me, 'chatd:users:' .. me)
+redis.call('HDEL', 'chatd:nodes', me)
+redis.call('PUBLISH', ARGV[2], 'reap ' .. me .. ' - {}')
+return 1
+"""
+
+SCRIPTS = {
+    "claim": CLAIM,
+    "update": UPDATE,
+    "say": SAY,
+    "heartbeat": HEARTBEAT,
+    "sync": SYNC,
+    "leave": LEAVE,
+}
 
 
 def sha(script: str) -> str:

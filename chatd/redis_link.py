@@ -172,6 +172,19 @@ class RedisLink:
         if self._open:
             self._drop(why)
 
+    def finish(self, *args: bytes | str | int | float, timeout: float = 0.5) -> None:
+        """On the way out (the loop has stopped): send what is queued and one last
+        command, waiting at most ``timeout`` seconds; then close."""
+        if self.up:
+            try:
+                self.sock.setblocking(True)
+                self.sock.settimeout(timeout)
+                self.sock.sendall(bytes(self._out) + encode_command(*args))
+                self._out.clear()
+            except OSError as exc:
+                logger.info("cluster: could not say goodbye to Redis: %s", exc)
+        self.close()
+
     def close(self) -> None:
         self._closed = True
         self._teardown()
@@ -287,7 +300,10 @@ class RedisLink:
     def _teardown(self) -> None:
         self.up = False
         if self._open:
-            self.loop.remove(self)
+            try:
+                self.loop.remove(self)
+            except (KeyError, ValueError, OSError, RuntimeError):
+                pass  # the loop's selector is already closed (shutdown)
             self.sock.close()
         self._open = False
         self._connecting = False

@@ -196,6 +196,24 @@ def test_a_killed_nodes_users_quit_and_their_clients_move_with_nothing_missed(
     assert texts == [f"while away {n}" for n in range(5)]
 
 
+def test_a_node_stopped_normally_announces_its_users_quits_at_once(redis: RedisServer) -> None:
+    """SIGTERM: the node leaves the cluster on its way out (long TTL: not by reaping)."""
+    a = node(redis, "--cluster-ttl-seconds", "60")
+    b = node(redis, "--cluster-ttl-seconds", "60")
+    try:
+        alice = a.json_client("alice", "#lobby")
+        bob = b.json_client("bob", "#lobby")
+        alice.expect_frame(type="join", nick="bob")
+        assert b.stop() == 0
+        alice.expect_frame(timeout=5, type="quit", nick="bob")
+        again = a.json_client("bob")  # the nick is free at once
+        again.close()
+        bob.close()
+    finally:
+        a.stop()
+        b.stop()
+
+
 def test_redis_killed_and_restarted_loses_nothing_acknowledged(
     redis: RedisServer, nodes: list[ChatdProcess]
 ) -> None:
