@@ -293,8 +293,10 @@ class Cluster(RemoteView):
                 return
             assert isinstance(reply, list)
             stored = [_message(entry, name) for entry in reversed(reply)]
-            if stored:  # the newest before the join: later ones arrive live
-                self._last[fold(name)] = max(self._last.get(fold(name), 0), stored[-1].mid)
+            # The newest before the join (later ones arrive live): where a catch-up
+            # after an outage starts (0: the room's stream was empty).
+            newest = stored[-1].mid if stored else 0
+            self._last[fold(name)] = max(self._last.get(fold(name), 0), newest)
             self._replay = stored[max(0, len(stored) - self.config.history_replay) :]
             self._apply(hub.handle(cid, cmd, self._wall()))  # -> Replay -> self.replay
             self._replay = []

@@ -29,6 +29,7 @@ from chatd.model import (
     Nick,
     Part,
     PrivateMessage,
+    Skipped,
     Topic,
 )
 from chatd.names import fold, nick_skeleton
@@ -135,9 +136,14 @@ class RemoteView:
             self._reconcile(node, {int(c): json.loads(u) for c, u in _pairs(flat)})
         for room, topic in _pairs(data.get("topics")):
             self.hub.set_topic(room, topic)
+        cap = self.dispatch.config.history_max_limit
         for entries in data.get("msgs") or []:
             for entry in entries:
                 self._deliver(_message(entry), None, None)
+            if len(entries) >= cap:  # maybe more: the members fill the rest from history
+                room = _message(entries[-1]).room
+                local = tuple(cid for cid in self.hub.room_cids(room) if cid > 0)
+                self._apply([Deliver(local, Skipped(len(entries)))])
         self._syncing = False
         self.ready = True
         logger.info("cluster: node %s in sync (%d remote users)", self.node, len(self._remote))

@@ -398,3 +398,36 @@ def test_history_ranges_from_any_client_get_an_answer(nodes: list[ChatdProcess])
         client.send_json(op="history", room="#h", id=n, **query)
         reply = client.expect_frame(id=n)
         assert reply["type"] == "history" and len(reply["messages"]) == count, (query, reply)
+
+
+def test_a_long_cut_off_is_caught_up_to_a_page_then_skipped(redis: RedisServer) -> None:
+    """More missed than one page (history_max_limit): the first page is delivered, then
+    ``skipped`` tells the client to fill the rest from history, as for a slow reader."""
+    cut = Partition(redis.port)
+    a = node(redis, "--rate-limit", "0")
+    b = node(cut, "--rate-limit", "0", "--history-max-limit", "2")
+    try:
+        alice = a.json_client("alice", "#lobby")
+        bob = b.json_client("bob", "#lobby")
+        alice.expect_frame(type="join", nick="bob")
+        cut.frozen = True
+        for n in range(5):
+            alice.send_json(op="say", room="#lobby", text=f"during {n}", id=n)
+            alice.expect_frame(id=n)
+        wait_until(lambda: "lost Redis" in b.log(), 10, "B to notice (its heartbeat times out)")
+        cut.frozen = False
+        got = [m["text"] for m in msgs(bob, 2)]
+        assert got == ["during 0", "during 1"]
+        bob.expect_frame(timeout=10, type="skipped")
+        last = None
+        texts = []
+        while len(texts) < 3:
+            bob.send_json(op="history", room="#lobby", after=last or 0, limit=2, id="h")
+            page = bob.expect_frame(type="history", id="h")["messages"]
+            texts += [m["text"] for m in page if m["text"] not in got]
+            last = page[-1]["mid"]
+        assert texts == ["during 2", "during 3", "during 4"]
+    finally:
+        a.stop()
+        b.stop()
+        cut.close()
