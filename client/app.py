@@ -84,10 +84,17 @@ class ChatApp:
         Raises:
             Fatal: the connection or the registration failed.
         """
-        try:
-            link = await net.connect(self.opts.host, self.opts.port, self.opts.connect_timeout)
-        except net.ConnectError as exc:
-            raise Fatal(str(exc)) from None
+        nodes = [(self.opts.host, self.opts.port), *self.opts.others]
+        for index, (host, port) in enumerate(nodes):
+            try:
+                link = await net.connect(host, port, self.opts.connect_timeout)
+                break
+            except net.ConnectError as exc:
+                if index == len(nodes) - 1:
+                    raise Fatal(str(exc)) from None
+        self._node = index
+        if index:
+            self.where = self.state.server = f"{host}:{port}"
         self.link = link
         lines = link.lines()
         try:
