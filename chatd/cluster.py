@@ -230,7 +230,9 @@ class Cluster(RemoteView):
             return
         password = self.config.password
         if password is not None and cmd.password != password:
-            self._apply(hub.handle(cid, replace(cmd, autojoin=()), wall))  # counted, refused
+            refused = hub.handle(cid, replace(cmd, autojoin=()), wall)  # counted, refused
+            self.dispatch.password_attempt(cid, refused)
+            self._apply(refused)
             return
         user = {"n": cmd.nick, "u": cmd.user, "r": cmd.realname, "rooms": []}
         key = fold(cmd.nick)
@@ -250,7 +252,9 @@ class Cluster(RemoteView):
             else:
                 self._local[cid] = user
                 self._evict(cmd.nick, self._wall())
-                self._apply(hub.handle(cid, replace(cmd, autojoin=()), self._wall()))
+                welcome = hub.handle(cid, replace(cmd, autojoin=()), self._wall())
+                self.dispatch.password_attempt(cid, welcome)
+                self._apply(welcome)
                 for room in cmd.autojoin:
                     self._join(cid, Join(room), self._wall())
 

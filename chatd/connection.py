@@ -59,6 +59,7 @@ class Connection:
         "sock",
         "fd",
         "peer",
+        "host",
         "framer",
         "codec",
         "out",
@@ -71,6 +72,8 @@ class Connection:
         "dirty",
         "owner",
         "backlog",
+        "unframed",
+        "unframed_pos",
         "bucket",
         "paused_until",
         "flow",
@@ -98,6 +101,7 @@ class Connection:
         self.sock = sock
         self.fd = sock.fileno()
         self.peer = peer
+        self.host = peer  # the address key per-address limits count (chatd.throttle)
         self.framer = framer
         self.codec = codec  # None until the first line picks the mode (native port)
         self.out = OutBuffer()
@@ -115,6 +119,11 @@ class Connection:
         # Frames read but not yet executed: None unless the rate limit holds frames back
         # (an empty deque is 760 bytes).
         self.backlog: deque[bytes | LineTooLong] | None = None
+        # Bytes read but not framed yet, from unframed_pos on: input held back by the
+        # rate limit stays raw (a 2-byte line framed costs ~40 bytes), framed a line at
+        # a time as tokens come (see Server._frame_next).
+        self.unframed = b""
+        self.unframed_pos = 0
         self.bucket = bucket
         self.paused_until = 0.0  # rate limit: no reading before this (monotonic)
         self.flow = Flow()
@@ -249,7 +258,7 @@ class Connection:
             return False
         self.state = State.CLOSING
         self.close_reason = reason
-        self.backlog = None
+        self.backlog, self.unframed = None, b""
         if self.stream is not None and flush and not broken:
             self.stream.close()  # its close_notify / close frame goes out with the rest
             self.pump()

@@ -32,16 +32,25 @@ from collections.abc import Callable
 from chatd.codecs import Codec, TextCodec
 from chatd.config import Config
 from chatd.connection import Connection, State
-from chatd.dispatch import Dispatcher, HistoryStore
+from chatd.dispatch import Dispatcher
 from chatd.fanout import Fanout
-from chatd.framing import LineFramer
+from chatd.framing import LineFramer, LineTooLong
 from chatd.hub import Hub
-from chatd.listeners import Listener, configure_socket, native_banner, open_socket, refuse
+from chatd.listeners import (
+    Listener,
+    configure_socket,
+    format_peer,
+    native_banner,
+    open_socket,
+    refuse,
+)
 from chatd.loop import READ, Loop
-from chatd.model import Error, ErrorCode, Event, Probe, Shutdown, Skipped
+from chatd.model import Action, Deliver, Error, ErrorCode, Event, Probe, Shutdown, Skipped, Store
 from chatd.outpolicy import OutputPolicy, Verdict
 from chatd.ratelimit import TokenBucket
+from chatd.storekeeper import HistoryStore, StoreKeeper
 from chatd.streams import StreamError, StreamFactory, StreamSniffer
+from chatd.throttle import Throttle, address_key
 
 __all__ = ["Server", "HistoryStore", "Listener", "SNIFF_SECONDS"]
 
@@ -50,6 +59,8 @@ logger = logging.getLogger(__name__)
 # A sniffing listener waits this long for the first bytes before it settles on plain
 # (and shows its banner): a TLS client speaks first, a person in nc waits to be greeted.
 SNIFF_SECONDS = 0.25
+# Storage upkeep (failure probes, pruning) and password-guess episodes run this often.
+_HOUSEKEEPING_SECONDS = 0.25
 
 
 class Server:
@@ -73,6 +84,8 @@ class Server:
         self.config = config
         self.hub = Hub(config, next_mid=next_mid)
         self._history = history
+        self._keeper = StoreKeeper(history, clock()) if history is not None else None
+        self.storage_failure: str | None = None  # set when a storage failure stopped us
         self._clock = clock
         self._wall = wall_clock
         self.loop = Loop(clock)
@@ -85,7 +98,9 @@ class Server:
         self._departures: list[tuple[int, str]] = []  # to tell the hub, end of turn
         fallback = TextCodec()  # for lines sent before a mode is picked
         self._fallback_codec = fallback
-        self._fanout = Fanout(self._open.get, fallback)
+        self._per_host: dict[str, int] = {}  # open connections per address key
+        self._guesses = Throttle(config.password_guess_rate, config.password_guess_burst, clock)
+        self._password_required = config.password is not None
         self._stopping = False
         self._stop_reason = "server shutting down"
         # Bound once: every connection's registration timer shares it (memory per client).
@@ -93,14 +108,29 @@ class Server:
         self.stats = {
             "accepted": 0,
             "rejected_full": 0,
+            "rejected_per_ip": 0,
+            "password_failures": 0,
             "slow_consumers": 0,
             "line_too_long": 0,
             "protocol_errors": 0,
             "bugs": 0,
+            "dropped_deliveries": 0,  # not encodable for one recipient (a bug; logged)
         }
+        self._fanout = Fanout(self._open.get, fallback, self.stats, self._commit)
         self._dispatch = Dispatcher(
-            config, self.hub, self._fanout, history, self._open, self._close_now, self.stats
+            config,
+            self.hub,
+            self._fanout,
+            self._keeper,
+            self._commit,
+            self._open,
+            self._close_now,
+            self.stats,
+            self._note_login,
         )
+        self._housekeeping_turns = 0
+        if self._keeper is not None or self._password_required:
+            self.loop.call_at(self.loop.now + _HOUSEKEEPING_SECONDS, self._housekeeping)
 
     # ------------------------------------------------------------------ set-up
 
@@ -178,8 +208,7 @@ class Server:
                     self._dispatch.departed(cid, reason, wall)
         if self._fanout:
             self._fanout.flush()
-        if self._history is not None:
-            self._history.commit()  # store before deliver: see module docstring
+        self._commit()  # store before deliver: see module docstring
         if self._dirty:
             self._flush_dirty(now)
 
@@ -211,11 +240,16 @@ class Server:
 
     # ------------------------------------------------------------------ accepting
 
-    def adopt(self, sock: socket.socket, peer: str, listener: Listener) -> None:
+    def adopt(self, sock: socket.socket, addr: object, listener: Listener) -> None:
         """A listener accepted ``sock``: refuse it when full, else make it a connection."""
         config = self.config
+        peer = format_peer(addr)
         if self.connections >= config.max_clients:
             self._reject_full(sock, peer, listener)
+            return
+        host = address_key(addr[0]) if isinstance(addr, tuple) else peer
+        if self._host_full(host):
+            self._reject_host(sock, peer, host, listener)
             return
         configure_socket(sock, peer, config)
         now = self.loop.now
@@ -228,10 +262,13 @@ class Server:
         framer = LineFramer(config.max_line_bytes)
         conn = Connection(cid, sock, peer, framer, codec, bucket, self._dirty, self)
         conn.last_heard = now
+        conn.host = host
+        self._per_host[host] = self._per_host.get(host, 0) + 1
         self._open[cid] = conn
         self.stats["accepted"] += 1
         self.hub.connect(cid, self._wall())
-        logger.info("#%d connected from %s (%s)", cid, peer, listener.name)
+        level = self._conn_log_level(conn)
+        logger.log(level, "#%d connected from %s (%s)", cid, peer, listener.name)
         call_at = self.loop.call_at
         call_at(now + config.register_timeout_seconds, self._on_register_timeout, conn)
         if codec is not None and codec.pings_peer:
@@ -260,11 +297,72 @@ class Server:
         why = f"the server is full ({self.config.max_clients} clients); try again later"
         refuse(sock, listener.refusal(Error(ErrorCode.SERVER_FULL, why), self._fallback_codec))
 
+    def _host_full(self, host: str) -> bool:
+        limit = self.config.max_clients_per_ip
+        return bool(limit) and self._per_host.get(host, 0) >= limit
+
+    def _reject_host(self, sock: socket.socket, peer: str, host: str, listener: Listener) -> None:
+        """One address already holds ``max_clients_per_ip``: refuse like server_full."""
+        self.stats["rejected_per_ip"] += 1
+        refused = self.stats["rejected_per_ip"]
+        limit = self.config.max_clients_per_ip
+        if refused in (1, 10, 100) or refused % 1000 == 0:
+            logger.warning(
+                "%s already has %d connections: refused %s (%d refused so far)",
+                host,
+                limit,
+                peer,
+                refused,
+            )
+        why = f"too many connections from your address ({limit} allowed); close one first"
+        refuse(sock, listener.refusal(Error(ErrorCode.SERVER_FULL, why), self._fallback_codec))
+
+    def _forget_host(self, host: str) -> None:
+        count = self._per_host.get(host, 0) - 1
+        if count > 0:
+            self._per_host[host] = count
+        else:
+            self._per_host.pop(host, None)
+
+    def _conn_log_level(self, conn: Connection) -> int:
+        """A guesser's connections are summed up per address (``_log_guess_episodes``)."""
+        return logging.DEBUG if self._guesses.throttled(conn.host) else logging.INFO
+
+    def _login_wait(self, conn: Connection, now: float) -> bool:
+        """Hold an unregistered client's lines while its address is out of guesses."""
+        if not self._password_required or self.hub.is_registered(conn.cid):
+            return False
+        wait = self._guesses.delay(conn.host)
+        if not wait:
+            return False
+        conn.paused_until = now + wait
+        self.loop.update(conn)
+        self.loop.call_at(conn.paused_until, self._resume, conn)
+        return True
+
+    def _note_login(self, conn: Connection, actions: list[Action]) -> None:
+        """Count a wrong password against the address it came from."""
+        for action in actions:
+            if (
+                isinstance(action, Deliver)
+                and isinstance(action.event, Error)
+                and action.event.code == ErrorCode.BAD_PASSWORD
+            ):
+                self.stats["password_failures"] += 1
+                if self._guesses.failed(conn.host):
+                    logger.warning(
+                        "%s: %d wrong passwords; slowing its guesses to %g/s",
+                        conn.host,
+                        self.config.password_guess_burst,
+                        self.config.password_guess_rate,
+                    )
+                return
+
     # ------------------------------------------------------------------ reading
 
     def on_readable(self, conn: Connection) -> None:
         try:
-            data = conn.read(self.config.recv_chunk_bytes)
+            data = conn.read(self._recv_size(conn))
         except StreamError as exc:
             logger.info("#%d %s broke its stream: %s", conn.cid, conn.peer, exc.reason)
             self._close(conn, f"stream error: {exc.reason}", flush=True, broken=True)
@@ -277,7 +375,12 @@ class Server:
         now = self.loop.now
         conn.last_heard = now
         conn.probed = False
-        if data:
+        if data and conn.bucket is not None:  # rate-limited: framed lazily, a line per token
+            if conn.unframed_pos < len(conn.unframed):
+                data = conn.unframed[conn.unframed_pos :] + data
+            conn.unframed, conn.unframed_pos = data, 0
+            self._run_backlog(conn, now)
+        elif data:
             frames = conn.framer.feed(data)
             if frames:
                 if conn.backlog is None:
@@ -285,7 +388,7 @@ class Server:
                 else:
                     conn.backlog.extend(frames)
                 self._run_backlog(conn, now)
-        if conn.at_eof and not conn.backlog:
+        if conn.at_eof and not self._has_input(conn):
             # End of stream (the peer closed, or half-closed): what it sent before is
             # executed, replies are flushed, then we close.
             self._close(conn, "connection closed by peer", flush=True)
@@ -298,13 +401,17 @@ class Server:
         more than the limits for a client that reads its replies perfectly well).
         """
         backlog = conn.backlog
-        if backlog is None:
-            return
         bucket = conn.bucket
         wall = self._wall()
         high = self.policy.high
         try:
-            while backlog and conn.state is State.OPEN:
+            while conn.state is State.OPEN:
+                if not backlog:
+                    backlog = self._frame_next(conn)
+                    if backlog is None:
+                        break
+                if self._login_wait(conn, now):
+                    return
                 if conn.queued > high:
                     conn.flow.paused = True  # resumed when it drains (see _judge)
                     self.loop.update(conn)
@@ -316,15 +423,40 @@ class Server:
                     return
                 self._dispatch.execute(conn, backlog.popleft(), wall)
             conn.backlog = None  # all done (or closing): free it
-            if conn.at_eof:
+            if conn.at_eof and conn.state is State.OPEN:
                 self._close(conn, "connection closed by peer", flush=True)
         except Exception:
             # A bug, not the peer's fault: keep it to this connection (asyncio's
             # _fatal_error pattern). SystemExit and KeyboardInterrupt are not caught.
             self.stats["bugs"] += 1
             logger.exception("bug while serving #%d %s; closing it", conn.cid, conn.peer)
-            backlog.clear()
+            conn.backlog, conn.unframed = None, b""
             self._close(conn, "internal error", flush=False)
+
+    def _recv_size(self, conn: Connection) -> int:
+        """Without a rate limit every line read runs at once; with one, input may have
+        to wait, and what waits is bounded by ``max_input_backlog_bytes``."""
+        if conn.bucket is None:
+            return self.config.recv_chunk_bytes
+        return min(self.config.recv_chunk_bytes, self.config.max_input_backlog_bytes)
+
+    def _frame_next(self, conn: Connection) -> deque[bytes | LineTooLong] | None:
+        """Frame the next line of ``conn.unframed`` (None when nothing is left)."""
+        data, pos = conn.unframed, conn.unframed_pos
+        while pos < len(data):
+            end = data.find(b"\n", pos) + 1 or len(data)
+            frames = conn.framer.feed(data[pos:end])
+            pos = end
+            if frames:
+                conn.unframed_pos = pos
+                conn.backlog = deque(frames)
+                return conn.backlog
+        conn.unframed, conn.unframed_pos = b"", 0
+        return None
+
+    @staticmethod
+    def _has_input(conn: Connection) -> bool:
+        return bool(conn.backlog) or conn.unframed_pos < len(conn.unframed)
 
     # ------------------------------------------------------------------ writing
 
@@ -354,7 +486,7 @@ class Server:
         """Apply the output policy to what a flush left queued."""
         paused = conn.flow.paused
         verdict = self.policy.judge(conn.flow, conn.queued, now)
-        if paused and not conn.flow.paused and conn.backlog:
+        if paused and not conn.flow.paused and self._has_input(conn):
             self.loop.call_at(now, self._resume, conn)  # its waiting frames
         if verdict is Verdict.OVER_HARD:
             self._slow_consumer(
@@ -391,7 +523,69 @@ class Server:
         # Its buffer is full of older lines; it would never reach a goodbye. Cut it.
         self._close(conn, f"slow consumer: {why}", flush=False)
 
+    # ------------------------------------------------------------------ storage
+
+    def _commit(self) -> None:
+        """Commit the queued room messages; any that cannot be stored are refused."""
+        if self._keeper is not None:
+            unstored = self._keeper.commit()
+            if unstored:
+                self._storage_failed(unstored)
+
+    def _storage_failed(self, unstored: list[Store]) -> None:
+        """Take unstored messages out of this turn's deliveries, refuse them to their
+        senders, and go read-only (or stop, with ``--on-storage-failure stop``)."""
+        assert self._keeper is not None and self._keeper.failed is not None
+        failure = self._keeper.failed
+        self._fanout.discard({store.message.mid for store in unstored})
+        self._storage_state("failed")
+        for store in unstored:
+            conn = self._open.get(store.cid) if store.cid is not None else None
+            if conn is not None:
+                text = store.message.text[:60].replace("\n", " ")
+                why = (
+                    f"not sent: your message to {store.message.room} could not be stored "
+                    f"({failure.reason}): {text}"
+                )
+                self._deliver_one(conn, Error(ErrorCode.STORAGE_UNAVAILABLE, why), store.rid)
+
+    def _storage_state(self, change: str) -> None:
+        """Tell the hub (and so everyone, once) that storage failed or recovered."""
+        keeper = self._keeper
+        assert keeper is not None
+        if change == "failed" and keeper.failed is not None:
+            if self.config.on_storage_failure == "stop":
+                if self.storage_failure is None:
+                    self.storage_failure = str(keeper.failed)
+                    logger.critical("%s; stopping (nothing unstored was sent)", keeper.failed)
+                    self.request_stop(f"history storage failed: {keeper.failed.reason}")
+                self.hub.set_storage_down(keeper.failed.reason)
+                return
+            self._dispatch.apply(self.hub.set_storage_down(keeper.failed.reason))
+        elif change == "recovered":
+            self._dispatch.apply(self.hub.set_storage_down(None))
+
     # ------------------------------------------------------------------ timers
+
+    def _housekeeping(self) -> None:
+        """Storage upkeep (probes after a failure, pruning); password-guess episodes."""
+        now = self.loop.now
+        if self._keeper is not None:
+            change = self._keeper.upkeep(now, self._wall())
+            if change is not None:
+                self._storage_state(change)
+        self._housekeeping_turns += 1
+        if self._housekeeping_turns % 4 == 0:
+            for episode in self._guesses.sweep():
+                if episode.throttled:
+                    logger.warning(
+                        "%s: %d wrong passwords in %.0fs (slowed to %g/s); no longer slowed",
+                        episode.key,
+                        episode.failures,
+                        episode.seconds,
+                        self.config.password_guess_rate,
+                    )
+        self.loop.call_at(now + _HOUSEKEEPING_SECONDS, self._housekeeping)
 
     def _register_timeout(self, conn: Connection) -> None:
         if conn.state is State.OPEN and not self.hub.is_registered(conn.cid):
@@ -473,8 +667,9 @@ class Server:
         self._closing.pop(conn.cid, None)
         self.loop.remove(conn)
         conn.finish()
-        self._fanout.forget(conn.cid)
-        logger.info(
+        self._forget_host(conn.host)
+        logger.log(
+            self._conn_log_level(conn),
             "#%d %s closed: %s (in %dB/%d lines, out %dB%s)",
             conn.cid,
             conn.peer,
