@@ -511,9 +511,10 @@ class Cluster(RemoteView):
     def replay(self, action: Replay) -> None:
         if action.cid < 0:
             return  # a remote client's join: its node replays
-        for message in self._replay:
+        replay = self.dispatch.fit(action.cid, self._replay, replay=True)
+        for message in replay:
             self._apply([Deliver((action.cid,), message)])
-        self._apply([Deliver((action.cid,), HistoryEnd(action.room, len(self._replay)))])
+        self._apply([Deliver((action.cid,), HistoryEnd(action.room, len(replay)))])
 
     def fetch_history(self, action: FetchHistory) -> None:
         cid, rid, room = action.cid, action.rid, action.room
@@ -539,7 +540,9 @@ class Cluster(RemoteView):
                 logger.warning("cluster: history %s refused by Redis: %s", args, reply)
                 reply = []
             entries = reply if action.after is not None else list(reversed(reply))
-            messages = tuple(_message(entry, room) for entry in entries)
-            self._apply([Deliver((cid,), HistoryReply(room, messages), rid=rid)])
+            messages = [_message(entry, room) for entry in entries]
+            page = self.dispatch.fit(cid, messages, newest=action.after is None)
+            more = len(page) < len(messages)
+            self._apply([Deliver((cid,), HistoryReply(room, tuple(page), more=more), rid=rid)])
 
         self._send(cid, done, *args, "COUNT", action.limit)

@@ -218,6 +218,19 @@ class Dispatcher:
         reply = HistoryReply(action.room, tuple(page), more=more, start=start)
         self.deliver_one(conn, reply, action.rid)
 
+    def fit(
+        self, cid: int, messages: list[Message], *, replay: bool = False, newest: bool = True
+    ) -> list[Message]:
+        """What of ``messages`` one reply to ``cid`` may carry (the cluster's replies):
+        ``max_reply_bytes``, and no replay on top of a backlog, as below."""
+        conn = self._open.get(cid)
+        if conn is None:
+            return []
+        budget = self.config.max_reply_bytes
+        if replay and conn.out.size > self.config.out_high_water_bytes:
+            budget = 0
+        return self._fit(conn, messages, budget, newest)
+
     def _fit(
         self, conn: Connection, messages: list[Message], budget: int, newest: bool = True
     ) -> list[Message]:

@@ -431,3 +431,26 @@ def test_a_long_cut_off_is_caught_up_to_a_page_then_skipped(redis: RedisServer) 
         a.stop()
         b.stop()
         cut.close()
+
+
+def test_replays_and_history_pages_are_sized_by_bytes(redis: RedisServer) -> None:
+    """max_reply_bytes holds in cluster mode too: the newest that fit, then ``more``."""
+    a = node(redis, "--rate-limit", "0", "--max-reply-bytes", "3000")
+    try:
+        writer = a.json_client("writer", "#big")
+        for n in range(10):
+            writer.send_json(op="say", room="#big", text=f"{n}" + "x" * 999, id=n)
+            writer.expect_frame(id=n)
+        reader = JsonClient(a.port)
+        reader.hello("reader")
+        reader.send_json(op="join", room="#big")
+        replayed = []
+        while (frame := reader.read_frame()) and frame["type"] != "history_end":
+            if frame["type"] == "msg":
+                replayed.append(frame["text"][0])
+        assert 1 <= len(replayed) < 10 and replayed[-1] == "9"  # the newest that fit
+        reader.send_json(op="history", room="#big", limit=10, id="h")
+        page = reader.expect_frame(type="history", id="h")
+        assert page["more"] is True and 1 <= len(page["messages"]) < 10
+    finally:
+        a.stop()
