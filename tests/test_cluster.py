@@ -454,3 +454,30 @@ def test_replays_and_history_pages_are_sized_by_bytes(redis: RedisServer) -> Non
         assert page["more"] is True and 1 <= len(page["messages"]) < 10
     finally:
         a.stop()
+
+
+def test_a_node_cut_off_longer_than_the_ttl_starts_over(redis: RedisServer) -> None:
+    """B is cut off past the TTL: A declares it dead (bob quits, his nick is free). When B
+    is back it must not resurrect bob: it tells him to reconnect and closes."""
+    cut = Partition(redis.port)
+    a = node(redis, "--rate-limit", "0")
+    b = node(cut, "--rate-limit", "0")
+    try:
+        alice = a.json_client("alice", "#lobby")
+        bob = b.json_client("bob", "#lobby")
+        alice.expect_frame(type="join", nick="bob")
+        cut.frozen = True
+        alice.expect_frame(timeout=15, type="quit", nick="bob")
+        impostor = a.json_client("bob")  # free now: bob's node is dead to the cluster
+        cut.frozen = False
+        error = bob.expect_frame(timeout=15, type="error")
+        assert error["code"] == "cluster_unavailable" and "reconnect" in error["message"]
+        assert bob.read_until_closed(timeout=10) is not None
+        alice.send_json(op="who", room="#lobby", id="w")
+        assert alice.expect_frame(type="who", id="w")["members"] == ["alice"]
+        impostor.close()
+        wait_until(lambda: "in sync" in b.log().split("declared dead")[-1], 10, "B back")
+    finally:
+        a.stop()
+        b.stop()
+        cut.close()
