@@ -175,6 +175,7 @@ def main() -> int:
         return 0
     expected_per_msg = args.clients / args.rooms
     common = ["--rate-limit", "0", "--max-clients", str(args.clients + 100)]
+    common += ["--max-clients-per-ip", "0"]  # every client is on 127.0.0.1
     single = ChatdProcess(*common)
     try:
         result = run([single.port], args, lambda: None)
