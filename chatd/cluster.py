@@ -297,9 +297,10 @@ class Cluster(RemoteView):
                 return
             assert isinstance(reply, list)
             stored = [_message(entry, name) for entry in reversed(reply)]
+            newest = stored[-1].mid if stored else 0
+            stored = [m for m in stored if not m.notice]  # history keeps no notices
             # The newest before the join (later ones arrive live): where a catch-up
             # after an outage starts (0: the room's stream was empty).
-            newest = stored[-1].mid if stored else 0
             self._last[fold(name)] = max(self._last.get(fold(name), 0), newest)
             self._replay = stored[max(0, len(stored) - self.config.history_replay) :]
             self._apply(hub.handle(cid, cmd, self._wall()))  # -> Replay -> self.replay
@@ -540,7 +541,7 @@ class Cluster(RemoteView):
                 logger.warning("cluster: history %s refused by Redis: %s", args, reply)
                 reply = []
             entries = reply if action.after is not None else list(reversed(reply))
-            messages = [_message(entry, room) for entry in entries]
+            messages = [m for e in entries if not (m := _message(e, room)).notice]
             page = self.dispatch.fit(cid, messages, newest=action.after is None)
             more = len(page) < len(messages)
             self._apply([Deliver((cid,), HistoryReply(room, tuple(page), more=more), rid=rid)])

@@ -481,3 +481,24 @@ def test_a_node_cut_off_longer_than_the_ttl_starts_over(redis: RedisServer) -> N
         a.stop()
         b.stop()
         cut.close()
+
+
+def test_notices_are_relayed_across_nodes_but_not_kept(nodes: list[ChatdProcess]) -> None:
+    a, b, c = nodes
+    alice = a.json_client("alice", "#n")
+    assert c.irc_port
+    carol = IrcClient(c.irc_port)
+    carol.register("carol")
+    carol.join("#n")
+    alice.expect_frame(type="join", nick="carol")
+    carol.send_line("NOTICE #n :just so you know")
+    carol.send_line("PRIVMSG #n :a real message")
+    alice.expect_frame(type="msg", text="just so you know")
+    alice.expect_frame(type="msg", text="a real message")
+    late = b.json_client("late")
+    late.send_json(op="join", room="#n")
+    replayed = []
+    while (frame := late.read_frame()) and frame["type"] != "history_end":
+        if frame["type"] == "msg":
+            replayed.append(frame["text"])
+    assert replayed == ["a real message"]
