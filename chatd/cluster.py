@@ -234,15 +234,51 @@ class Cluster(RemoteView):
             self.dispatch.password_attempt(cid, refused)
             self._apply(refused)
             return
+        self._claim_nick(cid, cmd, None)
+
+    def _claim_nick(self, cid: int, cmd: Hello, seen: tuple[float, float] | None) -> None:
+        """Claim ``cmd.nick`` in Redis for a hello. Held by another node: look again a
+        heartbeat later; if that node did not refresh its liveness key meanwhile (its
+        time left ran down with the clock) it is dead: wait for the key to expire and
+        take the nick - a user whose node died keeps their nick on another node. If it
+        refreshed, refuse. (Redis alone grants the nick: a wrong guess costs time only.)"""
+        hub = self.hub
         user = {"n": cmd.nick, "u": cmd.user, "r": cmd.realname, "rooms": []}
         key = fold(cmd.nick)
         self._claims.add(key)
+        ttl = self.config.cluster_ttl_seconds
+
+        def retry(left: float) -> None:
+            look = (left, self.loop.now)
+            self._claims.add(key)  # still ours while we wait
+            self._inflight[cid] = self._inflight.get(cid, 0) + 1  # its next commands wait
+
+            def again() -> None:
+                self._claims.discard(key)
+                self._inflight[cid] -= 1
+                if self._open(cid) is not None and self.ready:
+                    self._claim_nick(cid, cmd, look)
+                elif self._open(cid) is not None:
+                    self._unavailable(cid, cmd.rid)
+                if not self._inflight[cid]:
+                    del self._inflight[cid]
+                    self._drain(cid)
+
+            wait = ttl / 3 + 0.25 if seen is None else left + 0.05
+            self.loop.call_at(self.loop.now + wait, again)
 
         def done(reply: object) -> None:
             self._claims.discard(key)
             if reply is LINK_DOWN or isinstance(reply, hiredis.ReplyError):
                 self._released.extend(_nick_keys(cmd.nick))  # if it ran: freed on SYNC
                 self._unavailable(cid, cmd.rid, in_flight=True)
+            elif (
+                isinstance(reply, int)
+                and reply < 0
+                and self._open(cid) is not None
+                and (seen is None or -reply / 1000 <= seen[0] - (self.loop.now - seen[1]) + 0.1)
+            ):
+                retry(-reply / 1000)  # first look, or its time kept running out
             elif reply != 1:
                 why = f'nick "{cmd.nick}" is already in use (on another node)'
                 self._error(cid, ErrorCode.NICK_TAKEN, why, cmd.rid)

@@ -26,12 +26,16 @@ CHANNEL = PREFIX + "ev"
 #: SEQ of a stream id must stay below this for the mid to be unique (ms * 1024 + seq).
 SEQ_LIMIT = 1024
 
-# Claim a nick (hello or a nick change): free unless held by another *live* node.
+# Claim a nick (hello or a nick change): free unless held by another *live* node;
+# refused, the reply is minus the milliseconds that node has left to prove it lives.
 CLAIM = """
 local me = ARGV[1]
 for i = 1, 2 do
   local h = redis.call('GET', KEYS[i])
-  if h and h ~= me and redis.call('EXISTS', 'chatd:alive:' .. h) == 1 then return 0 end
+  if h and h ~= me then
+    local left = redis.call('PTTL', 'chatd:alive:' .. h)
+    if left ~= -2 then return -math.max(left, 1) end  -- held: minus the holder's PTTL
+  end
 end
 for i = 4, 5 do
   if KEYS[i] and redis.call('GET', KEYS[i]) == me then redis.call('DEL', KEYS[i]) end

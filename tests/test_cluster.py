@@ -343,8 +343,9 @@ def test_text_client_sees_cluster_unavailable_clearly(
 
 
 def test_the_client_moves_to_the_next_node_and_misses_nothing(redis: RedisServer) -> None:
-    """``chat A,B``: A is killed; the client goes on with B, fills the gap there, and
-    shows every message once, in order, with the move as a status line."""
+    """``chat A,B``: A is killed; the client goes on with B under the same nick (B waits
+    for A's liveness to lapse), fills the gap there, and shows every message once, in
+    order, with the move as a status line."""
     import asyncio
 
     from prompt_toolkit.input import PipeInput
@@ -379,6 +380,7 @@ def test_the_client_moves_to_the_next_node_and_misses_nothing(redis: RedisServer
             line.split("<alice> ")[1] for line in screen.text.splitlines() if "<alice> m" in line
         ]
         assert shown == [f"m{n}" for n in range(6)], screen.text
+        assert "was taken" not in screen.text  # the same nick on the new node
     finally:
         a.stop(signal.SIGKILL)
         b.stop()
