@@ -235,6 +235,42 @@ class Connection:
             self.at_eof = True
         return data
 
+    def take_input(self, data: bytes) -> bool:
+        """Frame what was read (rate-limited: keep it raw, framed a line per token, so
+        input held back costs its bytes only); True if there is input to run."""
+        if self.bucket is not None:
+            if self.unframed_pos < len(self.unframed):
+                data = self.unframed[self.unframed_pos :] + data
+            self.unframed, self.unframed_pos = data, 0
+            return True
+        frames = self.framer.feed(data)
+        if not frames:
+            return False
+        if self.backlog is None:
+            self.backlog = deque(frames)
+        else:
+            self.backlog.extend(frames)
+        return True
+
+    def frame_next(self) -> deque[bytes | LineTooLong] | None:
+        """Frame the next line of :attr:`unframed` (None when nothing is left)."""
+        data, pos = self.unframed, self.unframed_pos
+        while pos < len(data):
+            end = data.find(b"\n", pos) + 1 or len(data)
+            frames = self.framer.feed(data[pos:end])
+            pos = end
+            if frames:
+                self.unframed_pos = pos
+                self.backlog = deque(frames)
+                return self.backlog
+        self.unframed, self.unframed_pos = b"", 0
+        return None
+
+    @property
+    def has_input(self) -> bool:
+        """Lines read and not run yet (held by the rate limit or the output mark)."""
+        return bool(self.backlog) or self.unframed_pos < len(self.unframed)
+
     def settle_stream(self, first: bytes) -> None:
         """A sniffing listener's connection: choose its stream from ``first`` (no bytes:
         it stays plain), then greet it."""

@@ -58,8 +58,7 @@ class Dispatcher:
     """Runs frames through codecs and the hub; carries out the hub's actions.
 
     Args:
-        keeper: the history store's keeper (None: no history); ``commit`` commits it
-            (refusing what cannot be stored) before history is read back.
+        keeper: the history store's keeper (None: no history).
         open_conns: the server's open connections by id (read only).
         close: ``close(conn, reason, flush)`` - the server starts closing a connection.
         stats: the server's counters (``line_too_long``, ``protocol_errors``).
@@ -72,19 +71,20 @@ class Dispatcher:
         hub: Hub,
         fanout: Fanout,
         keeper: StoreKeeper | None,
-        commit: Callable[[], None],
         open_conns: dict[int, Connection],
         close: Callable[[Connection, str, bool], None],
         stats: dict[str, int],
         on_hello: Callable[[Connection, list[Action]], None],
+        request_stop: Callable[[str], None],
     ) -> None:
         self.config = config
         self.hub = hub
         self.fanout = fanout
         self.keeper = keeper
         self.history: HistoryStore | None = keeper.store if keeper is not None else None
-        self._commit = commit
         self._on_hello = on_hello
+        self._request_stop = request_stop
+        self.storage_failure: str | None = None  # set when a storage failure stopped us
         self._open = open_conns
         self._close = close
         self.stats = stats
@@ -168,13 +168,57 @@ class Dispatcher:
     def deliver_one(self, conn: Connection, event: Event, rid: object = None) -> None:
         self.fanout.deliver(Deliver((conn.cid,), event, rid=rid))
 
+    # ------------------------------------------------------------------ storage
+
+    def commit(self) -> None:
+        """Commit the queued room messages; any that cannot be stored are refused."""
+        if self.keeper is not None:
+            unstored = self.keeper.commit()
+            if unstored:
+                self._storage_failed(unstored)
+
+    def _storage_failed(self, unstored: list[Store]) -> None:
+        """Take unstored messages out of this turn's deliveries, refuse them to their
+        senders, and go read-only (or stop, with ``--on-storage-failure stop``)."""
+        assert self.keeper is not None and self.keeper.failed is not None
+        failure = self.keeper.failed
+        self.fanout.discard({store.message.mid for store in unstored})
+        self.storage_state("failed")
+        for store in unstored:
+            conn = self._open.get(store.cid) if store.cid is not None else None
+            if conn is not None:
+                text = store.message.text[:60].replace("\n", " ")
+                why = (
+                    f"not sent: your message to {store.message.room} could not be stored "
+                    f"({failure.reason}): {text}"
+                )
+                self.deliver_one(conn, Error(ErrorCode.STORAGE_UNAVAILABLE, why), store.rid)
+
+    def storage_state(self, change: str) -> None:
+        """Tell the hub (and so everyone, once) that storage failed or recovered."""
+        keeper = self.keeper
+        assert keeper is not None
+        if change == "failed" and keeper.failed is not None:
+            if self.config.on_storage_failure == "stop":
+                if self.storage_failure is None:
+                    self.storage_failure = str(keeper.failed)
+                    logger.critical("%s; stopping (nothing unstored was sent)", keeper.failed)
+                    self._request_stop(f"history storage failed: {keeper.failed.reason}")
+                self.hub.set_storage_down(keeper.failed.reason)
+                return
+            self.apply(self.hub.set_storage_down(keeper.failed.reason))
+        elif change == "recovered":
+            self.apply(self.hub.set_storage_down(None))
+
+    # ------------------------------------------------------------------ history
+
     def _replay(self, action: Replay) -> None:
         conn = self._open.get(action.cid)
         if conn is None:
             return
         messages: list[Message] = []
         if self.history is not None:
-            self._commit()
+            self.commit()
             # Not on top of a backlog of output (50 rooms joined in one IRC line, say).
             budget = self.config.max_reply_bytes
             if conn.out.size > self.config.out_high_water_bytes:
@@ -196,7 +240,7 @@ class Dispatcher:
             why = "this server keeps no history"
             self.deliver_one(conn, Error(ErrorCode.HISTORY_OFF, why), action.rid)
             return
-        self._commit()
+        self.commit()
         try:
             messages = history.query(action.room, action.before, action.after, action.limit)
             newest = action.after is None

@@ -26,15 +26,15 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from collections import deque
 from collections.abc import Callable
 
+from chatd.admission import Admission
 from chatd.codecs import Codec, TextCodec
 from chatd.config import Config
 from chatd.connection import Connection, State
 from chatd.dispatch import Dispatcher
 from chatd.fanout import Fanout
-from chatd.framing import LineFramer, LineTooLong
+from chatd.framing import LineFramer
 from chatd.hub import Hub
 from chatd.listeners import (
     Listener,
@@ -45,12 +45,12 @@ from chatd.listeners import (
     refuse,
 )
 from chatd.loop import READ, Loop
-from chatd.model import Action, Deliver, Error, ErrorCode, Event, Probe, Shutdown, Skipped, Store
+from chatd.model import Action, Error, ErrorCode, Event, Probe, Shutdown, Skipped
 from chatd.outpolicy import OutputPolicy, Verdict
 from chatd.ratelimit import TokenBucket
 from chatd.storekeeper import HistoryStore, StoreKeeper
 from chatd.streams import StreamError, StreamFactory, StreamSniffer
-from chatd.throttle import Throttle, address_key
+from chatd.throttle import address_key
 
 __all__ = ["Server", "HistoryStore", "Listener", "SNIFF_SECONDS"]
 
@@ -85,7 +85,6 @@ class Server:
         self.hub = Hub(config, next_mid=next_mid)
         self._history = history
         self._keeper = StoreKeeper(history, clock()) if history is not None else None
-        self.storage_failure: str | None = None  # set when a storage failure stopped us
         self._clock = clock
         self._wall = wall_clock
         self.loop = Loop(clock)
@@ -98,8 +97,6 @@ class Server:
         self._departures: list[tuple[int, str]] = []  # to tell the hub, end of turn
         fallback = TextCodec()  # for lines sent before a mode is picked
         self._fallback_codec = fallback
-        self._per_host: dict[str, int] = {}  # open connections per address key
-        self._guesses = Throttle(config.password_guess_rate, config.password_guess_burst, clock)
         self._password_required = config.password is not None
         self._stopping = False
         self._stop_reason = "server shutting down"
@@ -116,19 +113,23 @@ class Server:
             "bugs": 0,
             "dropped_deliveries": 0,  # not encodable for one recipient (a bug; logged)
         }
+        self._admission = Admission(config, clock, self.stats)
         self._fanout = Fanout(self._open.get, fallback, self.stats, self._commit)
         self._dispatch = Dispatcher(
             config,
             self.hub,
             self._fanout,
             self._keeper,
-            self._commit,
             self._open,
             self._close_now,
             self.stats,
             self._note_login,
+            self.request_stop,
         )
         self._housekeeping_turns = 0
+        # Without a rate limit every line read runs at once; with one, input may have to
+        # wait, and what waits is bounded by max_input_backlog_bytes.
+        self._recv_size = min(config.recv_chunk_bytes, config.max_input_backlog_bytes)
         if self._keeper is not None or self._password_required:
             self.loop.call_at(self.loop.now + _HOUSEKEEPING_SECONDS, self._housekeeping)
 
@@ -244,12 +245,10 @@ class Server:
         """A listener accepted ``sock``: refuse it when full, else make it a connection."""
         config = self.config
         peer = format_peer(addr)
-        if self.connections >= config.max_clients:
-            self._reject_full(sock, peer, listener)
-            return
         host = address_key(addr[0]) if isinstance(addr, tuple) else peer
-        if self._host_full(host):
-            self._reject_host(sock, peer, host, listener)
+        error = self._admission.refusal(self.connections, host, peer)
+        if error is not None:  # full, or that address is: told why in its protocol
+            refuse(sock, listener.refusal(error, self._fallback_codec))
             return
         configure_socket(sock, peer, config)
         now = self.loop.now
@@ -263,11 +262,11 @@ class Server:
         conn = Connection(cid, sock, peer, framer, codec, bucket, self._dirty, self)
         conn.last_heard = now
         conn.host = host
-        self._per_host[host] = self._per_host.get(host, 0) + 1
+        self._admission.opened(host)
         self._open[cid] = conn
         self.stats["accepted"] += 1
         self.hub.connect(cid, self._wall())
-        level = self._conn_log_level(conn)
+        level = self._admission.log_level(host)
         logger.log(level, "#%d connected from %s (%s)", cid, peer, listener.name)
         call_at = self.loop.call_at
         call_at(now + config.register_timeout_seconds, self._on_register_timeout, conn)
@@ -284,55 +283,11 @@ class Server:
                 conn.queue(listener.banner)
         self.loop.update(conn)
 
-    def _reject_full(self, sock: socket.socket, peer: str, listener: Listener) -> None:
-        """Tell a newcomer the server is full, in its listener's protocol, and close."""
-        self.stats["rejected_full"] += 1
-        if self.stats["rejected_full"] in (1, 10, 100) or self.stats["rejected_full"] % 1000 == 0:
-            logger.warning(
-                "server full (%d clients): refused %s (%d refused so far)",
-                self.config.max_clients,
-                peer,
-                self.stats["rejected_full"],
-            )
-        why = f"the server is full ({self.config.max_clients} clients); try again later"
-        refuse(sock, listener.refusal(Error(ErrorCode.SERVER_FULL, why), self._fallback_codec))
-
-    def _host_full(self, host: str) -> bool:
-        limit = self.config.max_clients_per_ip
-        return bool(limit) and self._per_host.get(host, 0) >= limit
-
-    def _reject_host(self, sock: socket.socket, peer: str, host: str, listener: Listener) -> None:
-        """One address already holds ``max_clients_per_ip``: refuse like server_full."""
-        self.stats["rejected_per_ip"] += 1
-        refused = self.stats["rejected_per_ip"]
-        limit = self.config.max_clients_per_ip
-        if refused in (1, 10, 100) or refused % 1000 == 0:
-            logger.warning(
-                "%s already has %d connections: refused %s (%d refused so far)",
-                host,
-                limit,
-                peer,
-                refused,
-            )
-        why = f"too many connections from your address ({limit} allowed); close one first"
-        refuse(sock, listener.refusal(Error(ErrorCode.SERVER_FULL, why), self._fallback_codec))
-
-    def _forget_host(self, host: str) -> None:
-        count = self._per_host.get(host, 0) - 1
-        if count > 0:
-            self._per_host[host] = count
-        else:
-            self._per_host.pop(host, None)
-
-    def _conn_log_level(self, conn: Connection) -> int:
-        """A guesser's connections are summed up per address (``_log_guess_episodes``)."""
-        return logging.DEBUG if self._guesses.throttled(conn.host) else logging.INFO
-
     def _login_wait(self, conn: Connection, now: float) -> bool:
         """Hold an unregistered client's lines while its address is out of guesses."""
         if not self._password_required or self.hub.is_registered(conn.cid):
             return False
-        wait = self._guesses.delay(conn.host)
+        wait = self._admission.guess_delay(conn.host)
         if not wait:
             return False
         conn.paused_until = now + wait
@@ -340,29 +295,11 @@ class Server:
         self.loop.call_at(conn.paused_until, self._resume, conn)
         return True
 
-    def _note_login(self, conn: Connection, actions: list[Action]) -> None:
-        """Count a wrong password against the address it came from."""
-        for action in actions:
-            if (
-                isinstance(action, Deliver)
-                and isinstance(action.event, Error)
-                and action.event.code == ErrorCode.BAD_PASSWORD
-            ):
-                self.stats["password_failures"] += 1
-                if self._guesses.failed(conn.host):
-                    logger.warning(
-                        "%s: %d wrong passwords; slowing its guesses to %g/s",
-                        conn.host,
-                        self.config.password_guess_burst,
-                        self.config.password_guess_rate,
-                    )
-                return
-
     # ------------------------------------------------------------------ reading
 
     def on_readable(self, conn: Connection) -> None:
         try:
-            data = conn.read(self._recv_size(conn))
+            data = conn.read(self._recv_size if conn.bucket else self.config.recv_chunk_bytes)
         except StreamError as exc:
             logger.info("#%d %s broke its stream: %s", conn.cid, conn.peer, exc.reason)
             self._close(conn, f"stream error: {exc.reason}", flush=True, broken=True)
@@ -375,20 +312,9 @@ class Server:
         now = self.loop.now
         conn.last_heard = now
         conn.probed = False
-        if data and conn.bucket is not None:  # rate-limited: framed lazily, a line per token
-            if conn.unframed_pos < len(conn.unframed):
-                data = conn.unframed[conn.unframed_pos :] + data
-            conn.unframed, conn.unframed_pos = data, 0
+        if data and conn.take_input(data):
             self._run_backlog(conn, now)
-        elif data:
-            frames = conn.framer.feed(data)
-            if frames:
-                if conn.backlog is None:
-                    conn.backlog = deque(frames)
-                else:
-                    conn.backlog.extend(frames)
-                self._run_backlog(conn, now)
-        if conn.at_eof and not self._has_input(conn):
+        if conn.at_eof and not conn.has_input:
             # End of stream (the peer closed, or half-closed): what it sent before is
             # executed, replies are flushed, then we close.
             self._close(conn, "connection closed by peer", flush=True)
@@ -407,7 +333,7 @@ class Server:
         try:
             while conn.state is State.OPEN:
                 if not backlog:
-                    backlog = self._frame_next(conn)
+                    backlog = conn.frame_next()
                     if backlog is None:
                         break
                 if self._login_wait(conn, now):
@@ -432,31 +358,6 @@ class Server:
             logger.exception("bug while serving #%d %s; closing it", conn.cid, conn.peer)
             conn.backlog, conn.unframed = None, b""
             self._close(conn, "internal error", flush=False)
-
-    def _recv_size(self, conn: Connection) -> int:
-        """Without a rate limit every line read runs at once; with one, input may have
-        to wait, and what waits is bounded by ``max_input_backlog_bytes``."""
-        if conn.bucket is None:
-            return self.config.recv_chunk_bytes
-        return min(self.config.recv_chunk_bytes, self.config.max_input_backlog_bytes)
-
-    def _frame_next(self, conn: Connection) -> deque[bytes | LineTooLong] | None:
-        """Frame the next line of ``conn.unframed`` (None when nothing is left)."""
-        data, pos = conn.unframed, conn.unframed_pos
-        while pos < len(data):
-            end = data.find(b"\n", pos) + 1 or len(data)
-            frames = conn.framer.feed(data[pos:end])
-            pos = end
-            if frames:
-                conn.unframed_pos = pos
-                conn.backlog = deque(frames)
-                return conn.backlog
-        conn.unframed, conn.unframed_pos = b"", 0
-        return None
-
-    @staticmethod
-    def _has_input(conn: Connection) -> bool:
-        return bool(conn.backlog) or conn.unframed_pos < len(conn.unframed)
 
     # ------------------------------------------------------------------ writing
 
@@ -486,7 +387,7 @@ class Server:
         """Apply the output policy to what a flush left queued."""
         paused = conn.flow.paused
         verdict = self.policy.judge(conn.flow, conn.queued, now)
-        if paused and not conn.flow.paused and self._has_input(conn):
+        if paused and not conn.flow.paused and conn.has_input:
             self.loop.call_at(now, self._resume, conn)  # its waiting frames
         if verdict is Verdict.OVER_HARD:
             self._slow_consumer(
@@ -523,47 +424,18 @@ class Server:
         # Its buffer is full of older lines; it would never reach a goodbye. Cut it.
         self._close(conn, f"slow consumer: {why}", flush=False)
 
+    def _note_login(self, conn: Connection, actions: list[Action]) -> None:
+        self._admission.note_login(conn.host, actions)
+
     # ------------------------------------------------------------------ storage
 
     def _commit(self) -> None:
-        """Commit the queued room messages; any that cannot be stored are refused."""
-        if self._keeper is not None:
-            unstored = self._keeper.commit()
-            if unstored:
-                self._storage_failed(unstored)
+        self._dispatch.commit()  # store before deliver (refusing what cannot be stored)
 
-    def _storage_failed(self, unstored: list[Store]) -> None:
-        """Take unstored messages out of this turn's deliveries, refuse them to their
-        senders, and go read-only (or stop, with ``--on-storage-failure stop``)."""
-        assert self._keeper is not None and self._keeper.failed is not None
-        failure = self._keeper.failed
-        self._fanout.discard({store.message.mid for store in unstored})
-        self._storage_state("failed")
-        for store in unstored:
-            conn = self._open.get(store.cid) if store.cid is not None else None
-            if conn is not None:
-                text = store.message.text[:60].replace("\n", " ")
-                why = (
-                    f"not sent: your message to {store.message.room} could not be stored "
-                    f"({failure.reason}): {text}"
-                )
-                self._deliver_one(conn, Error(ErrorCode.STORAGE_UNAVAILABLE, why), store.rid)
-
-    def _storage_state(self, change: str) -> None:
-        """Tell the hub (and so everyone, once) that storage failed or recovered."""
-        keeper = self._keeper
-        assert keeper is not None
-        if change == "failed" and keeper.failed is not None:
-            if self.config.on_storage_failure == "stop":
-                if self.storage_failure is None:
-                    self.storage_failure = str(keeper.failed)
-                    logger.critical("%s; stopping (nothing unstored was sent)", keeper.failed)
-                    self.request_stop(f"history storage failed: {keeper.failed.reason}")
-                self.hub.set_storage_down(keeper.failed.reason)
-                return
-            self._dispatch.apply(self.hub.set_storage_down(keeper.failed.reason))
-        elif change == "recovered":
-            self._dispatch.apply(self.hub.set_storage_down(None))
+    @property
+    def storage_failure(self) -> str | None:
+        """Set when a storage failure stopped the server (``--on-storage-failure stop``)."""
+        return self._dispatch.storage_failure
 
     # ------------------------------------------------------------------ timers
 
@@ -573,18 +445,10 @@ class Server:
         if self._keeper is not None:
             change = self._keeper.upkeep(now, self._wall())
             if change is not None:
-                self._storage_state(change)
+                self._dispatch.storage_state(change)
         self._housekeeping_turns += 1
         if self._housekeeping_turns % 4 == 0:
-            for episode in self._guesses.sweep():
-                if episode.throttled:
-                    logger.warning(
-                        "%s: %d wrong passwords in %.0fs (slowed to %g/s); no longer slowed",
-                        episode.key,
-                        episode.failures,
-                        episode.seconds,
-                        self.config.password_guess_rate,
-                    )
+            self._admission.sweep()
         self.loop.call_at(now + _HOUSEKEEPING_SECONDS, self._housekeeping)
 
     def _register_timeout(self, conn: Connection) -> None:
@@ -667,9 +531,9 @@ class Server:
         self._closing.pop(conn.cid, None)
         self.loop.remove(conn)
         conn.finish()
-        self._forget_host(conn.host)
+        self._admission.closed(conn.host)
         logger.log(
-            self._conn_log_level(conn),
+            self._admission.log_level(conn.host),
             "#%d %s closed: %s (in %dB/%d lines, out %dB%s)",
             conn.cid,
             conn.peer,
