@@ -70,6 +70,7 @@ async def handle_client(
 ) -> None:
     nick: str | None = None
     joined: set[str] = set()
+    room: dict[str, asyncio.StreamWriter] | None
     writer.write(b"*** chatd benchmark baseline (asyncio streams)\n")
     try:
         await writer.drain()

@@ -549,7 +549,7 @@ def worker_main(spec: Spec, wid: int, pipe: Any) -> None:
         return
 
 
-def percentiles(samples: array, points: tuple[float, ...] = (50, 99)) -> dict[str, float]:
+def percentiles(samples: array[int], points: tuple[float, ...] = (50, 99)) -> dict[str, float]:
     if not samples:
         return {}
     s = sorted(samples)

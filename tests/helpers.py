@@ -224,7 +224,7 @@ class RawClient:
     def expect(self, predicate: Callable[[str], bool], timeout: float | None = None) -> str:
         """Read lines until one satisfies ``predicate``; return it."""
         deadline = time.monotonic() + (timeout or self.timeout)
-        seen = []
+        seen: list[str] = []
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -237,7 +237,7 @@ class RawClient:
                 return line
 
     def read_until_closed(self, timeout: float | None = None) -> list[str]:
-        got = []
+        got: list[str] = []
         while True:
             line = self.read_line(timeout)
             if line is None:

@@ -103,7 +103,7 @@ def test_irc_json_and_text_users_see_each_other(server: ChatdProcess) -> None:
 
     # messages, each in its own protocol
     ann.send_line("PRIVMSG #lobby :hello from irc")
-    jay.expect_frame(type="msg", **{"from": "ann", "text": "hello from irc"})
+    jay.expect_frame(type="msg", timeout=None, **{"from": "ann", "text": "hello from irc"})
     tex.expect(lambda line: "#lobby <ann> hello from irc" in line)
     jay.say("#lobby", "hello from json")
     ann.expect(lambda line: line == ":jay!jay@chatd PRIVMSG #lobby :hello from json")
@@ -153,7 +153,7 @@ def test_long_json_text_is_split_for_irc_within_512_bytes(server: ChatdProcess) 
     jay = server.json_client("jay", "#a")
     text = " ".join(f"w{i:04d}" for i in range(300)) + "\nand a second line"
     jay.say("#a", text)
-    got = []
+    got: list[str] = []
     while not got or not got[-1].endswith("and a second line"):
         got.append(ann.expect(lambda line: "PRIVMSG" in line))
     assert len(got) >= 4
@@ -265,7 +265,7 @@ def test_the_irc_package_client_talks_to_chatd(server: ChatdProcess) -> None:
         jay.say("#lib", "hello library")
         wait_until(lambda: ("pubmsg", "#lib", "hello library") in seen, what="pubmsg")
         reactor.scheduler.execute_after(0, lambda: connection.privmsg("#lib", "hi jay"))
-        jay.expect_frame(type="msg", **{"from": "libbot", "text": "hi jay"})
+        jay.expect_frame(type="msg", timeout=None, **{"from": "libbot", "text": "hi jay"})
         reactor.scheduler.execute_after(0, lambda: connection.action("#lib", "beeps"))
         jay.expect_frame(type="msg", action=True, text="beeps")
         jay.send_json(op="msg", to="libbot", text="psst")
@@ -318,7 +318,9 @@ def test_weechat_chats_with_a_json_user(server: ChatdProcess, tmp_path: Path) ->
         )
         with fifo.open("w") as pipe:
             pipe.write("irc.chatd.#wee *hello json, from weechat\n")
-        jay.expect_frame(type="msg", **{"from": "weebob", "text": "hello json, from weechat"})
+        jay.expect_frame(
+            type="msg", timeout=None, **{"from": "weebob", "text": "hello json, from weechat"}
+        )
         with fifo.open("w") as pipe:
             pipe.write("irc.chatd.#wee */me waves\n")
         jay.expect_frame(type="msg", action=True, text="waves")
@@ -385,7 +387,9 @@ def test_irssi_in_tmux_chats_with_a_json_user(server: ChatdProcess, tmp_path: Pa
             what="jay's message on irssi's screen",
         )
         tmux.type("hello json, from irssi")
-        jay.expect_frame(type="msg", **{"from": "irbob", "text": "hello json, from irssi"})
+        jay.expect_frame(
+            type="msg", timeout=None, **{"from": "irbob", "text": "hello json, from irssi"}
+        )
         tmux.type("/nick irbob2")
         jay.expect_frame(type="nick", old="irbob", new="irbob2")
         tmux.type("/who #irs")  # irssi shows a 352 as: channel nick flags hops user@host [real]
@@ -414,7 +418,7 @@ def test_irssi_in_tmux_chats_with_a_json_user(server: ChatdProcess, tmp_path: Pa
                 frame = jay.read_frame()
                 assert frame is not None
                 if frame["type"] in ("whois", "error"):
-                    return frame["type"] == "error" and frame["code"] == "no_such_nick"
+                    return bool(frame["type"] == "error" and frame["code"] == "no_such_nick")
 
         wait_until(irbob_gone, timeout=10, interval=0.1, what="irssi's QUIT")
         jay.close()
@@ -514,7 +518,7 @@ def test_a_line_with_many_targets_costs_a_rate_limit_token_per_target() -> None:
         ann.send_line("JOIN " + ",".join(rooms))
         ann.send_line("PING :after-the-joins")
         for room in rooms:  # all 24 joins are served: the line is charged, not cut
-            ann.expect(lambda line, room=room: f" 366 ann {room} " in line)
+            ann.expect(f" 366 ann {room} ".__contains__)
         bob.send_line("JOIN #r0")  # a neighbour with tokens left is served at once
         bob.send_line("PING :bob")
         bob.expect(lambda line: line == ":irc.test PONG irc.test :bob")
