@@ -526,6 +526,42 @@ def fmt_ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}x"
 
 
+def row(label: str, who: str, r: dict[str, Any]) -> str:
+    """One run as a line of the table."""
+    if "failure" in r:
+        return f"{label:<38} {who:<8} FAILED: {r['failure']}"
+    lat = r.get("latency_ms") or {}
+    mib = 2**20
+    return (
+        f"{label:<38} {who:<8} {r['deliveries_per_s']:>10,.0f} "
+        f"{per_cpu(r):>10,.0f} {r['msgs_per_s']:>8,.0f} "
+        f"{lat.get('p50', 0):>8.2f} {lat.get('p99', 0):>8.2f} "
+        f"{lat.get('max', 0):>8.2f} {r['lost']:>5} {r['reorders']:>5} "
+        f"{r['rss_start'] / mib:>8.1f}M {r['rss_connected'] / mib:>8.1f}M "
+        f"{r['rss_after'] / mib:>8.1f}M {r['bytes_per_conn']:>8,.0f} "
+        f"{r['server_cpu']:>7.0%} {r.get('other_cpu', 0):>6.0%}"
+    )
+
+
+def ratio(label: str, a: dict[str, Any], b: dict[str, Any], names: str) -> str:
+    """Two runs compared column by column (a / b), as a line of the table."""
+    if "failure" in a or "failure" in b:
+        return f"{label:<38} {names:<8} -"
+    la, lb = a.get("latency_ms") or {}, b.get("latency_ms") or {}
+    deliveries = fmt_ratio(a["deliveries_per_s"], b["deliveries_per_s"])
+    efficiency = fmt_ratio(per_cpu(a), per_cpu(b))
+    return (
+        f"{label:<38} {names:<8} {deliveries:>10} {efficiency:>10} "
+        f"{fmt_ratio(a['msgs_per_s'], b['msgs_per_s']):>8} "
+        f"{fmt_ratio(la.get('p50'), lb.get('p50')):>8} "
+        f"{fmt_ratio(la.get('p99'), lb.get('p99')):>8} "
+        f"{fmt_ratio(la.get('max'), lb.get('max')):>8} {'':>5} {'':>5} {'':>9} "
+        f"{fmt_ratio(a['rss_connected'], b['rss_connected']):>9} "
+        f"{fmt_ratio(a['rss_after'], b['rss_after']):>9} "
+        f"{fmt_ratio(a['bytes_per_conn'], b['bytes_per_conn']):>8}"
+    )
+
+
 def table(report: dict[str, Any]) -> str:
     lines = [
         f"machine: {report['machine']}; python {report['python']}; server on CPU "
@@ -540,38 +576,6 @@ def table(report: dict[str, Any]) -> str:
         f"{'RSS conn':>9} {'RSS after':>9} {'B/conn':>8} {'srv cpu':>7} {'others':>6}"
     )
     lines += [head, "-" * len(head)]
-
-    def row(label: str, who: str, r: dict[str, Any]) -> str:
-        if "failure" in r:
-            return f"{label:<38} {who:<8} FAILED: {r['failure']}"
-        lat = r.get("latency_ms") or {}
-        mib = 2**20
-        return (
-            f"{label:<38} {who:<8} {r['deliveries_per_s']:>10,.0f} "
-            f"{per_cpu(r):>10,.0f} {r['msgs_per_s']:>8,.0f} "
-            f"{lat.get('p50', 0):>8.2f} {lat.get('p99', 0):>8.2f} "
-            f"{lat.get('max', 0):>8.2f} {r['lost']:>5} {r['reorders']:>5} "
-            f"{r['rss_start'] / mib:>8.1f}M {r['rss_connected'] / mib:>8.1f}M "
-            f"{r['rss_after'] / mib:>8.1f}M {r['bytes_per_conn']:>8,.0f} "
-            f"{r['server_cpu']:>7.0%} {r.get('other_cpu', 0):>6.0%}"
-        )
-
-    def ratio(label: str, a: dict[str, Any], b: dict[str, Any], names: str) -> str:
-        if "failure" in a or "failure" in b:
-            return f"{label:<38} {names:<8} -"
-        la, lb = a.get("latency_ms") or {}, b.get("latency_ms") or {}
-        deliveries = fmt_ratio(a["deliveries_per_s"], b["deliveries_per_s"])
-        efficiency = fmt_ratio(per_cpu(a), per_cpu(b))
-        return (
-            f"{label:<38} {names:<8} {deliveries:>10} {efficiency:>10} "
-            f"{fmt_ratio(a['msgs_per_s'], b['msgs_per_s']):>8} "
-            f"{fmt_ratio(la.get('p50'), lb.get('p50')):>8} "
-            f"{fmt_ratio(la.get('p99'), lb.get('p99')):>8} "
-            f"{fmt_ratio(la.get('max'), lb.get('max')):>8} {'':>5} {'':>5} {'':>9} "
-            f"{fmt_ratio(a['rss_connected'], b['rss_connected']):>9} "
-            f"{fmt_ratio(a['rss_after'], b['rss_after']):>9} "
-            f"{fmt_ratio(a['bytes_per_conn'], b['bytes_per_conn']):>8}"
-        )
 
     for sc in report["scenarios"]:
         runs = sc["runs"]
