@@ -576,6 +576,49 @@ def ratio(label: str, a: dict[str, Any], b: dict[str, Any], names: str) -> str:
     )
 
 
+def floor_lines(sc: dict[str, Any]) -> list[str]:
+    """A scenario run with the bare selectors loop too: server CPU per delivery and p99
+    of each server, then chatd's ratios to that floor and to the asyncio baseline."""
+    lines = ["", f"{sc['label']}: server CPU per delivery and p99 latency"]
+    for who, r in sc["runs"].items():
+        if "failure" in r:
+            continue
+        us = cpu_us_per_delivery(r)
+        p99 = (r.get("latency_ms") or {}).get("p99", 0.0)
+        lines.append(f"  {who:<10} {us:6.2f} us/delivery   p99 {p99:7.2f} ms")
+    chatd = sc["runs"].get("chatd")
+    for base in ("selectors", "asyncio"):
+        other = sc["runs"].get(base)
+        if not chatd or not other or "failure" in chatd or "failure" in other:
+            continue
+        p99s = [(x.get("latency_ms") or {}).get("p99") for x in (chatd, other)]
+        lines.append(
+            f"  chatd/{base:<9} cpu/delivery "
+            f"{fmt_ratio(cpu_us_per_delivery(chatd), cpu_us_per_delivery(other))}, "
+            f"p99 {fmt_ratio(p99s[0], p99s[1])}"
+        )
+    return lines
+
+
+def problem_lines(report: dict[str, Any]) -> list[str]:
+    """A line for each run that failed, lost, duplicated, skipped or reordered anything."""
+    problems = [
+        (sc["name"], who, r)
+        for sc in report["scenarios"]
+        for who, r in sc["runs"].items()
+        if "failure" not in r
+        and (r["failed"] or r["lost"] or r["duplicated"] or r["skipped"] or r["reorders"])
+    ]
+    if not problems:
+        return []
+    return [""] + [
+        f"! {name}/{who}: failed {r['failed']}, lost {r['lost']}, dup "
+        f"{r['duplicated']}, skipped {r['skipped']}, reordered "
+        f"{r['reorders']}; first errors: {r['errors'][:3]}"
+        for name, who, r in problems
+    ]
+
+
 def table(report: dict[str, Any]) -> str:
     lines = [
         f"machine: {report['machine']}; python {report['python']}; server on CPU "
@@ -604,42 +647,9 @@ def table(report: dict[str, Any]) -> str:
         if "selectors" in runs and "chatd" in runs:
             lines.append(ratio("", runs["chatd"], runs["selectors"], "/floor"))
     for sc in report["scenarios"]:
-        if sc["name"] not in WITH_FLOOR:
-            continue
-        lines.append("")
-        lines.append(f"{sc['label']}: server CPU per delivery and p99 latency")
-        for who, r in sc["runs"].items():
-            if "failure" in r:
-                continue
-            us = cpu_us_per_delivery(r)
-            p99 = (r.get("latency_ms") or {}).get("p99", 0.0)
-            lines.append(f"  {who:<10} {us:6.2f} us/delivery   p99 {p99:7.2f} ms")
-        chatd = sc["runs"].get("chatd")
-        for base in ("selectors", "asyncio"):
-            other = sc["runs"].get(base)
-            if not chatd or not other or "failure" in chatd or "failure" in other:
-                continue
-            p99s = [(x.get("latency_ms") or {}).get("p99") for x in (chatd, other)]
-            lines.append(
-                f"  chatd/{base:<9} cpu/delivery "
-                f"{fmt_ratio(cpu_us_per_delivery(chatd), cpu_us_per_delivery(other))}, "
-                f"p99 {fmt_ratio(p99s[0], p99s[1])}"
-            )
-    problems = [
-        (sc["name"], who, r)
-        for sc in report["scenarios"]
-        for who, r in sc["runs"].items()
-        if "failure" not in r
-        and (r["failed"] or r["lost"] or r["duplicated"] or r["skipped"] or r["reorders"])
-    ]
-    if problems:
-        lines.append("")
-        for name, who, r in problems:
-            lines.append(
-                f"! {name}/{who}: failed {r['failed']}, lost {r['lost']}, dup "
-                f"{r['duplicated']}, skipped {r['skipped']}, reordered "
-                f"{r['reorders']}; first errors: {r['errors'][:3]}"
-            )
+        if sc["name"] in WITH_FLOOR:
+            lines += floor_lines(sc)
+    lines += problem_lines(report)
     for sc in report["scenarios"]:
         for who, r in sc["runs"].items():
             prof = r.get("profile")
