@@ -262,8 +262,10 @@ class JsonClient(RawClient):
             if line.startswith("{"):
                 return json.loads(line)  # type: ignore[no-any-return]
 
-    def expect_frame(self, timeout: float | None = None, **match: Any) -> dict[str, Any]:
-        """Read frames until one has every key/value in ``match``."""
+    def expect_frame(self, **match: Any) -> dict[str, Any]:
+        """Read frames until one has every key/value in ``match`` (``timeout=S`` is the
+        deadline, not a key). A key that is a Python keyword: ``**{"from": "bob"}``."""
+        timeout: float | None = match.pop("timeout", None)
 
         def matches(line: str) -> bool:
             if not line.startswith("{"):

@@ -103,7 +103,7 @@ def test_irc_json_and_text_users_see_each_other(server: ChatdProcess) -> None:
 
     # messages, each in its own protocol
     ann.send_line("PRIVMSG #lobby :hello from irc")
-    jay.expect_frame(type="msg", timeout=None, **{"from": "ann", "text": "hello from irc"})
+    jay.expect_frame(type="msg", **{"from": "ann", "text": "hello from irc"})
     tex.expect(lambda line: "#lobby <ann> hello from irc" in line)
     jay.say("#lobby", "hello from json")
     ann.expect(lambda line: line == ":jay!jay@chatd PRIVMSG #lobby :hello from json")
@@ -266,7 +266,7 @@ def test_the_irc_package_client_talks_to_chatd(server: ChatdProcess) -> None:
         jay.say("#lib", "hello library")
         wait_until(lambda: ("pubmsg", "#lib", "hello library") in seen, what="pubmsg")
         reactor.scheduler.execute_after(0, lambda: connection.privmsg("#lib", "hi jay"))
-        jay.expect_frame(type="msg", timeout=None, **{"from": "libbot", "text": "hi jay"})
+        jay.expect_frame(type="msg", **{"from": "libbot", "text": "hi jay"})
         reactor.scheduler.execute_after(0, lambda: connection.action("#lib", "beeps"))
         jay.expect_frame(type="msg", action=True, text="beeps")
         jay.send_json(op="msg", to="libbot", text="psst")
@@ -319,9 +319,7 @@ def test_weechat_chats_with_a_json_user(server: ChatdProcess, tmp_path: Path) ->
         )
         with fifo.open("w") as pipe:
             pipe.write("irc.chatd.#wee *hello json, from weechat\n")
-        jay.expect_frame(
-            type="msg", timeout=None, **{"from": "weebob", "text": "hello json, from weechat"}
-        )
+        jay.expect_frame(type="msg", **{"from": "weebob", "text": "hello json, from weechat"})
         with fifo.open("w") as pipe:
             pipe.write("irc.chatd.#wee */me waves\n")
         jay.expect_frame(type="msg", action=True, text="waves")
@@ -388,9 +386,7 @@ def test_irssi_in_tmux_chats_with_a_json_user(server: ChatdProcess, tmp_path: Pa
             what="jay's message on irssi's screen",
         )
         tmux.type("hello json, from irssi")
-        jay.expect_frame(
-            type="msg", timeout=None, **{"from": "irbob", "text": "hello json, from irssi"}
-        )
+        jay.expect_frame(type="msg", **{"from": "irbob", "text": "hello json, from irssi"})
         tmux.type("/nick irbob2")
         jay.expect_frame(type="nick", old="irbob", new="irbob2")
         tmux.type("/who #irs")  # irssi shows a 352 as: channel nick flags hops user@host [real]

@@ -33,7 +33,7 @@ def test_banner_then_text_and_json_users_share_a_room(chatd_server: ChatdProcess
     assert echo["from"] == "bob" and isinstance(echo["mid"], int) and echo["ts"] > 0
     assert alice.expect(lambda line: "<bob> hi alice" in line).startswith("[")
     alice.send_line("hello bob")
-    heard = bob.expect_frame(type="msg", timeout=None, **{"from": "alice"})
+    heard = bob.expect_frame(type="msg", **{"from": "alice"})
     assert heard["text"] == "hello bob" and heard["mid"] > echo["mid"]
 
 
