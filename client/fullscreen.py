@@ -293,14 +293,12 @@ class FullScreen:
             self.views.filter = self.input.text
             self.views.current.scroll = 0
 
-    def _bindings(self) -> KeyBindings:
-        kb = KeyBindings()
-        views, state = self.views, self.state
-        searching = Condition(lambda: self.views.filter is not None)
+    def _search_bindings(self, kb: KeyBindings, searching: Condition) -> None:
+        """Ctrl-R starts (or ends) a search; Enter, Escape or Ctrl-C end it."""
 
         @kb.add("c-r")
         def _(event: KeyPressEvent) -> None:
-            if views.filter is None:
+            if self.views.filter is None:
                 self._start_search()
             else:
                 self._end_search()
@@ -311,6 +309,11 @@ class FullScreen:
         def _(event: KeyPressEvent) -> None:
             self._end_search()
 
+    def _bindings(self) -> KeyBindings:
+        kb = KeyBindings()
+        views, state = self.views, self.state
+        searching = Condition(lambda: self.views.filter is not None)
+        self._search_bindings(kb, searching)
         ui.add_paste_enter(kb, lambda text: self.show([Line(Kind.INFO, text)]), ~searching)
 
         @kb.add("c-d")
