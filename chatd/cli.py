@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from chatd import __version__
+from chatd.accounts_store import AccountStore, AccountStoreError
 from chatd.codecs.irc import listen_irc
 from chatd.config import DEFAULT_PORT, Config, ConfigError, field_types
 from chatd.history import HistoryError, open_store
@@ -138,6 +139,11 @@ def _how_to_join(host: str, port: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["account"]:  # chatd account add|list|delete|passwd (chatd/account_cli.py)
+        from chatd.account_cli import account_main
+
+        return account_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -159,7 +165,12 @@ def main(argv: list[str] | None = None) -> int:
     next_mid = history.last_mid() + 1
     print(f"chatd: room history in {history.path} (next message id {next_mid})", flush=True)
 
-    server = Server(config, history=history, next_mid=next_mid)
+    try:
+        accounts = AccountStore(history.path) if config.accounts != "off" else None
+    except AccountStoreError as exc:
+        print(f"chatd: {exc}", file=sys.stderr)
+        return 2
+    server = Server(config, history=history, next_mid=next_mid, accounts=accounts)
     try:
         host, port = server.listen(config.host, config.port)
         if config.irc_port is not None:
@@ -194,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         status = 3
     finally:
         history.close()
+        if accounts is not None:
+            accounts.close()
     logger.info("stopped; %s", _summary(server.stats))
     return status
 

@@ -134,6 +134,22 @@ class Config:
         None, "(set with --password-file or CHATD_PASSWORD only)", cli=False
     )
 
+    # --- accounts and nick hold (docs/accounts.md) ------------------------------------
+    accounts: str = _opt(
+        "optional",
+        "off: no accounts; optional: anyone may chat, registered nicks are kept for "
+        "their owners; required: only logged-in users get in",
+    )
+    registration: str = _opt(
+        "open",
+        "open: users register their own nick; closed: only 'chatd account add' creates accounts",
+    )
+    nick_hold_seconds: float = _opt(
+        60.0,
+        "a connection that drops without quit keeps its nick and rooms this long, for a "
+        "hello with its resume token (or its account) to take back (0: no hold)",
+    )
+
     # --- history ---------------------------------------------------------------------------
     db: str = _opt(
         "",
@@ -182,6 +198,7 @@ class Config:
             "idle_drop_seconds",
             "out_low_water_bytes",
             "send_buffer_bytes",
+            "nick_hold_seconds",
         ]
         for name in non_negative:
             if getattr(self, name) < 0:
@@ -194,6 +211,10 @@ class Config:
             raise ConfigError("out_low_water_bytes must not exceed out_high_water_bytes")
         if not self.out_soft_limit_bytes <= self.out_hard_limit_bytes:
             raise ConfigError("out_soft_limit_bytes must not exceed out_hard_limit_bytes")
+        if self.accounts not in ("off", "optional", "required"):
+            raise ConfigError(f"accounts must be off, optional or required, not {self.accounts!r}")
+        if self.registration not in ("open", "closed"):
+            raise ConfigError(f"registration must be open or closed, not {self.registration!r}")
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
             raise ConfigError(
                 f"log_level must be debug, info, warning or error, not {self.log_level!r}"

@@ -12,9 +12,10 @@ durability argument (docs/history.md has it in full):
   Only a power cut or kernel crash could lose the last turns' messages (FULL would fsync
   every commit to cover that; it is not the promise we make, and it costs a disk flush
   per turn on the one thread that serves everybody).
-- ``locking_mode=EXCLUSIVE``: the file is locked from the first transaction until the
-  process exits, so a second chatd on the same file fails at startup instead of handing
-  out the same ``mid``s. (It also means WAL needs no ``-shm`` file.)
+- An advisory ``flock`` on the file, held until the store is closed: a second chatd on
+  the same file fails at startup instead of handing out the same ``mid``s. (Not SQLite's
+  ``locking_mode=EXCLUSIVE``, which would also shut out ``chatd account``: the accounts
+  table lives in the same file and is edited by that command while the server runs.)
 
 Message ids are the table's ``INTEGER PRIMARY KEY``; the server resumes the sequence from
 :meth:`SqliteHistory.last_mid` + 1, so ``mid``s keep increasing across restarts. A ``mid``
@@ -30,6 +31,7 @@ never touches a socket or a clock.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import sqlite3
@@ -120,21 +122,39 @@ class SqliteHistory:
         self.path = path
         self._pending: list[tuple[int, str, str, str, str, float, str]] = []
         self.commits = 0  # transactions written (observability; tests read it)
+        self._lock_fd: int | None = None
         self.stored = 0  # messages written
         try:
-            # timeout=0: nobody else may hold the lock; waiting would only hide that.
+            # timeout: `chatd account` may hold the write lock for a moment (one small
+            # transaction); another chatd is kept out by _lock, not by SQLite.
             # isolation_level=None: we issue BEGIN/COMMIT ourselves.
-            self._db = sqlite3.connect(path, timeout=0, isolation_level=None)
+            self._db = sqlite3.connect(path, timeout=2.0, isolation_level=None)
         except sqlite3.Error as exc:
             raise self._error(exc) from None
         try:
             self._setup()
         except sqlite3.Error as exc:
-            self._db.close()
+            self._close_quietly()
             raise self._error(exc) from None
         except HistoryError:
-            self._db.close()
+            self._close_quietly()
             raise
+
+    def _close_quietly(self) -> None:
+        self._db.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _lock(self) -> None:
+        """One chatd per file: an advisory lock, released when the store closes."""
+        try:
+            self._lock_fd = os.open(self.path, os.O_RDONLY)
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise HistoryError(
+                f"history database {self.path}: it is in use by another process (another chatd?)"
+            ) from None
 
     def _error(self, exc: sqlite3.Error) -> HistoryError:
         name = getattr(exc, "sqlite_errorname", "")
@@ -156,7 +176,6 @@ class SqliteHistory:
     def _setup(self) -> None:
         db = self._db
         if self.path != MEMORY:
-            db.execute("PRAGMA locking_mode = EXCLUSIVE")
             mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode != "wal":
                 raise HistoryError(
@@ -166,6 +185,8 @@ class SqliteHistory:
         # BEGIN IMMEDIATE takes the write lock now: a read-only file, a full disk or a
         # second chatd fail here, at startup, not at the first message.
         db.execute("BEGIN IMMEDIATE")
+        if self.path != MEMORY:
+            self._lock()  # the file exists now (BEGIN IMMEDIATE created it)
         try:
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
@@ -174,7 +195,10 @@ class SqliteHistory:
                     f"this chatd understands ({SCHEMA_VERSION}); upgrade chatd"
                 )
             if version == 0:
-                tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+                # (chatd.accounts_store may have made its table first: chatd account add)
+                tables = db.execute(
+                    "SELECT count(*) FROM sqlite_master WHERE tbl_name != 'chatd_accounts'"
+                ).fetchone()[0]
                 if tables:
                     raise HistoryError(
                         f"history database {self.path} is an SQLite file but "
@@ -296,7 +320,7 @@ class SqliteHistory:
         except sqlite3.Error as exc:
             logger.warning("history %s: checkpoint on close failed: %s", self.path, exc)
         finally:
-            self._db.close()
+            self._close_quietly()
 
     def __repr__(self) -> str:
         return (

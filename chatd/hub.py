@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chatd.config import Config
+from chatd.hub_accounts import AccountRules, _Refusal
 from chatd.model import (
     Action,
     Away,
@@ -38,12 +39,14 @@ from chatd.model import (
     Command,
     Deliver,
     Disconnected,
+    DropAccount,
     Error,
     ErrorCode,
     Event,
     FetchHistory,
     Hello,
     History,
+    Identify,
     Join,
     Joined,
     JoinEvent,
@@ -58,11 +61,13 @@ from chatd.model import (
     PrivMsg,
     Quit,
     QuitEvent,
+    Register,
     Replay,
     RoomInfo,
     Rooms,
     RoomsReply,
     Say,
+    SetPassword,
     Store,
     Topic,
     TopicEvent,
@@ -92,6 +97,12 @@ class _Client:
     password_failures: int = 0
     away: str | None = None
     last_active: float = 0.0
+    # accounts and nick hold (chatd.hub_accounts)
+    account: str | None = None
+    token: str = ""
+    held_until: float | None = None
+    held_reason: str = ""
+    kept: list[PrivateMessage] = field(default_factory=list)
 
 
 @dataclass(eq=False)
@@ -120,25 +131,23 @@ class _Room:
         return tuple(c.nick for c in self.members.values() if c.nick is not None)
 
 
-class _Refusal(Exception):
-    """Internal: a command is refused with an error reply to its sender."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code, self.message = code, message
-
-
-class Hub:
+class Hub(AccountRules):
     """All chat state of one server.
 
     Args:
         config: limits and settings (server name, password, history replay, …).
         next_mid: the first message id to hand out (history resumes the sequence).
+        new_token: a fresh unguessable resume token per call (randomness is injected:
+            the server passes ``secrets``; tests pass something predictable).
     """
 
-    def __init__(self, config: Config, next_mid: int = 1) -> None:
+    def __init__(
+        self, config: Config, next_mid: int = 1, new_token: Callable[[], str] | None = None
+    ) -> None:
         self._config = config
         self._next_mid = next_mid
+        self._new_token = new_token or _no_token
+        self._held: dict[int, _Client] = {}  # dropped connections' sessions, by old cid
         self._clients: dict[int, _Client] = {}
         self._nicks: dict[str, _Client] = {}  # folded nick -> registered client
         self._rooms: dict[str, _Room] = {}  # folded room name -> room
@@ -157,6 +166,10 @@ class Hub:
             History: self._history,
             Away: self._away,
             Whois: self._whois,
+            Register: self._register,
+            Identify: self._identify,
+            SetPassword: self._set_password,
+            DropAccount: self._drop_account,
         }
 
     # ------------------------------------------------------------------ introspection
@@ -197,11 +210,11 @@ class Hub:
         if client is None:  # already gone (a second Disconnected, say): nothing to do
             return []
         if isinstance(command, Disconnected):
-            return self._depart(client, command.reason)
+            return self._dropped(client, command.reason, now)
         handler = self._handlers.get(type(command))
         if handler is None:
             raise TypeError(f"the hub does not handle {command!r}")
-        if client.nick is None and not isinstance(command, Hello | Ping | Quit):
+        if client.nick is None and not isinstance(command, Hello | Ping | Quit | Identify):
             return self._error(
                 client, command, ErrorCode.NOT_REGISTERED, "say hello first: pick a nick"
             )
@@ -289,13 +302,21 @@ class Hub:
                 if left <= 0:
                     refusal.append(Close(client.cid, "too many wrong passwords"))
                 return refusal
+        admitted = self._admit(client, cmd)  # login, policy, resume (hub_accounts)
+        if admitted is not None:
+            return admitted
         self._check_new_nick(cmd.nick, client)
         client.nick = cmd.nick
         self._nicks[fold(cmd.nick)] = client
-        motd = tuple(line for line in self._config.motd.split("\\n") if line)
-        actions: list[Action] = [
-            self._reply(client, cmd, Welcome(cmd.nick, self._config.server_name, motd))
-        ]
+        client.token = self._new_token()
+        welcome = Welcome(
+            cmd.nick,
+            self._config.server_name,
+            self._motd(),
+            resume=client.token,
+            account=client.account,
+        )
+        actions: list[Action] = [self._reply(client, cmd, welcome)]
         for room in cmd.autojoin:
             actions += self.handle(client.cid, Join(room), now)
         return actions
@@ -305,6 +326,12 @@ class Hub:
             raise _Refusal(ErrorCode.BAD_NICK, _bad_nick_message(nick))
         holder = self._nicks.get(fold(nick))
         if holder is not None and holder is not client:
+            if holder.held_until is not None:
+                raise _Refusal(
+                    ErrorCode.NICK_TAKEN,
+                    f'nick "{nick}" is held for its owner, who lost the connection '
+                    f"(up to {self._config.nick_hold_seconds:g}s)",
+                )
             raise _Refusal(ErrorCode.NICK_TAKEN, f'nick "{nick}" is already in use')
 
     def _join(self, client: _Client, cmd: Join, now: float) -> list[Action]:
@@ -360,7 +387,13 @@ class Hub:
         text = self._check_text(cmd.text)
         assert client.nick is not None
         message = Message(
-            room.name, client.nick, text, round(now, 3), self._next_mid, action=cmd.action
+            room.name,
+            client.nick,
+            text,
+            round(now, 3),
+            self._next_mid,
+            action=cmd.action,
+            account=client.account,
         )
         self._next_mid += 1
         actions: list[Action] = [Store(message)]
@@ -374,8 +407,10 @@ class Hub:
         text = self._check_text(cmd.text)
         assert client.nick is not None
         event = PrivateMessage(
-            client.nick, target.nick, text, round(now, 3), cmd.notice, cmd.action
+            client.nick, target.nick, text, round(now, 3), cmd.notice, cmd.action, client.account
         )
+        if target.held_until is not None:
+            return self._keep_for_held(client, target, cmd, event)
         actions: list[Action] = []
         if target is not client:
             actions.append(Deliver((target.cid,), event))
@@ -390,6 +425,8 @@ class Hub:
         assert old is not None
         if cmd.nick == old:
             return []
+        if fold(cmd.nick) != fold(old):
+            self._check_registered_nick(cmd.nick, client.account, cmd.verified)
         self._check_new_nick(cmd.nick, client)
         del self._nicks[fold(old)]
         client.nick = cmd.nick
@@ -461,7 +498,11 @@ class Hub:
             raise _Refusal(ErrorCode.NO_SUCH_NICK, f"nobody called {cmd.nick[:40]} is here")
         rooms = tuple(room.name for room in target.rooms.values())
         idle = max(0, int(now - target.last_active))
-        return [self._reply(client, cmd, WhoisReply(target.nick, rooms, target.away, idle))]
+        away = target.away
+        if target.held_until is not None:
+            away = "lost the connection; the nick is held for them"
+        reply = WhoisReply(target.nick, rooms, away, idle, account=target.account)
+        return [self._reply(client, cmd, reply)]
 
     # ------------------------------------------------------------------ leaving
 
@@ -475,8 +516,13 @@ class Hub:
             del self._nicks[fold(client.nick)]
         for room in list(client.rooms.values()):
             self._leave(client, room)
-        del self._clients[client.cid]
+        self._clients.pop(client.cid, None)
+        self._held.pop(client.cid, None)
         return actions
+
+
+def _no_token() -> str:
+    return ""  # no token source: sessions cannot be resumed by token
 
 
 def _bad_nick_message(nick: str) -> str:

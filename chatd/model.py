@@ -37,6 +37,11 @@ __all__ = [
     "Whois",
     "Disconnected",
     "Echo",
+    "Register",
+    "Identify",
+    "SetPassword",
+    "DropAccount",
+    "Verified",
     # events
     "Event",
     "Welcome",
@@ -62,6 +67,7 @@ __all__ = [
     "HistoryEnd",
     "WhoisReply",
     "AwayReply",
+    "AccountEvent",
     # actions
     "Action",
     "Deliver",
@@ -69,6 +75,8 @@ __all__ = [
     "Replay",
     "FetchHistory",
     "Close",
+    "SaveAccount",
+    "DeleteAccount",
     # errors
     "ProtocolError",
     "ErrorCode",
@@ -97,6 +105,16 @@ class ErrorCode:
     TIMEOUT = "timeout"
     SLOW_CONSUMER = "slow_consumer"
     HISTORY_OFF = "history_off"
+    # accounts (docs/accounts.md)
+    NICK_HELD = "nick_held"
+    NICK_REGISTERED = "nick_registered"
+    BAD_LOGIN = "bad_login"
+    THROTTLED = "throttled"
+    ACCOUNTS_OFF = "accounts_off"
+    ACCOUNT_REQUIRED = "account_required"
+    REGISTRATION_CLOSED = "registration_closed"
+    ACCOUNT_EXISTS = "account_exists"
+    NOT_LOGGED_IN = "not_logged_in"
 
 
 class ProtocolError(Exception):
@@ -130,6 +148,10 @@ class Hello(Command):
     password: str | None = None
     # Rooms to join right after a successful registration (text mode lands in #lobby).
     autojoin: tuple[str, ...] = ()
+    resume: str | None = None  # the token of a dropped session: take it back
+    account: str | None = None  # log in to this account (default: the nick's)
+    account_password: str | None = None  # never reaches the hub: see Verified
+    verified: Verified | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +183,7 @@ class PrivMsg(Command):
 @dataclass(frozen=True, slots=True)
 class Nick(Command):
     nick: str
+    verified: Verified | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +257,9 @@ class Welcome(Event):
     nick: str
     server: str
     motd: tuple[str, ...] = ()
+    resume: str = ""  # present it in a later hello to take this session back
+    account: str | None = None
+    resumed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,6 +297,7 @@ class Message(Event):
     mid: int
     action: bool = False
     history: bool = False
+    account: str | None = None  # the sender's account, when logged in (not stored)
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,6 +308,7 @@ class PrivateMessage(Event):
     ts: float
     notice: bool = False
     action: bool = False
+    account: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -386,6 +414,7 @@ class WhoisReply(Event):
     rooms: tuple[str, ...]
     away: str | None
     idle_seconds: int = 0
+    account: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -456,3 +485,76 @@ class Close(Action):
     cid: int
     reason: str
     flush: bool = True
+
+
+# --------------------------------------------------------------------------- accounts
+# (docs/accounts.md) Passwords stop at the server's account gate (chatd.accounts): it
+# checks or hashes them, and hands the hub the same command with the password fields
+# emptied and ``verified`` filled in. The hub trusts ``verified`` only: codecs never set it.
+
+
+@dataclass(frozen=True, slots=True)
+class Verified:
+    """What the account gate found out for one command (set by the server only)."""
+
+    owner: str | None = None  # the account registered under the nick concerned
+    account: str | None = None  # credentials were given and are right: this account
+    error: str | None = None  # credentials were given and refused (or throttled)
+    message: str = ""
+    secret: bytes | None = None  # a new password's hash record, opaque to the hub
+
+
+@dataclass(frozen=True, slots=True)
+class Register(Command):
+    """Register the nick one holds as an account, with this password."""
+
+    password: str | None
+    verified: Verified | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Identify(Command):
+    """Log in (also before registration: IRC SASL). ``account`` None: the nick's."""
+
+    account: str | None
+    password: str | None
+    verified: Verified | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SetPassword(Command):
+    password: str | None  # the current one
+    new_password: str | None
+    verified: Verified | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DropAccount(Command):
+    password: str | None
+    verified: Verified | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AccountEvent(Event):
+    """To one client: ``what`` happened to its account (registered, identified,
+    password_changed, dropped)."""
+
+    account: str | None
+    what: str
+
+
+@dataclass(frozen=True, slots=True)
+class SaveAccount(Action):
+    """Create (``create``) or update account ``name`` with the hash record ``secret``.
+    On failure the server tells ``cid`` (the request ``rid``)."""
+
+    name: str
+    secret: bytes
+    create: bool
+    cid: int
+    rid: object = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteAccount(Action):
+    name: str

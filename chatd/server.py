@@ -39,6 +39,8 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
+from chatd.accounts import AccountGate, new_token
+from chatd.accounts_store import AccountStore
 from chatd.codecs import Codec, JsonCodec, TextCodec, pick_codec
 from chatd.config import Config
 from chatd.connection import Connection, State
@@ -47,6 +49,7 @@ from chatd.hub import Hub
 from chatd.model import (
     Action,
     Close,
+    DeleteAccount,
     Deliver,
     Disconnected,
     Echo,
@@ -60,10 +63,12 @@ from chatd.model import (
     Probe,
     ProtocolError,
     Replay,
+    SaveAccount,
     Shutdown,
     Skipped,
     Store,
 )
+from chatd.login_throttle import LoginThrottle
 from chatd.ratelimit import TokenBucket
 
 __all__ = ["Server", "HistoryStore", "Listener"]
@@ -138,9 +143,13 @@ class Server:
         next_mid: int = 1,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        accounts: AccountStore | None = None,
     ) -> None:
         self.config = config
-        self.hub = Hub(config, next_mid=next_mid)
+        self.hub = Hub(config, next_mid=next_mid, new_token=new_token)
+        self.gate = AccountGate(
+            config, accounts, LoginThrottle(clock), self.hub.account_of, self.hub.nick_of
+        )
         self._history = history
         self._clock = clock
         self._wall = wall_clock
@@ -483,6 +492,7 @@ class Server:
             if isinstance(command, Echo):
                 self._deliver_one(conn, command.event, command.rid)
             else:
+                command = self.gate.prepare(conn.cid, _host(conn.peer), command)
                 self._apply(self.hub.handle(conn.cid, command, wall))
 
     # ------------------------------------------------------------------ actions
@@ -503,8 +513,17 @@ class Server:
                     self._replay(action)
                 case FetchHistory():
                     self._fetch_history(action)
+                case SaveAccount() | DeleteAccount():
+                    self._write_account(action)
                 case _:
                     raise TypeError(f"unknown action {action!r}")
+
+    def _write_account(self, action: SaveAccount | DeleteAccount) -> None:
+        error = self.gate.carry_out(action)
+        if error is not None and isinstance(action, SaveAccount):
+            conn = self._conns.get(action.cid)
+            if conn is not None:
+                self._deliver_one(conn, error, action.rid)
 
     def _deliver(self, action: Deliver) -> None:
         """Queue one event for many connections.
@@ -693,6 +712,7 @@ class Server:
                 self._run_backlog(conn, now, wall)
                 if conn.paused_until == 0.0:
                     self._update_interest(conn)
+        self._apply(self.hub.expire(wall))  # nick holds that ran out
         if now >= self._next_idle_sweep:
             self._next_idle_sweep = now + _IDLE_SWEEP_SECONDS
             self._probe_idle(now)
@@ -847,6 +867,11 @@ def _format_peer(addr: object) -> str:
         host, port = addr[0], addr[1]
         return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
     return str(addr)
+
+
+def _host(peer: str) -> str:
+    """The address part of a peer ("10.0.0.5:4242" -> "10.0.0.5"), for per-address limits."""
+    return peer.rsplit(":", 1)[0].strip("[]")
 
 
 def _public_reason(reason: str) -> str:

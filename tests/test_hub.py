@@ -188,7 +188,7 @@ def test_everything_but_hello_needs_registration() -> None:
 
 
 def test_nick_taken_and_freed() -> None:
-    hub = make_hub()
+    hub = make_hub(nick_hold_seconds=0)  # with a hold: tests/test_hub_accounts.py
     register(hub, 1, "alice")
     hub.connect(2, NOW)
     assert errors(hub.handle(2, Hello("ALICE"), NOW)) == ["nick_taken"]
@@ -266,6 +266,10 @@ def test_disconnect_cleans_every_room_and_nick() -> None:
         register(hub, cid, f"user{cid}", "#a", f"#r{cid}")
     for cid in range(1, 51):
         hub.handle(cid, Disconnected("reset"), NOW)
+    assert hub.stats() == {"clients": 0, "registered": 50, "rooms": 51}  # nicks held
+    hub.expire(NOW + 59)
+    assert hub.stats()["registered"] == 50
+    hub.expire(NOW + 60)
     assert hub.stats() == {"clients": 0, "registered": 0, "rooms": 0}
 
 

@@ -1,0 +1,122 @@
+"""Accounts on disk: the ``chatd_accounts`` table, in the same SQLite file as history.
+
+Its own connection to the file (not the history store's), so ``chatd account …`` can
+add, list, change and delete accounts while the server runs: the file is in WAL mode,
+writers wait for each other (busy timeout), and every change is one short transaction.
+The server reads the table on every login and nick check, so a change made by the
+command line counts from the next one.
+
+The table is created with ``CREATE TABLE IF NOT EXISTS`` whoever opens the file first;
+the history store's schema version (``user_version``) does not cover it, and the history
+store tolerates it (docs/accounts.md). Only hash records are stored (chatd.passwords).
+
+This module does I/O (it is part of the shell, not the pure hub).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+
+from chatd.names import fold
+
+__all__ = ["AccountStore", "Account", "AccountStoreError", "TABLE"]
+
+TABLE = "chatd_accounts"
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS {TABLE} (
+    name_key TEXT PRIMARY KEY,  -- chatd.names.fold(name): one account per folded nick
+    name TEXT NOT NULL,
+    secret BLOB NOT NULL,       -- chatd.passwords hash record, never a password
+    created REAL NOT NULL
+)
+"""
+_BUSY_SECONDS = 5.0
+
+
+class AccountStoreError(Exception):
+    """The store could not be opened or written (the message says which file and why)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    name: str
+    secret: bytes
+    created: float
+
+
+class AccountStore:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        try:
+            self._db = sqlite3.connect(path, timeout=_BUSY_SECONDS, isolation_level=None)
+            if path != ":memory:":
+                self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise AccountStoreError(f"accounts in {path}: {exc}") from None
+
+    def get(self, name: str) -> Account | None:
+        row = self._db.execute(
+            f"SELECT name, secret, created FROM {TABLE} WHERE name_key = ?", (fold(name),)
+        ).fetchone()
+        return Account(row[0], bytes(row[1]), row[2]) if row else None
+
+    def owner(self, nick: str) -> str | None:
+        """The account registered under ``nick`` (its spelling), or None."""
+        row = self._db.execute(
+            f"SELECT name FROM {TABLE} WHERE name_key = ?", (fold(nick),)
+        ).fetchone()
+        return str(row[0]) if row else None
+
+    def add(self, name: str, secret: bytes, now: float | None = None) -> bool:
+        """Create an account; False if one by that (folded) name exists."""
+        try:
+            with self._write():
+                self._db.execute(
+                    f"INSERT INTO {TABLE} (name_key, name, secret, created) VALUES (?, ?, ?, ?)",
+                    (fold(name), name, secret, time.time() if now is None else now),
+                )
+        except sqlite3.IntegrityError:
+            return False
+        return True
+
+    def set_secret(self, name: str, secret: bytes) -> bool:
+        with self._write():
+            cursor = self._db.execute(
+                f"UPDATE {TABLE} SET secret = ? WHERE name_key = ?", (secret, fold(name))
+            )
+        return cursor.rowcount == 1
+
+    def delete(self, name: str) -> bool:
+        with self._write():
+            cursor = self._db.execute(f"DELETE FROM {TABLE} WHERE name_key = ?", (fold(name),))
+        return cursor.rowcount == 1
+
+    def names(self) -> list[tuple[str, float]]:
+        rows = self._db.execute(f"SELECT name, created FROM {TABLE} ORDER BY name_key").fetchall()
+        return [(str(name), float(created)) for name, created in rows]
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _write(self) -> _Transaction:
+        return _Transaction(self._db, self.path)
+
+
+class _Transaction:
+    def __init__(self, db: sqlite3.Connection, path: str) -> None:
+        self._db, self._path = db, path
+
+    def __enter__(self) -> None:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise AccountStoreError(f"accounts in {self._path}: {exc}") from None
+
+    def __exit__(self, kind: object, exc: object, tb: object) -> None:
+        if kind is None:
+            self._db.execute("COMMIT")
+        elif self._db.in_transaction:
+            self._db.execute("ROLLBACK")
