@@ -156,7 +156,9 @@ class AccountGate:
             )
         record = self._store.get(account)
         self.checks += 1
-        ok = check_password(record.secret if record else _dummy_record(), password[: MAX_PASSWORD * 4])
+        ok = check_password(
+            record.secret if record else _dummy_record(), password[: MAX_PASSWORD * 4]
+        )
         if record is None or not ok:
             self._throttle.failed(address, account)
             logger.info("failed login to account %r from %s", account[:40], address)

@@ -306,4 +306,3 @@ class AccountRules:
             DeleteAccount(name),
             Deliver((client.cid,), AccountEvent(None, "dropped"), rid=cmd.rid),
         ]
-

@@ -46,6 +46,7 @@ from chatd.config import Config
 from chatd.connection import Connection, State
 from chatd.framing import LINE_TOO_LONG, LineFramer
 from chatd.hub import Hub
+from chatd.login_throttle import LoginThrottle
 from chatd.model import (
     Action,
     Close,
@@ -68,7 +69,6 @@ from chatd.model import (
     Skipped,
     Store,
 )
-from chatd.login_throttle import LoginThrottle
 from chatd.ratelimit import TokenBucket
 
 __all__ = ["Server", "HistoryStore", "Listener"]

@@ -237,6 +237,8 @@ COMMANDS: tuple[Command, ...] = (
     Command("history", "/history [N]", f"show N earlier messages (default {DEFAULT_HISTORY})"),
     Command("away", "/away [text]", "set or clear an away message"),
     Command("whois", "/whois NICK", "where a nick is, and whether it is away"),
+    Command("register", "/register PASSWORD", "register your nick as an account"),
+    Command("identify", "/identify [ACCOUNT] PASSWORD", "log in to your account"),
     Command("quit", "/quit [reason]", "leave (Ctrl-D too)"),
     Command("help", "/help", "this list"),
 )
@@ -287,6 +289,8 @@ class ChatState:
         self, nick: str, room: str = DEFAULT_ROOM, server: str = "", password: str | None = None
     ) -> None:
         self.password = password  # the server's password, if it has one
+        self.resume_token: str | None = None  # from welcome: takes the session back
+        self.account: str | None = None  # logged in as
         self.wanted_nick = nick
         self.nick = nick
         self.server = server
@@ -325,7 +329,7 @@ class ChatState:
         return [
             ("state", self.link),
             ("server", self.server),
-            ("nick", self.nick),
+            ("nick", self.nick + (f" ({self.account})" if self.account else "")),
             ("room", room.name if room else "(no room)"),
             ("members", f"{len(room.members)} here" if room and room.joined else "-"),
         ]
@@ -345,6 +349,8 @@ class ChatState:
         frame: dict[str, Any] = {"op": "hello", "nick": self.nick}
         if self.password is not None:
             frame["password"] = self.password
+        if self.resume_token:  # a reconnect: the server kept our nick and rooms for us
+            frame["resume"] = self.resume_token
         return frame
 
     def disconnected(self, reason: str = "connection lost") -> Output:
@@ -640,6 +646,10 @@ class ChatState:
 
     def _on_welcome(self, out: Output, f: dict[str, Any]) -> None:
         self.nick = _name(f, "nick")
+        self.resume_token = _opt_str(f, "resume", newlines=False) or None
+        self.account = _opt_str(f, "account", newlines=False) or None
+        if f.get("resumed") is True:
+            out.info("the server kept your session while you were away")
         self.registered = True
         self.link = "connected"
         if not self.is_me(self.wanted_nick):
@@ -892,10 +902,35 @@ class ChatState:
         nick = _name(f, "nick")
         rooms = _names(f, "rooms")
         away = _opt_str(f, "away", newlines=False)
+        account = _opt_str(f, "account", newlines=False)
         out.info(
             f"{nick} is in {', '.join(rooms) if rooms else 'no rooms'}"
+            + (f"; logged in as {account}" if account else "; not logged in")
             + (f"; away: {away}" if away else "")
         )
+
+    def _on_account(self, out: Output, f: dict[str, Any]) -> None:
+        self.account = _opt_str(f, "account", newlines=False) or None
+        what = _opt_str(f, "event", newlines=False)
+        out.info(
+            f"account {what}: " + (f"logged in as {self.account}" if self.account else "logged out")
+        )
+
+    def _cmd_register(self, out: Output, rest: str) -> None:
+        if not rest or " " in rest:
+            self._usage(out, "register")
+        else:
+            self._send(out, {"op": "register", "password": rest})
+
+    def _cmd_identify(self, out: Output, rest: str) -> None:
+        words = rest.split()
+        if len(words) not in (1, 2):
+            self._usage(out, "identify")
+            return
+        frame = {"op": "identify", "password": words[-1]}
+        if len(words) == 2:
+            frame["account"] = words[0]
+        self._send(out, frame)
 
     def _on_pong(self, out: Output, f: dict[str, Any]) -> None:
         pass

@@ -189,6 +189,8 @@ def complete(state: ChatState, text: str) -> list[str]:
                     "history",
                     "away",
                     "whois",
+                    "register",
+                    "identify",
                     "quit",
                     "help",
                 )

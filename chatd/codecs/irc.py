@@ -42,6 +42,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, NamedTuple
 
 from chatd import __version__
+from chatd.codecs import irc_accounts
 from chatd.codecs.base import Codec
 from chatd.codecs.irc_wire import (
     MAX_LINE_BYTES,
@@ -51,6 +52,7 @@ from chatd.codecs.irc_wire import (
     split_text,
 )
 from chatd.model import (
+    AccountEvent,
     Away,
     AwayNotice,
     AwayReply,
@@ -108,7 +110,14 @@ __all__ = [
 
 #: What CAP LS offers. Only what is implemented: multi-prefix is trivially honoured
 #: (chatd has no channel operators, so NAMES never carries a prefix at all).
-CAPABILITIES = ("echo-message", "message-tags", "multi-prefix", "server-time")
+CAPABILITIES = (
+    "echo-message",
+    "message-tags",
+    "multi-prefix",
+    "server-time",
+    "account-tag",  # accounts: chatd/codecs/irc_accounts.py
+    "sasl",
+)
 
 MAX_TARGETS = 4  # PRIVMSG/NOTICE a,b,c,d (TARGMAX)
 HOST = "chatd"  # the host part of every nick!user@host: chatd keeps peers' addresses private
@@ -150,7 +159,7 @@ class _Ctx(NamedTuple):
 
 
 _Handler = Callable[["IrcCodec", IrcMessage], list[Command]]
-_REGISTRATION = frozenset({"CAP", "PASS", "NICK", "USER", "PING", "PONG", "QUIT"})
+_REGISTRATION = frozenset({"CAP", "PASS", "NICK", "USER", "PING", "PONG", "QUIT", "AUTHENTICATE"})
 
 
 class IrcCodec(Codec):
@@ -180,6 +189,7 @@ class IrcCodec(Codec):
         self._caps: frozenset[str] = frozenset()
         self._rooms: dict[str, str] = {}  # folded -> name, from Joined/PartEvent
         self._motd: tuple[str, ...] = ()
+        self.sasl = irc_accounts.SaslExchange()
         self.cache_key: Hashable = ("irc", None, self._caps)
 
     # ------------------------------------------------------------------ state
@@ -218,6 +228,8 @@ class IrcCodec(Codec):
                 self._rekey()
             case Error() if self._nick is None:
                 self._hello_sent = False  # refused: wait for another NICK (or PASS)
+            case AccountEvent(account=account):
+                self.sasl.done = account is not None
 
     def _is_me(self, nick: str) -> bool:
         return self._nick is not None and fold(nick) == fold(self._nick)
@@ -254,7 +266,19 @@ class IrcCodec(Codec):
             return []
         self._hello_sent = True
         password = self._password if self._password_required else None
-        return [Hello(self._wanted, password=password, rid=_Ctx("NICK", self._wanted))]
+        account = account_password = None
+        if self._password is not None and not self._password_required:
+            # No server password: PASS is the account's (ergo's "PASS account:password").
+            account, _, account_password = self._password.rpartition(":")
+        return [
+            Hello(
+                self._wanted,
+                password=password,
+                account=account or None,
+                account_password=account_password,
+                rid=_Ctx("NICK", self._wanted),
+            )
+        ]
 
     def _pass(self, msg: IrcMessage) -> list[Command]:
         if self._nick is not None:
@@ -364,6 +388,8 @@ class IrcCodec(Codec):
                 return []  # CTCP VERSION, PING, …: nobody here would answer
             text, action = body[7:], True
         text = _FORMATTING_RE.sub("", text)
+        if fold(msg.params[0]) == fold(irc_accounts.NICKSERV):
+            return irc_accounts.nickserv(self, text)
         commands: list[Command] = []
         for target in self._targets(msg, MAX_TARGETS):
             rid = _Ctx(msg.command, target)
@@ -442,10 +468,10 @@ class IrcCodec(Codec):
     # ------------------------------------------------------------------ encoding
 
     def encode(self, event: Event, rid: object = None) -> bytes:
-        lines = self._render(event, rid if isinstance(rid, _Ctx) else None)
+        lines = self._render(event, rid if isinstance(rid, _Ctx) else None, rid)
         return "".join(line + "\r\n" for line in lines).encode()
 
-    def _render(self, event: Event, ctx: _Ctx | None) -> list[str]:
+    def _render(self, event: Event, ctx: _Ctx | None, rid_ctx: object = None) -> list[str]:
         num = self._numeric
         match event:
             case Message():
@@ -499,6 +525,10 @@ class IrcCodec(Codec):
             case Welcome():
                 return self._welcome_lines()
             case Error(code=code, message=message):
+                if code in irc_accounts.ACCOUNT_CODES:
+                    rendered = irc_accounts.render_account_error(self, code, message, rid_ctx)
+                    if rendered is not None:
+                        return rendered
                 return self._error_lines(code, message, ctx)
             case Notice(text=text):
                 return self._server_notice(text)
@@ -536,12 +566,18 @@ class IrcCodec(Codec):
                 return list(lines)
             case HistoryReply():
                 return []  # IRC has no command that asks for it (no CHATHISTORY yet)
+            case AccountEvent():
+                return irc_accounts.render_account(self, event, rid_ctx)
         raise TypeError(f"IRC mode cannot encode {event!r}")
 
-    def _tags(self, ts: float, mid: int | None = None) -> dict[str, str] | None:
+    def _tags(
+        self, ts: float, mid: int | None = None, account: str | None = None
+    ) -> dict[str, str] | None:
         tags = {}
         if "server-time" in self._caps:
             tags["time"] = _iso(ts)
+        if account is not None and "account-tag" in self._caps:
+            tags["account"] = account
         if mid is not None and "message-tags" in self._caps:
             tags["msgid"] = str(mid)
         return tags or None
@@ -580,14 +616,17 @@ class IrcCodec(Codec):
             # No timestamp tag to carry the age: put it in the text, dated.
             stamp = datetime.fromtimestamp(m.ts).strftime("%Y-%m-%d %H:%M")
             text = "\n".join(f"[{stamp}] {line}" for line in text.split("\n") if line.strip())
-        return self._texts("PRIVMSG", m.room, m.sender, text, m.action, self._tags(m.ts, m.mid))
+        tags = self._tags(m.ts, m.mid, m.account)
+        return self._texts("PRIVMSG", m.room, m.sender, text, m.action, tags)
 
     def _private(self, m: PrivateMessage) -> list[str]:
         command = "NOTICE" if m.notice else "PRIVMSG"
         echo = self._is_me(m.sender) and not self._is_me(m.to)
         if echo and "echo-message" not in self._caps:
             return []
-        return self._texts(command, m.to, m.sender, m.text, m.action, self._tags(m.ts))
+        return self._texts(
+            command, m.to, m.sender, m.text, m.action, self._tags(m.ts, None, m.account)
+        )
 
     def _server_notice(self, text: str) -> list[str]:
         head = len(f":{self._server} NOTICE {self._me} :".encode())
@@ -622,6 +661,8 @@ class IrcCodec(Codec):
                 for chunk in split_text(" ".join(w.rooms), MAX_LINE_BYTES - head)
             ]
         lines.append(num("312", w.nick, self._server, trailing=f"chatd {__version__}"))
+        if w.account:
+            lines.append(num("330", w.nick, w.account, trailing="is logged in as"))
         if w.away:
             lines.append(num("301", w.nick, trailing=w.away))
         lines.append(num("317", w.nick, str(w.idle_seconds), trailing="seconds idle"))
@@ -722,6 +763,9 @@ _HANDLERS: dict[str, _Handler] = {
     "MODE": IrcCodec._mode,
     "MOTD": IrcCodec._motd_cmd,
     "TAGMSG": lambda codec, msg: [],  # client tags: not relayed
+    "AUTHENTICATE": irc_accounts.authenticate,
+    "NICKSERV": irc_accounts.nickserv_command,
+    "NS": irc_accounts.nickserv_command,
 }
 
 

@@ -15,10 +15,12 @@ from typing import Any
 
 from chatd.codecs.base import Codec, decode_utf8
 from chatd.model import (
+    AccountEvent,
     Away,
     AwayNotice,
     AwayReply,
     Command,
+    DropAccount,
     Error,
     ErrorCode,
     Event,
@@ -26,6 +28,7 @@ from chatd.model import (
     History,
     HistoryEnd,
     HistoryReply,
+    Identify,
     Join,
     Joined,
     JoinEvent,
@@ -43,9 +46,11 @@ from chatd.model import (
     ProtocolError,
     Quit,
     QuitEvent,
+    Register,
     Rooms,
     RoomsReply,
     Say,
+    SetPassword,
     Shutdown,
     Skipped,
     Topic,
@@ -120,7 +125,14 @@ class _Request:
 
 
 def _hello(r: _Request) -> Command:
-    return Hello(r.text("nick"), password=r.opt_text("password"), rid=r.rid)
+    return Hello(
+        r.text("nick"),
+        password=r.opt_text("password"),
+        resume=r.opt_text("resume"),
+        account=r.opt_text("account"),
+        account_password=r.opt_text("account_password"),
+        rid=r.rid,
+    )
 
 
 def _say(r: _Request) -> Command:
@@ -157,6 +169,11 @@ _OPS: dict[str, Callable[[_Request], Command]] = {
     "whois": lambda r: Whois(r.text("nick"), rid=r.rid),
     "ping": lambda r: Ping(rid=r.rid),
     "quit": lambda r: Quit(r.opt_text("reason", "") or "", rid=r.rid),
+    # accounts (docs/accounts.md)
+    "register": lambda r: Register(r.text("password"), rid=r.rid),
+    "identify": lambda r: Identify(r.opt_text("account"), r.text("password"), rid=r.rid),
+    "passwd": lambda r: SetPassword(r.text("password"), r.text("new_password"), rid=r.rid),
+    "unregister": lambda r: DropAccount(r.text("password"), rid=r.rid),
 }
 
 
@@ -173,6 +190,8 @@ def _message_fields(m: Message) -> dict[str, Any]:
         obj["action"] = True
     if m.history:
         obj["history"] = True
+    if m.account is not None:
+        obj["account"] = m.account
     return obj
 
 
@@ -181,7 +200,15 @@ def _event_fields(event: Event) -> dict[str, Any]:
         case Message():
             return _message_fields(event)
         case Welcome(nick=nick, server=server, motd=motd):
-            return {"type": "welcome", "nick": nick, "server": server, "motd": list(motd)}
+            obj: dict[str, Any] = {"type": "welcome", "nick": nick, "server": server}
+            obj["motd"] = list(motd)
+            if event.resume:
+                obj["resume"] = event.resume
+            if event.account is not None:
+                obj["account"] = event.account
+            if event.resumed:
+                obj["resumed"] = True
+            return obj
         case Joined(room=room, topic=topic, members=members):
             return {"type": "joined", "room": room, "topic": topic, "members": list(members)}
         case JoinEvent(room=room, nick=nick):
@@ -194,6 +221,8 @@ def _event_fields(event: Event) -> dict[str, Any]:
                 obj["notice"] = True
             if action:
                 obj["action"] = True
+            if event.account is not None:
+                obj["account"] = event.account
             return obj
         case NickEvent(old=old, new=new):
             return {"type": "nick", "old": old, "new": new}
@@ -236,7 +265,16 @@ def _event_fields(event: Event) -> dict[str, Any]:
         case HistoryEnd(room=room):
             return {"type": "history_end", "room": room}
         case WhoisReply(nick=nick, rooms=rooms, away=away, idle_seconds=idle):
-            return {"type": "whois", "nick": nick, "rooms": list(rooms), "away": away, "idle": idle}
+            return {
+                "type": "whois",
+                "nick": nick,
+                "rooms": list(rooms),
+                "away": away,
+                "idle": idle,
+                "account": event.account,
+            }
+        case AccountEvent(account=account, what=what):
+            return {"type": "account", "account": account, "event": what}
         case AwayReply(away=away):
             return {"type": "away", "away": away}
     raise TypeError(f"JSON mode cannot encode {event!r}")

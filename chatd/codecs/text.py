@@ -16,10 +16,12 @@ from datetime import datetime
 
 from chatd.codecs.base import Codec, decode_utf8
 from chatd.model import (
+    AccountEvent,
     Away,
     AwayNotice,
     AwayReply,
     Command,
+    DropAccount,
     Echo,
     Error,
     ErrorCode,
@@ -28,6 +30,7 @@ from chatd.model import (
     History,
     HistoryEnd,
     HistoryReply,
+    Identify,
     Join,
     Joined,
     JoinEvent,
@@ -45,9 +48,11 @@ from chatd.model import (
     ProtocolError,
     Quit,
     QuitEvent,
+    Register,
     Rooms,
     RoomsReply,
     Say,
+    SetPassword,
     Shutdown,
     Skipped,
     Topic,
@@ -76,6 +81,10 @@ Commands (anything else you type is said to your current room):
   /history [N]         the last N messages of the current room
   /away [text]         set (or clear) an away message
   /whois NICK          about somebody
+  /register PASSWORD   register your nick as an account (docs/accounts.md)
+  /identify [NAME] PW  log in to your account (or account NAME)
+  /passwd OLD NEW      change your account's password
+  /unregister PASSWORD delete your account
   /ping                check the server is there
   /quit [reason]       leave
   //text               say "/text" literally"""
@@ -153,6 +162,34 @@ def _cmd_whois(arg: str) -> list[Command]:
     return [Whois(arg.split()[0])]
 
 
+def _cmd_register(arg: str) -> list[Command]:
+    if not arg or " " in arg:
+        raise _usage("/register PASSWORD   (one word)")
+    return [Register(arg)]
+
+
+def _cmd_identify(arg: str) -> list[Command]:
+    words = arg.split()
+    if len(words) == 1:
+        return [Identify(None, words[0])]
+    if len(words) == 2:
+        return [Identify(words[0], words[1])]
+    raise _usage("/identify [ACCOUNT] PASSWORD")
+
+
+def _cmd_passwd(arg: str) -> list[Command]:
+    words = arg.split()
+    if len(words) != 2:
+        raise _usage("/passwd OLD NEW")
+    return [SetPassword(words[0], words[1])]
+
+
+def _cmd_unregister(arg: str) -> list[Command]:
+    if not arg or " " in arg:
+        raise _usage("/unregister PASSWORD")
+    return [DropAccount(arg)]
+
+
 _COMMANDS: dict[str, Callable[[str], list[Command]]] = {
     "join": _cmd_join,
     "j": _cmd_join,
@@ -174,6 +211,10 @@ _COMMANDS: dict[str, Callable[[str], list[Command]]] = {
     "quit": lambda arg: [Quit(arg)],
     "exit": lambda arg: [Quit(arg)],
     "help": lambda arg: [Echo(Notice(HELP))],
+    "register": _cmd_register,
+    "identify": _cmd_identify,
+    "passwd": _cmd_passwd,
+    "unregister": _cmd_unregister,
 }
 
 
@@ -202,8 +243,12 @@ def _render(event: Event) -> str:
             if by:
                 return f"{room} -- {by} set the topic: {topic}"
             return f"*** Topic of {room}: {topic or '(none)'}"
+        case Welcome(nick=nick, server=server, motd=motd, resumed=True):
+            return f"*** Welcome back, {nick}: your session was kept (rooms follow)."
         case Welcome(nick=nick, server=server, motd=motd):
             lines = [f"*** Welcome to {server}, {nick}! Type /help for commands."]
+            if event.account:
+                lines.append(f"*** You are logged in as {event.account}.")
             lines += [f"*** {line}" for line in motd]
             return "\n".join(lines)
         case Joined(room=room, topic=topic, members=members):
@@ -242,9 +287,17 @@ def _render(event: Event) -> str:
             return ""
         case WhoisReply(nick=nick, rooms=rooms, away=away):
             line = f"*** {nick} is in {', '.join(rooms) or 'no rooms'}"
+            line += f"; logged in as {event.account}" if event.account else ""
             return line + (f"; away: {away}" if away else "")
         case AwayReply(away=away):
             return "*** You are marked as away." if away else "*** You are back."
+        case AccountEvent(account=account, what=what):
+            return {
+                "registered": f"*** Account {account} registered; you are logged in.",
+                "identified": f"*** You are logged in as {account}.",
+                "password_changed": f"*** Password of {account} changed.",
+                "dropped": "*** Your account is deleted; you are logged out.",
+            }.get(what, f"*** account: {what}")
     raise TypeError(f"text mode cannot encode {event!r}")
 
 
@@ -256,6 +309,9 @@ class TextCodec(Codec):
         self._password_required = password_required
         self._registered = False
         self._nick_for_password: str | None = None
+        # A registered nick was refused: the next line is its account password.
+        self._asked: tuple[str, str | None] | None = None  # (nick, server password)
+        self._nick_for_login: tuple[str, str | None] | None = None
 
     def decode(self, line: bytes) -> list[Command]:
         text = decode_utf8(line).strip()
@@ -276,8 +332,14 @@ class TextCodec(Codec):
         return [Say(None, text)]
 
     def _decode_registration(self, text: str) -> list[Command]:
+        if self._nick_for_login is not None:
+            (nick, password), self._nick_for_login = self._nick_for_login, None
+            if not text.startswith("/"):  # a /command (/nick other, /quit) cancels
+                self._asked = (nick, password)
+                return [Hello(nick, password=password, account_password=text, autojoin=(LOBBY,))]
         if self._nick_for_password is not None:
             nick, self._nick_for_password = self._nick_for_password, None
+            self._asked = (nick, text)
             return [Hello(nick, password=text, autojoin=(LOBBY,))]
         if text.startswith("/"):
             name, arg = _split1(text[1:])
@@ -293,6 +355,7 @@ class TextCodec(Codec):
         if self._password_required:
             self._nick_for_password = nick
             return [Echo(Notice("This server has a password: type it on the next line."))]
+        self._asked = (nick, None)
         return [Hello(nick, autojoin=(LOBBY,))]
 
     def observe(self, event: Event) -> None:
@@ -300,7 +363,16 @@ class TextCodec(Codec):
             self._registered = True
         elif isinstance(event, Error) and not self._registered:
             self._nick_for_password = None
+            login_codes = (ErrorCode.NICK_REGISTERED, ErrorCode.BAD_LOGIN, ErrorCode.THROTTLED)
+            if event.code in login_codes and self._asked is not None:
+                self._nick_for_login = self._asked
 
     def encode(self, event: Event, rid: object = None) -> bytes:
         text = _render(event)
+        if self._nick_for_login is not None and isinstance(event, Error):
+            # (an error goes to this connection alone, so this state may shape its bytes)
+            text += (
+                f"\n*** Type the password of account {self._nick_for_login[0]} on the next "
+                "line (it is not shown to anyone), or /nick ANOTHER."
+            )
         return (text + "\n").encode() if text else b""
