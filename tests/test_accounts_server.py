@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import os
+import shutil
 import socket
 import struct
 import subprocess
@@ -19,7 +20,7 @@ from typing import Any
 
 import pytest
 from helpers import ROOT, ChatdProcess, JsonClient, RawClient, wait_until
-from test_irc_server import IrcClient
+from test_irc_server import IrcClient, Tmux
 
 PASSWORD = "alice-s3cret-pw"
 
@@ -459,3 +460,90 @@ def from_address(server: ChatdProcess, source: str) -> JsonClient:
     sock.connect(("127.0.0.1", server.port))
     client.sock, client.timeout, client._buf, client.lines = sock, 5.0, b"", []
     return client
+
+
+# --------------------------------------------------------------------------- real IRC clients
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(
+    not shutil.which("weechat-headless"),
+    reason="WeeChat not installed (apt-get install weechat-headless)",
+)
+def test_weechat_logs_in_with_sasl(make_server, tmp_path: Path) -> None:
+    server = make_server("--rate-limit", "0", irc=True)
+    leave(registered(server, "weealice"))
+    jay = server.json_client("jay", "#wee")  # in the room first, to see weealice join
+    home = tmp_path / "weechat"
+    setup = (
+        "/set logger.file.flush_delay 0;"
+        f"/server add chatd 127.0.0.1/{server.irc_port} -notls -nicks=weealice "
+        f"-sasl_mechanism=plain -sasl_username=weealice -sasl_password={PASSWORD} "
+        "-autojoin=#wee;/connect chatd"
+    )
+    proc = subprocess.Popen(
+        ["weechat-headless", "--dir", str(home), "-r", setup],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        jay.expect_frame(type="join", room="#wee", nick="weealice", timeout=20)
+        jay.send_json(op="whois", nick="weealice", id="w")
+        assert jay.expect_frame(type="whois", id="w")["account"] == "weealice"
+        fifo = home / f"weechat_fifo_{proc.pid}"
+        wait_until(fifo.exists, what="WeeChat's FIFO")
+        with fifo.open("w") as pipe:
+            pipe.write("irc.chatd.#wee *signed message\n")
+        got = jay.expect_frame(type="msg", text="signed message")
+        assert got["from"] == "weealice" and got["account"] == "weealice"
+        with fifo.open("w") as pipe:
+            pipe.write("irc.server.chatd */quit bye\n")
+        jay.expect_frame(type="quit", nick="weealice")
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert PASSWORD not in server.log()
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(not shutil.which("irssi"), reason="irssi not installed (apt-get install irssi)")
+@pytest.mark.skipif(not shutil.which("tmux"), reason="tmux not installed")
+def test_irssi_in_tmux_logs_in_with_sasl(make_server, tmp_path: Path) -> None:
+    server = make_server("--rate-limit", "0", irc=True)
+    leave(registered(server, "iralice"))
+    name = f"chatd-irssi-sasl-{time.monotonic_ns()}"
+    tmux = Tmux(name)
+    (tmp_path / "irssi").mkdir()
+    tmux.run(
+        "new-session", "-d", "-s", name, "-x", "160", "-y", "50",
+        f"irssi --home={tmp_path / 'irssi'} -n iralice",
+    )  # fmt: skip
+    try:
+        wait_until(lambda: "Irssi" in tmux.screen(), timeout=20, what="irssi started")
+        tmux.type(
+            "/network add -sasl_username iralice -sasl_password "
+            f"{PASSWORD} -sasl_mechanism PLAIN chatdnet"
+        )
+        tmux.type(f"/server add -network chatdnet 127.0.0.1 {server.irc_port}")
+        tmux.type("/connect chatdnet")
+        wait_until(
+            lambda: "SASL authentication succeeded" in tmux.screen(),
+            timeout=20,
+            what="irssi's SASL login",
+        )
+        jay = server.json_client("jay")
+        wait_until(lambda: whois_account(jay, "iralice") == "iralice", timeout=10, what="logged in")
+        tmux.type("/quit bye")
+    finally:
+        tmux.run("kill-session", "-t", name)
+
+
+def whois_account(client: JsonClient, nick: str) -> str | None:
+    client.send_json(op="whois", nick=nick, id="wa")
+    frame = client.expect(lambda line: '"id":"wa"' in line.replace(" ", ""))
+    import json
+
+    return json.loads(frame).get("account")  # type: ignore[no-any-return]

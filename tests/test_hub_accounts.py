@@ -195,9 +195,7 @@ def test_whois_of_a_held_nick_says_so() -> None:
 def test_registered_nick_refused_without_its_account_at_hello_and_nick() -> None:
     hub = make_hub()
     assert errors(hello(hub, 1, "alice", verified=Verified(owner="alice"))) == ["nick_registered"]
-    actions = hub.handle(
-        1, Hello("alice", verified=Verified(owner="alice", account="alice")), NOW
-    )
+    actions = hub.handle(1, Hello("alice", verified=Verified(owner="alice", account="alice")), NOW)
     assert welcome(actions).account == "alice"
     hello(hub, 2, "bob")
     assert errors(hub.handle(2, Nick("Alice2", verified=Verified(owner="alice2")), NOW)) == [
@@ -265,9 +263,7 @@ def test_register_refusals() -> None:
     assert errors(off.handle(1, Register(None, verified=Verified(secret=SECRET)), NOW)) == [
         "accounts_off"
     ]
-    assert errors(off.handle(1, Identify(None, None, verified=Verified()), NOW)) == [
-        "accounts_off"
-    ]
+    assert errors(off.handle(1, Identify(None, None, verified=Verified()), NOW)) == ["accounts_off"]
 
 
 def test_identify_before_and_after_registration() -> None:

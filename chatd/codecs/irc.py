@@ -199,6 +199,11 @@ class IrcCodec(Codec):
         return self._nick
 
     @property
+    def wanted(self) -> str | None:
+        """The nick asked for before registration (chatd.codecs.irc_accounts reads it)."""
+        return self._wanted
+
+    @property
     def caps(self) -> frozenset[str]:
         return self._caps
 

@@ -158,15 +158,16 @@ def _notice(codec: IrcCodec, text: str) -> str:
 
 def render_account(codec: IrcCodec, event: AccountEvent, ctx: object) -> list[str]:
     num, me = codec._numeric, codec._me
+    nick = codec.nick or codec.wanted or "*"
     account = event.account or "*"
     lines: list[str] = []
     if event.what in ("registered", "identified"):
-        mask = f"{me}!{me}@chatd"
+        mask = f"{nick}!{nick}@chatd"
         lines.append(num("900", mask, account, trailing=f"You are now logged in as {account}"))
         if isinstance(ctx, AccountCtx) and ctx.command == "AUTHENTICATE":
             return lines + [num("903", trailing="SASL authentication successful")]
     elif event.what == "dropped":
-        lines.append(num("901", f"{me}!{me}@chatd", trailing="You are now logged out"))
+        lines.append(num("901", f"{nick}!{nick}@chatd", trailing="You are now logged out"))
     text = {
         "registered": f"Account {account} registered; you are logged in.",
         "identified": f"You are now identified as {account}.",
