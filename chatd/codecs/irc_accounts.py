@@ -157,7 +157,7 @@ def _notice(codec: IrcCodec, text: str) -> str:
 
 
 def render_account(codec: IrcCodec, event: AccountEvent, ctx: object) -> list[str]:
-    num, me = codec._numeric, codec._me
+    num = codec._numeric
     nick = codec.nick or codec.wanted or "*"
     account = event.account or "*"
     lines: list[str] = []
