@@ -156,6 +156,7 @@ class AccountGate:
             )
         record = self._store.get(account)
         self.checks += 1
+        self._throttle.checked(address)
         ok = check_password(
             record.secret if record else _dummy_record(), password[: MAX_PASSWORD * 4]
         )
@@ -188,7 +189,7 @@ class AccountGate:
             return Verified(
                 owner=owner, error=ErrorCode.THROTTLED, message=f"try again in {wait:.1f}s"
             )
-        self._throttle.failed(address, None)  # hashing costs as much as a guess: count it
+        self._throttle.checked(address)
         self.checks += 1
         return Verified(owner=owner, secret=hash_password(password, self._salt(SALT_BYTES)))
 

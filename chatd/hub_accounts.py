@@ -120,10 +120,15 @@ class AccountRules:
 
     def _resumable(self, cmd: Hello, account: str | None) -> _Client | None:
         """The session ``cmd`` may take back: same nick, and its token or its account."""
+        if not cmd.nick:
+            return None
         holder = self._nicks.get(fold(cmd.nick))
         if holder is None:
             return None
-        if cmd.resume and holder.token and hmac.compare_digest(cmd.resume, holder.token):
+        # bytes: compare_digest refuses str with non-ASCII characters (a client may send any)
+        given = cmd.resume.encode("utf-8", "surrogatepass") if cmd.resume else b""
+        token = holder.token.encode()
+        if given and token and hmac.compare_digest(given, token):
             return holder
         if account is not None and holder.account == account:
             return holder
@@ -194,12 +199,12 @@ class AccountRules:
             return self._failed_login(client, cmd, *refusal)
         if cmd.verified is not None and cmd.verified.account is not None:
             client.account = cmd.verified.account
+        old = self._resumable(cmd, client.account)  # the token is proof enough, also
+        if old is not None:  # with accounts required (the session had logged in)
+            return self._resume(client, old, cmd)
         refusal = self._policy_refusal(client.account)
         if refusal is not None:
             raise _Refusal(*refusal)
-        old = self._resumable(cmd, client.account)
-        if old is not None:
-            return self._resume(client, old, cmd)
         self._check_registered_nick(cmd.nick, client.account, cmd.verified)
         return None
 

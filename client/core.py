@@ -956,7 +956,7 @@ class ChatState:
         code = _opt_str(f, "code", newlines=False) or "error"
         message = _opt_str(f, "message", newlines=False)
         if not self.registered:
-            if code == "nick_taken" and self._nick_tries < MAX_NICK_TRIES:
+            if code in ("nick_taken", "nick_registered") and self._nick_tries < MAX_NICK_TRIES:
                 self._nick_tries += 1
                 self.nick = self._fallback(self.nick)
                 out.frames.append(self._hello())

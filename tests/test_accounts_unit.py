@@ -59,6 +59,19 @@ def test_one_address_gets_a_burst_then_one_guess_a_second() -> None:
     assert throttle.wait("10.0.0.10", None) == 0  # another address is not slowed
 
 
+def test_hashing_per_address_is_bounded_even_for_right_passwords() -> None:
+    clock = Clock()
+    throttle = LoginThrottle(clock, check_rate=4.0, check_burst=20)
+    allowed = 0
+    for _ in range(100):  # 10 seconds of logging in every 0.1 s, always successfully
+        if throttle.wait("10.0.0.9", "alice") == 0:
+            allowed += 1
+            throttle.checked("10.0.0.9")
+            throttle.succeeded("alice")
+        clock.now += 0.1
+    assert 20 + 35 <= allowed <= 20 + 41  # burst, then ~4/s
+
+
 def test_account_delay_only_slows_and_is_capped() -> None:
     clock = Clock()
     throttle = LoginThrottle(clock, burst=10**6, rate=10**6, free=3, base=0.25, cap=2.0)
@@ -80,7 +93,9 @@ def test_throttle_memory_is_bounded() -> None:
     throttle = LoginThrottle(clock, max_entries=100)
     for i in range(1000):
         throttle.failed(f"10.0.{i // 250}.{i % 250}", f"acct{i}")
-    assert len(throttle._addresses) == 100 and len(throttle._accounts) == 100
+        throttle.checked(f"10.0.{i // 250}.{i % 250}")
+    assert len(throttle._failures) == 100 and len(throttle._accounts) == 100
+    assert len(throttle._checks) == 100
 
 
 # --------------------------------------------------------------------------- store

@@ -91,6 +91,7 @@ def test_dropped_nick_is_held_silently_and_only_the_token_takes_it_back() -> Non
     # mallory, within the grace: refused, with or without a wrong token
     assert errors(hello(hub, 3, "alice")) == ["nick_taken"]
     assert errors(hub.handle(3, Hello("alice", resume="token2"), NOW)) == ["nick_taken"]
+    assert errors(hub.handle(3, Hello("alice", resume="tökén\ud800"), NOW)) == ["nick_taken"]
     assert errors(hub.handle(3, Nick("ALICE"), NOW)) == ["not_registered"]
     hello(hub, 4, "carol")
     assert errors(hub.handle(4, Nick("Alice"), NOW)) == ["nick_taken"]
@@ -314,6 +315,8 @@ def test_accounts_required_admits_only_logged_in_users() -> None:
     hub = make_hub(accounts="required")
     assert errors(hello(hub, 1, "alice")) == ["account_required"]
     assert welcome(hub.handle(1, Hello("alice", verified=Verified(account="alice")), NOW))
+    hub.handle(1, Disconnected("reset"), NOW)
+    assert welcome(hello(hub, 2, "alice", resume="token1")).resumed  # the token suffices
 
 
 def test_join_of_resumed_user_is_not_announced_and_later_joins_are() -> None:
