@@ -109,7 +109,13 @@ class AccountRules:
         client.held_until = now + hold
         client.held_reason = reason
         self._held[client.cid] = client
-        return []
+        actions: list[Action] = []
+        # Bounded: no more held sessions than connections (one who connects and drops in
+        # a loop would otherwise pile them up); past it the oldest hold ends early.
+        while len(self._held) > self._config.max_clients:
+            oldest = next(iter(self._held.values()))
+            actions += self._depart(oldest, oldest.held_reason)
+        return actions
 
     def expire(self, now: float) -> list[Action]:
         """Release every hold that has run out (the server calls this now and then)."""

@@ -126,6 +126,18 @@ def test_hold_runs_out_then_the_others_see_the_quit_and_the_nick_is_free() -> No
     assert welcome(hello(hub, 5, "alice2", resume="token1")).resumed is False
 
 
+def test_held_sessions_are_bounded_the_oldest_goes_first() -> None:
+    hub = make_hub(max_clients=3)
+    hello(hub, 100, "watcher", "#a")
+    for cid in range(1, 6):
+        hello(hub, cid, f"user{cid}", "#a")
+    gone = []
+    for cid in range(1, 6):
+        gone += [a.event.nick for a in hub.handle(cid, Disconnected("reset"), NOW)]  # type: ignore[attr-defined]
+    assert gone == ["user1", "user2"]  # quits seen by the watcher as holds overflow
+    assert hub.held_nicks() == ["user3", "user4", "user5"]
+
+
 def test_quit_is_not_held() -> None:
     hub = make_hub()
     hello(hub, 1, "alice", "#a")
