@@ -239,6 +239,8 @@ COMMANDS: tuple[Command, ...] = (
     Command("whois", "/whois NICK", "where a nick is, and whether it is away"),
     Command("register", "/register PASSWORD", "register your nick as an account"),
     Command("identify", "/identify [ACCOUNT] PASSWORD", "log in to your account"),
+    Command("passwd", "/passwd OLD NEW", "change your account's password"),
+    Command("unregister", "/unregister PASSWORD", "delete your account"),
     Command("quit", "/quit [reason]", "leave (Ctrl-D too)"),
     Command("help", "/help", "this list"),
 )
@@ -921,6 +923,19 @@ class ChatState:
             self._usage(out, "register")
         else:
             self._send(out, {"op": "register", "password": rest})
+
+    def _cmd_passwd(self, out: Output, rest: str) -> None:
+        words = rest.split()
+        if len(words) != 2:
+            self._usage(out, "passwd")
+        else:
+            self._send(out, {"op": "passwd", "password": words[0], "new_password": words[1]})
+
+    def _cmd_unregister(self, out: Output, rest: str) -> None:
+        if not rest or " " in rest:
+            self._usage(out, "unregister")
+        else:
+            self._send(out, {"op": "unregister", "password": rest})
 
     def _cmd_identify(self, out: Output, rest: str) -> None:
         words = rest.split()

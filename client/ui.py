@@ -233,7 +233,8 @@ class _NoSecretsHistory(FileHistory):
     """A file history that never writes a line carrying a password (/register …)."""
 
     def store_string(self, string: str) -> None:
-        if not string.lstrip().lower().startswith(("/register", "/identify")):
+        secret = ("/register", "/identify", "/passwd", "/unregister")
+        if not string.lstrip().lower().startswith(secret):
             super().store_string(string)
 
 

@@ -45,9 +45,33 @@ def test_register_identify_and_who_is_logged_in() -> None:
         {"op": "identify", "password": "pw-of-ada", "account": "ada"}
     ]
     assert state.user_input("/identify").frames == []
+    assert state.user_input("/passwd old-password new-password").frames == [
+        {"op": "passwd", "password": "old-password", "new_password": "new-password"}
+    ]
+    assert state.user_input("/unregister my-password").frames == [
+        {"op": "unregister", "password": "my-password"}
+    ]
     feed(state, frame(type="account", account="alice", event="registered"))
     assert ("nick", "alice (alice)") in state.toolbar()
     out = feed(state, frame(type="whois", nick="bob", rooms=[], away=None, account="bob"))
     assert "logged in as bob" in out.lines[0].text
     out = feed(state, frame(type="whois", nick="eve", rooms=[], away=None, account=None))
     assert "not logged in" in out.lines[0].text
+
+
+def test_password_lines_never_reach_the_input_history_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from client.ui import open_history
+
+    path = tmp_path / "history"
+    history = open_history(path)
+    for line in (
+        "hello",
+        "/register sekrit-pw",
+        "/IDENTIFY ada sekrit-pw",
+        "/passwd a b",
+        "/me hi",
+    ):
+        history.append_string(line)
+    stored = path.read_text()
+    assert "hello" in stored and "/me hi" in stored and "sekrit" not in stored
+    assert "/passwd" not in stored

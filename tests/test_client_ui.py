@@ -191,6 +191,8 @@ def complete(state: ChatState, text: str) -> list[str]:
                     "whois",
                     "register",
                     "identify",
+                    "passwd",
+                    "unregister",
                     "quit",
                     "help",
                 )
