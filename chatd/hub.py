@@ -71,7 +71,6 @@ from chatd.model import (
     Store,
     Topic,
     TopicEvent,
-    Welcome,
     Who,
     Whois,
     WhoisReply,
@@ -308,15 +307,7 @@ class Hub(AccountRules):
         self._check_new_nick(cmd.nick, client)
         client.nick = cmd.nick
         self._nicks[fold(cmd.nick)] = client
-        client.token = self._new_token()
-        welcome = Welcome(
-            cmd.nick,
-            self._config.server_name,
-            self._motd(),
-            resume=client.token,
-            account=client.account,
-        )
-        actions: list[Action] = [self._reply(client, cmd, welcome)]
+        actions: list[Action] = [self._welcome(client, cmd)]
         for room in cmd.autojoin:
             actions += self.handle(client.cid, Join(room), now)
         return actions
@@ -327,11 +318,7 @@ class Hub(AccountRules):
         holder = self._nicks.get(fold(nick))
         if holder is not None and holder is not client:
             if holder.held_until is not None:
-                raise _Refusal(
-                    ErrorCode.NICK_TAKEN,
-                    f'nick "{nick}" is held for its owner, who lost the connection '
-                    f"(up to {self._config.nick_hold_seconds:g}s)",
-                )
+                raise self._held_refusal(nick)
             raise _Refusal(ErrorCode.NICK_TAKEN, f'nick "{nick}" is already in use')
 
     def _join(self, client: _Client, cmd: Join, now: float) -> list[Action]:

@@ -46,6 +46,7 @@ from chatd.model import (
     Hello,
     Identify,
     Joined,
+    Notice,
     PrivateMessage,
     Register,
     Replay,
@@ -145,21 +146,14 @@ class AccountRules:
         actions: list[Action] = []
         if old.cid in self._clients:  # still connected as far as we know: close it
             del self._clients[old.cid]
+            note = Notice("this session was taken over by a new connection (resume token)")
+            actions.append(Deliver((old.cid,), note))
             actions.append(Close(old.cid, "resumed from another connection", flush=True))
         self._held.pop(old.cid, None)
         client.nick, client.account, client.away = old.nick, old.account, old.away
         assert client.nick is not None
         self._nicks[fold(client.nick)] = client
-        client.token = self._new_token()
-        welcome = Welcome(
-            client.nick,
-            self._config.server_name,
-            self._motd(),
-            resume=client.token,
-            account=client.account,
-            resumed=True,
-        )
-        actions.append(Deliver((client.cid,), welcome, rid=cmd.rid))
+        actions.append(self._welcome(client, cmd, resumed=True))
         for key, room in old.rooms.items():
             room.remove(old)
             room.add(client)
@@ -172,8 +166,27 @@ class AccountRules:
         old.kept = []
         return actions
 
-    def _motd(self) -> tuple[str, ...]:
-        return tuple(line for line in self._config.motd.split("\\n") if line)
+    def _welcome(self, client: _Client, cmd: Hello, resumed: bool = False) -> Deliver:
+        """The welcome of a new session, or of a resumed one: with a fresh token."""
+        assert client.nick is not None
+        client.token = self._new_token()
+        motd = tuple(line for line in self._config.motd.split("\\n") if line)
+        welcome = Welcome(
+            client.nick,
+            self._config.server_name,
+            motd,
+            resume=client.token,
+            account=client.account,
+            resumed=resumed,
+        )
+        return Deliver((client.cid,), welcome, rid=cmd.rid)
+
+    def _held_refusal(self, nick: str) -> _Refusal:
+        return _Refusal(
+            ErrorCode.NICK_TAKEN,
+            f'nick "{nick[:40]}" is held for its owner, who lost the connection '
+            f"(up to {self._config.nick_hold_seconds:g}s)",
+        )
 
     def _keep_for_held(
         self, client: _Client, target: _Client, cmd: Command, event: PrivateMessage
