@@ -547,3 +547,22 @@ def whois_account(client: JsonClient, nick: str) -> str | None:
     import json
 
     return json.loads(frame).get("account")  # type: ignore[no-any-return]
+
+
+def test_token_takes_over_a_connection_the_server_thinks_alive(make_server) -> None:
+    """Half-open TCP: alice's laptop came back on another network before the server
+    noticed the old connection was dead. Her token moves the session at once."""
+    server = make_server("--rate-limit", "0")
+    old, welcome = hello(server, "alice")
+    old.join("#a")
+    bob = server.json_client("bob", "#a")
+    new, back = hello(server, "alice", resume=welcome["resume"])
+    assert back["resumed"] is True
+    new.expect_frame(type="joined", room="#a")
+    assert "taken over" in old.expect_frame(type="notice")["text"]
+    old.read_until_closed()
+    bob.say("#a", "still there?")
+    new.expect_frame(type="msg", text="still there?")
+    bob.send_json(op="ping", id="p")
+    while (frame := bob.read_frame()) is not None and frame.get("id") != "p":
+        assert frame["type"] not in ("quit", "join"), frame
