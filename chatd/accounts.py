@@ -25,6 +25,7 @@ import dataclasses
 import logging
 import secrets
 from collections.abc import Callable
+from typing import Any, cast
 
 from chatd.accounts_store import AccountStore, AccountStoreError
 from chatd.config import Config
@@ -60,6 +61,14 @@ def _dummy_record() -> bytes:
     if not _dummy:
         _dummy.append(hash_password("not a password", bytes(SALT_BYTES)))
     return _dummy[0]
+
+
+def _no_passwords(command: Command) -> dict[str, None]:
+    fields = ("password", "account_password", "new_password")
+    emptied = {name: None for name in fields if hasattr(command, name)}
+    if isinstance(command, Hello):
+        emptied.pop("password")  # the server password is the hub's to check
+    return emptied
 
 
 def new_token() -> str:
@@ -98,6 +107,16 @@ class AccountGate:
         """``command`` with its passwords replaced by what they proved (see module doc)."""
         if not isinstance(command, _GATED):
             return command
+        try:
+            return self._prepare(cid, address, command)
+        except AccountStoreError as exc:
+            # Fail closed: without the store nobody can prove a nick is not registered.
+            logger.error("%s", exc)
+            busy = Verified(error=ErrorCode.ACCOUNTS_BUSY, message="accounts are busy; try again")
+            fields: dict[str, Any] = {"verified": busy, **_no_passwords(command)}
+            return dataclasses.replace(cast(Any, command), **fields)  # type: ignore[no-any-return]
+
+    def _prepare(self, cid: int, address: str, command: Command) -> Command:
         match command:
             case Hello(nick=nick):
                 verified = Verified(owner=self._owner(nick))

@@ -18,6 +18,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from chatd.names import fold
 
@@ -58,65 +59,67 @@ class AccountStore:
             raise AccountStoreError(f"accounts in {path}: {exc}") from None
 
     def get(self, name: str) -> Account | None:
-        row = self._db.execute(
+        row = self._read(
             f"SELECT name, secret, created FROM {TABLE} WHERE name_key = ?", (fold(name),)
-        ).fetchone()
-        return Account(row[0], bytes(row[1]), row[2]) if row else None
+        )
+        return Account(row[0][0], bytes(row[0][1]), row[0][2]) if row else None
 
     def owner(self, nick: str) -> str | None:
         """The account registered under ``nick`` (its spelling), or None."""
-        row = self._db.execute(
-            f"SELECT name FROM {TABLE} WHERE name_key = ?", (fold(nick),)
-        ).fetchone()
-        return str(row[0]) if row else None
+        row = self._read(f"SELECT name FROM {TABLE} WHERE name_key = ?", (fold(nick),))
+        return str(row[0][0]) if row else None
 
     def add(self, name: str, secret: bytes, now: float | None = None) -> bool:
         """Create an account; False if one by that (folded) name exists."""
+        created = time.time() if now is None else now
         try:
-            with self._write():
-                self._db.execute(
-                    f"INSERT INTO {TABLE} (name_key, name, secret, created) VALUES (?, ?, ?, ?)",
-                    (fold(name), name, secret, time.time() if now is None else now),
-                )
+            self._write(
+                f"INSERT INTO {TABLE} (name_key, name, secret, created) VALUES (?, ?, ?, ?)",
+                (fold(name), name, secret, created),
+            )
         except sqlite3.IntegrityError:
             return False
         return True
 
     def set_secret(self, name: str, secret: bytes) -> bool:
-        with self._write():
-            cursor = self._db.execute(
-                f"UPDATE {TABLE} SET secret = ? WHERE name_key = ?", (secret, fold(name))
-            )
-        return cursor.rowcount == 1
+        sql = f"UPDATE {TABLE} SET secret = ? WHERE name_key = ?"
+        return self._write(sql, (secret, fold(name))) == 1
 
     def delete(self, name: str) -> bool:
-        with self._write():
-            cursor = self._db.execute(f"DELETE FROM {TABLE} WHERE name_key = ?", (fold(name),))
-        return cursor.rowcount == 1
+        return self._write(f"DELETE FROM {TABLE} WHERE name_key = ?", (fold(name),)) == 1
 
     def names(self) -> list[tuple[str, float]]:
-        rows = self._db.execute(f"SELECT name, created FROM {TABLE} ORDER BY name_key").fetchall()
+        rows = self._read(f"SELECT name, created FROM {TABLE} ORDER BY name_key", ())
         return [(str(name), float(created)) for name, created in rows]
 
     def close(self) -> None:
         self._db.close()
 
-    def _write(self) -> _Transaction:
-        return _Transaction(self._db, self.path)
-
-
-class _Transaction:
-    def __init__(self, db: sqlite3.Connection, path: str) -> None:
-        self._db, self._path = db, path
-
-    def __enter__(self) -> None:
+    def _read(self, sql: str, args: tuple[object, ...]) -> list[Any]:
         try:
-            self._db.execute("BEGIN IMMEDIATE")
+            return self._db.execute(sql, args).fetchall()
         except sqlite3.Error as exc:
-            raise AccountStoreError(f"accounts in {self._path}: {exc}") from None
+            raise AccountStoreError(f"accounts in {self.path}: {exc}") from None
 
-    def __exit__(self, kind: object, exc: object, tb: object) -> None:
-        if kind is None:
-            self._db.execute("COMMIT")
-        elif self._db.in_transaction:
-            self._db.execute("ROLLBACK")
+    def _write(self, sql: str, args: tuple[object, ...]) -> int:
+        """One statement in its own transaction; the number of rows it changed.
+
+        Raises:
+            sqlite3.IntegrityError: a duplicate name (the caller's business).
+            AccountStoreError: anything else (busy past the timeout, disk full …).
+        """
+        db = self._db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                count = db.execute(sql, args).rowcount
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+        except sqlite3.IntegrityError:
+            raise
+        except sqlite3.Error as exc:
+            raise AccountStoreError(f"accounts in {self.path}: {exc}") from None
+        return int(count)

@@ -237,6 +237,8 @@ class AccountRules:
         self, nick: str, account: str | None, verified: Verified | None
     ) -> None:
         """A registered nick only for its account (refused at hello and nick)."""
+        if verified is not None and verified.error:  # the store could not tell: refuse
+            raise _Refusal(verified.error, verified.message)
         owner = verified.owner if verified is not None else None
         if owner is not None and (account is None or fold(account) != fold(owner)):
             raise _Refusal(

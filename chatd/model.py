@@ -115,6 +115,7 @@ class ErrorCode:
     REGISTRATION_CLOSED = "registration_closed"
     ACCOUNT_EXISTS = "account_exists"
     NOT_LOGGED_IN = "not_logged_in"
+    ACCOUNTS_BUSY = "accounts_busy"
 
 
 class ProtocolError(Exception):

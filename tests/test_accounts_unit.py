@@ -215,3 +215,13 @@ def test_gate_with_accounts_off_refuses_logins_and_hashes_nothing(tmp_path: Path
     assert isinstance(out, Hello) and out.verified is not None
     assert out.verified.error == "accounts_off" and out.verified.owner is None
     assert gate.checks == 0
+
+
+def test_gate_fails_closed_when_the_store_cannot_be_read(tmp_path: Path) -> None:
+    clock = Clock()
+    gate, store = make_gate(tmp_path, clock)
+    store.close()  # any sqlite3 error will do: a closed connection raises one
+    for command in (Hello("alice", account_password="alice-password"), Nick("alice")):
+        out = gate.prepare(9, "10.0.0.1", command)
+        assert out.verified is not None and out.verified.error == "accounts_busy"  # type: ignore[attr-defined]
+        assert getattr(out, "account_password", None) is None

@@ -338,3 +338,11 @@ def test_join_of_resumed_user_is_not_announced_and_later_joins_are() -> None:
     hub.handle(1, Disconnected("reset"), NOW)
     hello(hub, 3, "alice", resume="token1")
     assert Deliver((2,), JoinEvent("#b", "alice")) in hub.handle(3, Join("#b"), NOW)
+
+
+def test_nick_refused_when_the_store_could_not_say_who_owns_it() -> None:
+    hub = make_hub()
+    hello(hub, 1, "bob")
+    busy = Verified(error="accounts_busy", message="accounts are busy; try again")
+    assert errors(hub.handle(1, Nick("alice", verified=busy), NOW)) == ["accounts_busy"]
+    assert errors(hello(hub, 2, "carol", verified=busy)) == ["accounts_busy"]
