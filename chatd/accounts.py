@@ -120,7 +120,9 @@ class AccountGate:
         match command:
             case Hello(nick=nick):
                 verified = Verified(owner=self._owner(nick))
-                if command.account_password is not None:
+                # With accounts off, credentials in a hello are ignored, not refused: an
+                # IRC client's habitual PASS must not keep it out of a server without any.
+                if command.account_password is not None and self._store is not None:
                     account = command.account or nick
                     verified = self._login(address, account, command.account_password, verified)
                 return dataclasses.replace(

@@ -208,12 +208,15 @@ def test_gate_hashes_new_passwords_with_the_injected_salt(tmp_path: Path) -> Non
     assert change.verified.secret == hash_password("alice-new-pass", SALT)
 
 
-def test_gate_with_accounts_off_refuses_logins_and_hashes_nothing(tmp_path: Path) -> None:
+def test_gate_with_accounts_off_hashes_nothing(tmp_path: Path) -> None:
     clock = Clock()
     gate, _ = make_gate(tmp_path, clock, accounts="off")
     out = gate.prepare(9, "10.0.0.1", Hello("alice", account_password="alice-password"))
-    assert isinstance(out, Hello) and out.verified is not None
-    assert out.verified.error == "accounts_off" and out.verified.owner is None
+    assert isinstance(out, Hello) and out.account_password is None
+    assert out.verified == Verified()  # ignored: no login, no error (IRC's habitual PASS)
+    out = gate.prepare(9, "10.0.0.1", Identify("alice", "alice-password"))
+    assert isinstance(out, Identify) and out.verified is not None
+    assert out.verified.error == "accounts_off"
     assert gate.checks == 0
 
 
