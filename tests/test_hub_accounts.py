@@ -138,6 +138,14 @@ def test_held_sessions_are_bounded_the_oldest_goes_first() -> None:
     assert hub.held_nicks() == ["user3", "user4", "user5"]
 
 
+def test_hold_and_resume_work_with_accounts_off() -> None:
+    hub = make_hub(accounts="off")
+    hello(hub, 1, "alice", "#a")
+    hub.handle(1, Disconnected("reset"), NOW)
+    assert errors(hello(hub, 2, "alice")) == ["nick_taken"]
+    assert welcome(hello(hub, 3, "alice", resume="token1")).resumed
+
+
 def test_quit_is_not_held() -> None:
     hub = make_hub()
     hello(hub, 1, "alice", "#a")
