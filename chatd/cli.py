@@ -171,14 +171,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"chatd: {exc}", file=sys.stderr)
         return 2
     server = Server(config, history=history, next_mid=next_mid, accounts=accounts)
+    failed = f"{config.host}:{config.port} (native)"
     try:
         host, port = server.listen(config.host, config.port)
         if config.irc_port is not None:
+            failed = f"{config.host}:{config.irc_port} (irc)"
             listen_irc(server, config.host, config.irc_port)
     except OSError as exc:
-        print(
-            f"chatd: cannot listen on {config.host}:{config.port}: {exc.strerror}", file=sys.stderr
-        )
+        print(f"chatd: cannot listen on {failed}: {exc.strerror}", file=sys.stderr)
         return 2
     for name, bound_host, bound_port in server.addresses:
         print(f"chatd: listening on {bound_host}:{bound_port} ({name})", flush=True)

@@ -55,7 +55,7 @@ from chatd.model import (
     Verified,
     Welcome,
 )
-from chatd.names import fold
+from chatd.names import fold, nick_skeleton
 
 if TYPE_CHECKING:
     from chatd.hub import _Client, _Room
@@ -79,6 +79,7 @@ class AccountRules:
     _config: Config
     _clients: dict[int, _Client]
     _nicks: dict[str, _Client]
+    _skeletons: dict[str, _Client]
     _rooms: dict[str, _Room]
     _held: dict[int, _Client]
     _new_token: Callable[[], str]
@@ -153,6 +154,7 @@ class AccountRules:
         client.nick, client.account, client.away = old.nick, old.account, old.away
         assert client.nick is not None
         self._nicks[fold(client.nick)] = client
+        self._skeletons[nick_skeleton(client.nick)] = client
         actions.append(self._welcome(client, cmd, resumed=True))
         for key, room in old.rooms.items():
             room.remove(old)

@@ -69,7 +69,7 @@ from chatd.model import (
     Skipped,
     Store,
 )
-from chatd.ratelimit import TokenBucket
+from chatd.ratelimit import TokenBucket, command_cost
 
 __all__ = ["Server", "HistoryStore", "Listener"]
 
@@ -489,6 +489,8 @@ class Server:
         for command in commands:
             if conn.state is not State.OPEN:
                 return
+            if conn.bucket is not None:  # a long message costs more (chatd/ratelimit.py)
+                conn.bucket.charge(command_cost(command) - 1)
             if isinstance(command, Echo):
                 self._deliver_one(conn, command.event, command.rid)
             else:

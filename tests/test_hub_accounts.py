@@ -354,3 +354,14 @@ def test_nick_refused_when_the_store_could_not_say_who_owns_it() -> None:
     busy = Verified(error="accounts_busy", message="accounts are busy; try again")
     assert errors(hub.handle(1, Nick("alice", verified=busy), NOW)) == ["accounts_busy"]
     assert errors(hello(hub, 2, "carol", verified=busy)) == ["accounts_busy"]
+
+
+def test_look_alikes_of_a_held_nick_are_refused_and_the_owner_keeps_hers() -> None:
+    hub = make_hub()
+    hello(hub, 1, "alice")
+    hub.handle(1, Disconnected("reset"), NOW)
+    assert errors(hello(hub, 2, "aIice")) == ["nick_taken"]  # capital i for l
+    hello(hub, 3, "alice", resume="token1")
+    assert errors(hub.handle(3, Nick("aIice"), NOW)) == []  # her own look-alike: fine
+    hub.handle(3, Quit("bye"), NOW)
+    assert welcome(hello(hub, 4, "alice"))
