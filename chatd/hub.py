@@ -31,6 +31,7 @@ from typing import Any
 from chatd.config import Config
 from chatd.hub_accounts import AccountRules, _Refusal
 from chatd.model import (
+    MAX_MID,
     Action,
     Away,
     AwayNotice,
@@ -50,6 +51,7 @@ from chatd.model import (
     Join,
     Joined,
     JoinEvent,
+    MemberInfo,
     Message,
     Nick,
     NickEvent,
@@ -68,15 +70,20 @@ from chatd.model import (
     RoomsReply,
     Say,
     SetPassword,
+    Stats,
+    StatsReply,
     Store,
     Topic,
     TopicEvent,
+    Users,
     Who,
     Whois,
     WhoisReply,
     WhoReply,
 )
 from chatd.names import (
+    NICK_MAX,
+    NICK_RULE,
     blank,
     clean_line,
     clean_text,
@@ -91,8 +98,6 @@ __all__ = ["Hub"]
 
 MAX_TOPIC_CHARS = 300
 MAX_REASON_CHARS = 200
-# Message ids are SQLite INTEGER PRIMARY KEYs (chatd/history.py): signed 64-bit.
-MAX_MID = 2**63 - 1
 
 
 @dataclass(eq=False)
@@ -111,6 +116,14 @@ class _Client:
     held_until: float | None = None
     held_reason: str = ""
     kept: list[PrivateMessage] = field(default_factory=list)
+    user: str = ""  # IRC's USER username and real name ("": show the nick)
+    realname: str = ""
+
+    def info(self) -> MemberInfo:
+        assert self.nick is not None
+        return MemberInfo(
+            self.nick, self.user or self.nick, self.realname or self.nick, self.away is not None
+        )
 
 
 @dataclass(eq=False)
@@ -160,6 +173,7 @@ class Hub(AccountRules):
         self._nicks: dict[str, _Client] = {}  # folded nick -> registered client
         self._skeletons: dict[str, _Client] = {}  # nick_skeleton -> registered client
         self._rooms: dict[str, _Room] = {}  # folded room name -> room
+        self._max_users = 0  # the most registered clients at once (IRC's LUSERS)
         self._handlers: dict[type[Command], Callable[[_Client, Any, float], list[Action]]] = {
             Hello: self._hello,
             Join: self._join,
@@ -179,6 +193,8 @@ class Hub(AccountRules):
             Identify: self._identify,
             SetPassword: self._set_password,
             DropAccount: self._drop_account,
+            Users: self._users,
+            Stats: self._stats,
         }
 
     # ------------------------------------------------------------------ introspection
@@ -323,6 +339,9 @@ class Hub(AccountRules):
         client.nick = cmd.nick
         self._nicks[fold(cmd.nick)] = client
         self._skeletons[nick_skeleton(cmd.nick)] = client
+        client.user = clean_line(cmd.user)[:NICK_MAX]
+        client.realname = clean_line(cmd.realname)[:MAX_REASON_CHARS]
+        self._max_users = max(self._max_users, len(self._nicks))
         actions: list[Action] = [self._welcome(client, cmd)]
         for room in cmd.autojoin:
             actions += self.handle(client.cid, Join(room), now)
@@ -401,6 +420,7 @@ class Hub(AccountRules):
             self._next_mid,
             action=cmd.action,
             account=client.account,
+            notice=cmd.notice,
         )
         self._next_mid += 1
         actions: list[Action] = [Store(message)]
@@ -450,7 +470,23 @@ class Hub(AccountRules):
 
     def _who(self, client: _Client, cmd: Who, now: float) -> list[Action]:
         room = self._room_of(client, None) if cmd.room is None else self._existing_room(cmd.room)
-        return [self._reply(client, cmd, WhoReply(room.name, room.nicks()))]
+        details = tuple(c.info() for c in room.members.values() if c.nick is not None)
+        return [self._reply(client, cmd, WhoReply(room.name, room.nicks(), details))]
+
+    def _users(self, client: _Client, cmd: Users, now: float) -> list[Action]:
+        others = (self._clients.get(cid) or self._held.get(cid) for cid in self._neighbours(client))
+        seen = [client] + sorted((c for c in others if c), key=lambda c: c.cid)
+        details = tuple(c.info() for c in seen if c.nick is not None)
+        members = tuple(info.nick for info in details)
+        return [self._reply(client, cmd, WhoReply("*", members, details))]
+
+    def _census(self) -> StatsReply:
+        users = len(self._nicks)  # held sessions (hub_accounts) count as users
+        online = users - len(self._held)
+        return StatsReply(users, len(self._clients) - online, len(self._rooms), self._max_users)
+
+    def _stats(self, client: _Client, cmd: Stats, now: float) -> list[Action]:
+        return [self._reply(client, cmd, self._census())]
 
     def _rooms_list(self, client: _Client, cmd: Rooms, now: float) -> list[Action]:
         infos = tuple(
@@ -507,10 +543,13 @@ class Hub(AccountRules):
             raise _Refusal(ErrorCode.NO_SUCH_NICK, f"nobody called {cmd.nick[:40]} is here")
         rooms = tuple(room.name for room in target.rooms.values())
         idle = max(0, int(now - target.last_active))
+        info = target.info()
         away = target.away
         if target.held_until is not None:
             away = "lost the connection; the nick is held for them"
-        reply = WhoisReply(target.nick, rooms, away, idle, account=target.account)
+        reply = WhoisReply(
+            target.nick, rooms, away, idle, info.user, info.realname, account=target.account
+        )
         return [self._reply(client, cmd, reply)]
 
     # ------------------------------------------------------------------ leaving
@@ -537,10 +576,7 @@ def _no_token() -> str:
 
 def _bad_nick_message(nick: str) -> str:
     shown = nick[:40].encode("unicode_escape").decode()
-    return (
-        f'"{shown}" is not a valid nick: 1-24 letters, digits or _-[]\\^{{}}|, '
-        f"not starting with a digit or -"
-    )
+    return f'"{shown}" is not a valid nick: {NICK_RULE}'
 
 
 def _room_name(name: str) -> str:

@@ -52,6 +52,7 @@ from chatd.model import (
     Replay,
     SaveAccount,
     SetPassword,
+    StatsReply,
     Verified,
     Welcome,
 )
@@ -89,6 +90,9 @@ class AccountRules:
         raise NotImplementedError
 
     def _depart(self, client: _Client, reason: str) -> list[Action]:
+        raise NotImplementedError
+
+    def _census(self) -> StatsReply:
         raise NotImplementedError
 
     # ------------------------------------------------------------------ introspection
@@ -177,6 +181,7 @@ class AccountRules:
             client.nick,
             self._config.server_name,
             motd,
+            self._census(),
             resume=client.token,
             account=client.account,
             resumed=resumed,

@@ -17,6 +17,7 @@ Connection ids (``cid``) are plain integers handed out by the server.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 __all__ = [
     # commands
@@ -29,6 +30,8 @@ __all__ = [
     "Nick",
     "Who",
     "Rooms",
+    "Users",
+    "Stats",
     "Topic",
     "Ping",
     "Quit",
@@ -44,6 +47,7 @@ __all__ = [
     "Verified",
     # events
     "Event",
+    "AnyEvent",
     "Welcome",
     "Joined",
     "JoinEvent",
@@ -52,6 +56,8 @@ __all__ = [
     "PrivateMessage",
     "NickEvent",
     "WhoReply",
+    "MemberInfo",
+    "StatsReply",
     "RoomInfo",
     "RoomsReply",
     "TopicEvent",
@@ -80,11 +86,17 @@ __all__ = [
     # errors
     "ProtocolError",
     "ErrorCode",
+    "MAX_MID",
 ]
 
 
-class ErrorCode:
-    """The error codes of the wire protocol (docs/protocol.md lists what each means)."""
+# Message ids are SQLite INTEGER PRIMARY KEYs (chatd/history.py): signed 64-bit.
+MAX_MID = 2**63 - 1
+
+
+class ErrorCode(StrEnum):
+    """The error codes of the wire protocol (docs/protocol.md lists what each means).
+    Members are strings: ``ErrorCode.BAD_NICK == "bad_nick"``, and JSON shows the value."""
 
     BAD_JSON = "bad_json"
     UNKNOWN_OP = "unknown_op"
@@ -150,6 +162,9 @@ class Hello(Command):
     password: str | None = None
     # Rooms to join right after a successful registration (text mode lands in #lobby).
     autojoin: tuple[str, ...] = ()
+    # What IRC's USER says (username, real name); empty: the nick is shown instead.
+    user: str = ""
+    realname: str = ""
     resume: str | None = None  # the token of a dropped session: take it back
     account: str | None = None  # log in to this account (default: the nick's)
     account_password: str | None = None  # never reaches the hub: see Verified
@@ -172,6 +187,7 @@ class Say(Command):
     room: str | None  # None: the current room (text mode's plain lines)
     text: str
     action: bool = False
+    notice: bool = False  # IRC's NOTICE to a channel: never to be answered automatically
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +212,16 @@ class Who(Command):
 @dataclass(frozen=True, slots=True)
 class Rooms(Command):
     pass
+
+
+@dataclass(frozen=True, slots=True)
+class Users(Command):
+    """Who can I see? Everybody sharing a room with me, and me (IRC's ``WHO *``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Stats(Command):
+    """How many users, connections and rooms are there (IRC's ``LUSERS``)?"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,10 +281,19 @@ class Event:
 
 
 @dataclass(frozen=True, slots=True)
+class StatsReply(Event):
+    users: int  # registered
+    unregistered: int  # connections that have not said hello yet
+    rooms: int
+    max_users: int  # the most registered users at once since the server started
+
+
+@dataclass(frozen=True, slots=True)
 class Welcome(Event):
     nick: str
     server: str
     motd: tuple[str, ...] = ()
+    stats: StatsReply | None = None
     resume: str = ""  # present it in a later hello to take this session back
     account: str | None = None
     resumed: bool = False
@@ -299,6 +334,7 @@ class Message(Event):
     mid: int
     action: bool = False
     history: bool = False
+    notice: bool = False  # sent as IRC's NOTICE (history does not keep it)
     account: str | None = None  # the sender's account, when logged in (not stored)
 
 
@@ -320,9 +356,20 @@ class NickEvent(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class MemberInfo:
+    """One user as IRC's WHO shows it."""
+
+    nick: str
+    user: str
+    realname: str
+    away: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class WhoReply(Event):
-    room: str
+    room: str  # "*": the answer to Users
     members: tuple[str, ...]
+    details: tuple[MemberInfo, ...] = ()  # the same members, for IRC's WHO
 
 
 @dataclass(frozen=True, slots=True)
@@ -416,12 +463,54 @@ class WhoisReply(Event):
     rooms: tuple[str, ...]
     away: str | None
     idle_seconds: int = 0
+    user: str = ""
+    realname: str = ""
     account: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class AwayReply(Event):
     away: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AccountEvent(Event):
+    """To one client: ``what`` happened to its account (registered, identified,
+    password_changed, dropped)."""
+
+    account: str | None
+    what: str
+
+
+#: Every event a codec may be asked to render. Each codec's render ``match``-es over it
+#: and ends with ``assert_never``, so an event added here and not rendered by every
+#: codec fails the type check (mypy), not a user.
+AnyEvent = (
+    Welcome
+    | Joined
+    | JoinEvent
+    | PartEvent
+    | Message
+    | PrivateMessage
+    | NickEvent
+    | WhoReply
+    | RoomsReply
+    | TopicEvent
+    | Pong
+    | QuitEvent
+    | Error
+    | Skipped
+    | Shutdown
+    | Notice
+    | Probe
+    | AwayNotice
+    | HistoryReply
+    | HistoryEnd
+    | WhoisReply
+    | AwayReply
+    | StatsReply
+    | AccountEvent
+)
 
 
 # --------------------------------------------------------------------------- actions
@@ -534,15 +623,6 @@ class SetPassword(Command):
 class DropAccount(Command):
     password: str | None
     verified: Verified | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class AccountEvent(Event):
-    """To one client: ``what`` happened to its account (registered, identified,
-    password_changed, dropped)."""
-
-    account: str | None
-    what: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,10 @@ from chatd.model import (
     SaveAccount,
     Say,
     SetPassword,
+    Stats,
+    StatsReply,
     Store,
+    Users,
     Verified,
     Welcome,
     Whois,
@@ -365,3 +368,14 @@ def test_look_alikes_of_a_held_nick_are_refused_and_the_owner_keeps_hers() -> No
     assert errors(hub.handle(3, Nick("aIice"), NOW)) == []  # her own look-alike: fine
     hub.handle(3, Quit("bye"), NOW)
     assert welcome(hello(hub, 4, "alice"))
+
+
+def test_held_sessions_count_as_users_and_stay_in_users_lists() -> None:
+    hub = make_hub()
+    hello(hub, 1, "alice", "#a")
+    hello(hub, 2, "bob", "#a")
+    hub.handle(1, Disconnected("reset"), NOW)
+    [stats] = hub.handle(2, Stats(), NOW)
+    assert stats.event == StatsReply(2, 0, 1, 2)  # type: ignore[attr-defined]
+    [users] = hub.handle(2, Users(), NOW)
+    assert users.event.members == ("bob", "alice")  # type: ignore[attr-defined]

@@ -1,7 +1,8 @@
 """IRC's side of accounts: SASL PLAIN, NickServ, PASS, ``account-tag`` (docs/irc.md).
 
-Kept out of the IRC codec's main module; the codec calls in here from a few small hooks
-(its handler table, PRIVMSG to NickServ, PASS at registration, and rendering).
+Kept apart from the codec's other parts; they call in here from a few small hooks (the
+handler table and PRIVMSG to NickServ in irc_commands, PASS and the SASL state in
+irc_session, rendering and the error table in irc_render).
 
 - **SASL PLAIN** (IRCv3 ``sasl`` capability, as ergo offers it): ``AUTHENTICATE PLAIN``,
   ``AUTHENTICATE +``, then the base64 of ``authzid NUL authcid NUL password`` in chunks of
@@ -19,46 +20,28 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import TYPE_CHECKING, NamedTuple
 
+from chatd.codecs.irc_session import Ctx, Session
 from chatd.codecs.irc_wire import IrcMessage, format_line
 from chatd.model import (
     AccountEvent,
     Command,
     DropAccount,
-    Echo,
-    ErrorCode,
     Identify,
     Register,
     SetPassword,
 )
 
-if TYPE_CHECKING:
-    from chatd.codecs.irc import IrcCodec
-
-__all__ = ["SaslExchange", "authenticate", "nickserv", "nickserv_command", "render_account"]
-__all__ += ["render_account_error", "NICKSERV", "ACCOUNT_CODES"]
+__all__ = ["authenticate", "nickserv", "nickserv_command", "render_account"]
+__all__ += ["account_error_lines", "NICKSERV", "ACCOUNT_COMMANDS"]
 
 NICKSERV = "NickServ"
 _NICKSERV_MASK = "NickServ!NickServ@services"
 _CHUNK = 400
 _MAX_SASL_BYTES = 1200  # authzid + authcid + a 200-character password, base64
 
-#: Error codes that concern accounts (rendered here when the request came from SASL or
-#: NickServ, or is a refused nick).
-ACCOUNT_CODES = frozenset(
-    {
-        ErrorCode.BAD_LOGIN,
-        ErrorCode.THROTTLED,
-        ErrorCode.ACCOUNTS_OFF,
-        ErrorCode.ACCOUNT_REQUIRED,
-        ErrorCode.REGISTRATION_CLOSED,
-        ErrorCode.ACCOUNT_EXISTS,
-        ErrorCode.NOT_LOGGED_IN,
-        ErrorCode.NICK_REGISTERED,
-        ErrorCode.NICK_HELD,
-    }
-)
+#: The request ids (``Ctx.command``) of account commands: their errors are rendered here.
+ACCOUNT_COMMANDS = frozenset({"AUTHENTICATE", "NICKSERV"})
 
 _HELP = (
     "NickServ keeps registered nicks for their owners. Commands:",
@@ -70,71 +53,48 @@ _HELP = (
 )
 
 
-class AccountCtx(NamedTuple):
-    """Request id of an account command (like the codec's ``_Ctx``)."""
-
-    command: str  # "AUTHENTICATE" or "NICKSERV"
-    target: str = ""
-
-
-class SaslExchange:
-    """One connection's SASL state: which mechanism, and the chunks so far."""
-
-    def __init__(self) -> None:
-        self.mechanism: str | None = None
-        self.data = ""
-        self.done = False
-
-
-def _lines(*lines: str) -> list[Command]:
-    from chatd.codecs.irc import IrcLines  # the codec module imports this one
-
-    return [Echo(IrcLines(lines))]
-
-
-def authenticate(codec: IrcCodec, msg: IrcMessage) -> list[Command]:
-    sasl = codec.sasl
-    num = codec._numeric
+def authenticate(s: Session, msg: IrcMessage) -> list[Command]:
+    num = s.numeric
     if not msg.params:
-        return _lines(num("461", "AUTHENTICATE", trailing="Not enough parameters"))
+        return s.lines(num("461", "AUTHENTICATE", trailing="Not enough parameters"))
     arg = msg.params[0]
     if arg == "*":
-        sasl.mechanism, sasl.data = None, ""
-        return _lines(num("906", trailing="SASL authentication aborted"))
-    if sasl.done:
-        return _lines(num("907", trailing="You have already authenticated using SASL"))
-    if sasl.mechanism is None:
+        s.sasl_mechanism, s.sasl_data = None, ""
+        return s.lines(num("906", trailing="SASL authentication aborted"))
+    if s.logged_in:
+        return s.lines(num("907", trailing="You have already authenticated using SASL"))
+    if s.sasl_mechanism is None:
         if arg.upper() != "PLAIN":
-            return _lines(
+            return s.lines(
                 num("908", "PLAIN", trailing="are available SASL mechanisms"),
                 num("904", trailing="SASL authentication failed"),
             )
-        sasl.mechanism = "PLAIN"
-        return _lines(format_line("AUTHENTICATE", "+"))
+        s.sasl_mechanism = "PLAIN"
+        return s.lines(format_line("AUTHENTICATE", "+"))
     if arg != "+":
-        sasl.data += arg
-    if len(sasl.data) > _MAX_SASL_BYTES:
-        sasl.mechanism, sasl.data = None, ""
-        return _lines(num("905", trailing="SASL message too long"))
+        s.sasl_data += arg
+    if len(s.sasl_data) > _MAX_SASL_BYTES:
+        s.sasl_mechanism, s.sasl_data = None, ""
+        return s.lines(num("905", trailing="SASL message too long"))
     if len(arg) == _CHUNK:
         return []  # more follows
-    data, sasl.mechanism, sasl.data = sasl.data, None, ""
+    data, s.sasl_mechanism, s.sasl_data = s.sasl_data, None, ""
     try:
         fields = base64.b64decode(data, validate=True).decode().split("\0")
     except (binascii.Error, UnicodeDecodeError):
         fields = []
     if len(fields) != 3 or not fields[1]:
-        return _lines(num("904", trailing="SASL authentication failed: malformed PLAIN"))
+        return s.lines(num("904", trailing="SASL authentication failed: malformed PLAIN"))
     _authzid, account, password = fields
-    return [Identify(account, password, rid=AccountCtx("AUTHENTICATE"))]
+    return [Identify(account, password, rid=Ctx("AUTHENTICATE"))]
 
 
-def nickserv(codec: IrcCodec, text: str) -> list[Command]:
+def nickserv(s: Session, text: str) -> list[Command]:
     """``PRIVMSG NickServ :<text>``."""
     words = text.split()
     sub = words[0].upper() if words else "HELP"
     args = words[1:]
-    rid = AccountCtx("NICKSERV", sub)
+    rid = Ctx("NICKSERV", sub)
     if sub == "REGISTER" and args:
         return [Register(args[0], rid=rid)]  # ergo: REGISTER <password> [email]
     if sub in ("IDENTIFY", "LOGIN") and 1 <= len(args) <= 2:
@@ -144,27 +104,27 @@ def nickserv(codec: IrcCodec, text: str) -> list[Command]:
         return [SetPassword(args[0], args[1], rid=rid)]
     if sub in ("DROP", "UNREGISTER") and len(args) == 1:
         return [DropAccount(args[0], rid=rid)]
-    return _lines(*(_notice(codec, line) for line in _HELP))
+    return s.lines(*(_notice(s, line) for line in _HELP))
 
 
-def nickserv_command(codec: IrcCodec, msg: IrcMessage) -> list[Command]:
+def nickserv_command(s: Session, msg: IrcMessage) -> list[Command]:
     """``NICKSERV <text>`` / ``NS <text>`` (what ``/ns`` sends in some clients)."""
-    return nickserv(codec, " ".join(msg.params))
+    return nickserv(s, " ".join(msg.params))
 
 
-def _notice(codec: IrcCodec, text: str) -> str:
-    return format_line("NOTICE", codec._me, trailing=text, source=_NICKSERV_MASK)
+def _notice(s: Session, text: str) -> str:
+    return format_line("NOTICE", s.me, trailing=text, source=_NICKSERV_MASK)
 
 
-def render_account(codec: IrcCodec, event: AccountEvent, ctx: object) -> list[str]:
-    num = codec._numeric
-    nick = codec.nick or codec.wanted or "*"
+def render_account(s: Session, event: AccountEvent, ctx: Ctx | None) -> list[str]:
+    num = s.numeric
+    nick = s.nick or s.wanted or "*"
     account = event.account or "*"
     lines: list[str] = []
     if event.what in ("registered", "identified"):
         mask = f"{nick}!{nick}@chatd"
         lines.append(num("900", mask, account, trailing=f"You are now logged in as {account}"))
-        if isinstance(ctx, AccountCtx) and ctx.command == "AUTHENTICATE":
+        if ctx is not None and ctx.command == "AUTHENTICATE":
             return lines + [num("903", trailing="SASL authentication successful")]
     elif event.what == "dropped":
         lines.append(num("901", f"{nick}!{nick}@chatd", trailing="You are now logged out"))
@@ -174,21 +134,11 @@ def render_account(codec: IrcCodec, event: AccountEvent, ctx: object) -> list[st
         "password_changed": "Password changed.",
         "dropped": "Your account is deleted.",
     }.get(event.what, event.what)
-    return lines + [_notice(codec, text)]
+    return lines + [_notice(s, text)]
 
 
-def render_account_error(codec: IrcCodec, code: str, message: str, ctx: object) -> list[str] | None:
-    """The lines for an account error, or None to let the codec render it as usual."""
-    num = codec._numeric
-    if isinstance(ctx, AccountCtx):
-        if ctx.command == "AUTHENTICATE":
-            return [num("904", trailing=f"SASL authentication failed: {message}")]
-        return [_notice(codec, message)]
-    if code in (ErrorCode.NICK_REGISTERED, ErrorCode.NICK_HELD) and ctx is not None:
-        target = getattr(ctx, "target", "") or "*"
-        if code == ErrorCode.NICK_HELD and getattr(ctx, "command", "") == "PRIVMSG":
-            return [num("401", target, trailing=message)]
-        return [num("433", target, trailing=message)]
-    if code in (ErrorCode.BAD_LOGIN, ErrorCode.THROTTLED, ErrorCode.ACCOUNT_REQUIRED):
-        return [num("464", trailing=message)]
-    return None
+def account_error_lines(s: Session, message: str, ctx: Ctx) -> list[str]:
+    """An error answering SASL (904) or NickServ (a NOTICE from NickServ)."""
+    if ctx.command == "AUTHENTICATE":
+        return [s.numeric("904", trailing=f"SASL authentication failed: {message}")]
+    return [_notice(s, message)]

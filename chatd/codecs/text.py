@@ -18,10 +18,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from typing import assert_never, cast
 
 from chatd.codecs.base import Codec, decode_utf8
 from chatd.model import (
     AccountEvent,
+    AnyEvent,
     Away,
     AwayNotice,
     AwayReply,
@@ -60,6 +62,7 @@ from chatd.model import (
     SetPassword,
     Shutdown,
     Skipped,
+    StatsReply,
     Topic,
     TopicEvent,
     Welcome,
@@ -68,11 +71,10 @@ from chatd.model import (
     WhoisReply,
     WhoReply,
 )
-from chatd.names import valid_nick
+from chatd.names import LOBBY, valid_nick
 
-__all__ = ["TextCodec", "HELP", "LOBBY", "CONTINUATION"]
+__all__ = ["TextCodec", "HELP", "CONTINUATION"]
 
-LOBBY = "#lobby"
 # Every output line that is not a continuation starts with "[", "*", "!", "#" or "-".
 CONTINUATION = "    | "
 
@@ -226,7 +228,7 @@ _COMMANDS: dict[str, Callable[[str], list[Command]]] = {
 }
 
 
-def _render(event: Event) -> str:
+def _render(event: AnyEvent) -> str:
     """One event as the lines a person reads (without the final newline)."""
     match event:
         case Message(room=room, sender=sender, text=text, ts=ts, action=action, history=history):
@@ -306,7 +308,9 @@ def _render(event: Event) -> str:
                 "password_changed": f"*** Password of {account} changed.",
                 "dropped": "*** Your account is deleted; you are logged out.",
             }.get(what, f"*** account: {what}")
-    raise TypeError(f"text mode cannot encode {event!r}")
+        case StatsReply(users=users, rooms=rooms):  # no command asks for it yet
+            return f"*** {users} users in {rooms} rooms"
+    assert_never(event)
 
 
 class TextCodec(Codec):
@@ -385,7 +389,7 @@ class TextCodec(Codec):
                 self._nick_for_login = self._asked  # ask for the account's password
 
     def encode(self, event: Event, rid: object = None) -> bytes:
-        text = _render(event)
+        text = _render(cast(AnyEvent, event))  # the open base -> the closed union
         if isinstance(event, Error) and not self._registered:
             text += self._next_step(event.code)
         return (text + "\n").encode() if text else b""
