@@ -120,6 +120,8 @@ def test_takeover_with_an_account_after_the_hold_the_password_wins(make_server) 
     bob.expect_frame(type="quit", nick="alice")
     mallory.send_json(op="hello", nick="alice", id="again")
     assert mallory.expect_frame(type="error", id="again")["code"] == "nick_registered"
+    mallory.send_json(op="hello", nick="aIice", id="look-alike")  # capital i for l
+    assert mallory.expect_frame(type="error", id="look-alike")["code"] == "nick_registered"
     mallory.send_json(op="hello", nick="alice", account_password="guess123", id="g")
     assert mallory.expect_frame(type="error", id="g")["code"] == "bad_login"
     bob.send_json(op="msg", to="alice", text="the door code is 4711", id="m")
