@@ -207,16 +207,18 @@ def _event_fields(event: AnyEvent) -> dict[str, Any]:
     match event:
         case Message():
             return _message_fields(event)
-        case Welcome(nick=nick, server=server, motd=motd):
-            obj: dict[str, Any] = {"type": "welcome", "nick": nick, "server": server}
-            obj["motd"] = list(motd)
+        case Welcome(nick=nick, server=server, motd=motd, limits=limits):
+            welcome: dict[str, Any] = {"type": "welcome", "nick": nick, "server": server}
+            welcome["motd"] = list(motd)
+            if limits:
+                welcome["limits"] = dict(limits)
             if event.resume:
-                obj["resume"] = event.resume
+                welcome["resume"] = event.resume
             if event.account is not None:
-                obj["account"] = event.account
+                welcome["account"] = event.account
             if event.resumed:
-                obj["resumed"] = True
-            return obj
+                welcome["resumed"] = True
+            return welcome
         case Joined(room=room, topic=topic, members=members):
             return {"type": "joined", "room": room, "topic": topic, "members": list(members)}
         case JoinEvent(room=room, nick=nick):
@@ -256,8 +258,15 @@ def _event_fields(event: AnyEvent) -> dict[str, Any]:
             return {"type": "skipped", "count": count}
         case Shutdown(reason=reason):
             return {"type": "shutdown", "reason": reason}
-        case Notice(text=text):
-            return {"type": "notice", "text": text}
+        case Notice(text=text, code=code):
+            return (
+                {"type": "notice", "text": text, "code": code}
+                if code
+                else {
+                    "type": "notice",
+                    "text": text,
+                }
+            )
         case AwayNotice(nick=nick, message=message):
             return {
                 "type": "notice",
@@ -267,7 +276,7 @@ def _event_fields(event: AnyEvent) -> dict[str, Any]:
             }
         case Probe():
             return {"type": "ping"}
-        case HistoryReply(room=room, messages=messages, more=more):
+        case HistoryReply(room=room, messages=messages, more=more, start=start):
             obj = {
                 "type": "history",
                 "room": room,
@@ -275,6 +284,8 @@ def _event_fields(event: AnyEvent) -> dict[str, Any]:
             }
             if more:
                 obj["more"] = True
+            if start is not None:
+                obj["start"] = start
             return obj
         case HistoryEnd(room=room):
             return {"type": "history_end", "room": room}
