@@ -495,6 +495,8 @@ def test_weechat_logs_in_with_sasl(make_server, tmp_path: Path) -> None:
         assert jay.expect_frame(type="whois", id="w", timeout=20)["account"] == "weealice"
         fifo = home / f"weechat_fifo_{proc.pid}"
         wait_until(fifo.exists, timeout=20, what="WeeChat's FIFO")
+        log = home / "logs" / "irc.chatd.#wee.weechatlog"  # WeeChat has the #wee buffer
+        wait_until(lambda: log.exists() and "has joined" in log.read_text(), timeout=20)
         with fifo.open("w") as pipe:
             pipe.write("irc.chatd.#wee *signed message\n")
         got = jay.expect_frame(type="msg", text="signed message", timeout=20)
