@@ -17,7 +17,7 @@ import socket
 import sys
 import tomllib
 import types
-from dataclasses import MISSING, fields
+from dataclasses import MISSING, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -240,6 +240,9 @@ def _main_cluster(config: Config) -> int:
     except ValueError as exc:
         print(f"chatd: --cluster: {exc}", file=sys.stderr)
         return 2
+    # The nick hold (docs/accounts.md) is single-node: a cluster mirrors other nodes'
+    # users in each hub, and their departures must show at once.
+    config = replace(config, nick_hold_seconds=0)
     server = Server(config)
     cluster = Cluster(server)
     cluster.start()
