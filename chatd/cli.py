@@ -17,11 +17,12 @@ import socket
 import sys
 import tomllib
 import types
-from dataclasses import MISSING, fields
+from dataclasses import MISSING, fields, replace
 from pathlib import Path
 from typing import Any
 
 from chatd import __version__
+from chatd.accounts_store import AccountStore, AccountStoreError
 from chatd.codecs.base import Codec
 from chatd.codecs.irc import IrcCodec
 from chatd.config import DEFAULT_PORT, Config, ConfigError, field_types, parse_duration
@@ -43,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
         "name with underscores (max_line_bytes = 8192). Flags win over the file. "
         "Set a server password with --password-file or CHATD_PASSWORD. "
         "Tools for the history file, safe while the server runs: 'chatd backup PATH', "
-        "'chatd export --room ROOM' (chatd backup --help).",
+        "'chatd export --room ROOM' (chatd backup --help). Accounts, also while it runs: "
+        "'chatd account add|list|passwd|delete NAME' (docs/accounts.md).",
     )
     parser.add_argument("--version", action="version", version=f"chatd {__version__}")
     parser.add_argument("--config", metavar="FILE", help="TOML file of settings")
@@ -173,6 +175,10 @@ SUBCOMMANDS = ("backup", "export")
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["account"]:  # chatd account add|list|delete|passwd (chatd/account_cli.py)
+        from chatd.account_cli import account_main
+
+        return account_main(argv[1:])
     if argv and argv[0] in SUBCOMMANDS:
         from chatd.backup import main as tool_main
 
@@ -207,8 +213,18 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
 
-    server = Server(config, history=history, next_mid=next_mid)
-    return _serve(config, server, history)
+    try:
+        accounts = AccountStore(history.path) if config.accounts != "off" else None
+    except AccountStoreError as exc:
+        print(f"chatd: {exc}", file=sys.stderr)
+        history.close()
+        return 2
+    server = Server(config, history=history, next_mid=next_mid, accounts=accounts)
+    try:
+        return _serve(config, server, history)
+    finally:
+        if accounts is not None:
+            accounts.close()
 
 
 def _main_cluster(config: Config) -> int:
@@ -224,6 +240,9 @@ def _main_cluster(config: Config) -> int:
     except ValueError as exc:
         print(f"chatd: --cluster: {exc}", file=sys.stderr)
         return 2
+    # The nick hold (docs/accounts.md) is single-node: a cluster mirrors other nodes'
+    # users in each hub, and their departures must show at once.
+    config = replace(config, nick_hold_seconds=0)
     server = Server(config)
     cluster = Cluster(server)
     cluster.start()

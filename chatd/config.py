@@ -28,6 +28,17 @@ def _opt(default: Any, help: str, *, cli: bool = True) -> Any:  # noqa: A002 - m
     return field(default=default, metadata={"help": help, "cli": cli})
 
 
+#: Settings that take one of a few words (accounts and nick hold: docs/accounts.md).
+_CHOICES = {"accounts": ("off", "optional", "required"), "registration": ("open", "closed")}
+
+
+def _check_choices(config: Config) -> None:
+    for name, allowed in _CHOICES.items():
+        if getattr(config, name) not in allowed:
+            words = ", ".join(allowed[:-1]) + " or " + allowed[-1]
+            raise ConfigError(f"{name} must be {words}, not {getattr(config, name)!r}")
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     # --- where to listen -------------------------------------------------------------
@@ -172,6 +183,22 @@ class Config:
         None, "(set with --password-file or CHATD_PASSWORD only)", cli=False
     )
 
+    # --- accounts and nick hold (docs/accounts.md) ------------------------------------
+    accounts: str = _opt(
+        "optional",
+        "off: no accounts; optional: anyone may chat, registered nicks are kept for "
+        "their owners; required: only logged-in users get in",
+    )
+    registration: str = _opt(
+        "open",
+        "open: users register their own nick; closed: only 'chatd account add' creates accounts",
+    )
+    nick_hold_seconds: float = _opt(
+        60.0,
+        "a connection that drops without quit keeps its nick and rooms this long, for a "
+        "hello with its resume token (or its account) to take back (0: no hold)",
+    )
+
     # --- history ---------------------------------------------------------------------------
     db: str = _opt(
         "",
@@ -269,6 +296,7 @@ class Config:
             "send_buffer_bytes",
             "history_max_per_room",
             "max_clients_per_ip",
+            "nick_hold_seconds",
         ]
         for name in ("cluster_ttl_seconds", "cluster_timeout_seconds"):
             if getattr(self, name) <= 0:
@@ -293,6 +321,7 @@ class Config:
                 f"on_storage_failure must be readonly or stop, not {self.on_storage_failure!r}"
             )
         parse_duration(self.history_max_age, "history_max_age")
+        _check_choices(self)
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
             raise ConfigError(
                 f"log_level must be debug, info, warning or error, not {self.log_level!r}"
