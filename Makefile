@@ -9,6 +9,7 @@ STAMP  := $(VENV)/.installed-stamp
 HOST   ?= 0.0.0.0
 PORT   ?= 7777
 IRC_PORT ?= 6667
+WEB_PORT ?= 8080
 # Room history for `make run-server` lives in the user's data directory by default.
 DB     ?=
 SERVER ?= localhost:$(PORT)
@@ -36,8 +37,11 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # The server needs the standard library alone: no virtualenv required.
+# The web port needs h11 and wsproto (the 'web' extra): on when this Python has them.
+WEB_FLAG = $(shell $(PYTHON) -c 'import h11, wsproto' 2>/dev/null && echo --web-port $(WEB_PORT))
 run-server:
-	$(PYTHON) -m chatd --host $(HOST) --port $(PORT) --irc-port $(IRC_PORT) $(if $(DB),--db $(DB))
+	@$(if $(WEB_FLAG),,echo "(no web port: $(PYTHON) lacks h11/wsproto; pip install 'chatd[web]')")
+	$(PYTHON) -m chatd --host $(HOST) --port $(PORT) --irc-port $(IRC_PORT) $(WEB_FLAG) $(if $(DB),--db $(DB))
 
 run-client: $(STAMP)
 	$(BIN)/python -m client $(SERVER)

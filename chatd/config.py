@@ -39,6 +39,14 @@ class Config:
         DEFAULT_PORT, "port for the native protocol (text and JSON); 0 picks a free one"
     )
     irc_port: int | None = _opt(None, "also listen for IRC clients on this port (off unless set)")
+    web_port: int | None = _opt(
+        None,
+        "also serve the web client (HTTP and WebSocket) on this port (off unless set; "
+        "needs the 'web' extra: h11 and wsproto)",
+    )
+    web_max_header_bytes: int = _opt(
+        16384, "longest HTTP request head on the web port (h11's default); longer gets 431"
+    )
     server_name: str = _opt(
         socket.gethostname() or "chatd",
         "the server's name, shown to clients (default: the host name)",
@@ -175,6 +183,7 @@ class Config:
             "max_rooms_per_client",
             "max_password_failures",
             "history_max_limit",
+            "web_max_header_bytes",
         ]
         for name in positive:
             if getattr(self, name) < 1:
@@ -196,7 +205,7 @@ class Config:
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, not {getattr(self, name)}")
-        for name in ("port", "irc_port"):
+        for name in ("port", "irc_port", "web_port"):
             value = getattr(self, name)
             if value is not None and not 0 <= value <= 65535:
                 raise ConfigError(f"{name} must be 0..65535, not {value}")
