@@ -202,9 +202,7 @@ def test_phone_screen_stays_usable(browser: Any, web_server: ChatdProcess) -> No
     bob = JsonClient(web_server.port)
     bob.hello("bob")
     bob.join("#lobby")
-    alice = open_chat(
-        browser, web_server, "alice", viewport=phone, is_mobile=True, has_touch=True
-    )
+    alice = open_chat(browser, web_server, "alice", viewport=phone, is_mobile=True, has_touch=True)
     bob.say("#lobby", "a long line " + "that wraps on a narrow screen " * 6)
     bob.say("#lobby", "alice: lunch?")
     seen(alice, "alice: lunch?")

@@ -203,6 +203,12 @@ class WebStream:
         """Answer one request; the application bytes if it became a WebSocket."""
         headers = {name: value for name, value in request.headers}  # lower-cased by h11
         self._host = headers.get(b"host")
+        size = len(request.target) + sum(len(n) + len(v) + 4 for n, v in request.headers)
+        if size > self._site.max_header_bytes:
+            # h11 bounds an *incomplete* head; a complete one that came in one read is
+            # bounded here.
+            self._error(431, "request head too large", close=True)
+            return None
         if (
             b"content-length" in headers
             and headers[b"content-length"] != b"0"
