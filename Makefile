@@ -64,9 +64,11 @@ lint: $(STAMP)
 BENCH_ARGS ?= --repeat 2
 bench: $(STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+	$(BIN)/python -m bench.web
 
 bench-quick: $(STAMP)
 	$(BIN)/python -m bench.run --quick
+	$(BIN)/python -m bench.web --n 100 --duration 3 --idle 200
 
 stress: $(STAMP)
 	$(BIN)/python -m bench.stress $(STRESS_ARGS)
