@@ -168,7 +168,8 @@ def test_reconnect_after_a_server_restart_fills_the_gap(
     browser: Any, make_server: type[ChatdProcess], tmp_path: Path
 ) -> None:
     db = tmp_path / "history.db"
-    server = make_server("--rate-limit", "0", "--db", str(db), web=True)
+    # A replay shorter than the gap: only the mid-based gap fill brings all of it back.
+    server = make_server("--rate-limit", "0", "--db", str(db), "--history-replay", "2", web=True)
     alice = open_chat(browser, server, "alice")
     bob = JsonClient(server.port)
     bob.hello("bob")
@@ -183,16 +184,18 @@ def test_reconnect_after_a_server_restart_fills_the_gap(
     bob = JsonClient(server.port)
     bob.hello("bob")
     bob.join("#lobby")
-    for n in range(5):
+    for n in range(6):
         bob.say("#lobby", f"while away {n}")
+    bob.expect_frame(type="msg", text="while away 5")
     seen(alice, "reconnected", timeout=30_000)
-    seen(alice, "while away 4")
+    seen(alice, "while away 5")
     bob.say("#lobby", "after the reconnect")
     seen(alice, "after the reconnect")
     texts = alice.locator(".log:visible .line .text").all_inner_texts()
-    for text in [f"before {n}" for n in range(3)] + [f"while away {n}" for n in range(5)]:
+    for text in [f"before {n}" for n in range(3)] + [f"while away {n}" for n in range(6)]:
         assert texts.count(text) == 1, (text, texts)  # nothing missed, nothing twice
-    assert texts.index("while away 4") < texts.index("after the reconnect")
+    assert texts.index("while away 0") < texts.index("while away 5")
+    assert texts.index("while away 5") < texts.index("after the reconnect")
     bob.close()
     server.stop()
 
