@@ -48,7 +48,12 @@ class OutBuffer:
 
     def peek(self, max_chunks: int) -> list[Chunk]:
         """The first ``max_chunks`` chunks, for one gather write."""
-        return list(islice(self._chunks, max_chunks)) if self._chunks else []
+        chunks = self._chunks
+        if not chunks:
+            return []
+        if len(chunks) == 1:  # the usual case: one blob per loop turn
+            return [chunks[0]]
+        return list(islice(chunks, max_chunks))
 
     def consume(self, nbytes: int) -> None:
         """Forget the first ``nbytes`` bytes: the kernel has taken them."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import resource
 import signal
 import socket
 import sys
@@ -22,8 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from chatd import __version__
-from chatd.codecs.irc import listen_irc
+from chatd.codecs.base import Codec
+from chatd.codecs.irc import IrcCodec
 from chatd.config import DEFAULT_PORT, Config, ConfigError, field_types
+from chatd.fdlimit import raise_fd_limit
 from chatd.history import HistoryError, open_store
 from chatd.server import Server
 
@@ -110,21 +111,28 @@ def config_from_args(args: argparse.Namespace, environ: dict[str, str]) -> Confi
 
 
 def _raise_fd_limit(wanted: int) -> None:
-    """Lift the soft RLIMIT_NOFILE towards ``wanted`` (never above the hard limit)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-    if soft != resource.RLIM_INFINITY and soft < target:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-        except (ValueError, OSError) as exc:
-            logger.warning("could not raise the open-file limit to %d: %s", target, exc)
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < wanted:
+    """Lift the open-file limit towards ``wanted``; warn if it stays below."""
+    soft = raise_fd_limit(wanted)
+    if soft < wanted:
         logger.warning(
             "open-file limit is %d, below max_clients; beyond it new connections "
             "wait until others leave",
             soft,
         )
+
+
+def listen_irc(server: Server, host: str, port: int) -> tuple[str, int]:
+    """Open the IRC listener on ``server``'s loop; returns the bound address."""
+    config = server.config
+
+    def make_codec() -> Codec:
+        return IrcCodec(
+            config.server_name,
+            password_required=config.password is not None,
+            max_rooms=config.max_rooms_per_client,
+        )
+
+    return server.listen(host, port, name="irc", make_codec=make_codec, banner=b"")
 
 
 def _how_to_join(host: str, port: int) -> str:

@@ -26,6 +26,7 @@ from typing import Protocol
 
 from chatd.codecs import Codec
 from chatd.model import Deliver, Event
+from chatd.outpolicy import Flow
 
 __all__ = ["Fanout", "Recipient"]
 
@@ -39,6 +40,8 @@ class Recipient(Protocol):
     def cid(self) -> int: ...
     @property
     def codec(self) -> Codec | None: ...
+    @property
+    def flow(self) -> Flow: ...
     def admits(self, count: int) -> bool:
         """May ``count`` room messages be queued now (False: skipped and counted)?"""
         ...
@@ -117,8 +120,10 @@ class Fanout:
         repliers = {cid for _, cid, _ in batch.replies} if batch.replies else ()
         for cid in batch.cids:
             conn = lookup(cid)
-            if conn is None or (droppable and not conn.admits(count)):
+            if conn is None:
                 continue
+            if droppable and conn.flow.over_soft_since is not None and not conn.admits(count):
+                continue  # over its soft limit: skipped and counted
             try:
                 codec = conn.codec or fallback
                 if not droppable:
