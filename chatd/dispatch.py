@@ -109,8 +109,6 @@ class Dispatcher:
         for command in commands:
             if conn.state is not State.OPEN:
                 return
-            if conn.bucket is not None:  # a long message costs more (chatd/ratelimit.py)
-                conn.bucket.charge(command_cost(command) - 1)
             if isinstance(command, Echo):
                 self.deliver_one(conn, command.event, command.rid)
             else:
