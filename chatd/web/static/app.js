@@ -429,7 +429,8 @@ function onHistory(f) {
   }
   if (purpose === "gap" && v.held !== null) {
     v.held.push(...msgs);
-    if (msgs.length >= GAP_PAGE) { history(v, "gap", { after: msgs[msgs.length - 1].mid, limit: GAP_PAGE }); return; }
+    const full = msgs.length >= GAP_PAGE || (f.more === true && msgs.length > 0);  // a cut page
+    if (full) { history(v, "gap", { after: msgs[msgs.length - 1].mid, limit: GAP_PAGE }); return; }
     const held = v.held.sort((a, b) => a.mid - b.mid);
     v.held = null;
     for (const m of held) showMessage(v, { ...m, history: false }, { });
@@ -437,7 +438,8 @@ function onHistory(f) {
   }
   if (purpose === "older") {
     v.loadingOlder = false;
-    if (msgs.length < OLDER_PAGE) v.noMoreOlder = true;
+    if ((msgs.length < OLDER_PAGE && f.more !== true) || msgs.length === 0) v.noMoreOlder = true;
+    if (typeof f.start === "number" && msgs.length && msgs[0].mid <= f.start) v.noMoreOlder = true;
     const anchor = v.log.firstChild;
     for (const m of msgs) showMessage(v, m, { older: true, anchor });
     if (!v.noMoreOlder) setTimeout(() => maybeOlder(v), 0);
