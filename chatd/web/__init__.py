@@ -33,7 +33,7 @@ def listen_web(server: Server, host: str, port: int) -> tuple[str, int]:
     try:
         from chatd.web.site import Site
         from chatd.web.stream import FrameCache, WebStream
-    except ImportError as exc:  # pragma: no cover - the test venv has the extra
+    except ImportError as exc:
         raise WebUnavailable(
             f"the web port needs {exc.name}: pip install 'chatd[web]' (h11, wsproto)"
         ) from None
