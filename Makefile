@@ -37,11 +37,12 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # The server needs the standard library alone: no virtualenv required.
-# The web port needs h11 and wsproto (the 'web' extra): on when this Python has them.
-WEB_FLAG = $(shell $(PYTHON) -c 'import h11, wsproto' 2>/dev/null && echo --web-port $(WEB_PORT))
+# The web port needs h11 and wsproto (the 'web' extra): the venv's Python has them after
+# `make install`, else this Python may; with neither, the server runs without the web port.
+WEB_PY = $(shell for py in $(BIN)/python $(PYTHON); do $$py -c 'import h11, wsproto' 2>/dev/null && echo $$py && break; done)
 run-server:
-	@$(if $(WEB_FLAG),,echo "(no web port: $(PYTHON) lacks h11/wsproto; pip install 'chatd[web]')")
-	$(PYTHON) -m chatd --host $(HOST) --port $(PORT) --irc-port $(IRC_PORT) $(WEB_FLAG) $(if $(DB),--db $(DB))
+	@$(if $(WEB_PY),,echo "(no web port: no h11/wsproto here; make install, or pip install 'chatd[web]')")
+	$(or $(WEB_PY),$(PYTHON)) -m chatd --host $(HOST) --port $(PORT) --irc-port $(IRC_PORT) $(if $(WEB_PY),--web-port $(WEB_PORT)) $(if $(DB),--db $(DB))
 
 run-client: $(STAMP)
 	$(BIN)/python -m client $(SERVER)
