@@ -224,3 +224,23 @@ def test_a_websocket_that_never_reads_is_a_slow_consumer(make_server: type[Chatd
     assert "slow consumer" in server.log()
     talker.close()
     ws.close()
+
+
+def test_websocket_messages_are_rate_limited_like_lines(
+    server: ChatdProcess, chatters: tuple[JsonClient, JsonClient]
+) -> None:
+    """Default limit: 10 commands/s after a burst of 30. 60 messages at once take >= 3 s
+    to be executed (a lower bound: a slow machine only makes it longer)."""
+    alice, _ = chatters
+    ws = WsClient(server.web_port or 0)
+    ws.send_json(op="hello", nick="flood")
+    ws.send_json(op="join", room="#lobby")
+    ws.expect_frame(type="history_end")
+    start = time.monotonic()
+    for n in range(60):
+        ws.send_json(op="say", room="#lobby", text=f"flood {n}")
+    alice.expect_frame(type="msg", text="flood 29")
+    alice.expect_frame(type="msg", text="flood 59", timeout=20)
+    assert time.monotonic() - start >= 2.5
+    chat_works(chatters, "after the websocket flood")
+    ws.close()
