@@ -310,3 +310,12 @@ def test_closing_handshake(site: Site) -> None:
     s = upgraded(site)
     s.receive(b"")
     assert s.finished
+
+
+def test_an_upgrade_to_something_else_is_declined_with_the_page(site: Site) -> None:
+    s = stream(site)
+    s.receive(get(b"/app.js", b"Connection: Upgrade, HTTP2-Settings", b"Upgrade: h2c",
+                  b"HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA"))  # fmt: skip
+    assert status(s.data_to_send()) == 200 and not s.finished and not s.ready
+    s.receive(get(b"/style.css"))
+    assert status(s.data_to_send()) == 200

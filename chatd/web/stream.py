@@ -225,9 +225,6 @@ class WebStream:
         if request.method not in (b"GET", b"HEAD"):
             self._error(405, "only GET and HEAD", close=False, allow=True)
             return None
-        if headers.get(b"upgrade") is not None:
-            self._error(404, "no WebSocket here; it is at /ws", close=True)
-            return None
         static = self._site.lookup(request.target)
         if static is None:
             self._error(404, "not found", close=False)
