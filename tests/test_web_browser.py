@@ -240,3 +240,20 @@ def test_keyboard_alone(browser: Any, web_server: ChatdProcess) -> None:
     alice.keyboard.type("still typing in the box")
     alice.keyboard.press("Enter")
     seen(alice, "still typing in the box")
+
+
+def test_a_refused_nick_says_why_on_the_login_form(browser: Any, web_server: ChatdProcess) -> None:
+    bob = JsonClient(web_server.port)
+    bob.hello("bob")
+    page = browser.new_context().new_page()
+    page.goto(f"http://127.0.0.1:{web_server.web_port}/")
+    page.fill("#nick", "bob")
+    page.press("#nick", "Enter")
+    page.locator("#login-error", has_text="already in use").wait_for()
+    page.fill("#nick", "9bad")
+    page.press("#nick", "Enter")
+    page.locator("#login-error", has_text="nick").wait_for()
+    page.fill("#nick", "robert")
+    page.press("#nick", "Enter")
+    page.get_by_text("you joined #lobby").first.wait_for()
+    bob.close()

@@ -242,7 +242,7 @@ function connect() {
     state.registered = false;
     for (const v of state.views.values()) if (v.kind === "room" && v.joined) v.joined = "rejoin";
     if (state.closing) { setStatus("disconnected", true); return; }
-    if (!state.everWelcomed) { showLogin("Could not join (the server closed the connection)."); return; }
+    if (!state.everWelcomed) { showLogin(state.lastError || "Could not join (the server closed the connection)."); return; }
     if (was) info("disconnected from the server; reconnecting…", "error");
     scheduleReconnect();
   });
@@ -454,6 +454,7 @@ function onHistory(f) {
 function onError(f) {
   const msg = typeof f.message === "string" ? f.message : f.code;
   if (!state.registered) {
+    state.lastError = msg;
     if (f.code === "nick_taken" && state.everWelcomed) {   // our old self, not yet gone
       state.wanted = state.wanted.slice(0, 23) + "_";
       send({ op: "hello", nick: state.wanted });
@@ -577,7 +578,7 @@ function setup() {
     ev.preventDefault();
     const nick = $("nick").value.trim();
     if (!nick) return;
-    state.wanted = nick; state.closing = false; state.everWelcomed = false;
+    state.wanted = nick; state.closing = false; state.everWelcomed = false; state.lastError = "";
     $("login-error").textContent = "";
     $("login-button").disabled = true;
     connect();
