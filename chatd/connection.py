@@ -189,22 +189,9 @@ class Connection:
 
     def flush(self, max_bytes: int) -> int:
         """Send queued output until the kernel is full or ``max_bytes`` have gone."""
-        out = self.out
-        sock = self.sock
-        sent_total = 0
-        while out.size and sent_total < max_bytes:
-            chunks = out.peek(_IOV_MAX)
-            try:
-                # One chunk is the usual case (a tick's room messages are one blob).
-                sent = sock.send(chunks[0]) if len(chunks) == 1 else sock.sendmsg(chunks)
-            except (BlockingIOError, InterruptedError):
-                break
-            out.consume(sent)
-            sent_total += sent
-            if out.size and (len(chunks) < _IOV_MAX or sent < sum(map(len, chunks))):
-                break  # the kernel took less than offered: wait for EVENT_WRITE
-        self.bytes_out += sent_total
-        return sent_total
+        sent = self.out.write_to(self.sock, max_bytes, _IOV_MAX)
+        self.bytes_out += sent
+        return sent
 
     # ------------------------------------------------------------------ input
 

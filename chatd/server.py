@@ -88,6 +88,8 @@ class Server:
         self._fanout = Fanout(self._open.get, fallback)
         self._stopping = False
         self._stop_reason = "server shutting down"
+        # Bound once: every connection's registration timer shares it (memory per client).
+        self._on_register_timeout = self._register_timeout
         self.stats = {
             "accepted": 0,
             "rejected_full": 0,
@@ -226,13 +228,13 @@ class Server:
         self.hub.connect(cid, self._wall())
         logger.info("#%d connected from %s (%s)", cid, peer, listener.name)
         call_at = self.loop.call_at
-        call_at(now + config.register_timeout_seconds, lambda: self._register_timeout(conn))
+        call_at(now + config.register_timeout_seconds, self._on_register_timeout, conn)
         if codec is not None and codec.pings_peer:
-            call_at(now + config.idle_ping_seconds, lambda: self._idle_check(conn))
+            call_at(now + config.idle_ping_seconds, self._idle_check, conn)
         if listener.sniff_stream is not None:
             conn.sniffer = listener.sniff_stream
             conn.greeting = listener.banner
-            call_at(now + SNIFF_SECONDS, lambda: self._sniff_timeout(conn))
+            call_at(now + SNIFF_SECONDS, self._sniff_timeout, conn)
         else:
             if listener.make_stream is not None:
                 conn.stream = listener.make_stream()
@@ -305,7 +307,7 @@ class Server:
                 if bucket is not None and not bucket.take(now):
                     conn.paused_until = now + bucket.delay(now)
                     self.loop.update(conn)
-                    self.loop.call_at(conn.paused_until, lambda: self._resume(conn))
+                    self.loop.call_at(conn.paused_until, self._resume, conn)
                     return
                 self._dispatch.execute(conn, backlog.popleft(), wall)
             conn.backlog = None  # all done (or closing): free it
@@ -325,9 +327,10 @@ class Server:
         dirty = self._dirty[:]
         self._dirty.clear()  # (connections hold this list: it is emptied, not replaced)
         cap = self.policy.write_cap
+        closed = State.CLOSED
         for conn in dirty:
             conn.pending = False
-            if conn.state is State.CLOSED:
+            if conn.state is closed:
                 continue
             try:
                 conn.flush(cap)
@@ -347,7 +350,7 @@ class Server:
         paused = conn.flow.paused
         verdict = self.policy.judge(conn.flow, conn.queued, now)
         if paused and not conn.flow.paused and conn.backlog:
-            self.loop.call_at(now, lambda: self._resume(conn))  # its waiting frames
+            self.loop.call_at(now, self._resume, conn)  # its waiting frames
         if verdict is Verdict.OVER_HARD:
             self._slow_consumer(
                 conn, f"output buffer over the hard limit ({self.policy.hard} bytes)"
@@ -361,7 +364,7 @@ class Server:
                 conn.peer,
                 conn.queued,
             )
-            self.loop.call_at(since + self.policy.soft_seconds, lambda: self._soft(conn, since))
+            self.loop.call_at(since + self.policy.soft_seconds, self._soft, conn)
         elif verdict is Verdict.CAUGHT_UP and conn.state is State.OPEN:
             skipped = conn.flow.take_skipped()
             logger.info("#%d caught up; %d messages were skipped", conn.cid, skipped)
@@ -394,7 +397,10 @@ class Server:
         if conn.state is State.OPEN and conn.sniffer is not None:
             conn.settle_stream(b"")  # it waits to be greeted: plain, and say hello
 
-    def _soft(self, conn: Connection, since: float) -> None:
+    def _soft(self, conn: Connection) -> None:
+        since = conn.flow.over_soft_since  # None, or a later episode: expired() says no
+        if since is None:
+            return
         if conn.state is State.OPEN and self.policy.expired(conn.flow, since, self.loop.now):
             self._slow_consumer(conn, f"over the soft limit for {self.policy.soft_seconds:g}s")
 
@@ -425,7 +431,7 @@ class Server:
             conn.probed = True
             self._deliver_one(conn, Probe())
         due = conn.last_heard + (drop_after if conn.probed else ping_after)
-        self.loop.call_at(due, lambda: self._idle_check(conn))
+        self.loop.call_at(due, self._idle_check, conn)
 
     # ------------------------------------------------------------------ closing
 
@@ -447,9 +453,7 @@ class Server:
         self._open.pop(conn.cid, None)
         self._closing[conn.cid] = conn
         self._departures.append((conn.cid, reason))
-        self.loop.call_at(
-            self.loop.now + self.config.close_linger_seconds, lambda: self._finalize(conn)
-        )
+        self.loop.call_at(self.loop.now + self.config.close_linger_seconds, self._finalize, conn)
         self.loop.update(conn)
         if not conn.pending:  # judged (and closed once flushed) at the end of this turn
             conn.pending = True
