@@ -35,6 +35,8 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 install: $(STAMP)
+	@echo "chat and chatd are in $(CURDIR)/$(BIN)/ (run them from there, or: make run-client)."
+	@echo "To have them on your PATH: pipx install .   (or: pip install --user .)"
 
 # The server needs the standard library alone: no virtualenv required.
 # The web port needs h11 and wsproto (the 'web' extra): the venv's Python has them after

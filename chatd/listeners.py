@@ -41,7 +41,7 @@ _RESOURCE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 class Acceptor(Protocol):
     """What a listener hands its new sockets to (the server)."""
 
-    def adopt(self, sock: socket.socket, peer: str, listener: Listener) -> None: ...
+    def adopt(self, sock: socket.socket, addr: object, listener: Listener) -> None: ...
 
 
 class Listener:
@@ -112,7 +112,7 @@ class Listener:
                     return
                 logger.debug("accept failed: %s", exc)  # e.g. ECONNABORTED: try the next
                 continue
-            self.acceptor.adopt(sock, format_peer(addr), self)
+            self.acceptor.adopt(sock, addr, self)
 
     def _back_off(self, exc: OSError) -> None:
         # Out of descriptors: the listening socket stays readable, so watching it would

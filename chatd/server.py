@@ -26,22 +26,31 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from collections import deque
 from collections.abc import Callable
 
+from chatd.admission import Admission
 from chatd.codecs import Codec, TextCodec
 from chatd.config import Config
 from chatd.connection import Connection, State
-from chatd.dispatch import Dispatcher, HistoryStore
+from chatd.dispatch import Dispatcher
 from chatd.fanout import Fanout
 from chatd.framing import LineFramer
 from chatd.hub import Hub
-from chatd.listeners import Listener, configure_socket, native_banner, open_socket, refuse
+from chatd.listeners import (
+    Listener,
+    configure_socket,
+    format_peer,
+    native_banner,
+    open_socket,
+    refuse,
+)
 from chatd.loop import READ, Loop
-from chatd.model import Error, ErrorCode, Event, Probe, Shutdown, Skipped
+from chatd.model import Action, Error, ErrorCode, Event, Probe, Shutdown, Skipped
 from chatd.outpolicy import OutputPolicy, Verdict
 from chatd.ratelimit import TokenBucket
+from chatd.storekeeper import HistoryStore, StoreKeeper
 from chatd.streams import StreamError, StreamFactory, StreamSniffer
+from chatd.throttle import address_key
 
 __all__ = ["Server", "HistoryStore", "Listener", "SNIFF_SECONDS"]
 
@@ -50,6 +59,8 @@ logger = logging.getLogger(__name__)
 # A sniffing listener waits this long for the first bytes before it settles on plain
 # (and shows its banner): a TLS client speaks first, a person in nc waits to be greeted.
 SNIFF_SECONDS = 0.25
+# Storage upkeep (failure probes, pruning) and password-guess episodes run this often.
+_HOUSEKEEPING_SECONDS = 0.25
 
 
 class Server:
@@ -73,6 +84,7 @@ class Server:
         self.config = config
         self.hub = Hub(config, next_mid=next_mid)
         self._history = history
+        self._keeper = StoreKeeper(history, clock()) if history is not None else None
         self._clock = clock
         self._wall = wall_clock
         self.loop = Loop(clock)
@@ -85,7 +97,7 @@ class Server:
         self._departures: list[tuple[int, str]] = []  # to tell the hub, end of turn
         fallback = TextCodec()  # for lines sent before a mode is picked
         self._fallback_codec = fallback
-        self._fanout = Fanout(self._open.get, fallback)
+        self._password_required = config.password is not None
         self._stopping = False
         self._stop_reason = "server shutting down"
         # Bound once: every connection's registration timer shares it (memory per client).
@@ -93,14 +105,33 @@ class Server:
         self.stats = {
             "accepted": 0,
             "rejected_full": 0,
+            "rejected_per_ip": 0,
+            "password_failures": 0,
             "slow_consumers": 0,
             "line_too_long": 0,
             "protocol_errors": 0,
             "bugs": 0,
+            "dropped_deliveries": 0,  # not encodable for one recipient (a bug; logged)
         }
+        self._admission = Admission(config, clock, self.stats)
+        self._fanout = Fanout(self._open.get, fallback, self.stats, self._commit)
         self._dispatch = Dispatcher(
-            config, self.hub, self._fanout, history, self._open, self._close_now, self.stats
+            config,
+            self.hub,
+            self._fanout,
+            self._keeper,
+            self._open,
+            self._close_now,
+            self.stats,
+            self._note_login,
+            self.request_stop,
         )
+        self._housekeeping_turns = 0
+        # Without a rate limit every line read runs at once; with one, input may have to
+        # wait, and what waits is bounded by max_input_backlog_bytes.
+        self._recv_size = min(config.recv_chunk_bytes, config.max_input_backlog_bytes)
+        if self._keeper is not None or self._password_required:
+            self.loop.call_at(self.loop.now + _HOUSEKEEPING_SECONDS, self._housekeeping)
 
     # ------------------------------------------------------------------ set-up
 
@@ -173,8 +204,7 @@ class Server:
                     self._dispatch.departed(cid, reason, wall)
         if self._fanout:
             self._fanout.flush()
-        if self._history is not None:
-            self._history.commit()  # store before deliver: see module docstring
+        self._commit()  # store before deliver: see module docstring
         if self._dirty:
             self._flush_dirty(now)
 
@@ -206,11 +236,14 @@ class Server:
 
     # ------------------------------------------------------------------ accepting
 
-    def adopt(self, sock: socket.socket, peer: str, listener: Listener) -> None:
+    def adopt(self, sock: socket.socket, addr: object, listener: Listener) -> None:
         """A listener accepted ``sock``: refuse it when full, else make it a connection."""
         config = self.config
-        if self.connections >= config.max_clients:
-            self._reject_full(sock, peer, listener)
+        peer = format_peer(addr)
+        host = address_key(addr[0]) if isinstance(addr, tuple) else peer
+        error = self._admission.refusal(self.connections, host, peer)
+        if error is not None:  # full, or that address is: told why in its protocol
+            refuse(sock, listener.refusal(error, self._fallback_codec))
             return
         configure_socket(sock, peer, config)
         now = self.loop.now
@@ -223,10 +256,13 @@ class Server:
         framer = LineFramer(config.max_line_bytes)
         conn = Connection(cid, sock, peer, framer, codec, bucket, self._dirty, self)
         conn.last_heard = now
+        conn.host = host
+        self._admission.opened(host)
         self._open[cid] = conn
         self.stats["accepted"] += 1
         self.hub.connect(cid, self._wall())
-        logger.info("#%d connected from %s (%s)", cid, peer, listener.name)
+        level = self._admission.log_level(host)
+        logger.log(level, "#%d connected from %s (%s)", cid, peer, listener.name)
         call_at = self.loop.call_at
         call_at(now + config.register_timeout_seconds, self._on_register_timeout, conn)
         if codec is not None and codec.pings_peer:
@@ -242,24 +278,23 @@ class Server:
                 conn.queue(listener.banner)
         self.loop.update(conn)
 
-    def _reject_full(self, sock: socket.socket, peer: str, listener: Listener) -> None:
-        """Tell a newcomer the server is full, in its listener's protocol, and close."""
-        self.stats["rejected_full"] += 1
-        if self.stats["rejected_full"] in (1, 10, 100) or self.stats["rejected_full"] % 1000 == 0:
-            logger.warning(
-                "server full (%d clients): refused %s (%d refused so far)",
-                self.config.max_clients,
-                peer,
-                self.stats["rejected_full"],
-            )
-        why = f"the server is full ({self.config.max_clients} clients); try again later"
-        refuse(sock, listener.refusal(Error(ErrorCode.SERVER_FULL, why), self._fallback_codec))
+    def _login_wait(self, conn: Connection, now: float) -> bool:
+        """Hold an unregistered client's lines while its address is out of guesses."""
+        if not self._password_required or self.hub.is_registered(conn.cid):
+            return False
+        wait = self._admission.guess_delay(conn.host)
+        if not wait:
+            return False
+        conn.paused_until = now + wait
+        self.loop.update(conn)
+        self.loop.call_at(conn.paused_until, self._resume, conn)
+        return True
 
     # ------------------------------------------------------------------ reading
 
     def on_readable(self, conn: Connection) -> None:
         try:
-            data = conn.read(self.config.recv_chunk_bytes)
+            data = conn.read(self._recv_size if conn.bucket else self.config.recv_chunk_bytes)
         except StreamError as exc:
             logger.info("#%d %s broke its stream: %s", conn.cid, conn.peer, exc.reason)
             self._close(conn, f"stream error: {exc.reason}", flush=True, broken=True)
@@ -272,15 +307,9 @@ class Server:
         now = self.loop.now
         conn.last_heard = now
         conn.probed = False
-        if data:
-            frames = conn.framer.feed(data)
-            if frames:
-                if conn.backlog is None:
-                    conn.backlog = deque(frames)
-                else:
-                    conn.backlog.extend(frames)
-                self._run_backlog(conn, now)
-        if conn.at_eof and not conn.backlog:
+        if data and conn.take_input(data):
+            self._run_backlog(conn, now)
+        if conn.at_eof and not conn.has_input:
             # End of stream (the peer closed, or half-closed): what it sent before is
             # executed, replies are flushed, then we close.
             self._close(conn, "connection closed by peer", flush=True)
@@ -293,13 +322,17 @@ class Server:
         more than the limits for a client that reads its replies perfectly well).
         """
         backlog = conn.backlog
-        if backlog is None:
-            return
         bucket = conn.bucket
         wall = self._wall()
         high = self.policy.high
         try:
-            while backlog and conn.state is State.OPEN:
+            while conn.state is State.OPEN:
+                if not backlog:
+                    backlog = conn.frame_next()
+                    if backlog is None:
+                        break
+                if self._login_wait(conn, now):
+                    return
                 if conn.queued > high:
                     conn.flow.paused = True  # resumed when it drains (see _judge)
                     self.loop.update(conn)
@@ -311,14 +344,14 @@ class Server:
                     return
                 self._dispatch.execute(conn, backlog.popleft(), wall)
             conn.backlog = None  # all done (or closing): free it
-            if conn.at_eof:
+            if conn.at_eof and conn.state is State.OPEN:
                 self._close(conn, "connection closed by peer", flush=True)
         except Exception:
             # A bug, not the peer's fault: keep it to this connection (asyncio's
             # _fatal_error pattern). SystemExit and KeyboardInterrupt are not caught.
             self.stats["bugs"] += 1
             logger.exception("bug while serving #%d %s; closing it", conn.cid, conn.peer)
-            backlog.clear()
+            conn.backlog, conn.unframed = None, b""
             self._close(conn, "internal error", flush=False)
 
     # ------------------------------------------------------------------ writing
@@ -349,7 +382,7 @@ class Server:
         """Apply the output policy to what a flush left queued."""
         paused = conn.flow.paused
         verdict = self.policy.judge(conn.flow, conn.queued, now)
-        if paused and not conn.flow.paused and conn.backlog:
+        if paused and not conn.flow.paused and conn.has_input:
             self.loop.call_at(now, self._resume, conn)  # its waiting frames
         if verdict is Verdict.OVER_HARD:
             self._slow_consumer(
@@ -386,7 +419,32 @@ class Server:
         # Its buffer is full of older lines; it would never reach a goodbye. Cut it.
         self._close(conn, f"slow consumer: {why}", flush=False)
 
+    def _note_login(self, conn: Connection, actions: list[Action]) -> None:
+        self._admission.note_login(conn.host, actions)
+
+    # ------------------------------------------------------------------ storage
+
+    def _commit(self) -> None:
+        self._dispatch.commit()  # store before deliver (refusing what cannot be stored)
+
+    @property
+    def storage_failure(self) -> str | None:
+        """Set when a storage failure stopped the server (``--on-storage-failure stop``)."""
+        return self._dispatch.storage_failure
+
     # ------------------------------------------------------------------ timers
+
+    def _housekeeping(self) -> None:
+        """Storage upkeep (probes after a failure, pruning); password-guess episodes."""
+        now = self.loop.now
+        if self._keeper is not None:
+            change = self._keeper.upkeep(now, self._wall())
+            if change is not None:
+                self._dispatch.storage_state(change)
+        self._housekeeping_turns += 1
+        if self._housekeeping_turns % 4 == 0:
+            self._admission.sweep()
+        self.loop.call_at(now + _HOUSEKEEPING_SECONDS, self._housekeeping)
 
     def _register_timeout(self, conn: Connection) -> None:
         if conn.state is State.OPEN and not self.hub.is_registered(conn.cid):
@@ -468,8 +526,9 @@ class Server:
         self._closing.pop(conn.cid, None)
         self.loop.remove(conn)
         conn.finish()
-        self._fanout.forget(conn.cid)
-        logger.info(
+        self._admission.closed(conn.host)
+        logger.log(
+            self._admission.log_level(conn.host),
             "#%d %s closed: %s (in %dB/%d lines, out %dB%s)",
             conn.cid,
             conn.peer,
