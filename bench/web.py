@@ -70,7 +70,7 @@ def start_server(extra: list[str]) -> tuple[subprocess.Popen[bytes], dict[str, i
     out = Path(f"/tmp/chatd-bench-web-{os.getpid()}.log")
     cmd = [sys.executable, "-m", "chatd", "--host", "127.0.0.1", "--port", "0", "--web-port",
            "0", "--rate-limit", "0", "--db", ":memory:", "--log-level", "warning",
-           "--max-clients", "20000", *extra]  # fmt: skip
+           "--max-clients", "20000", "--max-clients-per-ip", "0", *extra]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     with out.open("wb") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT, env=env)

@@ -23,7 +23,11 @@ TIMEOUT = 3  # registration timeout of these servers, seconds
 
 @pytest.fixture
 def server() -> Iterator[ChatdProcess]:
-    s = ChatdProcess("--register-timeout-seconds", str(TIMEOUT), web=True)
+    # The crowds here connect from 127.0.0.1 but stand for many hosts: no per-address limit
+    # (test_per_address_limit_counts_web_connections checks it on the web port).
+    s = ChatdProcess(
+        "--register-timeout-seconds", str(TIMEOUT), "--max-clients-per-ip", "0", web=True
+    )  # fmt: skip
     try:
         yield s
     finally:
@@ -244,3 +248,18 @@ def test_websocket_messages_are_rate_limited_like_lines(
     assert time.monotonic() - start >= 2.5
     chat_works(chatters, "after the websocket flood")
     ws.close()
+
+
+def test_per_address_limit_counts_web_connections(make_server: type[ChatdProcess]) -> None:
+    server = make_server("--max-clients-per-ip", "3", web=True)
+    tcp = JsonClient(server.port)
+    tcp.hello("tcp")
+    sockets = [WsClient(server.web_port or 0) for _ in range(2)]  # 3 from this address
+    assert all(ws.rejected is None for ws in sockets)
+    with socket.create_connection(("127.0.0.1", server.web_port or 0)) as s:
+        assert closed_within(s, 5) == b""  # the fourth: closed at once, no upgrade
+    for ws in sockets:  # the three admitted ones are unharmed
+        ws.send_json(op="ping")
+        ws.expect_frame(type="pong")
+        ws.close()
+    tcp.close()
