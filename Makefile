@@ -15,7 +15,7 @@ DB     ?=
 SERVER ?= localhost:$(PORT)
 PYTEST_ARGS ?=
 
-.PHONY: help install run-server run-client test test-fast e2e lint bench bench-quick stress clean
+.PHONY: help install run-server run-client test test-fast e2e lint bench bench-quick bench-cluster stress clean
 
 help:
 	@echo "make run-server   start chatd on $(HOST):$(PORT) (IRC on $(IRC_PORT))"
@@ -72,6 +72,10 @@ bench: $(STAMP)
 bench-quick: $(STAMP)
 	$(BIN)/python -m bench.run --quick
 	$(BIN)/python -m bench.web --n 100 --duration 3 --idle 200
+
+# N=1000 over 3 nodes sharing a real redis-server, against one node (docs/cluster.md).
+bench-cluster: $(STAMP)
+	$(BIN)/python -m bench.cluster $(BENCH_CLUSTER_ARGS)
 
 stress: $(STAMP)
 	$(BIN)/python -m bench.stress $(STRESS_ARGS)
