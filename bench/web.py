@@ -106,10 +106,10 @@ def connect(ports: dict[str, int], kind: str, n: int, join: bool, tag: str) -> l
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         m = Member(s, kind)
         if kind == "ws":
-            key = base64.b64encode(os.urandom(16))
+            nonce = base64.b64encode(os.urandom(16))
             s.sendall(b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
                       b"Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
-                      b"Sec-WebSocket-Version: 13\r\n\r\n" % (port, key))  # fmt: skip
+                      b"Sec-WebSocket-Version: 13\r\n\r\n" % (port, nonce))  # fmt: skip
         m.send_json({"op": "hello", "nick": f"{tag}{kind}{i}"})
         if join:
             m.send_json({"op": "join", "room": ROOM})
@@ -133,6 +133,61 @@ def connect(ports: dict[str, int], kind: str, n: int, join: bool, tag: str) -> l
     return members
 
 
+def _read(m: Member, buf: bytearray, got: int) -> None:
+    """Count the deliveries in one read; a checker also takes their latencies."""
+    m.count += buf.count(MARK, 0, got) + (m.tail == 0x7E and buf[0] == 0x62)
+    m.tail = buf[got - 1] if got else 0
+    if m.checker:
+        data = m.buf + bytes(buf[:got])
+        now_ns = time.monotonic_ns()
+        for _s, _q, sent in TEXT_RE.findall(data):
+            m.latencies.append(now_ns - int(sent))
+        m.buf = data[-64:]
+
+
+def _fan_out(opts: argparse.Namespace, members: list[Member], senders: list[Member]) -> int:
+    """Offer ``opts.rate`` messages/s for ``opts.duration`` s and read every delivery;
+    returns how many messages were sent."""
+    sel = selectors.DefaultSelector()
+    for m in members:
+        sel.register(m.sock, selectors.EVENT_READ, m)
+    buf = bytearray(256 * 1024)
+    interval = opts.senders / opts.rate  # per sender
+    start = time.monotonic()
+    next_send = [start + i * interval / opts.senders for i in range(opts.senders)]
+    seq = [0] * opts.senders
+    end = start + opts.duration
+    while True:
+        now = time.monotonic()
+        if now < end:
+            for i, s in enumerate(senders):
+                if now >= next_send[i]:
+                    text = b"~b%04d:%09d:%019d:" % (i, seq[i], time.monotonic_ns())
+                    seq[i] += 1
+                    s.sock.sendall(b'{"op":"say","room":"%s","text":"%s%s"}\n'
+                                   % (ROOM.encode(), text, b"x" * 20))  # fmt: skip
+                    next_send[i] += interval
+        elif sum(m.count for m in members) >= sum(seq) * len(members) or now > end + 30:
+            break
+        for key, _ in sel.select(0.002):
+            _read(key.data, buf, key.data.sock.recv_into(buf))
+    sel.close()
+    return sum(seq)
+
+
+def _summary(group: list[Member], sent: int, seconds: float) -> dict[str, Any]:
+    lat = sorted(x for m in group if m.checker for x in m.latencies)
+    got = sum(m.count for m in group)
+    return {
+        "members": len(group),
+        "deliveries": got,
+        "expected": sent * len(group),
+        "deliveries_per_s": round(got / seconds),
+        "p50_ms": round(lat[len(lat) // 2] / 1e6, 2) if lat else None,
+        "p99_ms": round(lat[int(len(lat) * 0.99)] / 1e6, 2) if lat else None,
+    }
+
+
 def run(opts: argparse.Namespace) -> dict[str, Any]:
     proc, ports, log = start_server(opts.server_args)
     try:
@@ -143,66 +198,17 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
         for group in (tcp, ws):  # checkers spread over the join order
             for i in range(CHECKERS):
                 group[i * len(group) // CHECKERS].checker = True
-        senders = tcp[: opts.senders]
-        sel = selectors.DefaultSelector()
-        for m in members:
-            sel.register(m.sock, selectors.EVENT_READ, m)
-        buf = bytearray(256 * 1024)
-        view = memoryview(buf)
-        interval = opts.senders / opts.rate  # per sender
-        start = time.monotonic()
-        cpu0 = cpu(proc.pid)
-        next_send = [start + i * interval / opts.senders for i in range(opts.senders)]
-        seq = [0] * opts.senders
-        end = start + opts.duration
-        while True:
-            now = time.monotonic()
-            if now < end:
-                for i, s in enumerate(senders):
-                    if now >= next_send[i]:
-                        text = b"~b%04d:%09d:%019d:" % (i, seq[i], time.monotonic_ns())
-                        seq[i] += 1
-                        s.sock.sendall(b'{"op":"say","room":"%s","text":"%s%s"}\n'
-                                       % (ROOM.encode(), text, b"x" * 20))  # fmt: skip
-                        next_send[i] += interval
-            elif sum(m.count for m in members) >= sum(seq) * len(members):
-                break
-            elif now > end + 30:
-                break
-            for key, _ in sel.select(0.002):
-                m = key.data
-                got = m.sock.recv_into(buf)
-                chunk = view[:got]
-                m.count += buf.count(MARK, 0, got) + (m.tail == 0x7E and buf[0] == 0x62)
-                m.tail = buf[got - 1] if got else 0
-                if m.checker:
-                    data = m.buf + bytes(chunk)
-                    now_ns = time.monotonic_ns()
-                    for _s, _q, sent in TEXT_RE.findall(data):
-                        m.latencies.append(now_ns - int(sent))
-                    m.buf = data[-64:]
-        elapsed = time.monotonic() - start
-        server_cpu = cpu(proc.pid) - cpu0
-        sent_total = sum(seq)
+        start, cpu0 = time.monotonic(), cpu(proc.pid)
+        sent = _fan_out(opts, members, tcp[: opts.senders])
         result: dict[str, Any] = {
             "n": opts.n,
             "rate": opts.rate,
-            "sent": sent_total,
-            "seconds": round(elapsed, 2),
-            "server_cpu_s": round(server_cpu, 2),
+            "sent": sent,
+            "seconds": round(time.monotonic() - start, 2),
+            "server_cpu_s": round(cpu(proc.pid) - cpu0, 2),
+            "tcp": _summary(tcp, sent, opts.duration),
+            "ws": _summary(ws, sent, opts.duration),
         }
-        for name, group in (("tcp", tcp), ("ws", ws)):
-            lat = sorted(x for m in group if m.checker for x in m.latencies)
-            got = sum(m.count for m in group)
-            result[name] = {
-                "members": len(group),
-                "deliveries": got,
-                "expected": sent_total * len(group),
-                "deliveries_per_s": round(got / opts.duration),
-                "p50_ms": round(lat[len(lat) // 2] / 1e6, 2) if lat else None,
-                "p99_ms": round(lat[int(len(lat) * 0.99)] / 1e6, 2) if lat else None,
-            }
-        sel.close()
         for m in members:
             m.sock.close()
         time.sleep(1.0)

@@ -89,7 +89,7 @@ def test_browsers_terminal_and_irc_chat_in_one_room(
     alice = open_chat(browser, web_server, "alice", viewport={"width": 1280, "height": 760})
     bob = open_chat(browser, web_server, "bob")
     tmux = Tmux()
-    irc = IrcClient(web_server.irc_port)
+    irc = IrcClient(web_server.irc_port or 0)
     try:
         carol = client(tmux, tmp_path, web_server.port, "carol")
         irc.register("dave")
