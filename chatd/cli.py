@@ -20,7 +20,7 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
 
-from chatd import __version__
+from chatd import __version__, discovery
 from chatd.codecs.base import Codec
 from chatd.codecs.irc import IrcCodec
 from chatd.config import DEFAULT_PORT, Config, ConfigError, field_types
@@ -55,6 +55,16 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         kind = kinds[f.name][0]
         default = f.default if f.default is not MISSING else None
+        if kind is bool:  # --announce / --no-announce
+            parser.add_argument(
+                "--" + f.name.replace("_", "-"),
+                dest=f.name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=f.metadata.get("help", "")
+                + ("" if default is None else f" (default: {'on' if default else 'off'})"),
+            )
+            continue
         parser.add_argument(
             "--" + f.name.replace("_", "-"),
             dest=f.name,
@@ -180,6 +190,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, bound_host, bound_port in server.addresses:
         print(f"chatd: listening on {bound_host}:{bound_port} ({name})", flush=True)
     print(f"chatd: {_how_to_join(host, port)}", flush=True)
+    announcer, why = discovery.start(
+        config, server.addresses, lambda: server.hub.stats()["registered"], server.periodic.append
+    )
+    print(f"chatd: {why}", flush=True)
     print("chatd: press Ctrl-C to stop", flush=True)
 
     def on_signal(signum: int, frame: types.FrameType | None) -> None:
@@ -201,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
         logger.critical("%s; stopping (nothing unstored was sent)", exc)
         status = 3
     finally:
+        if announcer is not None:
+            announcer.close()  # the goodbye packets: browsers forget us now
         history.close()
     logger.info("stopped; %s", _summary(server.stats))
     return status

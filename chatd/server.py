@@ -163,6 +163,8 @@ class Server:
         self._next_idle_sweep = 0.0
         self._stopping = False
         self._stop_reason = "server shutting down"
+        # Called with the loop's clock every sweep (discovery's census, chatd.discovery).
+        self.periodic: list[Callable[[float], None]] = []
         self._waker_r, self._waker_w = socket.socketpair()
         self._waker_r.setblocking(False)
         self._waker_w.setblocking(False)
@@ -703,6 +705,8 @@ class Server:
                 listener.paused_until = 0.0
                 self._selector.register(listener.sock, _READ, listener)
                 logger.info("accepting again on %s:%d", *listener.address)
+        for hook in self.periodic:
+            hook(now)
 
     def _probe_idle(self, now: float) -> None:
         """Ping silent peers whose protocol answers pings (IRC); drop the dead ones."""
