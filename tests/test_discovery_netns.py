@@ -106,9 +106,9 @@ def test_two_servers_are_listed_and_a_stopped_one_disappears(lan: Lan, tmp_path:
     assert listed(lines, "beta") == f"beta  {SERVER_ADDR}:{beta.port}  0 online  no TLS  password"
     wait_until(lambda: saw("Added beta._chatd._tcp.local."), timeout=10)
     beta.stop()
-    assert "announcement withdrawn" in beta.log()
     # The watcher had beta cached for its TTL (75 minutes): only the goodbye removes it.
     wait_until(lambda: saw("Removed beta._chatd._tcp.local."), timeout=10)
+    assert "announcement withdrawn" in beta.log()
     lines = chat_list(lan)
     assert listed(lines, "alpha") and not listed(lines, "beta")
     assert not saw("Removed alpha._chatd._tcp.local.")
@@ -117,13 +117,13 @@ def test_two_servers_are_listed_and_a_stopped_one_disappears(lan: Lan, tmp_path:
 def test_no_announce_announces_nothing(lan: Lan, tmp_path: Path) -> None:
     saw = watch(lan, tmp_path / "watch.log")
     quiet = serve(lan, "quiet", "--no-announce")
-    assert "chatd: announcing is off (--no-announce)\n" in quiet.stdout_lines
     serve(lan, "loud")  # a control: the browse works, so quiet's absence means something
     lines = list_until(lan, lambda ls: listed(ls, "loud") is not None)
     wait_until(lambda: saw("Added loud._chatd._tcp.local."), timeout=10)
     assert not listed(lines, "quiet")
     assert not saw("Added quiet._chatd._tcp.local.")
     assert "announcing" not in quiet.log()
+    assert "chatd: announcing is off (--no-announce)\n" in quiet.stdout_lines
 
 
 def test_chat_without_an_address_joins_the_one_server_found(lan: Lan, tmp_path: Path) -> None:
@@ -272,3 +272,33 @@ def test_avahi_browse_sees_chatd_and_irc(lan: Lan, tmp_path: Path) -> None:
     assert irc
     _, _, _, name, kind, _, _, address, port, _ = irc[0]
     assert (name, kind, address, int(port)) == ("alpha", "_irc._tcp", SERVER_ADDR, server.irc_port)
+
+
+_CENSUS = """
+import sys, time
+from chatd import discovery
+from chatd.config import Config
+config = Config(server_name="census")
+announcer = discovery.Announcer(
+    "census",
+    [sys.argv[1]],
+    [discovery.Service(discovery.CHATD_TYPE, 7777, discovery.chatd_txt(config, 0))],
+    lambda online: discovery.chatd_txt(config, online),
+)
+announcer.start()
+while not announcer.registered:
+    time.sleep(0.05)
+announcer.offer_online(5)  # as the loop's census hook does, every CENSUS_SECONDS
+time.sleep(120)
+"""
+
+
+def test_the_head_count_handed_over_is_re_announced(lan: Lan, tmp_path: Path) -> None:
+    """The loop's census crosses to the announcer thread and into the TXT record (the
+    announcer alone, so the test need not wait CENSUS_SECONDS for the loop's hook)."""
+    lan.spawn(0, sys.executable, "-c", _CENSUS, SERVER_ADDR, log=tmp_path / "census.log", **ENV)
+    lines = list_until(lan, lambda ls: listed(ls, "census") is not None)
+    deadline = time.monotonic() + 20
+    while "5 online" not in (listed(lines, "census") or "") and time.monotonic() < deadline:
+        lines = chat_list(lan)
+    assert listed(lines, "census") == f"census  {SERVER_ADDR}:7777  5 online  no TLS"
