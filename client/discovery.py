@@ -208,6 +208,8 @@ def list_servers(say: Callable[[str], None], seconds: float = BROWSE_SECONDS) ->
     except DiscoveryUnavailable as exc:
         say(f"chat: {exc}")
         return 2
+    except KeyboardInterrupt:
+        return 130
     if not servers:
         say(f"no chatd server answered on the LAN in {seconds:g} s")
         return 1
@@ -230,6 +232,8 @@ def find_server(
     except DiscoveryUnavailable as exc:
         say(f"chat: {exc}; trying {host}:{port}")
         return fallback
+    except KeyboardInterrupt:
+        return None
     if not servers:
         say(f"chat: no chatd server answered on the LAN in {seconds:g} s; trying {host}:{port}")
         return fallback
@@ -239,5 +243,5 @@ def find_server(
     say(f"chat: {len(servers)} chatd servers answered on the LAN:")
     try:
         return pick(servers, ask, say)
-    except EOFError:
+    except (EOFError, KeyboardInterrupt):
         return None
