@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import ROOT, ChatdProcess, wait_until
@@ -126,36 +127,58 @@ def test_no_announce_announces_nothing(lan: Lan, tmp_path: Path) -> None:
     assert "chatd: announcing is off (--no-announce)\n" in quiet.stdout_lines
 
 
-def test_chat_without_an_address_joins_the_one_server_found(lan: Lan, tmp_path: Path) -> None:
-    """The real client, in a terminal, started with no address at all."""
+def _chat_in_tmux(lan: Lan, tmp_path: Path) -> tuple[Any, Any]:
+    """The real client in a terminal (tmux), in the client namespace, with no address."""
     if shutil.which("tmux") is None:
         pytest.skip("needs tmux")
     from test_e2e_client import Pane, Tmux
 
+    command = " ".join(
+        shlex.quote(part)
+        for part in [
+            *lan.wrap(1),
+            "env",
+            f"CHAT_STATE_DIR={tmp_path / 'state'}",
+            f"PYTHONPATH={ROOT}",
+            sys.executable,
+            "-m",
+            "client",
+            "--nick",
+            "bob",
+        ]
+    )
+    tmux = Tmux()
+    return tmux, Pane(tmux, "bob", command, tmp_path)
+
+
+def test_chat_without_an_address_joins_the_one_server_found(lan: Lan, tmp_path: Path) -> None:
     server = serve(lan, "alpha")
     list_until(lan, lambda lines: listed(lines, "alpha") is not None)
-    tmux = Tmux()
+    tmux, pane = _chat_in_tmux(lan, tmp_path)
     try:
-        command = " ".join(
-            shlex.quote(part)
-            for part in [
-                *lan.wrap(1),
-                "env",
-                f"CHAT_STATE_DIR={tmp_path / 'state'}",
-                f"PYTHONPATH={ROOT}",
-                sys.executable,
-                "-m",
-                "client",
-                "--nick",
-                "bob",
-            ]
-        )
-        pane = Pane(tmux, "bob", command, tmp_path)
         pane.wait_for(f"chat: found alpha  {SERVER_ADDR}:{server.port}", timeout=15)
         pane.wait_for("you joined #lobby", timeout=15)
     finally:
         tmux.close()
     assert f"connected from {CLIENT_ADDR}" in server.log()
+
+
+def test_chat_without_an_address_asks_which_of_several(lan: Lan, tmp_path: Path) -> None:
+    alpha, beta = serve(lan, "alpha"), serve(lan, "beta")
+    list_until(lan, lambda ls: bool(listed(ls, "alpha") and listed(ls, "beta")))
+    tmux, pane = _chat_in_tmux(lan, tmp_path)
+    try:
+        pane.wait_for("chat: 2 chatd servers answered on the LAN:", timeout=15)
+        pane.wait_for(f"  1. alpha  {SERVER_ADDR}:{alpha.port}  0 online  no TLS")
+        pane.wait_for(f"  2. beta  {SERVER_ADDR}:{beta.port}  0 online  no TLS")
+        pane.wait_for("Which server (1-2, Enter for none)?")
+        pane.type("2")
+        pane.press("Enter")
+        pane.wait_for("you joined #lobby", timeout=15)
+    finally:
+        tmux.close()
+    assert f"connected from {CLIENT_ADDR}" in beta.log()
+    assert f"connected from {CLIENT_ADDR}" not in alpha.log()
 
 
 def test_a_failing_announcer_never_stops_the_server(lan: Lan) -> None:
