@@ -364,13 +364,23 @@ class Hub:
         client.realname = clean_line(cmd.realname)[:MAX_REASON_CHARS]
         self._max_users = max(self._max_users, len(self._nicks))
         motd = tuple(line for line in self._config.motd.split("\\n") if line)
-        welcome = Welcome(cmd.nick, self._config.server_name, motd, self._census())
+        welcome = Welcome(cmd.nick, self._config.server_name, motd, self._census(), self._limits())
         actions: list[Action] = [self._reply(client, cmd, welcome)]
         if self._storage_down is not None:
             actions.append(Deliver((client.cid,), self._storage_notice()))
         for room in cmd.autojoin:
             actions += self.handle(client.cid, Join(room), now)
         return actions
+
+    def _limits(self) -> tuple[tuple[str, int], ...]:
+        """What a client must respect, advertised in ``welcome`` (clients copy nothing)."""
+        c = self._config
+        return (
+            ("max_text_chars", c.max_text_chars),
+            ("max_line_bytes", c.max_line_bytes),
+            ("history_max_limit", c.history_max_limit),
+            ("max_rooms_per_client", c.max_rooms_per_client),
+        )
 
     def _check_new_nick(self, nick: str, client: _Client) -> None:
         if not valid_nick(nick):

@@ -271,6 +271,9 @@ class Welcome(Event):
     server: str
     motd: tuple[str, ...] = ()
     stats: StatsReply | None = None
+    # Limits a client should respect, as (name, value) pairs: max_text_chars,
+    # max_line_bytes, history_max_limit, max_rooms_per_client (docs/protocol.md).
+    limits: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -188,8 +188,12 @@ def _event_fields(event: AnyEvent) -> dict[str, Any]:
     match event:
         case Message():
             return _message_fields(event)
-        case Welcome(nick=nick, server=server, motd=motd):
-            return {"type": "welcome", "nick": nick, "server": server, "motd": list(motd)}
+        case Welcome(nick=nick, server=server, motd=motd, limits=limits):
+            welcome: dict[str, Any] = {"type": "welcome", "nick": nick, "server": server}
+            welcome["motd"] = list(motd)
+            if limits:
+                welcome["limits"] = dict(limits)
+            return welcome
         case Joined(room=room, topic=topic, members=members):
             return {"type": "joined", "room": room, "topic": topic, "members": list(members)}
         case JoinEvent(room=room, nick=nick):
