@@ -162,3 +162,16 @@ def test_explicit_address_never_browses() -> None:
         env=env,
     )
     assert done.returncode == 1 and "found" not in done.stdout and "LAN" not in done.stdout
+
+
+def test_no_zeroconf_falls_back_to_localhost(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing is sent: the library is missing, so the client says so and goes on."""
+    monkeypatch.setitem(sys.modules, "zeroconf", None)
+    said: list[str] = []
+    assert finder.find_server(("localhost", 7777), said.append, input) == ("localhost", 7777)
+    assert said == [
+        "chat: finding servers needs the 'zeroconf' library (pip install 'chatd[discovery]');"
+        " trying localhost:7777"
+    ]
+    said.clear()
+    assert finder.list_servers(said.append) == 2 and "zeroconf" in said[0]
