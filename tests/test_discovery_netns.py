@@ -325,3 +325,17 @@ def test_the_head_count_handed_over_is_re_announced(lan: Lan, tmp_path: Path) ->
     while "5 online" not in (listed(lines, "census") or "") and time.monotonic() < deadline:
         lines = chat_list(lan)
     assert listed(lines, "census") == f"census  {SERVER_ADDR}:7777  5 online  no TLS"
+
+
+def test_nothing_found_says_so_and_falls_back_to_localhost(lan: Lan) -> None:
+    done = lan.run(1, sys.executable, "-m", "client", "--list", **ENV)
+    assert (done.returncode, done.stdout) == (1, "no chatd server answered on the LAN in 2 s\n")
+    probe = (
+        "from client import discovery;"
+        "print(discovery.find_server(('localhost', 7777), print, input))"
+    )
+    done = lan.run(1, sys.executable, "-c", probe, **ENV)
+    assert done.stdout.splitlines() == [
+        "chat: no chatd server answered on the LAN in 2 s; trying localhost:7777",
+        "('localhost', 7777)",
+    ]
