@@ -26,7 +26,7 @@ from chatd.codecs.base import Codec
 from chatd.codecs.irc import IrcCodec
 from chatd.config import DEFAULT_PORT, Config, ConfigError, field_types, parse_duration
 from chatd.fdlimit import raise_fd_limit
-from chatd.history import HistoryError, open_store
+from chatd.history import HistoryError, SqliteHistory, open_store
 from chatd.server import Server
 
 __all__ = ["main", "build_parser", "config_from_args"]
@@ -200,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     _raise_fd_limit(config.max_clients + 64)
 
+    if config.cluster:
+        return _main_cluster(config)
     try:
         history = open_store(
             config.db,
@@ -216,6 +218,33 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     server = Server(config, history=history, next_mid=next_mid)
+    return _serve(config, server, history)
+
+
+def _main_cluster(config: Config) -> int:
+    """``--cluster``: history and shared state in Redis (chatd/cluster.py, hiredis)."""
+    try:
+        from chatd.cluster import Cluster
+        from chatd.redis_link import parse_url
+
+        parse_url(config.cluster)
+    except ImportError:
+        print("chatd: --cluster needs hiredis: pip install 'chatd[cluster]'", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"chatd: --cluster: {exc}", file=sys.stderr)
+        return 2
+    server = Server(config)
+    cluster = Cluster(server)
+    cluster.start()
+    print(f"chatd: cluster node {cluster.node} via {config.cluster}", flush=True)
+    try:
+        return _serve(config, server, None)
+    finally:
+        cluster.close()
+
+
+def _serve(config: Config, server: Server, history: SqliteHistory | None) -> int:
     failed = f"{config.host}:{config.port} (native)"
     try:
         host, port = server.listen(config.host, config.port)
@@ -229,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"chatd: listening on {bound_host}:{bound_port} ({name})", flush=True)
     print(f"chatd: {_how_to_join(host, port)}", flush=True)
     announcer, why = discovery.start(
-        config, server.addresses, lambda: server.hub.stats()["registered"], server.periodic.append
+        config, server.addresses, lambda: server.hub.stats()["registered"], server.loop
     )
     print(f"chatd: {why}", flush=True)
     print("chatd: press Ctrl-C to stop", flush=True)
@@ -253,7 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if announcer is not None:
             announcer.close()  # the goodbye packets: browsers forget us now
-        history.close()  # never raises
+        if history is not None:
+            history.close()  # never raises
     if server.storage_failure is not None:
         status = 3  # --on-storage-failure stop, and storage failed
     logger.info("stopped; %s", _summary(server.stats))

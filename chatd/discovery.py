@@ -25,7 +25,7 @@ import socket
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from chatd import __version__
 from chatd.config import Config
@@ -38,7 +38,7 @@ __all__ = [
     "Announcer",
     "Service",
     "announce_plan",
-    "census_hook",
+    "schedule_census",
     "chatd_txt",
     "local_name",
     "start",
@@ -239,22 +239,28 @@ class Announcer:
                     logger.warning("withdrawing the announcement failed: %s", exc)
 
 
-def census_hook(
-    announcer: Announcer, count: Callable[[], int], every: float = CENSUS_SECONDS
-) -> Callable[[float], None]:
-    """A periodic call for the chat loop: every ``every`` seconds, offer ``count()``.
+class Scheduler(Protocol):
+    """What the census needs of the chat loop (:class:`chatd.loop.Loop`)."""
 
-    Between those times it costs one comparison; ``count`` runs on the loop (it reads
-    the hub), and only the integer crosses to the announcer's thread.
+    now: float
+
+    def call_at(self, when: float, callback: Callable[[], object]) -> object: ...
+
+
+def schedule_census(
+    loop: Scheduler, announcer: Announcer, count: Callable[[], int], every: float = CENSUS_SECONDS
+) -> None:
+    """Every ``every`` seconds, on the chat loop, offer ``count()`` to ``announcer``.
+
+    ``count`` runs on the loop (it reads the hub); only the integer crosses to the
+    announcer's thread, through :meth:`Announcer.offer_online`.
     """
-    next_at = [0.0]
 
-    def hook(now: float) -> None:
-        if now >= next_at[0]:
-            next_at[0] = now + every
-            announcer.offer_online(count())
+    def census() -> None:
+        announcer.offer_online(count())
+        loop.call_at(loop.now + every, census)
 
-    return hook
+    loop.call_at(loop.now, census)
 
 
 _TYPES = {"native": CHATD_TYPE, "irc": IRC_TYPE, "web": HTTP_TYPE}
@@ -264,15 +270,15 @@ def start(
     config: Config,
     addresses: Sequence[tuple[str, str, int]],
     online: Callable[[], int],
-    every: Callable[[Callable[[float], None]], None],
+    loop: Scheduler,
     fingerprint: str | None = None,
 ) -> tuple[Announcer | None, str]:
     """Start announcing the listeners in ``addresses`` ((name, host, port), as
     ``Server.addresses``) if :func:`announce_plan` says so; returns the announcer (None
     when off) and the sentence to print.
 
-    ``online`` counts the people online (on the loop); ``every`` registers a callable the
-    loop runs now and then with its clock (``Server.periodic``).
+    ``online`` counts the people online; ``loop`` (the chat loop) runs that census every
+    :data:`CENSUS_SECONDS`.
     """
     native = next(((host, port) for name, host, port in addresses if name == "native"), None)
     if native is None:
@@ -299,5 +305,5 @@ def start(
         lambda count: chatd_txt(config, count, fingerprint),
     )
     announcer.start()
-    every(census_hook(announcer, online))
+    schedule_census(loop, announcer, online)
     return announcer, why

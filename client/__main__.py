@@ -26,7 +26,8 @@ def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, argparse.Argumen
         "address",
         nargs="?",
         help="HOST[:PORT] of the server (default: the one server found on the LAN, a list "
-        f"if several answer, else localhost:{DEFAULT_PORT}; see docs/discovery.md)",
+        f"if several answer, else localhost:{DEFAULT_PORT}; see docs/discovery.md); for a "
+        "chatd cluster, several separated by commas: the next is tried when one fails",
     )
     parser.add_argument(
         "--list", action="store_true", help="list the chatd servers on the LAN and exit"
@@ -85,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         return discovery.list_servers(print)
     try:
-        host, port = core.parse_address(args.address or "localhost")
+        first, *rest = (args.address or "localhost").split(",")
+        host, port = core.parse_address(first)
+        others = tuple(core.parse_address(more) for more in rest)
     except ValueError as exc:
         parser.error(str(exc))
     if args.address is None and args.host is None and args.port is None:
@@ -127,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         rooms_file=None if args.no_history_file else ui.history_path().with_name("rooms.json"),
         history_file=None if args.no_history_file else ui.history_path(),
         password=password,
+        others=others,
     )
     try:
         return asyncio.run(app.run(opts))
