@@ -55,17 +55,19 @@ class Lan:
         return ["ip", "netns", "exec", self.ns[index]]
 
     def run(
-        self, index: int, *cmd: str, timeout: float = 30, **env: str
+        self, index: int, *cmd: str, timeout: float = 30, env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [*self.wrap(index), *cmd],
             capture_output=True,
             text=True,
             timeout=timeout,
-            env={**os.environ, **env},
+            env={**os.environ, **(env or {})},
         )
 
-    def spawn(self, index: int, *cmd: str, log: Path, **env: str) -> subprocess.Popen[str]:
+    def spawn(
+        self, index: int, *cmd: str, log: Path, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[str]:
         """A background process in namespace ``index``, ended on :meth:`close`."""
         with log.open("w") as out:
             proc = subprocess.Popen(
@@ -73,7 +75,7 @@ class Lan:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 text=True,
-                env={**os.environ, **env},
+                env={**os.environ, **(env or {})},
             )
         self.processes.append(proc)
         return proc

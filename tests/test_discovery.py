@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from helpers import ROOT, ChatdProcess
 
-from chatd import discovery
+from chatd import __version__, discovery
 from chatd.cli import build_parser, config_from_args
 from chatd.config import Config
 from chatd.timers import Timers
@@ -58,7 +58,7 @@ def test_txt_record() -> None:
     assert discovery.chatd_txt(config, 3) == {
         "txtvers": "1",
         "name": "lab",
-        "version": discovery.__version__,
+        "version": __version__,
         "tls": "off",
         "password": "yes",
         "online": "3",

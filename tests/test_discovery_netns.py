@@ -54,7 +54,7 @@ def serve(lan: Lan, name: str, *flags: str) -> ChatdProcess:
 
 
 def chat_list(lan: Lan) -> list[str]:
-    done = lan.run(1, sys.executable, "-m", "client", "--list", **ENV)
+    done = lan.run(1, sys.executable, "-m", "client", "--list", env=ENV)
     assert done.returncode in (0, 1), done.stdout + done.stderr
     return done.stdout.splitlines()
 
@@ -264,13 +264,13 @@ def test_avahi_browse_sees_chatd_and_irc(lan: Lan, tmp_path: Path) -> None:
         "-c",
         f"mount -t tmpfs tmpfs {run_dir} && exec {daemon}",
         log=avahi_log,
-        **env,
+        env=env,
     )
     wait_until(lambda: "Server startup complete" in avahi_log.read_text(), timeout=15)
     server = serve(lan, "alpha")
 
     def browse(service: str) -> list[list[str]]:
-        done = lan.run(1, "avahi-browse", "-rtpk", service, timeout=20, **env)
+        done = lan.run(1, "avahi-browse", "-rtpk", service, timeout=20, env=env)
         return [line.split(";") for line in done.stdout.splitlines() if line.startswith("=")]
 
     deadline = time.monotonic() + 30
@@ -319,7 +319,7 @@ time.sleep(120)
 def test_the_head_count_handed_over_is_re_announced(lan: Lan, tmp_path: Path) -> None:
     """The loop's census crosses to the announcer thread and into the TXT record (the
     announcer alone, so the test need not wait CENSUS_SECONDS for the loop's hook)."""
-    lan.spawn(0, sys.executable, "-c", _CENSUS, SERVER_ADDR, log=tmp_path / "census.log", **ENV)
+    lan.spawn(0, sys.executable, "-c", _CENSUS, SERVER_ADDR, log=tmp_path / "census.log", env=ENV)
     lines = list_until(lan, lambda ls: listed(ls, "census") is not None)
     deadline = time.monotonic() + 20
     while "5 online" not in (listed(lines, "census") or "") and time.monotonic() < deadline:
@@ -328,13 +328,13 @@ def test_the_head_count_handed_over_is_re_announced(lan: Lan, tmp_path: Path) ->
 
 
 def test_nothing_found_says_so_and_falls_back_to_localhost(lan: Lan) -> None:
-    done = lan.run(1, sys.executable, "-m", "client", "--list", **ENV)
+    done = lan.run(1, sys.executable, "-m", "client", "--list", env=ENV)
     assert (done.returncode, done.stdout) == (1, "no chatd server answered on the LAN in 2 s\n")
     probe = (
         "from client import discovery;"
         "print(discovery.find_server(('localhost', 7777), print, input))"
     )
-    done = lan.run(1, sys.executable, "-c", probe, **ENV)
+    done = lan.run(1, sys.executable, "-c", probe, env=ENV)
     assert done.stdout.splitlines() == [
         "chat: no chatd server answered on the LAN in 2 s; trying localhost:7777",
         "('localhost', 7777)",
