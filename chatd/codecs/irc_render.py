@@ -33,6 +33,7 @@ from chatd.codecs.irc_wire import MAX_LINE_BYTES, format_line, split_text
 from chatd.hub import MAX_REASON_CHARS, MAX_TOPIC_CHARS
 from chatd.model import (
     AnyEvent,
+    AwayEvent,
     AwayNotice,
     AwayReply,
     Error,
@@ -192,6 +193,8 @@ def render(s: Session, event: AnyEvent | IrcLines, ctx: Ctx | None) -> list[str]
             return list(lines)
         case HistoryReply():
             return []  # IRC has no command that asks for it (no CHATHISTORY yet)
+        case AwayEvent():
+            return []  # IRCv3's away-notify needs a CAP the server does not offer
     assert_never(event)
 
 
