@@ -145,6 +145,7 @@ def _chat_in_tmux(lan: Lan, tmp_path: Path) -> tuple[Any, Any]:
             "client",
             "--nick",
             "bob",
+            "--line",  # line mode keeps the "found" line on screen; full screen redraws it
         ]
     )
     tmux = Tmux()
