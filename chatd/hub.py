@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from chatd.config import Config
@@ -33,6 +33,16 @@ from chatd.hub_accounts import AccountRules, _Refusal
 from chatd.model import (
     MAX_MID,
     Action,
+    Announce,
+    Ban,
+    BanList,
+    Invite,
+    Kick,
+    Kill,
+    Mode,
+    ModLog,
+    Oper,
+    Unban,
     Away,
     AwayNotice,
     AwayReply,
@@ -81,6 +91,7 @@ from chatd.model import (
     WhoisReply,
     WhoReply,
 )
+from chatd.moderation import CONSOLE_CID, ModerationRules, RoomRules
 from chatd.names import (
     NICK_MAX,
     NICK_RULE,
@@ -118,6 +129,8 @@ class _Client:
     kept: list[PrivateMessage] = field(default_factory=list)
     user: str = ""  # IRC's USER username and real name ("": show the nick)
     realname: str = ""
+    address: str = ""  # the peer's address (moderation: bans; whois for operators)
+    oper: str | None = None  # OPER name: a server operator (chatd.moderation)
 
     def info(self) -> MemberInfo:
         assert self.nick is not None
@@ -132,6 +145,11 @@ class _Room:
     topic: str = ""
     members: dict[int, _Client] = field(default_factory=dict)  # join order
     _cids: tuple[int, ...] | None = None
+    # moderation (chatd.moderation): saved rules; operators, voiced, invited (folded nicks)
+    rules: RoomRules = field(default_factory=RoomRules)
+    ops: set[int] = field(default_factory=set)
+    voices: set[int] = field(default_factory=set)
+    invited: set[str] = field(default_factory=set)
 
     @property
     def cids(self) -> tuple[int, ...]:
@@ -147,12 +165,14 @@ class _Room:
     def remove(self, client: _Client) -> None:
         del self.members[client.cid]
         self._cids = None
+        self.ops.discard(client.cid)
+        self.voices.discard(client.cid)
 
     def nicks(self) -> tuple[str, ...]:
         return tuple(c.nick for c in self.members.values() if c.nick is not None)
 
 
-class Hub(AccountRules):
+class Hub(AccountRules, ModerationRules):
     """All chat state of one server.
 
     Args:
@@ -195,7 +215,19 @@ class Hub(AccountRules):
             DropAccount: self._drop_account,
             Users: self._users,
             Stats: self._stats,
+            # moderation (chatd.moderation)
+            Kick: self._kick,
+            Ban: self._ban,
+            Unban: self._unban,
+            BanList: self._ban_list,
+            Mode: self._mode,
+            Invite: self._invite,
+            Oper: self._oper,
+            Kill: self._kill,
+            Announce: self._announce,
+            ModLog: self._modlog,
         }
+        self._init_moderation()
 
     # ------------------------------------------------------------------ introspection
 
@@ -224,10 +256,22 @@ class Hub(AccountRules):
 
     # ------------------------------------------------------------------ entry points
 
-    def connect(self, cid: int, now: float) -> list[Action]:
-        """A connection was accepted."""
-        self._clients[cid] = _Client(cid, connected_at=now, last_active=now)
+    def connect(self, cid: int, now: float, address: str = "") -> list[Action]:
+        """A connection was accepted (from ``address``, for bans and operators' whois)."""
+        self._clients[cid] = _Client(cid, connected_at=now, last_active=now, address=address)
         return []
+
+    def console(self, command: Command, now: float) -> list[Action]:
+        """``command`` from the operator console (``chatd ctl``): a server operator whose
+        replies go to :data:`~chatd.moderation.CONSOLE_CID`."""
+        client = _Client(CONSOLE_CID, now, nick="console")
+        handler = self._handlers.get(type(command))
+        if handler is None:
+            raise TypeError(f"the hub does not handle {command!r}")
+        try:
+            return handler(client, command, now)
+        except _Refusal as refusal:
+            return self._error(client, command, refusal.code, refusal.message)
 
     def handle(self, cid: int, command: Command, now: float) -> list[Action]:
         """Carry out ``command`` from ``cid``; return what the server must do."""
@@ -245,6 +289,9 @@ class Hub(AccountRules):
             )
         client.last_active = now
         try:
+            if isinstance(command, Hello | Identify):
+                if banned := self._server_ban_gate(client, command, now):
+                    return banned
             return handler(client, command, now)
         except _Refusal as refusal:
             return self._error(client, command, refusal.code, refusal.message)
@@ -368,21 +415,24 @@ class Hub(AccountRules):
         if room is not None and client.cid in room.members:
             # Already there: make it current again and repeat the room's state.
             client.rooms[key] = client.rooms.pop(key)
-            return [self._reply(client, cmd, Joined(room.name, room.topic, room.nicks()))]
+            joined = Joined(room.name, room.topic, room.nicks(), self._prefixes(room))
+            return [self._reply(client, cmd, joined)]
         if len(client.rooms) >= self._config.max_rooms_per_client:
             raise _Refusal(
                 ErrorCode.BAD_REQUEST,
                 f"you are in {len(client.rooms)} rooms already; part one first",
             )
+        rules = room.rules if room is not None else self._room_rules(key, client)
+        self._check_join(client, rules, name, cmd.key, now)
         if room is None:
-            room = self._rooms[key] = _Room(name)
+            room = self._rooms[key] = _Room(name, topic=rules.topic, rules=rules)
         others = room.cids
         room.add(client)
         client.rooms[key] = room
         assert client.nick is not None
-        actions: list[Action] = [
-            self._reply(client, cmd, Joined(room.name, room.topic, room.nicks()))
-        ]
+        saved = self._joined(client, room)
+        joined = Joined(room.name, room.topic, room.nicks(), self._prefixes(room))
+        actions: list[Action] = [self._reply(client, cmd, joined), *saved]
         if others:
             actions.append(Deliver(others, JoinEvent(room.name, client.nick)))
         # Always, even with history_replay 0: history_end tells the client the replay
@@ -411,6 +461,7 @@ class Hub(AccountRules):
     def _say(self, client: _Client, cmd: Say, now: float) -> list[Action]:
         room = self._room_of(client, cmd.room)
         text = self._check_text(cmd.text)
+        self._check_speak(client, room, now)
         assert client.nick is not None
         message = Message(
             room.name,
@@ -470,8 +521,13 @@ class Hub(AccountRules):
 
     def _who(self, client: _Client, cmd: Who, now: float) -> list[Action]:
         room = self._room_of(client, None) if cmd.room is None else self._existing_room(cmd.room)
-        details = tuple(c.info() for c in room.members.values() if c.nick is not None)
-        return [self._reply(client, cmd, WhoReply(room.name, room.nicks(), details))]
+        details = tuple(
+            replace(c.info(), prefix=self._prefix(room, c.cid), oper=self.is_server_operator(c))
+            for c in room.members.values()
+            if c.nick is not None
+        )
+        reply = WhoReply(room.name, room.nicks(), details, self._prefixes(room))
+        return [self._reply(client, cmd, reply)]
 
     def _users(self, client: _Client, cmd: Users, now: float) -> list[Action]:
         others = (self._clients.get(cid) or self._held.get(cid) for cid in self._neighbours(client))
@@ -502,6 +558,7 @@ class Hub(AccountRules):
             )
             return [self._reply(client, cmd, TopicEvent(room.name, room.topic, ""))]
         room = self._room_of(client, cmd.room)
+        self._check_topic(client, room)
         topic = clean_line(cmd.topic)
         if len(topic) > MAX_TOPIC_CHARS:
             raise _Refusal(
@@ -509,7 +566,8 @@ class Hub(AccountRules):
             )
         room.topic = topic
         assert client.nick is not None
-        return self._to_room(room, client, cmd, TopicEvent(room.name, topic, client.nick))
+        event = TopicEvent(room.name, topic, client.nick)
+        return self._to_room(room, client, cmd, event) + self._save(room)
 
     def _ping(self, client: _Client, cmd: Ping, now: float) -> list[Action]:
         return [self._reply(client, cmd, Pong(cmd.token))]
@@ -547,8 +605,17 @@ class Hub(AccountRules):
         away = target.away
         if target.held_until is not None:
             away = "lost the connection; the nick is held for them"
+        oper = self.is_server_operator(client)
         reply = WhoisReply(
-            target.nick, rooms, away, idle, info.user, info.realname, account=target.account
+            target.nick,
+            rooms,
+            away,
+            idle,
+            info.user,
+            info.realname,
+            account=target.account,
+            address=(target.address or None) if oper else None,
+            oper=self.is_server_operator(target),
         )
         return [self._reply(client, cmd, reply)]
 

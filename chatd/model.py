@@ -87,6 +87,30 @@ __all__ = [
     "ProtocolError",
     "ErrorCode",
     "MAX_MID",
+    # moderation (chatd.model_moderation)
+    "Kick",
+    "Ban",
+    "Unban",
+    "BanList",
+    "Mode",
+    "Invite",
+    "Oper",
+    "Kill",
+    "Announce",
+    "ModLog",
+    "BanInfo",
+    "KickEvent",
+    "ModeEvent",
+    "BanListReply",
+    "InviteEvent",
+    "OperEvent",
+    "ModLogEntry",
+    "ModLogReply",
+    "RoomState",
+    "SaveRoom",
+    "SaveServerBans",
+    "LogModeration",
+    "FetchModLog",
 ]
 
 
@@ -129,6 +153,18 @@ class ErrorCode(StrEnum):
     ACCOUNT_EXISTS = "account_exists"
     NOT_LOGGED_IN = "not_logged_in"
     ACCOUNTS_BUSY = "accounts_busy"
+    # moderation (docs/moderation.md)
+    NOT_OPERATOR = "not_operator"
+    NOT_SERVER_OPERATOR = "not_server_operator"
+    BANNED = "banned"
+    INVITE_ONLY = "invite_only"
+    BAD_KEY = "bad_key"
+    MUTED = "muted"
+    CANNOT_SEND = "cannot_send"
+    BAD_MODE = "bad_mode"
+    NOT_IN_THAT_ROOM = "not_in_that_room"
+    ALREADY_IN_ROOM = "already_in_room"
+    KILLED = "killed"
 
 
 class ProtocolError(Exception):
@@ -174,6 +210,7 @@ class Hello(Command):
 @dataclass(frozen=True, slots=True)
 class Join(Command):
     room: str
+    key: str | None = None  # a +k room's key
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,6 +343,7 @@ class Joined(Event):
     room: str
     topic: str
     members: tuple[str, ...]
+    prefixes: tuple[str, ...] = ()  # per member: "@", "+", "@+" or "" (moderation)
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,6 +401,8 @@ class MemberInfo:
     user: str
     realname: str
     away: bool = False
+    prefix: str = ""  # "@" operator, "+" voiced, "@+" both (moderation)
+    oper: bool = False  # a server operator
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,6 +410,7 @@ class WhoReply(Event):
     room: str  # "*": the answer to Users
     members: tuple[str, ...]
     details: tuple[MemberInfo, ...] = ()  # the same members, for IRC's WHO
+    prefixes: tuple[str, ...] = ()  # per member: "@", "+", "@+" or "" (moderation)
 
 
 @dataclass(frozen=True, slots=True)
@@ -466,6 +507,8 @@ class WhoisReply(Event):
     user: str = ""
     realname: str = ""
     account: str | None = None
+    address: str | None = None  # shown to server operators only (moderation)
+    oper: bool = False  # is a server operator
 
 
 @dataclass(frozen=True, slots=True)
@@ -481,6 +524,29 @@ class AccountEvent(Event):
     account: str | None
     what: str
 
+
+# Moderation's commands, events and actions live in a file of their own (it imports the
+# base classes above, so it is imported here, after them).
+from chatd.model_moderation import (  # noqa: E402
+    Announce,
+    Ban,
+    BanInfo,
+    BanList,
+    BanListReply,
+    Invite,
+    InviteEvent,
+    Kick,
+    KickEvent,
+    Kill,
+    Mode,
+    ModeEvent,
+    ModLog,
+    ModLogEntry,
+    ModLogReply,
+    Oper,
+    OperEvent,
+    Unban,
+)
 
 #: Every event a codec may be asked to render. Each codec's render ``match``-es over it
 #: and ends with ``assert_never``, so an event added here and not rendered by every
@@ -510,6 +576,12 @@ AnyEvent = (
     | AwayReply
     | StatsReply
     | AccountEvent
+    | KickEvent
+    | ModeEvent
+    | BanListReply
+    | InviteEvent
+    | OperEvent
+    | ModLogReply
 )
 
 
@@ -640,3 +712,45 @@ class SaveAccount(Action):
 @dataclass(frozen=True, slots=True)
 class DeleteAccount(Action):
     name: str
+
+
+# --------------------------------------------------------------------------- moderation
+# (docs/moderation.md; its commands and events: chatd.model_moderation)
+
+
+@dataclass(frozen=True, slots=True)
+class RoomState:
+    """What persists of a registered room."""
+
+    name: str
+    founder: str
+    modes: str
+    key: str | None
+    topic: str
+    bans: tuple[BanInfo, ...] = ()
+    quiets: tuple[BanInfo, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SaveRoom(Action):
+    state: RoomState
+
+
+@dataclass(frozen=True, slots=True)
+class SaveServerBans(Action):
+    bans: tuple[BanInfo, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class LogModeration(Action):
+    entry: ModLogEntry
+
+
+@dataclass(frozen=True, slots=True)
+class FetchModLog(Action):
+    """Answer ``cid`` with a ModLogReply of the newest ``limit`` entries (of ``room``)."""
+
+    cid: int
+    room: str | None
+    limit: int
+    rid: object = None
