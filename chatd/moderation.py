@@ -222,8 +222,10 @@ class ModerationRules:
                 raise _Refusal(ErrorCode.BANNED, f"you are banned from {name}{why}")
         if "i" in rules.modes and not invited:
             raise _Refusal(ErrorCode.INVITE_ONLY, f"{name} is invite-only: ask an operator")
-        if rules.key is not None and not invited and not hmac.compare_digest(
-            (key or "").encode(), rules.key.encode()
+        if (
+            rules.key is not None
+            and not invited
+            and not hmac.compare_digest((key or "").encode(), rules.key.encode())
         ):
             raise _Refusal(ErrorCode.BAD_KEY, f"{name} needs the right key (/join {name} KEY)")
 
@@ -261,7 +263,9 @@ class ModerationRules:
     def _prefixes(self, room: _Room) -> tuple[str, ...]:
         return tuple(self._prefix(room, c.cid) for c in room.members.values() if c.nick)
 
-    def _server_ban_gate(self, client: _Client, command: Hello | Identify, now: float) -> list[Action]:
+    def _server_ban_gate(
+        self, client: _Client, command: Hello | Identify, now: float
+    ) -> list[Action]:
         """A server-banned address or account gets a clear refusal and is closed."""
         verified = command.verified
         account = verified.account if verified is not None else None
@@ -325,8 +329,18 @@ class ModerationRules:
         self, client: _Client, text: str, duration: int | None, reason: str, now: float
     ) -> BanInfo:
         text = text.strip()
-        if not text or len(text) > MAX_MASK_CHARS or any(c.isspace() for c in text):
-            raise _Refusal(ErrorCode.BAD_REQUEST, f"a ban names a nick, mask or address (at most {MAX_MASK_CHARS} characters, no spaces)")
+        if (
+            not text
+            or len(text) > MAX_MASK_CHARS
+            or text.startswith(":")
+            or not text.isprintable()
+            or any(c.isspace() or c == "," for c in text)
+        ):
+            raise _Refusal(
+                ErrorCode.BAD_REQUEST,
+                f"a ban names a nick, mask or address (at most {MAX_MASK_CHARS} characters, "
+                "no spaces or commas)",
+            )
         if duration is not None and not 1 <= duration <= MAX_DURATION:
             raise _Refusal(ErrorCode.BAD_REQUEST, "a duration is 1 second to 10 years")
         account = address = None
@@ -372,9 +386,12 @@ class ModerationRules:
             actions: list[Action] = [SaveServerBans(tuple(self._server_bans))]
             actions.append(self._log(client, now, "server ban", info.mask, "", info.reason))
             for victim in list(self._clients.values()):
-                if victim.nick and victim is not client and _matches(
-                    info, victim, victim.nick, victim.account, now
-                ) and not self.is_server_operator(victim):
+                if (
+                    victim.nick
+                    and victim is not client
+                    and _matches(info, victim, victim.nick, victim.account, now)
+                    and not self.is_server_operator(victim)
+                ):
                     actions += self._server_ban_gate(victim, Identify(None, None), now)
             text = f"{info.mask} is banned from the server" + _until(info, now)
             return actions + [self._reply(client, cmd, Notice(text))]
@@ -384,9 +401,13 @@ class ModerationRules:
         entries = room.rules.quiets if cmd.quiet else room.rules.bans
         kept = [b for b in _live(entries, now) if b.mask != info.mask or b.account != info.account]
         if len(kept) >= MAX_BANS:
-            raise _Refusal(ErrorCode.BAD_REQUEST, f"{room.name} has {MAX_BANS} {what}s: lift one first")
+            raise _Refusal(
+                ErrorCode.BAD_REQUEST, f"{room.name} has {MAX_BANS} {what}s: lift one first"
+            )
         entries[:] = kept + [info]
-        return self._mode_done(client, cmd, room, "+" + "bq"[cmd.quiet], (info.mask,), now, info.reason)
+        return self._mode_done(
+            client, cmd, room, "+" + "bq"[cmd.quiet], (info.mask,), now, info.reason
+        )
 
     def _unban(self, client: _Client, cmd: Unban, now: float) -> list[Action]:
         what = "mute" if cmd.quiet else "ban"
@@ -398,7 +419,12 @@ class ModerationRules:
             self._require_op(client, room, f"lift {what}s")
             entries = room.rules.quiets if cmd.quiet else room.rules.bans
         text = cmd.mask.strip()
-        wanted = {fold(text), fold(f"{text}!*@*"), fold(f"*!*@{text}"), fold("$a:" + text.split(":")[-1])}
+        wanted = {
+            fold(text),
+            fold(f"{text}!*@*"),
+            fold(f"*!*@{text}"),
+            fold("$a:" + text.split(":")[-1]),
+        }
         gone = [b for b in entries if fold(b.mask) in wanted]
         if not gone:
             raise _Refusal(ErrorCode.BAD_REQUEST, f"no {what} matches {text[:40]}")
@@ -415,7 +441,9 @@ class ModerationRules:
     def _ban_list(self, client: _Client, cmd: BanList, now: float) -> list[Action]:
         if cmd.server:
             self._require_server_op(client, "see the server's bans")
-            return [self._reply(client, cmd, BanListReply("*", tuple(_live(self._server_bans, now))))]
+            return [
+                self._reply(client, cmd, BanListReply("*", tuple(_live(self._server_bans, now))))
+            ]
         room = self._target_room(client, cmd.room)
         entries = _live(room.rules.quiets if cmd.quiet else room.rules.bans, now)
         return [self._reply(client, cmd, BanListReply(room.name, tuple(entries), cmd.quiet))]
@@ -473,7 +501,7 @@ class ModerationRules:
                 (group.add if plus else group.discard)(target.cid)
                 arg = target.nick or arg
             elif letter == "k":
-                rules.key = arg[:MAX_KEY_CHARS] if plus else None
+                rules.key = arg if plus else None
                 arg = "*" if not plus else rules.key or ""
             else:
                 (rules.modes.add if plus else rules.modes.discard)(letter)
@@ -495,7 +523,14 @@ class ModerationRules:
             elif letter in "ovbq" or (letter == "k" and plus):
                 if not args:
                     raise _Refusal(ErrorCode.BAD_MODE, f"mode {letter} needs an argument")
-                changes.append((plus, letter, args.pop(0)))
+                arg = args.pop(0)
+                if letter == "k" and not _good_key(arg):
+                    raise _Refusal(
+                        ErrorCode.BAD_MODE,
+                        f"a key is 1..{MAX_KEY_CHARS} characters without spaces, commas or a "
+                        "leading colon",
+                    )
+                changes.append((plus, letter, arg))
             elif letter == "k":
                 if args:
                     args.pop(0)
@@ -553,7 +588,9 @@ class ModerationRules:
         expected = self._oper_credentials.get(fold(cmd.name), "\0" * 16)
         if not hmac.compare_digest(cmd.password.encode(), expected.encode()):
             client.password_failures += 1
-            actions = self._error(client, cmd, ErrorCode.BAD_PASSWORD, "wrong operator name or password")
+            actions = self._error(
+                client, cmd, ErrorCode.BAD_PASSWORD, "wrong operator name or password"
+            )
             if client.password_failures >= self._config.max_password_failures:
                 actions.append(Close(client.cid, "too many wrong passwords"))
             return actions
@@ -615,6 +652,14 @@ def _names(text: str) -> list[str]:
     return [name.strip() for name in text.split(",") if name.strip()]
 
 
+def _good_key(key: str) -> bool:
+    return (
+        0 < len(key) <= MAX_KEY_CHARS
+        and key.isprintable()
+        and not (key.startswith(":") or any(c in key for c in " ,"))
+    )
+
+
 def _is_address(text: str) -> bool:
     try:
         ipaddress.ip_address(text)
@@ -625,4 +670,3 @@ def _is_address(text: str) -> bool:
 
 def _until(info: BanInfo, now: float) -> str:
     return "" if info.expires is None else f" for {int(info.expires - now)}s"
-
