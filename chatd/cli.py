@@ -16,7 +16,8 @@ import socket
 import sys
 import tomllib
 import types
-from dataclasses import MISSING, fields
+from collections.abc import Callable
+from dataclasses import MISSING, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,10 @@ from chatd.accounts_store import AccountStore, AccountStoreError
 from chatd.codecs.base import Codec
 from chatd.codecs.irc import IrcCodec
 from chatd.config import DEFAULT_PORT, Config, ConfigError, field_types
+from chatd.ctl import CtlServer, default_path
 from chatd.fdlimit import raise_fd_limit
 from chatd.history import HistoryError, open_store
+from chatd.moderation_store import ModerationStore
 from chatd.server import Server
 
 __all__ = ["main", "build_parser", "config_from_args"]
@@ -152,10 +155,15 @@ def main(argv: list[str] | None = None) -> int:
         from chatd.account_cli import account_main
 
         return account_main(argv[1:])
+    if argv[:1] == ["ctl"]:  # the operator console (chatd/ctl_cli.py)
+        from chatd.ctl_cli import ctl_main
+
+        return ctl_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         config = config_from_args(args, dict(os.environ))
+        oper_credentials = read_oper_credentials(config.oper_password_file)
     except ConfigError as exc:
         parser.error(str(exc))
     logging.basicConfig(
@@ -178,7 +186,15 @@ def main(argv: list[str] | None = None) -> int:
     except AccountStoreError as exc:
         print(f"chatd: {exc}", file=sys.stderr)
         return 2
-    server = Server(config, history=history, next_mid=next_mid, accounts=accounts)
+    moderation = ModerationStore(history.path)
+    server = Server(
+        config,
+        history=history,
+        next_mid=next_mid,
+        accounts=accounts,
+        moderation=moderation,
+        oper_credentials=oper_credentials,
+    )
     failed = f"{config.host}:{config.port} (native)"
     try:
         host, port = server.listen(config.host, config.port)
@@ -190,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for name, bound_host, bound_port in server.addresses:
         print(f"chatd: listening on {bound_host}:{bound_port} ({name})", flush=True)
+    _open_console(server, history.path, port, lambda: _reload(server, args))
     print(f"chatd: {_how_to_join(host, port)}", flush=True)
     print("chatd: press Ctrl-C to stop", flush=True)
 
@@ -213,10 +230,82 @@ def main(argv: list[str] | None = None) -> int:
         status = 3
     finally:
         history.close()
+        moderation.close()
         if accounts is not None:
             accounts.close()
     logger.info("stopped; %s", _summary(server.stats))
     return status
+
+
+def read_oper_credentials(path: str | None) -> dict[str, str]:
+    """``--oper-password-file``: one ``NAME PASSWORD`` per line (``#`` comments)."""
+    if path is None:
+        return {}
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+        loose = Path(path).stat().st_mode & 0o077
+    except OSError as exc:
+        raise ConfigError(f"cannot read operator password file {path}: {exc.strerror}") from None
+    if loose:
+        logger.warning("%s can be read by other users: chmod 600 it", path)
+    credentials: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        name, _, password = line.strip().partition(" ")
+        if not password.strip():
+            raise ConfigError(f"{path}:{number}: expected NAME PASSWORD")
+        credentials[name] = password.strip()
+    return credentials
+
+
+#: What ``chatd ctl reload`` changes in a running server; the rest needs a restart.
+LIVE_SETTINGS = (
+    "motd",
+    "operators",
+    "oper_password_file",
+    "max_text_chars",
+    "max_message_lines",
+    "max_rooms_per_client",
+    "history_replay",
+    "history_max_limit",
+    "rate_limit",
+    "rate_burst",
+    "nick_hold_seconds",
+)
+
+
+def _reload(server: Server, args: argparse.Namespace) -> list[str]:
+    """Re-read the config file (and the operator credentials); apply what can change live."""
+    new = config_from_args(args, dict(os.environ))
+    credentials = read_oper_credentials(new.oper_password_file)
+    old = server.config
+    changed = [name for name in LIVE_SETTINGS if getattr(new, name) != getattr(old, name)]
+    config = replace(old, **{name: getattr(new, name) for name in LIVE_SETTINGS})
+    server.config = config
+    server.hub.reconfigure(config, credentials)
+    later = [
+        f.name
+        for f in fields(Config)
+        if f.name not in LIVE_SETTINGS and getattr(new, f.name) != getattr(old, f.name)
+    ]
+    if later:
+        logger.warning("reload: %s change only after a restart", ", ".join(later))
+    logger.info("reloaded the configuration; changed: %s", ", ".join(changed) or "nothing")
+    return changed
+
+
+def _open_console(server: Server, db_path: str, port: int, reload: Callable[[], list[str]]) -> None:
+    path = default_path(server.config.ctl_socket, db_path, port)
+    if path is None:
+        logger.info("no operator console (ctl_socket off, or no $XDG_RUNTIME_DIR)")
+        return
+    try:
+        server.ctl = CtlServer(server, path, reload)
+    except OSError as exc:
+        print(f"chatd: no operator console at {path}: {exc}", file=sys.stderr)
+        return
+    print(f"chatd: operator console on {path} (chatd ctl --socket {path} …)", flush=True)
 
 
 def _summary(stats: dict[str, Any]) -> str:

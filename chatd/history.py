@@ -39,6 +39,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from chatd.model import MAX_MID, Message
+from chatd.moderation_store import create_tables
 from chatd.names import fold
 
 __all__ = [
@@ -53,7 +54,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 MEMORY = ":memory:"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _KIND = {False: "say", True: "me"}
 
 
@@ -78,6 +79,8 @@ def _create_v1(db: sqlite3.Connection) -> None:
 # _MIGRATIONS[v] turns a version-v file into a version-(v + 1) one. Version 0 is a new,
 # empty file. A later release appends _MIGRATIONS[1] and bumps SCHEMA_VERSION.
 _MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {0: _create_v1}
+# 1 -> 2: moderation's rooms, bans and audit log (chatd/moderation_store.py)
+_MIGRATIONS[1] = create_tables
 
 
 def default_path() -> Path:
@@ -195,7 +198,8 @@ class SqliteHistory:
             if version == 0:
                 # (chatd.accounts_store may have made its table first: chatd account add)
                 tables = db.execute(
-                    "SELECT count(*) FROM sqlite_master WHERE tbl_name != 'chatd_accounts'"
+                    "SELECT count(*) FROM sqlite_master WHERE tbl_name NOT IN "
+                    "('chatd_accounts', 'chatd_rooms', 'chatd_bans', 'chatd_modlog')"
                 ).fetchone()[0]
                 if tables:
                     raise HistoryError(

@@ -190,6 +190,43 @@ class ModerationRules:
         self._operators = frozenset(fold(name) for name in accounts)
         self._oper_credentials = {fold(k): v for k, v in credentials.items()}
 
+    def reconfigure(self, config: Config, credentials: dict[str, str]) -> None:
+        """``chatd ctl reload``: the settings that can change while running."""
+        self._config = config
+        self.set_operators(_names(config.operators), credentials)
+
+    def user_list(self, now: float) -> list[dict[str, object]]:
+        """For the operator console: every user, with address and rooms."""
+        return [
+            {
+                "nick": c.nick,
+                "account": c.account,
+                "address": c.address,
+                "rooms": [room.name for room in c.rooms.values()],
+                "idle": int(now - c.last_active),
+                "oper": self.is_server_operator(c),
+            }
+            for c in self._nicks.values()
+        ]
+
+    def room_list(self) -> list[dict[str, object]]:
+        """For the operator console: every room, and the registered ones that are empty."""
+        rooms: list[dict[str, object]] = []
+        for key in sorted(set(self._rooms) | set(self._saved_rooms)):
+            room = self._rooms.get(key)
+            rules = room.rules if room is not None else self._saved_rooms[key]
+            rooms.append(
+                {
+                    "room": room.name if room is not None else key,
+                    "members": len(room.members) if room is not None else 0,
+                    "founder": rules.founder,
+                    "modes": "+" + "".join(sorted(rules.modes)),
+                    "bans": len(rules.bans),
+                    "mutes": len(rules.quiets),
+                }
+            )
+        return rooms
+
     def is_server_operator(self, client: _Client) -> bool:
         if client.cid == CONSOLE_CID or client.oper is not None:
             return True

@@ -58,17 +58,23 @@ from chatd.model import (
     ErrorCode,
     Event,
     FetchHistory,
+    FetchModLog,
     HistoryEnd,
     HistoryReply,
+    LogModeration,
     Message,
+    ModLogReply,
     Probe,
     ProtocolError,
     Replay,
     SaveAccount,
+    SaveRoom,
+    SaveServerBans,
     Shutdown,
     Skipped,
     Store,
 )
+from chatd.moderation_store import ModerationStore
 from chatd.ratelimit import TokenBucket, command_cost
 
 __all__ = ["Server", "HistoryStore", "Listener"]
@@ -144,9 +150,17 @@ class Server:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         accounts: AccountStore | None = None,
+        moderation: ModerationStore | None = None,
+        oper_credentials: dict[str, str] | None = None,
     ) -> None:
         self.config = config
         self.hub = Hub(config, next_mid=next_mid, new_token=new_token)
+        # moderation (docs/moderation.md): what the store kept, and who may OPER
+        self.moderation = moderation
+        if moderation is not None:
+            self.hub.load_moderation(*moderation.load())
+        self.hub.set_operators(_names(config.operators), oper_credentials or {})
+        self.ctl: Endpoint | None = None  # the operator console (chatd.ctl), when on
         self.gate = AccountGate(
             config, accounts, LoginThrottle(clock), self.hub.account_of, self.hub.nick_of
         )
@@ -183,6 +197,7 @@ class Server:
             "line_too_long": 0,
             "protocol_errors": 0,
             "bugs": 0,
+            "messages": 0,
         }
 
     # ------------------------------------------------------------------ set-up
@@ -252,6 +267,8 @@ class Server:
         for conn in list(self._conns.values()):
             self._finalize(conn)
         self._close_listeners()
+        if self.ctl is not None:
+            self.ctl.close()
         for sock in (self._waker_r, self._waker_w):
             self._unregister_quietly(sock)
             sock.close()
@@ -295,6 +312,8 @@ class Server:
                     self._pending.append(target)
             elif isinstance(target, Listener):
                 self._accept(target, now)
+            elif isinstance(target, Endpoint):  # the operator console (chatd.ctl)
+                target.on_ready(mask, wall)
             else:  # the waker
                 self._drain_waker()
         if now >= self._next_sweep:
@@ -408,7 +427,7 @@ class Server:
         if codec is not None and codec.pings_peer:
             self._pingable.add(conn)
         self.stats["accepted"] += 1
-        self.hub.connect(cid, self._wall())
+        self.hub.connect(cid, self._wall(), _host(peer))
         logger.info("#%d connected from %s (%s)", cid, peer, listener.name)
         conn.out.append(listener.banner)
         self._mark_pending(conn)
@@ -505,6 +524,7 @@ class Server:
                 case Deliver():
                     self._deliver(action)
                 case Store(message=message):
+                    self.stats["messages"] += 1
                     if self._history is not None:
                         self._history.append(message)
                 case Close(cid=cid, reason=reason, flush=flush):
@@ -517,8 +537,34 @@ class Server:
                     self._fetch_history(action)
                 case SaveAccount() | DeleteAccount():
                     self._write_account(action)
+                case SaveRoom() | SaveServerBans() | LogModeration():
+                    if self.moderation is not None:
+                        self.moderation.carry_out(action)
+                case FetchModLog(cid=cid, room=room, limit=limit, rid=rid):
+                    conn = self._conns.get(cid)
+                    if conn is not None:
+                        log = self.moderation.modlog(room, limit) if self.moderation else ()
+                        self._deliver_one(conn, ModLogReply(log), rid)
                 case _:
                     raise TypeError(f"unknown action {action!r}")
+
+    def apply(self, actions: Iterable[Action]) -> None:
+        """Carry out the hub's ``actions`` (for the operator console, chatd.ctl)."""
+        self._apply(actions)
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._conns)
+
+    def watch(self, sock: socket.socket, endpoint: Endpoint, events: int = _READ) -> None:
+        """Watch ``sock`` for the operator console (register, or change the events)."""
+        try:
+            self._selector.modify(sock, events, endpoint)
+        except KeyError:
+            self._selector.register(sock, events, endpoint)
+
+    def unwatch(self, sock: socket.socket) -> None:
+        self._unregister_quietly(sock)
 
     def _write_account(self, action: SaveAccount | DeleteAccount) -> None:
         error = self.gate.carry_out(action)
@@ -862,6 +908,20 @@ class Server:
             self._selector.unregister(sock)
         except (KeyError, ValueError):
             pass  # not registered (paused, or already closed)
+
+
+class Endpoint:
+    """A socket of the operator console (chatd.ctl) on this loop (a base class)."""
+
+    def on_ready(self, events: int, wall: float) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
 
 
 def _format_peer(addr: object) -> str:
