@@ -298,6 +298,9 @@ class ModerationRules:
         return ("@" if cid in room.ops else "") + ("+" if cid in room.voices else "")
 
     def _prefixes(self, room: _Room) -> tuple[str, ...]:
+        """Per member (as ``room.nicks()``); () when nobody has operator or voice."""
+        if not room.ops and not room.voices:
+            return ()
         return tuple(self._prefix(room, c.cid) for c in room.members.values() if c.nick)
 
     def _server_ban_gate(

@@ -100,10 +100,10 @@ def _mode(s: Session, msg: IrcMessage) -> list[Command]:
     if not target.startswith("#"):
         if fold(target) != fold(s.me):
             return s.reply("502", trailing="Can't change mode for other users")
-        if modes and modes.strip("+-io"):
-            return s.reply("501", trailing="Unknown MODE flag")
-        if modes.strip("+i") == "" and modes:
+        if modes and modes.strip("+i") == "":
             return []  # irssi's automatic "MODE me +i": everybody is +i already
+        if modes and modes != "-o":  # -o: stop being a server operator
+            return s.reply("501", trailing="Unknown MODE flag")
         return [Mode(target, modes, rid=rid)]
     for letter in modes:
         if letter not in "+-" + CHANNEL_MODES + "".join(_LISTS):
