@@ -484,7 +484,8 @@ class ModerationRules:
             return [
                 self._reply(client, cmd, BanListReply("*", tuple(_live(self._server_bans, now))))
             ]
-        room = self._target_room(client, cmd.room)
+        # (anybody may look, as on IRC: a ban list is how you learn why you cannot join)
+        room = self._room_of(client, None) if cmd.room is None else self._existing_room(cmd.room)
         entries = _live(room.rules.quiets if cmd.quiet else room.rules.bans, now)
         return [self._reply(client, cmd, BanListReply(room.name, tuple(entries), cmd.quiet))]
 
@@ -510,7 +511,12 @@ class ModerationRules:
         assert client.nick is not None
         if cmd.target is not None and not cmd.target.startswith("#"):
             return self._user_mode(client, cmd)
-        room = self._target_room(client, cmd.target)
+        if cmd.modes and cmd.modes.strip("+") not in ("b", "q"):
+            room = self._target_room(client, cmd.target)
+        elif cmd.target is None:
+            room = self._room_of(client, None)
+        else:  # a query: anybody may look
+            room = self._existing_room(cmd.target)
         rules = room.rules
         if not cmd.modes:
             flags = "+" + "".join(sorted(rules.modes)) + ("k" if rules.key else "")

@@ -26,6 +26,7 @@ from chatd.model import (
     Event,
     Hello,
     Joined,
+    KickEvent,
     Nick,
     NickEvent,
     PartEvent,
@@ -175,7 +176,9 @@ class Session:
                 self.nick, self.motd = nick, motd
             case Joined(room=room):
                 self.rooms[fold(room)] = room
-            case PartEvent(room=room, nick=nick) if self.is_me(nick):
+            case PartEvent(room=room, nick=nick) | KickEvent(room=room, nick=nick) if self.is_me(
+                nick
+            ):
                 self.rooms.pop(fold(room), None)
             case NickEvent(old=old, new=new) if self.is_me(old):
                 self.nick = new
