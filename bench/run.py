@@ -77,6 +77,15 @@ QUICK: dict[str, dict[str, Any]] = {
 # ---- server subprocesses --------------------------------------------------------------
 
 
+def _many_hosts(root: Path) -> list[str]:
+    """Every load-generator client comes from 127.0.0.1: no per-address limit (if the
+    chatd under test has one; --chatd-root may name an older tree)."""
+    config = root / "chatd" / "config.py"
+    if config.exists() and "max_clients_per_ip" in config.read_text():
+        return ["--max-clients-per-ip", "0"]
+    return []
+
+
 def server_command(kind: str, db: str, root: Path = ROOT) -> list[str]:
     if kind == "chatd":
         return [
@@ -95,6 +104,7 @@ def server_command(kind: str, db: str, root: Path = ROOT) -> list[str]:
             "warning",
             "--max-clients",
             "20000",
+            *_many_hosts(root),
         ]
     if kind == "asyncio":
         return [

@@ -182,8 +182,9 @@ class AccountGate:
             record.secret if record else _dummy_record(), password[: MAX_PASSWORD * 4]
         )
         if record is None or not ok:
-            self._throttle.failed(address, account)
-            logger.info("failed login to account %r from %s", account[:40], address)
+            logger.debug("failed login to account %r from %s", account[:40], address)
+            if self._throttle.failed(address, account):  # one line per address, not per try
+                logger.warning("%s: wrong account passwords; slowing its guesses", address)
             return dataclasses.replace(
                 verified, error=ErrorCode.BAD_LOGIN, message="wrong account or password"
             )

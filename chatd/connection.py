@@ -41,6 +41,7 @@ class Connection:
         "sock",
         "fd",
         "peer",
+        "host",
         "framer",
         "codec",
         "out",
@@ -48,6 +49,8 @@ class Connection:
         "mask",
         "pending",
         "backlog",
+        "unframed",
+        "unframed_pos",
         "bucket",
         "paused_until",
         "backpressured",
@@ -76,6 +79,7 @@ class Connection:
         self.sock = sock
         self.fd = sock.fileno()
         self.peer = peer
+        self.host = peer  # the address key per-address limits count (chatd.throttle)
         self.framer = framer
         self.codec = codec  # None until the first line picks the mode (native port)
         self.out = OutBuffer()
@@ -85,6 +89,11 @@ class Connection:
         # Frames read but not yet executed (only while the rate limit holds us back).
         # None unless the rate limit holds frames back (an empty deque is 760 bytes).
         self.backlog: deque[bytes | LineTooLong] | None = None
+        # Bytes read but not framed yet, from unframed_pos on: input held back by the
+        # rate limit stays raw (a 2-byte line framed costs ~40 bytes), framed a line at
+        # a time as tokens come (see Server._frame_next).
+        self.unframed = b""
+        self.unframed_pos = 0
         self.bucket = bucket
         self.paused_until = 0.0  # rate limit: no reading before this (monotonic)
         self.backpressured = False  # own output above the high-water mark: no reading

@@ -109,6 +109,9 @@ __all__ = ["Hub"]
 
 MAX_TOPIC_CHARS = 300
 MAX_REASON_CHARS = 200
+# Bytes of one rooms-list entry besides its name and topic, in the widest mode (an IRC
+# 322 line carries the server name and the nick): the list is cut at max_reply_bytes.
+ROOMS_LINE_OVERHEAD = 120
 
 
 @dataclass(eq=False)
@@ -545,11 +548,15 @@ class Hub(AccountRules, ModerationRules):
         return [self._reply(client, cmd, self._census())]
 
     def _rooms_list(self, client: _Client, cmd: Rooms, now: float) -> list[Action]:
-        infos = tuple(
-            RoomInfo(room.name, len(room.members), room.topic)
-            for _, room in sorted(self._rooms.items())
-        )
-        return [self._reply(client, cmd, RoomsReply(infos))]
+        infos: list[RoomInfo] = []
+        size = 0
+        for _, room in sorted(self._rooms.items()):
+            size += len(room.name.encode()) + len(room.topic.encode()) + ROOMS_LINE_OVERHEAD
+            if infos and size > self._config.max_reply_bytes:
+                break
+            infos.append(RoomInfo(room.name, len(room.members), room.topic))
+        more = len(self._rooms) - len(infos)
+        return [self._reply(client, cmd, RoomsReply(tuple(infos), more))]
 
     def _topic(self, client: _Client, cmd: Topic, now: float) -> list[Action]:
         if cmd.topic is None:

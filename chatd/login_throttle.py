@@ -1,21 +1,24 @@
-"""Login throttling: per address and per account, in front of every password check.
+"""Login throttling for accounts: per address and per account, before any password hash.
 
-Pure; the clock is given. Three rules (docs/accounts.md):
+Pure; the clock is given. Built on :class:`chatd.throttle.Throttle` (per-key token
+buckets that only failures drain). Three rules (docs/accounts.md):
 
-- **Guesses per address**: a token bucket of failures, ``burst`` wrong passwords at
-  once, then ``rate`` a second. While it is empty no password from that address is even
-  hashed, so one host cannot make more than ``rate`` guesses a second.
+- **Guesses per address**: the server's one guess budget per address, shared with the
+  server password (``password_guess_burst`` wrong passwords at once, then
+  ``password_guess_rate`` a second, over all of that address's connections). While it is
+  empty no password from that address is even hashed.
 - **Hashing per address**: every scrypt run (right or wrong password, a new password)
-  takes a token from a second, larger bucket (``check_burst``, ``check_rate``), so even
-  someone who knows a password cannot keep the server's one thread busy hashing.
+  spends from a second, larger budget (``check_burst``, then ``check_rate`` a second),
+  so even someone who knows a password cannot keep the server's one thread hashing.
 - **Per account**, failures from anywhere only *slow* the next attempt: after ``free``
   failures each one doubles a delay from ``base`` up to ``cap`` seconds. An attacker
   spread over many addresses gets at most one guess per ``cap`` seconds at one account,
   and the real owner waits at most ``cap`` seconds, never more: nobody can lock an
   account up. A success resets it.
 
-Memory is bounded: at most ``max_entries`` addresses and accounts are remembered; the
-stalest are forgotten first (forgetting only ever errs on the side of letting a try in).
+Memory is bounded: at most ``max_entries`` accounts are remembered (the stalest are
+forgotten first, which only ever errs on the side of letting a try in); the address
+budgets bound themselves (chatd.throttle).
 """
 
 from __future__ import annotations
@@ -23,15 +26,22 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 
-from chatd.ratelimit import TokenBucket
+from chatd.throttle import Throttle
 
 __all__ = ["LoginThrottle"]
 
 
 class LoginThrottle:
+    """Args:
+    clock: monotonic seconds.
+    guesses: the per-address budget of wrong passwords; the server passes its own, so
+        account logins and the server password share it. Default: ``rate``/``burst``.
+    """
+
     def __init__(
         self,
         clock: Callable[[], float],
+        guesses: Throttle | None = None,
         *,
         rate: float = 1.0,
         burst: int = 5,
@@ -43,53 +53,35 @@ class LoginThrottle:
         max_entries: int = 10000,
     ) -> None:
         self._clock = clock
-        self._rate, self._burst = rate, burst
-        self._check_rate, self._check_burst = check_rate, check_burst
+        # (not "guesses or ...": an empty Throttle is falsy, it has a __len__)
+        self.guesses = guesses if guesses is not None else Throttle(rate, burst, clock, max_entries)
+        self.checks = Throttle(check_rate, check_burst, clock, max_entries)
         self._free, self._base, self._cap = free, base, cap
         self._max = max_entries
-        self._failures: OrderedDict[str, TokenBucket] = OrderedDict()  # by address
-        self._checks: OrderedDict[str, TokenBucket] = OrderedDict()  # by address
         self._accounts: OrderedDict[str, tuple[int, float]] = OrderedDict()  # failures, last
 
     def wait(self, address: str, account: str | None) -> float:
         """Seconds before a password from ``address`` for ``account`` may be checked."""
-        now = self._clock()
-        wait = 0.0
-        for table in (self._failures, self._checks):
-            bucket = table.get(address)
-            if bucket is not None:
-                wait = max(wait, bucket.delay(now))
+        wait = max(self.guesses.delay(address), self.checks.delay(address))
         if account is not None and account in self._accounts:
             failures, last = self._accounts[account]
             if failures >= self._free:
                 delay = min(self._cap, self._base * 2 ** (failures - self._free))
-                wait = max(wait, last + delay - now)
+                wait = max(wait, last + delay - self._clock())
         return max(0.0, wait)
 
     def checked(self, address: str) -> None:
         """A password was hashed for ``address`` (whatever the outcome)."""
-        self._take(self._checks, address, self._check_rate, self._check_burst)
+        self.checks.failed(address)  # (Throttle counts "failures": here, spent checks)
 
-    def failed(self, address: str, account: str | None) -> None:
-        now = self._clock()
-        self._take(self._failures, address, self._rate, self._burst)
+    def failed(self, address: str, account: str | None) -> bool:
+        """A wrong password; True if it is the one that starts slowing ``address``."""
         if account is not None:
-            failures, _ = self._accounts.pop(account, (0, now))
-            self._accounts[account] = (failures + 1, now)
+            failures, _ = self._accounts.pop(account, (0, 0.0))
+            self._accounts[account] = (failures + 1, self._clock())
             while len(self._accounts) > self._max:
                 self._accounts.popitem(last=False)
+        return self.guesses.failed(address)
 
     def succeeded(self, account: str) -> None:
         self._accounts.pop(account, None)
-
-    def _take(
-        self, table: OrderedDict[str, TokenBucket], key: str, rate: float, burst: int
-    ) -> None:
-        now = self._clock()
-        bucket = table.pop(key, None)
-        if bucket is None:
-            bucket = TokenBucket(rate, burst, now)
-        bucket.take(now)
-        table[key] = bucket  # most recent last
-        while len(table) > self._max:
-            table.popitem(last=False)

@@ -423,6 +423,7 @@ class RoomInfo:
 @dataclass(frozen=True, slots=True)
 class RoomsReply(Event):
     rooms: tuple[RoomInfo, ...]
+    more: int = 0  # rooms left out: the list would have been over max_reply_bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -488,6 +489,7 @@ class Notice(Event):
 class HistoryReply(Event):
     room: str
     messages: tuple[Message, ...]
+    more: bool = False  # the request matched more than fit in max_reply_bytes
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,7 +44,7 @@ from chatd.accounts_store import AccountStore
 from chatd.codecs import Codec, JsonCodec, TextCodec, pick_codec
 from chatd.config import Config
 from chatd.connection import Connection, State
-from chatd.framing import LINE_TOO_LONG, LineFramer
+from chatd.framing import LINE_TOO_LONG, LineFramer, LineTooLong
 from chatd.hub import Hub
 from chatd.login_throttle import LoginThrottle
 from chatd.model import (
@@ -59,6 +59,7 @@ from chatd.model import (
     Event,
     FetchHistory,
     FetchModLog,
+    Hello,
     HistoryEnd,
     HistoryReply,
     LogModeration,
@@ -76,6 +77,7 @@ from chatd.model import (
 )
 from chatd.moderation_store import ModerationStore
 from chatd.ratelimit import TokenBucket, command_cost
+from chatd.throttle import Throttle, address_key
 
 __all__ = ["Server", "HistoryStore", "Listener"]
 
@@ -161,9 +163,6 @@ class Server:
             self.hub.load_moderation(*moderation.load())
         self.hub.set_operators(_names(config.operators), oper_credentials or {})
         self.ctl: Endpoint | None = None  # the operator console (chatd.ctl), when on
-        self.gate = AccountGate(
-            config, accounts, LoginThrottle(clock), self.hub.account_of, self.hub.nick_of
-        )
         self._history = history
         self._clock = clock
         self._wall = wall_clock
@@ -181,6 +180,11 @@ class Server:
         self._pingable: set[Connection] = set()  # peers whose protocol answers pings (IRC)
         self._fallback_codec = TextCodec()  # for lines sent before a mode is picked
         self._password_required = config.password is not None
+        self._per_host: dict[str, int] = {}  # open connections per address key
+        self._guesses = Throttle(config.password_guess_rate, config.password_guess_burst, clock)
+        # Account logins (chatd.accounts) spend from the same guess budget per address.
+        throttle = LoginThrottle(clock, self._guesses)
+        self.gate = AccountGate(config, accounts, throttle, self.hub.account_of, self.hub.nick_of)
         self._now = clock()
         self._next_sweep = 0.0
         self._next_idle_sweep = 0.0
@@ -193,11 +197,14 @@ class Server:
         self.stats = {
             "accepted": 0,
             "rejected_full": 0,
+            "rejected_per_ip": 0,
+            "password_failures": 0,
             "slow_consumers": 0,
             "line_too_long": 0,
             "protocol_errors": 0,
             "bugs": 0,
             "messages": 0,
+            "dropped_deliveries": 0,  # not encodable for one recipient (a bug; logged)
         }
 
     # ------------------------------------------------------------------ set-up
@@ -298,7 +305,8 @@ class Server:
         self._listeners.clear()
 
     def _tick(self) -> None:
-        timeout = 0.0 if self._pending or self._departures else self._timeout()
+        busy = self._pending or self._departures or self._batches
+        timeout = 0.0 if busy else self._timeout()
         ready = self._selector.select(timeout)
         self._now = now = self._clock()
         wall = self._wall()
@@ -369,7 +377,11 @@ class Server:
             if len(self._conns) >= self.config.max_clients:
                 self._reject_full(sock, peer, listener)
                 continue
-            self._adopt(sock, peer, listener, now)
+            host = address_key(addr[0]) if isinstance(addr, tuple) else peer
+            if self._host_full(host):
+                self._reject_host(sock, peer, host, listener)
+                continue
+            self._adopt(sock, peer, listener, now, host)
 
     def _reject_full(self, sock: socket.socket, peer: str, listener: Listener) -> None:
         """Tell a newcomer the server is full, in its listener's protocol, and close."""
@@ -385,6 +397,33 @@ class Server:
             ErrorCode.SERVER_FULL,
             f"the server is full ({self.config.max_clients} clients); try again later",
         )
+        self._refuse(sock, listener, error)
+
+    def _host_full(self, host: str) -> bool:
+        limit = self.config.max_clients_per_ip
+        return bool(limit) and self._per_host.get(host, 0) >= limit
+
+    def _reject_host(self, sock: socket.socket, peer: str, host: str, listener: Listener) -> None:
+        """One address already holds ``max_clients_per_ip``: refuse like server_full."""
+        self.stats["rejected_per_ip"] += 1
+        refused = self.stats["rejected_per_ip"]
+        if refused in (1, 10, 100) or refused % 1000 == 0:
+            logger.warning(
+                "%s already has %d connections: refused %s (%d refused so far)",
+                host,
+                self.config.max_clients_per_ip,
+                peer,
+                refused,
+            )
+        limit = self.config.max_clients_per_ip
+        error = Error(
+            ErrorCode.SERVER_FULL,
+            f"too many connections from your address ({limit} allowed); close one first",
+        )
+        self._refuse(sock, listener, error)
+
+    def _refuse(self, sock: socket.socket, listener: Listener, error: Error) -> None:
+        """Tell a newcomer ``error`` in its listener's protocol, and close."""
         if listener.make_codec is not None:  # a fixed protocol (IRC): its own ERROR line
             data = listener.make_codec().encode(error)
         else:  # the native port, mode not picked yet: a line for people, a frame for programs
@@ -396,7 +435,9 @@ class Server:
             pass
         sock.close()
 
-    def _adopt(self, sock: socket.socket, peer: str, listener: Listener, now: float) -> None:
+    def _adopt(
+        self, sock: socket.socket, peer: str, listener: Listener, now: float, host: str = ""
+    ) -> None:
         config = self.config
         sock.setblocking(False)
         try:
@@ -420,6 +461,8 @@ class Server:
         )
         codec = listener.make_codec() if listener.make_codec else None
         conn = Connection(cid, sock, peer, LineFramer(config.max_line_bytes), codec, bucket)
+        conn.host = host or peer
+        self._per_host[conn.host] = self._per_host.get(conn.host, 0) + 1
         conn.register_deadline = now + config.register_timeout_seconds
         conn.last_heard = now
         self._conns[cid] = conn
@@ -427,8 +470,10 @@ class Server:
         if codec is not None and codec.pings_peer:
             self._pingable.add(conn)
         self.stats["accepted"] += 1
-        self.hub.connect(cid, self._wall(), _host(peer))
-        logger.info("#%d connected from %s (%s)", cid, peer, listener.name)
+        self.hub.connect(cid, self._wall(), conn.host)
+        logger.log(
+            self._conn_log_level(conn), "#%d connected from %s (%s)", cid, peer, listener.name
+        )
         conn.out.append(listener.banner)
         self._mark_pending(conn)
         self._update_interest(conn)
@@ -437,7 +482,7 @@ class Server:
 
     def _on_readable(self, conn: Connection, now: float, wall: float) -> None:
         try:
-            data = conn.recv(self.config.recv_chunk_bytes)
+            data = conn.recv(self._recv_size(conn))
         except OSError as exc:
             self._close(conn, f"read error: {exc.strerror or exc}", flush=False)
             return
@@ -450,6 +495,12 @@ class Server:
             # executed, replies are flushed, then we close.
             self._close(conn, "connection closed by peer", flush=True)
             return
+        if conn.bucket is not None:  # rate-limited: framed lazily, a line per token
+            if conn.unframed_pos < len(conn.unframed):
+                data = conn.unframed[conn.unframed_pos :] + data
+            conn.unframed, conn.unframed_pos = data, 0
+            self._run_backlog(conn, now, wall)
+            return
         frames = conn.framer.feed(data)
         if frames:
             if conn.backlog is None:
@@ -458,14 +509,39 @@ class Server:
                 conn.backlog.extend(frames)
             self._run_backlog(conn, now, wall)
 
+    def _recv_size(self, conn: Connection) -> int:
+        """Without a rate limit every line read runs at once; with one, input may have
+        to wait, and what waits is bounded by ``max_input_backlog_bytes``."""
+        if conn.bucket is None:
+            return self.config.recv_chunk_bytes
+        return min(self.config.recv_chunk_bytes, self.config.max_input_backlog_bytes)
+
+    def _frame_next(self, conn: Connection) -> deque[bytes | LineTooLong] | None:
+        """Frame the next line of ``conn.unframed`` (None when nothing is left)."""
+        data, pos = conn.unframed, conn.unframed_pos
+        while pos < len(data):
+            end = data.find(b"\n", pos) + 1 or len(data)
+            frames = conn.framer.feed(data[pos:end])
+            pos = end
+            if frames:
+                conn.unframed_pos = pos
+                conn.backlog = deque(frames)
+                return conn.backlog
+        conn.unframed, conn.unframed_pos = b"", 0
+        return None
+
     def _run_backlog(self, conn: Connection, now: float, wall: float) -> None:
         """Execute queued frames while the rate limit allows."""
         backlog = conn.backlog
-        if backlog is None:
-            return
         bucket = conn.bucket
         try:
-            while backlog and conn.state is State.OPEN:
+            while conn.state is State.OPEN:
+                if not backlog:
+                    backlog = self._frame_next(conn)
+                    if backlog is None:
+                        break
+                if self._login_wait(conn, now) or self._output_full(conn):
+                    return
                 if bucket is not None and not bucket.take(now):
                     conn.paused_until = now + bucket.delay(now)
                     self._paused.add(conn)
@@ -478,8 +554,61 @@ class Server:
             # _fatal_error pattern). SystemExit and KeyboardInterrupt are not caught.
             self.stats["bugs"] += 1
             logger.exception("bug while serving #%d %s; closing it", conn.cid, conn.peer)
-            backlog.clear()
+            conn.backlog, conn.unframed = None, b""
             self._close(conn, "internal error", flush=False)
+
+    def _output_full(self, conn: Connection) -> bool:
+        """Run no more of a client's commands while its output is above the high-water
+        mark: their replies would pile up (resumed by ``_flush_pending``)."""
+        if conn.out.size <= self.config.out_high_water_bytes:
+            return False
+        conn.backpressured = True
+        self._update_interest(conn)
+        return True
+
+    def _has_input(self, conn: Connection) -> bool:
+        return bool(conn.backlog) or conn.unframed_pos < len(conn.unframed)
+
+    def _login_wait(self, conn: Connection, now: float) -> bool:
+        """Hold an unregistered client's lines while its address is out of guesses."""
+        if not self._password_required or self.hub.is_registered(conn.cid):
+            return False
+        wait = self._guesses.delay(conn.host)
+        if not wait:
+            return False
+        conn.paused_until = now + wait
+        self._paused.add(conn)
+        self._update_interest(conn)
+        return True
+
+    def _note_login(self, conn: Connection, actions: list[Action]) -> None:
+        """Count a wrong password against the address it came from."""
+        for action in actions:
+            if (
+                isinstance(action, Deliver)
+                and isinstance(action.event, Error)
+                and action.event.code == ErrorCode.BAD_PASSWORD
+            ):
+                self.stats["password_failures"] += 1
+                if self._guesses.failed(conn.host):
+                    logger.warning(
+                        "%s: %d wrong passwords; slowing its guesses to %g/s",
+                        conn.host,
+                        self.config.password_guess_burst,
+                        self.config.password_guess_rate,
+                    )
+                return
+
+    def _log_guess_episodes(self) -> None:
+        for episode in self._guesses.sweep():
+            if episode.throttled:
+                logger.warning(
+                    "%s: %d wrong passwords in %.0fs (slowed to %g/s); no longer slowed",
+                    episode.key,
+                    episode.failures,
+                    episode.seconds,
+                    self.config.password_guess_rate,
+                )
 
     def _execute(self, conn: Connection, frame: bytes | object, wall: float) -> None:
         conn.lines_in += 1
@@ -512,9 +641,12 @@ class Server:
                 return
             if isinstance(command, Echo):
                 self._deliver_one(conn, command.event, command.rid)
-            else:
-                command = self.gate.prepare(conn.cid, _host(conn.peer), command)
-                self._apply(self.hub.handle(conn.cid, command, wall))
+                continue
+            command = self.gate.prepare(conn.cid, conn.host, command)  # accounts
+            actions = self.hub.handle(conn.cid, command, wall)
+            if self._password_required and isinstance(command, Hello):
+                self._note_login(conn, actions)
+            self._apply(actions)
 
     # ------------------------------------------------------------------ actions
 
@@ -595,21 +727,26 @@ class Server:
             self._materialize()
         event, rid, reply_to = action.event, action.rid, action.reply_to
         shared_rid = rid if reply_to is None else None
-        encoded: dict[object, bytes] = {}
+        encoded: dict[object, bytes | None] = {}  # None: that cache entry failed to encode
         for cid in action.cids:
             conn = self._conns.get(cid)
             if conn is None or conn.state is not State.OPEN:
                 continue
             codec = conn.codec or self._fallback_codec
-            codec.observe(event)
-            if cid == reply_to:
-                self._queue(conn, codec.encode(event, rid))
-                continue
-            key = codec.cache_key
-            data = encoded.get(key)
+            if not self._observe(conn, codec, event):
+                data = None
+            elif cid == reply_to:
+                data = self._encode_for(conn, codec, event, rid)
+            else:
+                key = codec.cache_key
+                if key in encoded:
+                    data = encoded[key]
+                else:
+                    data = encoded[key] = self._encode_for(conn, codec, event, shared_rid)
             if data is None:
-                data = encoded[key] = codec.encode(event, shared_rid)
-            self._queue(conn, data)
+                self._drop_delivery()
+            else:
+                self._queue(conn, data)
 
     def _materialize(self) -> None:
         """Append this tick's batched room messages to their recipients' buffers."""
@@ -620,7 +757,7 @@ class Server:
         for batch in batches.values():
             events = batch.events
             count = len(events)
-            parts_by_key: dict[object, list[bytes]] = {}
+            parts_by_key: dict[object, tuple[list[bytes], int]] = {}  # parts, failures
             blobs: dict[object, bytes] = {}
             repliers = {cid for _, cid, _ in batch.replies}
             for cid in batch.cids:
@@ -636,18 +773,87 @@ class Server:
                 if blob is not None and cid not in repliers:
                     queue(conn, blob)
                     continue
-                parts = parts_by_key.get(key)
-                if parts is None:
-                    parts = parts_by_key[key] = [codec.encode(e) for e in events]
-                    blobs[key] = b"".join(parts)
+                entry = parts_by_key.get(key)
+                if entry is None:
+                    entry = parts_by_key[key] = self._encode_batch(conn, codec, events)
+                    if not entry[1]:
+                        blobs[key] = b"".join(entry[0])
+                parts, failures = entry
+                if failures:
+                    self._drop_delivery(failures)
                 if cid in repliers:  # its own messages carry its request ids
-                    parts = list(parts)
-                    for index, reply_cid, rid in batch.replies:
-                        if reply_cid == cid:
-                            parts[index] = codec.encode(events[index], rid)
-                    queue(conn, b"".join(parts))
+                    mine = [(index, rid) for index, rcid, rid in batch.replies if rcid == cid]
+                    queue(conn, self._encode_replies(conn, codec, events, parts, mine))
                 else:
-                    queue(conn, blobs[key])
+                    queue(conn, b"".join(parts))
+
+    # A failure to encode or observe an event is a bug, never the peer's fault; it must
+    # cost that one delivery and nothing else: not the loop, not the other recipients.
+
+    def _encode_for(
+        self, conn: Connection, codec: Codec, event: Event, rid: object
+    ) -> bytes | None:
+        """``codec.encode(event, rid)``, or None if that raised."""
+        try:
+            return codec.encode(event, rid)
+        except Exception:
+            self._encode_failed(conn, event)
+            return None
+
+    def _observe(self, conn: Connection, codec: Codec, event: Event) -> bool:
+        try:
+            codec.observe(event)
+        except Exception:
+            self._encode_failed(conn, event)
+            return False
+        return True
+
+    def _encode_batch(
+        self, conn: Connection, codec: Codec, events: list[Event]
+    ) -> tuple[list[bytes], int]:
+        """Each event's bytes (``b""`` for one that failed), and how many failed."""
+        parts: list[bytes] = []
+        failures = 0
+        for event in events:
+            data = self._encode_for(conn, codec, event, None)
+            if data is None:
+                failures += 1
+            parts.append(data or b"")
+        return parts, failures
+
+    def _encode_replies(
+        self,
+        conn: Connection,
+        codec: Codec,
+        events: list[Event],
+        parts: list[bytes],
+        mine: list[tuple[int, object]],
+    ) -> bytes:
+        """The batch for a sender: its own messages re-encoded with their request ids."""
+        parts = list(parts)
+        for index, rid in mine:
+            data = self._encode_for(conn, codec, events[index], rid)
+            if data is None:
+                self._drop_delivery()
+            parts[index] = data or b""
+        return b"".join(parts)
+
+    def _encode_failed(self, conn: Connection, event: Event) -> None:
+        self.stats["bugs"] += 1
+        failures = self.stats["bugs"]
+        if failures <= 10 or failures % 1000 == 0:  # a bug repeated per line must not flood
+            logger.exception(
+                "bug: cannot encode %s for #%d %s (%s mode); that delivery is dropped "
+                "(%d bugs so far)",
+                type(event).__name__,
+                conn.cid,
+                conn.peer,
+                conn.codec.name if conn.codec else "?",
+                failures,
+            )
+
+    def _drop_delivery(self, count: int = 1) -> None:
+        self.stats["dropped_deliveries"] += count
 
     def _queue(self, conn: Connection, data: bytes) -> None:
         """Append bytes for ``conn``; enforce the output limits; flush it this tick."""
@@ -669,7 +875,11 @@ class Server:
         messages: list[Message] = []
         if self._history is not None:
             self._history.commit()
-            messages = self._history.recent(action.room, action.limit)
+            # Not on top of a backlog of output (50 rooms joined in one IRC line, say).
+            budget = self.config.max_reply_bytes
+            if conn.out.size > self.config.out_high_water_bytes:
+                budget = 0
+            messages = self._fit(conn, self._history.recent(action.room, action.limit), budget)
             for message in messages:
                 self._deliver(Deliver((action.cid,), message))
         self._deliver_one(conn, HistoryEnd(action.room, len(messages)))
@@ -685,7 +895,24 @@ class Server:
             return
         self._history.commit()
         messages = self._history.query(action.room, action.before, action.after, action.limit)
-        self._deliver_one(conn, HistoryReply(action.room, tuple(messages)), action.rid)
+        page = self._fit(conn, messages, self.config.max_reply_bytes, newest=action.after is None)
+        more = len(page) < len(messages)
+        self._deliver_one(conn, HistoryReply(action.room, tuple(page), more), action.rid)
+
+    def _fit(
+        self, conn: Connection, messages: list[Message], budget: int, newest: bool = True
+    ) -> list[Message]:
+        """The newest (or oldest) ``messages`` whose encoding for ``conn`` fits in
+        ``budget`` bytes; at least one if the budget is positive (a page always moves)."""
+        codec = conn.codec or self._fallback_codec
+        kept: list[Message] = []
+        size = 0
+        for message in reversed(messages) if newest else messages:
+            size += len(self._encode_for(conn, codec, message, None) or b"")
+            if budget <= 0 or (kept and size > budget):
+                break
+            kept.append(message)
+        return kept[::-1] if newest else kept
 
     # ------------------------------------------------------------------ output limits
 
@@ -764,6 +991,7 @@ class Server:
         if now >= self._next_idle_sweep:
             self._next_idle_sweep = now + _IDLE_SWEEP_SECONDS
             self._probe_idle(now)
+            self._log_guess_episodes()
         for listener in self._listeners:
             if listener.paused_until and now >= listener.paused_until:
                 listener.paused_until = 0.0
@@ -816,7 +1044,10 @@ class Server:
                     skipped, conn.skipped = conn.skipped, 0
                     logger.info("#%d caught up; %d messages were skipped", conn.cid, skipped)
                     self._deliver_one(conn, Skipped(skipped))  # flushed next tick
-                conn.backpressured = False
+                if conn.backpressured and self._has_input(conn) and not conn.paused_until:
+                    conn.backpressured = False
+                    self._run_backlog(conn, self._now, self._wall())
+                conn.backpressured = conn.backpressured and conn.out.size > low
             elif size > high:
                 conn.backpressured = True
             if size or conn.mask != _READ:  # else: all sent, reading on: nothing changes
@@ -858,7 +1089,7 @@ class Server:
         conn.state = State.CLOSING
         conn.close_reason = reason
         conn.close_deadline = self._now + self.config.close_linger_seconds
-        conn.backlog = None
+        conn.backlog, conn.unframed = None, b""
         self._closing.add(conn)
         self._departures.append((conn.cid, reason))
         self._update_interest(conn)
@@ -892,7 +1123,9 @@ class Server:
         self._over_soft.discard(conn)
         self._paused.discard(conn)
         self._pingable.discard(conn)
-        logger.info(
+        self._forget_host(conn.host)
+        logger.log(
+            self._conn_log_level(conn),
             "#%d %s closed: %s (in %dB/%d lines, out %dB%s)",
             conn.cid,
             conn.peer,
@@ -902,6 +1135,17 @@ class Server:
             conn.bytes_out,
             f", {conn.out.size}B unsent" if conn.out.size else "",
         )
+
+    def _forget_host(self, host: str) -> None:
+        count = self._per_host.get(host, 0) - 1
+        if count > 0:
+            self._per_host[host] = count
+        else:
+            self._per_host.pop(host, None)
+
+    def _conn_log_level(self, conn: Connection) -> int:
+        """A guesser's connections are summed up per address (``_log_guess_episodes``)."""
+        return logging.DEBUG if self._guesses.throttled(conn.host) else logging.INFO
 
     def _unregister_quietly(self, sock: socket.socket) -> None:
         try:
@@ -929,11 +1173,6 @@ def _format_peer(addr: object) -> str:
         host, port = addr[0], addr[1]
         return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
     return str(addr)
-
-
-def _host(peer: str) -> str:
-    """The address part of a peer ("10.0.0.5:4242" -> "10.0.0.5"), for per-address limits."""
-    return peer.rsplit(":", 1)[0].strip("[]")
 
 
 def _public_reason(reason: str) -> str:

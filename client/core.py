@@ -826,7 +826,8 @@ class ChatState:
             return
         if purpose == "gap" and room.held is not None:
             room.held.extend(good)
-            if len(messages) >= GAP_PAGE:  # a full page: there may be more
+            more = f.get("more") is True and bool(good)  # the server's page was full
+            if len(messages) >= GAP_PAGE or more:  # there may be more
                 newest = max(m["mid"] for m in good) if good else room.last_mid
                 out.frames.append(self._history_request(room, "gap", after=newest, limit=GAP_PAGE))
                 return
@@ -838,6 +839,8 @@ class ChatState:
             self._show_message(out, room, m, older=True)
         if len(out.lines) == before:
             out.info(f"no earlier messages in {room.name}")
+        elif f.get("more") is True:  # the server's page was full: /history goes on from here
+            out.info("more earlier messages: /history again shows them")
 
     def _flush_held(self, out: Output, room: Room) -> None:
         held, room.held = room.held or [], None

@@ -94,8 +94,20 @@ def test_throttle_memory_is_bounded() -> None:
     for i in range(1000):
         throttle.failed(f"10.0.{i // 250}.{i % 250}", f"acct{i}")
         throttle.checked(f"10.0.{i // 250}.{i % 250}")
-    assert len(throttle._failures) == 100 and len(throttle._accounts) == 100
-    assert len(throttle._checks) == 100
+    assert len(throttle.guesses) <= 100 and len(throttle._accounts) == 100
+    assert len(throttle.checks) <= 100
+
+
+def test_account_logins_share_the_servers_guess_budget_per_address() -> None:
+    from chatd.throttle import Throttle
+
+    clock = Clock()
+    shared = Throttle(1.0, 3, clock)
+    throttle = LoginThrottle(clock, shared)
+    for _ in range(3):
+        shared.failed("10.0.0.9")  # three wrong server passwords
+    assert throttle.wait("10.0.0.9", None) > 0  # no account guess either
+    assert throttle.wait("10.0.0.10", None) == 0
 
 
 # --------------------------------------------------------------------------- store

@@ -81,7 +81,13 @@ from chatd.model import (
     WhoReply,
 )
 
-__all__ = ["JsonCodec"]
+__all__ = ["JsonCodec", "MAX_ID_CHARS", "MAX_ID_INT"]
+
+# A request id is copied onto the reply, so it is ours to encode: only small, flat values.
+# Strings up to 64 characters hold any UUID or counter; integers up to 2**53 are what
+# every JSON client (JavaScript's numbers) reads exactly.
+MAX_ID_CHARS = 64
+MAX_ID_INT = 2**53
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
@@ -299,11 +305,14 @@ def _event_fields(event: AnyEvent) -> dict[str, Any]:
         case WhoReply(room=room, members=members):
             obj = {"type": "who", "room": room, "members": list(members)}
             return obj | _ranks(members, event.prefixes)
-        case RoomsReply(rooms=rooms):
-            return {
+        case RoomsReply(rooms=rooms, more=more):
+            obj = {
                 "type": "rooms",
                 "rooms": [{"room": r.room, "members": r.members, "topic": r.topic} for r in rooms],
             }
+            if more:
+                obj |= {"more": True, "omitted": more}
+            return obj
         case TopicEvent(room=room, topic=topic, by=by):
             return {"type": "topic", "room": room, "topic": topic, "by": by}
         case Pong():
@@ -327,12 +336,15 @@ def _event_fields(event: AnyEvent) -> dict[str, Any]:
             }
         case Probe():
             return {"type": "ping"}
-        case HistoryReply(room=room, messages=messages):
-            return {
+        case HistoryReply(room=room, messages=messages, more=more):
+            obj = {
                 "type": "history",
                 "room": room,
                 "messages": [_message_fields(m) for m in messages],
             }
+            if more:
+                obj["more"] = True
+            return obj
         case HistoryEnd(room=room):
             return {"type": "history_end", "room": room}
         case WhoisReply(nick=nick, rooms=rooms, away=away, idle_seconds=idle):
@@ -383,6 +395,19 @@ def _event_fields(event: AnyEvent) -> dict[str, Any]:
     assert_never(event)
 
 
+def _request_id(rid: object) -> str | int | None:
+    """The request id if it is one the server may echo back, else ``bad_request``."""
+    if rid is None or (isinstance(rid, str) and len(rid) <= MAX_ID_CHARS):
+        return rid
+    if isinstance(rid, int) and not isinstance(rid, bool) and -MAX_ID_INT <= rid <= MAX_ID_INT:
+        return rid
+    raise ProtocolError(
+        ErrorCode.BAD_REQUEST,
+        f'"id" must be a string of at most {MAX_ID_CHARS} characters, an integer '
+        f"of at most 2**53 in magnitude, or null; the request was ignored",
+    )
+
+
 class JsonCodec(Codec):
     name = "json"
     cache_key = "json"
@@ -403,7 +428,7 @@ class JsonCodec(Codec):
                 ) from None
         if not isinstance(obj, dict):
             raise ProtocolError(ErrorCode.BAD_JSON, "expected a JSON object per line")
-        rid = obj.get("id")
+        rid = _request_id(obj.get("id"))
         op = obj.get("op")
         make = _OPS.get(op) if isinstance(op, str) else None
         if make is None or not isinstance(op, str):
