@@ -105,6 +105,8 @@ def server_command(kind: str, db: str, root: Path = ROOT) -> list[str]:
             "--max-clients",
             "20000",
             *_many_hosts(root),
+            # e.g. CHATD_BENCH_ARGS="--history-max-per-room 1000" to measure retention
+            *os.environ.get("CHATD_BENCH_ARGS", "").split(),
         ]
     if kind == "asyncio":
         return [

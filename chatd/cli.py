@@ -25,7 +25,7 @@ from chatd import __version__
 from chatd.accounts_store import AccountStore, AccountStoreError
 from chatd.codecs.base import Codec
 from chatd.codecs.irc import IrcCodec
-from chatd.config import DEFAULT_PORT, Config, ConfigError, field_types
+from chatd.config import DEFAULT_PORT, Config, ConfigError, field_types, parse_duration
 from chatd.ctl import CtlServer, default_path
 from chatd.fdlimit import raise_fd_limit
 from chatd.history import HistoryError, open_store
@@ -44,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
         f"'nc HOST {DEFAULT_PORT}' and type. See docs/protocol.md.",
         epilog="Every option may also be set in a TOML file given with --config, by its "
         "name with underscores (max_line_bytes = 8192). Flags win over the file. "
-        "Set a server password with --password-file or CHATD_PASSWORD.",
+        "Set a server password with --password-file or CHATD_PASSWORD. "
+        "Tools for the history file, safe while the server runs: 'chatd backup PATH', "
+        "'chatd export --room ROOM' (chatd backup --help).",
     )
     parser.add_argument("--version", action="version", version=f"chatd {__version__}")
     parser.add_argument("--config", metavar="FILE", help="TOML file of settings")
@@ -149,6 +151,11 @@ def _how_to_join(host: str, port: int) -> str:
     return hint
 
 
+# `chatd NAME ...` runs a tool instead of the server. Flags all start with "--", so a
+# first word that is one of these can never be a server flag (or its value).
+SUBCOMMANDS = ("backup", "export")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["account"]:  # chatd account add|list|delete|passwd (chatd/account_cli.py)
@@ -159,6 +166,10 @@ def main(argv: list[str] | None = None) -> int:
         from chatd.ctl_cli import ctl_main
 
         return ctl_main(argv[1:])
+    if argv and argv[0] in SUBCOMMANDS:
+        from chatd.backup import main as tool_main
+
+        return tool_main(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -174,12 +185,19 @@ def main(argv: list[str] | None = None) -> int:
     _raise_fd_limit(config.max_clients + 64)
 
     try:
-        history = open_store(config.db)
+        history = open_store(
+            config.db,
+            max_age=parse_duration(config.history_max_age),
+            max_per_room=config.history_max_per_room,
+        )
     except HistoryError as exc:
         print(f"chatd: {exc}", file=sys.stderr)
         return 2
     next_mid = history.last_mid() + 1
-    print(f"chatd: room history in {history.path} (next message id {next_mid})", flush=True)
+    print(
+        f"chatd: room history in {history.path} (message ids continue after {next_mid - 1})",
+        flush=True,
+    )
 
     try:
         accounts = AccountStore(history.path) if config.accounts != "off" else None
@@ -223,16 +241,16 @@ def main(argv: list[str] | None = None) -> int:
     status = 0
     try:
         server.serve_forever()
-    except HistoryError as exc:
-        # A message that cannot be stored is never delivered (store before deliver), so
-        # a failing disk stops the server rather than breaking that promise.
+    except HistoryError as exc:  # not expected: the server handles storage failures
         logger.critical("%s; stopping (nothing unstored was sent)", exc)
         status = 3
     finally:
-        history.close()
+        history.close()  # never raises
         moderation.close()
         if accounts is not None:
             accounts.close()
+    if server.storage_failure is not None:
+        status = 3  # --on-storage-failure stop, and storage failed
     logger.info("stopped; %s", _summary(server.stats))
     return status
 

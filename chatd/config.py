@@ -14,9 +14,10 @@ import socket
 from dataclasses import dataclass, field, replace
 from typing import Any, get_args, get_type_hints
 
-__all__ = ["Config", "ConfigError", "DEFAULT_PORT", "field_types"]
+__all__ = ["Config", "ConfigError", "DEFAULT_PORT", "field_types", "parse_duration"]
 
 DEFAULT_PORT = 7777
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 class ConfigError(ValueError):
@@ -215,6 +216,19 @@ class Config:
         50, "earlier messages replayed to a client when it joins a room (0: none)"
     )
     history_max_limit: int = _opt(500, "most messages one history request may return")
+    history_max_age: str = _opt(
+        "",
+        "retention: remove room messages older than this (e.g. 30d, 12h, 90m; "
+        "empty or 0: keep them forever)",
+    )
+    history_max_per_room: int = _opt(
+        0, "retention: keep at most this many messages per room, the newest (0: no limit)"
+    )
+    on_storage_failure: str = _opt(
+        "readonly",
+        "when history cannot be written (disk full, I/O error, file deleted): 'readonly' "
+        "refuses room messages until it can again, 'stop' shuts the server down (exit 3)",
+    )
     # 500 messages of 2,000 control characters (each stored as 6 KB of U+FFFD) made one
     # 3 MB reply, and cut off the client that asked as a slow consumer.
     max_reply_bytes: int = _opt(
@@ -263,6 +277,7 @@ class Config:
             "idle_drop_seconds",
             "out_low_water_bytes",
             "send_buffer_bytes",
+            "history_max_per_room",
             "max_clients_per_ip",
             "nick_hold_seconds",
         ]
@@ -285,6 +300,11 @@ class Config:
             raise ConfigError(f"accounts must be off, optional or required, not {self.accounts!r}")
         if self.registration not in ("open", "closed"):
             raise ConfigError(f"registration must be open or closed, not {self.registration!r}")
+        if self.on_storage_failure not in ("readonly", "stop"):
+            raise ConfigError(
+                f"on_storage_failure must be readonly or stop, not {self.on_storage_failure!r}"
+            )
+        parse_duration(self.history_max_age, "history_max_age")
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
             raise ConfigError(
                 f"log_level must be debug, info, warning or error, not {self.log_level!r}"
@@ -318,6 +338,29 @@ class Config:
                     f"{' or nothing' if optional else ''}, not {value!r}"
                 )
         return replace(base or cls(), **checked)
+
+
+def parse_duration(text: str, name: str = "duration") -> float:
+    """Seconds in ``"30d"``, ``"12h"``, ``"90m"``, ``"45s"``, ``"2w"`` or a plain number
+    of seconds; ``""`` or ``"0"`` is 0 (off).
+
+    Raises:
+        ConfigError: anything else, naming the setting.
+    """
+    value = text.strip().lower()
+    if value in ("", "0"):
+        return 0.0
+    unit = _DURATION_UNITS.get(value[-1])
+    number = value[:-1] if unit else value
+    try:
+        seconds = float(number) * (unit or 1)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < 1e12 or not number.replace(".", "", 1).isdigit():
+        raise ConfigError(
+            f"{name} must be a duration like 30d, 12h, 90m or 45s (or 0 for off), not {text!r}"
+        )
+    return seconds
 
 
 def field_types() -> dict[str, tuple[type, bool]]:

@@ -165,6 +165,7 @@ class ErrorCode(StrEnum):
     NOT_IN_THAT_ROOM = "not_in_that_room"
     ALREADY_IN_ROOM = "already_in_room"
     KILLED = "killed"
+    STORAGE_UNAVAILABLE = "storage_unavailable"
 
 
 class ProtocolError(Exception):
@@ -480,9 +481,14 @@ class Probe(Event):
 
 @dataclass(frozen=True, slots=True)
 class Notice(Event):
-    """Informational text from the server itself (help, banners)."""
+    """Informational text from the server itself (help, banners, storage state).
+
+    ``code`` names a state change programs can act on (``storage_unavailable`` when room
+    messages cannot be stored, ``storage_available`` when they can again); "" for text.
+    """
 
     text: str
+    code: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -490,6 +496,9 @@ class HistoryReply(Event):
     room: str
     messages: tuple[Message, ...]
     more: bool = False  # the request matched more than fit in max_reply_bytes
+    # Set when retention removed messages the request asked for: the oldest mid the room
+    # still has (or the next one, when it has none).
+    start: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -617,9 +626,15 @@ class Deliver(Action):
 
 @dataclass(frozen=True, slots=True)
 class Store(Action):
-    """Persist a room message; the server commits it before any byte of it is sent."""
+    """Persist a room message; the server commits it before any byte of it is sent.
+
+    ``cid`` and ``rid`` name the sender and its request, to refuse the message to them
+    if it cannot be stored.
+    """
 
     message: Message
+    cid: int | None = None
+    rid: object = None
 
 
 @dataclass(frozen=True, slots=True)

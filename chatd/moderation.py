@@ -67,6 +67,7 @@ from chatd.model import (
     Unban,
 )
 from chatd.names import clean_line, fold
+from chatd.throttle import address_key
 
 if TYPE_CHECKING:
     from chatd.hub import _Client, _Room
@@ -390,9 +391,9 @@ class ModerationRules:
             nick, _, host = text.partition("@")
             nick, _, user = nick.partition("!")
             mask = f"{nick or '*'}!{user or '*'}@{host or '*'}"
-        elif _is_address(text):
-            mask = address = text
-            mask = f"*!*@{text}"
+        elif _is_address(text):  # as connections are counted: IPv4, or an IPv6 /64
+            address = address_key(text)
+            mask = f"*!*@{address}"
         else:
             mask = f"{text}!*@*"
             target = self._nicks.get(fold(text))

@@ -37,7 +37,6 @@ import socket
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Protocol
 
 from chatd.accounts import AccountGate, new_token
 from chatd.accounts_store import AccountStore
@@ -45,6 +44,7 @@ from chatd.codecs import Codec, JsonCodec, TextCodec, pick_codec
 from chatd.config import Config
 from chatd.connection import Connection, State
 from chatd.framing import LINE_TOO_LONG, LineFramer, LineTooLong
+from chatd.historyfile import HistoryError
 from chatd.hub import Hub
 from chatd.login_throttle import LoginThrottle
 from chatd.model import (
@@ -77,6 +77,7 @@ from chatd.model import (
 )
 from chatd.moderation_store import ModerationStore
 from chatd.ratelimit import TokenBucket, command_cost
+from chatd.storekeeper import HistoryStore, StoreKeeper
 from chatd.throttle import Throttle, address_key
 
 __all__ = ["Server", "HistoryStore", "Listener"]
@@ -90,19 +91,6 @@ _RESOURCE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 _SWEEP_SECONDS = 0.25
 # Idle peers are checked less often: it visits every connection.
 _IDLE_SWEEP_SECONDS = 1.0
-
-
-class HistoryStore(Protocol):
-    """What the server needs from a message store (see :mod:`chatd.history`)."""
-
-    def append(self, message: Message) -> None: ...
-    def commit(self) -> None:
-        """Raises on failure; the server then stops before sending anything unstored."""
-
-    def recent(self, room: str, limit: int) -> list[Message]: ...
-    def query(
-        self, room: str, before: int | None, after: int | None, limit: int
-    ) -> list[Message]: ...
 
 
 class Listener:
@@ -164,6 +152,8 @@ class Server:
         self.hub.set_operators(_names(config.operators), oper_credentials or {})
         self.ctl: Endpoint | None = None  # the operator console (chatd.ctl), when on
         self._history = history
+        self._keeper = StoreKeeper(history, clock()) if history is not None else None
+        self.storage_failure: str | None = None  # set when a storage failure stopped us
         self._clock = clock
         self._wall = wall_clock
         self._selector = selectors.DefaultSelector()
@@ -330,14 +320,15 @@ class Server:
         self._tell_hub_departures(wall)
         if self._batches:
             self._materialize()
-        if self._history is not None:
-            self._history.commit()  # store before deliver: see module docstring
+        self._commit()  # store before deliver: see module docstring
         self._flush_pending()
         self._close_finished(now)
 
     def _timeout(self) -> float:
         """Seconds select() may sleep: until the next deadline, at most one second."""
         if self._unregistered or self._over_soft or self._paused or self._closing:
+            return max(0.0, min(_SWEEP_SECONDS, self._next_sweep - self._now))
+        if self._keeper is not None and self._keeper.busy:  # pruning to do, or a failure
             return max(0.0, min(_SWEEP_SECONDS, self._next_sweep - self._now))
         if any(listener.paused_until for listener in self._listeners):
             return _SWEEP_SECONDS
@@ -655,10 +646,10 @@ class Server:
             match action:
                 case Deliver():
                     self._deliver(action)
-                case Store(message=message):
+                case Store():
                     self.stats["messages"] += 1
-                    if self._history is not None:
-                        self._history.append(message)
+                    if self._keeper is not None:
+                        self._keeper.append(action)
                 case Close(cid=cid, reason=reason, flush=flush):
                     conn = self._conns.get(cid)
                     if conn is not None:
@@ -750,6 +741,9 @@ class Server:
 
     def _materialize(self) -> None:
         """Append this tick's batched room messages to their recipients' buffers."""
+        self._commit()  # store before deliver: an unstored message leaves its batch here
+        if not self._batches:
+            return
         batches, self._batches = self._batches, {}
         conns = self._conns
         fallback = self._fallback_codec
@@ -874,12 +868,15 @@ class Server:
             return
         messages: list[Message] = []
         if self._history is not None:
-            self._history.commit()
+            self._commit()
             # Not on top of a backlog of output (50 rooms joined in one IRC line, say).
             budget = self.config.max_reply_bytes
             if conn.out.size > self.config.out_high_water_bytes:
                 budget = 0
-            messages = self._fit(conn, self._history.recent(action.room, action.limit), budget)
+            try:
+                messages = self._fit(conn, self._history.recent(action.room, action.limit), budget)
+            except HistoryError as exc:
+                logger.error("%s (replay to #%d)", exc, action.cid)
             for message in messages:
                 self._deliver(Deliver((action.cid,), message))
         self._deliver_one(conn, HistoryEnd(action.room, len(messages)))
@@ -893,11 +890,29 @@ class Server:
                 conn, Error(ErrorCode.HISTORY_OFF, "this server keeps no history"), action.rid
             )
             return
-        self._history.commit()
-        messages = self._history.query(action.room, action.before, action.after, action.limit)
-        page = self._fit(conn, messages, self.config.max_reply_bytes, newest=action.after is None)
-        more = len(page) < len(messages)
-        self._deliver_one(conn, HistoryReply(action.room, tuple(page), more), action.rid)
+        self._commit()
+        history = self._history
+        try:
+            messages = history.query(action.room, action.before, action.after, action.limit)
+            page = self._fit(
+                conn, messages, self.config.max_reply_bytes, newest=action.after is None
+            )
+            more = len(page) < len(messages)
+            # Scrolling back reaches the pruned part only with the page's oldest message.
+            start = (
+                None
+                if more and action.after is None
+                else history.start(
+                    action.room, action.before, action.after, len(messages), action.limit
+                )
+            )
+        except HistoryError as exc:
+            logger.error("%s (history request of #%d)", exc, action.cid)
+            error = Error(ErrorCode.STORAGE_UNAVAILABLE, f"history cannot be read: {exc.reason}")
+            self._deliver_one(conn, error, action.rid)
+            return
+        reply = HistoryReply(action.room, tuple(page), more=more, start=start)
+        self._deliver_one(conn, reply, action.rid)
 
     def _fit(
         self, conn: Connection, messages: list[Message], budget: int, newest: bool = True
@@ -914,6 +929,58 @@ class Server:
             kept.append(message)
         return kept[::-1] if newest else kept
 
+    # ------------------------------------------------------------------ storage
+
+    def _commit(self) -> None:
+        """Commit the queued room messages; any that cannot be stored are refused."""
+        if self._keeper is not None:
+            unstored = self._keeper.commit()
+            if unstored:
+                self._storage_failed(unstored)
+
+    def _storage_failed(self, unstored: list[Store]) -> None:
+        """Take unstored messages out of this turn's deliveries, refuse them to their
+        senders, and go read-only (or stop, with ``--on-storage-failure stop``)."""
+        assert self._keeper is not None and self._keeper.failed is not None
+        failure = self._keeper.failed
+        lost = {store.message.mid for store in unstored}
+        for batch in self._batches.values():
+            keep = [
+                i
+                for i, event in enumerate(batch.events)
+                if not (isinstance(event, Message) and event.mid in lost)
+            ]
+            if len(keep) < len(batch.events):
+                where = {old: new for new, old in enumerate(keep)}
+                batch.events = [batch.events[i] for i in keep]
+                batch.replies = [(where[i], c, r) for i, c, r in batch.replies if i in where]
+        self._batches = {key: batch for key, batch in self._batches.items() if batch.events}
+        self._storage_state("failed")
+        for store in unstored:
+            conn = self._conns.get(store.cid) if store.cid is not None else None
+            if conn is not None and conn.state is State.OPEN:
+                why = (
+                    f"not sent: your message to {store.message.room} could not be stored "
+                    f"({failure.reason}): {store.message.text[:60].replace(chr(10), ' ')}"
+                )
+                self._deliver_one(conn, Error(ErrorCode.STORAGE_UNAVAILABLE, why), store.rid)
+
+    def _storage_state(self, change: str) -> None:
+        """Tell the hub (and so everyone, once) that storage failed or recovered."""
+        keeper = self._keeper
+        assert keeper is not None
+        if change == "failed" and keeper.failed is not None:
+            if self.config.on_storage_failure == "stop":
+                if self.storage_failure is None:
+                    self.storage_failure = str(keeper.failed)
+                    logger.critical("%s; stopping (nothing unstored was sent)", keeper.failed)
+                    self.request_stop(f"history storage failed: {keeper.failed.reason}")
+                self.hub.set_storage_down(keeper.failed.reason)
+                return
+            self._apply(self.hub.set_storage_down(keeper.failed.reason))
+        elif change == "recovered":
+            self._apply(self.hub.set_storage_down(None))
+
     # ------------------------------------------------------------------ output limits
 
     def _over_soft_limit(self, conn: Connection) -> None:
@@ -922,8 +989,7 @@ class Server:
         # even the hard limit for a reader that keeps up perfectly. Judge only what the
         # kernel will not take now: try to send first, as asyncio's write() does.
         # Store before deliver holds here too: the queue may hold this tick's messages.
-        if self._history is not None:
-            self._history.commit()
+        self._commit()
         try:
             conn.flush(self.config.max_write_bytes_per_tick)
         except OSError as exc:
@@ -961,6 +1027,10 @@ class Server:
     # ------------------------------------------------------------------ timers
 
     def _sweep(self, now: float, wall: float) -> None:
+        if self._keeper is not None:
+            change = self._keeper.upkeep(now, wall)
+            if change is not None:
+                self._storage_state(change)
         for conn in list(self._unregistered):
             if conn.state is not State.OPEN or self.hub.is_registered(conn.cid):
                 self._unregistered.discard(conn)

@@ -824,6 +824,10 @@ class ChatState:
             if room.floor_mid is None:
                 room.floor_mid = max((m["mid"] for m in good), default=0)
             return
+        start = f.get("start")
+        if purpose == "gap" and isinstance(start, int) and not isinstance(start, bool):
+            # The server pruned part of what we missed (retention): say so, once per gap.
+            out.info(f"some messages you missed in {room.name} are no longer kept by the server")
         if purpose == "gap" and room.held is not None:
             room.held.extend(good)
             more = f.get("more") is True and bool(good)  # the server's page was full

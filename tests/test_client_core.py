@@ -607,6 +607,30 @@ def test_reconnect_rejoins_and_fetches_exactly_the_gap() -> None:
     assert state.current_room.name == "#dev"
 
 
+def test_gap_into_pruned_history_says_so() -> None:
+    state = online()
+    feed(state, msg(1), msg(2))
+    reconnect(state)
+    out = feed(state, frame(type="joined", room="#lobby", topic="", members=["alice"]))
+    (gap,) = [f for f in out.frames if f["op"] == "history"]
+    reply = frame(
+        type="history",
+        room="#lobby",
+        id=gap["id"],
+        start=9,  # messages 3..8 were pruned by the server's retention
+        messages=[json.loads(msg(n)) for n in (9, 10)],
+    )
+    out = feed(state, reply)
+    assert texts(out) == [
+        "some messages you missed in #lobby are no longer kept by the server",
+        "m9",
+        "m10",
+    ]
+    # a reply without "start" says nothing of the kind
+    out = feed(state, frame(type="history", room="#lobby", messages=[]))
+    assert not any("no longer kept" in line.text for line in out.lines)
+
+
 def test_long_gap_is_paged() -> None:
     state = online()
     feed(state, msg(1))

@@ -325,8 +325,15 @@ def _event_fields(event: AnyEvent) -> dict[str, Any]:
             return {"type": "skipped", "count": count}
         case Shutdown(reason=reason):
             return {"type": "shutdown", "reason": reason}
-        case Notice(text=text):
-            return {"type": "notice", "text": text}
+        case Notice(text=text, code=code):
+            return (
+                {"type": "notice", "text": text, "code": code}
+                if code
+                else {
+                    "type": "notice",
+                    "text": text,
+                }
+            )
         case AwayNotice(nick=nick, message=message):
             return {
                 "type": "notice",
@@ -336,7 +343,7 @@ def _event_fields(event: AnyEvent) -> dict[str, Any]:
             }
         case Probe():
             return {"type": "ping"}
-        case HistoryReply(room=room, messages=messages, more=more):
+        case HistoryReply(room=room, messages=messages, more=more, start=start):
             obj = {
                 "type": "history",
                 "room": room,
@@ -344,6 +351,8 @@ def _event_fields(event: AnyEvent) -> dict[str, Any]:
             }
             if more:
                 obj["more"] = True
+            if start is not None:
+                obj["start"] = start
             return obj
         case HistoryEnd(room=room):
             return {"type": "history_end", "room": room}

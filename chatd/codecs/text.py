@@ -306,12 +306,19 @@ def _render(event: AnyEvent) -> str:
             return f"*** {nick} is away: {message}"
         case Notice(text=text):
             return "\n".join(f"*** {line}" for line in text.split("\n"))
-        case HistoryReply(room=room, messages=messages, more=more):
+        case HistoryReply(room=room, messages=messages, more=more, start=start):
+            pruned = (
+                f"*** Older messages in {room} were removed by the server's retention policy."
+                if start is not None
+                else ""
+            )
             if not messages:
-                return f"*** No earlier messages in {room}."
+                return pruned or f"*** No earlier messages in {room}."
             lines = [_render(m) for m in messages]
             if more:
                 lines.insert(0, f"*** Only the last {len(messages)} fit in one reply.")
+            if pruned:
+                lines.insert(0, pruned)
             return "\n".join(lines)
         case HistoryEnd() | Probe():
             return ""
