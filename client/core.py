@@ -24,6 +24,7 @@ Invariants:
 from __future__ import annotations
 
 import enum
+import functools
 import json
 import logging
 import re
@@ -35,6 +36,7 @@ from typing import Any
 # The name rules and defaults are the server's own (pure, stdlib-only): no drift.
 from chatd import names
 from chatd.config import DEFAULT_PORT, Config
+from client import moderation
 
 __all__ = [
     "COMMANDS",
@@ -242,6 +244,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("identify", "/identify [ACCOUNT] PASSWORD", "log in to your account"),
     Command("passwd", "/passwd OLD NEW", "change your account's password"),
     Command("unregister", "/unregister PASSWORD", "delete your account"),
+    *(Command(name, *moderation.USAGE[name]) for name in moderation.USAGE),
     Command("quit", "/quit [reason]", "leave (Ctrl-D too)"),
     Command("help", "/help", "this list"),
 )
@@ -394,11 +397,29 @@ class ChatState:
         name = _ALIASES.get(name.lower(), name.lower())
         rest = rest.strip()
         handler = getattr(self, f"_cmd_{name}", None)
+        if name in moderation.COMMAND_NAMES:  # client/moderation.py
+            handler = functools.partial(self._moderate, name)
         if handler is None or not any(c.name == name for c in COMMANDS):
             out.error(f"unknown command /{sanitize(name, newlines=False)}; /help lists them")
             return out
         handler(out, rest)
         return out
+
+    def _moderate(self, name: str, out: Output, rest: str) -> None:
+        room = self.current_room
+        request = moderation.frame(name, rest, room.name if room else None)
+        if isinstance(request, str):
+            out.error(request)
+        else:
+            self._send(out, request)
+
+    def _on_moderation(self, out: Output, f: dict[str, Any]) -> None:
+        if f["type"] == "kick":  # leaves the room as a part does
+            by = f"kicked by {_opt_str(f, 'by', newlines=False)}"
+            reason = _opt_str(f, "reason", newlines=False)
+            self._on_part(out, {**f, "reason": by + (f": {reason}" if reason else "")})
+            return
+        out.info(sanitize(moderation.describe(f), newlines=False))
 
     def _usage(self, out: Output, name: str) -> None:
         usage = next(c.usage for c in COMMANDS if c.name == name)
@@ -633,6 +654,8 @@ class ChatState:
             return Output()
         self.greeted = True
         handler = getattr(self, "_on_" + frame["type"], None)
+        if frame["type"] in moderation.EVENT_TYPES:  # client/moderation.py
+            handler = self._on_moderation
         if handler is None:
             logger.debug("ignored a frame of unknown type %r", frame["type"])
             return Output()
