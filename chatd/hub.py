@@ -583,7 +583,9 @@ class Hub(AccountRules, ModerationRules):
     def _census(self) -> StatsReply:
         users = len(self._nicks)  # held sessions (hub_accounts) count as users
         online = users - len(self._held)
-        return StatsReply(users, len(self._clients) - online, len(self._rooms), self._max_users)
+        opers = sum(1 for c in self._clients.values() if c.nick and self.is_server_operator(c))
+        rooms = len(self._rooms)
+        return StatsReply(users, len(self._clients) - online, rooms, self._max_users, opers)
 
     def _stats(self, client: _Client, cmd: Stats, now: float) -> list[Action]:
         return [self._reply(client, cmd, self._census())]

@@ -324,6 +324,7 @@ class StatsReply(Event):
     unregistered: int  # connections that have not said hello yet
     rooms: int
     max_users: int  # the most registered users at once since the server started
+    operators: int = 0  # server operators online (moderation)
 
 
 @dataclass(frozen=True, slots=True)

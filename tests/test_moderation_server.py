@@ -149,6 +149,8 @@ def test_irc_operator_powers_and_numerics(server: ChatdProcess) -> None:
     ann.expect(lambda line: line == ":ann!ann@chatd MODE ann :+o")
     ann.send_line("MODE ann")
     ann.expect(lambda line: line == ":irc.test 221 ann +io")
+    ann.send_line("LUSERS")
+    ann.expect(lambda line: line == ":irc.test 252 ann 1 :operator(s) online")
     ann.join("#plain")  # an unregistered room: only a server operator acts in it
     joe = irc_user(server, "joe")
     joe.join("#plain")

@@ -353,7 +353,7 @@ def _lusers_lines(s: Session, stats: StatsReply) -> list[str]:
     num, users = s.numeric, stats.users
     return [
         num("251", trailing=f"There are 0 users and {users} invisible on 1 servers"),
-        num("252", "0", trailing="operator(s) online"),
+        num("252", str(stats.operators), trailing="operator(s) online"),
         num("253", str(stats.unregistered), trailing="unknown connection(s)"),
         num("254", str(stats.rooms), trailing="channels formed"),
         num("255", trailing=f"I have {users + stats.unregistered} clients and 0 servers"),
