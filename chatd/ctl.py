@@ -135,6 +135,9 @@ class CtlServer(Endpoint):
             return _CMDS[name](self, request, wall)
         except (KeyError, TypeError, ValueError) as exc:
             return _fail("bad_request", f"{name}: missing or wrong field ({exc})"[:200])
+        except Exception:  # a bug: this console gets an answer, the loop goes on
+            logger.exception("bug in the operator console's %s", name)
+            return _fail("internal_error", "the server hit a bug; see its log")
 
     def act(self, command: Command, wall: float) -> dict[str, Any]:
         """Run ``command`` in the hub as the console; its replies become the answer."""

@@ -92,6 +92,10 @@ MAX_MASK_CHARS = 100
 MAX_KEY_CHARS = 23
 MAX_INVITES = 100  # pending invitations per room
 MAX_DURATION = 10 * 365 * 86400
+MAX_CHANGES = 12  # mode letters per command
+MAX_ARG_CHARS = 300  # all arguments of one mode command (one IRC line must hold them)
+MAX_ROOMS_PER_FOUNDER = 20  # registered rooms per account; more are created unregistered
+MAX_REGISTERED_ROOMS = 10_000
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
@@ -241,10 +245,19 @@ class ModerationRules:
         rules = self._saved_rooms.get(key)
         if rules is not None:
             return rules
-        if client.account is None:
+        if client.account is None or not self._may_register(client.account):
             return RoomRules()
         rules = self._saved_rooms[key] = RoomRules(client.account, {"n", "t"})
         return rules
+
+    def _may_register(self, account: str) -> bool:
+        """Registered rooms are kept forever: bounded per founder and in all."""
+        if len(self._saved_rooms) >= MAX_REGISTERED_ROOMS:
+            return False
+        mine = sum(
+            1 for r in self._saved_rooms.values() if r.founder and fold(r.founder) == fold(account)
+        )
+        return mine < MAX_ROOMS_PER_FOUNDER
 
     def _check_join(
         self, client: _Client, rules: RoomRules, name: str, key: str | None, now: float
@@ -588,8 +601,13 @@ class ModerationRules:
                 changes.append((plus, letter, ""))
             else:
                 raise _Refusal(ErrorCode.BAD_MODE, f"{letter[:1]!r} is not a room mode here")
-        if sum(1 for _, _, a in changes if a) > MAX_MODES:
-            raise _Refusal(ErrorCode.BAD_MODE, f"at most {MAX_MODES} mode changes with arguments")
+        if sum(1 for _, _, a in changes if a) > MAX_MODES or len(changes) > MAX_CHANGES:
+            raise _Refusal(
+                ErrorCode.BAD_MODE,
+                f"at most {MAX_CHANGES} mode changes, {MAX_MODES} of them with arguments",
+            )
+        if sum(len(a) for _, _, a in changes) > MAX_ARG_CHARS:
+            raise _Refusal(ErrorCode.BAD_MODE, "too much in one mode change: split it")
         return changes
 
     def _user_mode(self, client: _Client, cmd: Mode) -> list[Action]:

@@ -394,3 +394,17 @@ def test_lists_are_bounded(net: Net) -> None:
     for i in range(100):
         net.ok(1, Ban("#r", f"n{i}"))
     refused(net.do(1, Ban("#r", "one-more")), "bad_request")
+
+
+def test_mode_changes_are_bounded(net: Net) -> None:
+    refused(net.do(1, Mode("#r", "+" + "m" * 13)), "bad_mode")
+    masks = tuple(f"{'x' * 90}{i}!*@*" for i in range(4))
+    refused(net.do(1, Mode("#r", "+bbbb", masks)), "bad_mode")
+
+
+def test_registered_rooms_are_bounded_per_founder(net: Net) -> None:
+    for i in range(25):
+        net.ok(1, Join(f"#room{i}"))
+    assert sum(1 for r in net.hub._saved_rooms.values() if r.founder == "ada") == 20
+    (who,) = events_for(net.ok(1, Who("#room24")), 1)
+    assert isinstance(who, WhoReply) and who.prefixes == ()  # created unregistered
