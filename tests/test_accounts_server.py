@@ -493,6 +493,14 @@ def test_weechat_logs_in_with_sasl(make_server, tmp_path: Path) -> None:
         assert jay.expect_frame(type="whois", id="w", timeout=20)["account"] == "weealice"
         fifo = home / f"weechat_fifo_{proc.pid}"
         wait_until(fifo.exists, timeout=20, what="WeeChat's FIFO")
+        # WeeChat must have seen its own JOIN first, or the line lands in a buffer that is
+        # "not a channel" yet (a race under load: jay sees the join before WeeChat does).
+        log = home / "logs" / "irc.chatd.#wee.weechatlog"
+        wait_until(
+            lambda: log.exists() and "has joined #wee" in log.read_text(errors="replace"),
+            timeout=20,
+            what="WeeChat's own join",
+        )
         with fifo.open("w") as pipe:
             pipe.write("irc.chatd.#wee *signed message\n")
         got = jay.expect_frame(type="msg", text="signed message", timeout=20)
