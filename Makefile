@@ -34,6 +34,8 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 install: $(STAMP)
+	@echo "chat and chatd are in $(CURDIR)/$(BIN)/ (run them from there, or: make run-client)."
+	@echo "To have them on your PATH: pipx install .   (or: pip install --user .)"
 
 # The server needs the standard library alone: no virtualenv required.
 run-server:

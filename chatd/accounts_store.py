@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from chatd.names import fold
+from chatd.names import fold, nick_skeleton
 
 __all__ = ["AccountStore", "Account", "AccountStoreError", "TABLE"]
 
@@ -28,10 +28,12 @@ TABLE = "chatd_accounts"
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS {TABLE} (
     name_key TEXT PRIMARY KEY,  -- chatd.names.fold(name): one account per folded nick
+    skeleton TEXT NOT NULL,     -- chatd.names.nick_skeleton(name): no look-alike accounts
     name TEXT NOT NULL,
     secret BLOB NOT NULL,       -- chatd.passwords hash record, never a password
     created REAL NOT NULL
-)
+);
+CREATE INDEX IF NOT EXISTS {TABLE}_skeleton ON {TABLE} (skeleton)
 """
 _BUSY_SECONDS = 5.0
 
@@ -54,7 +56,7 @@ class AccountStore:
             self._db = sqlite3.connect(path, timeout=_BUSY_SECONDS, isolation_level=None)
             if path != ":memory:":
                 self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.execute(_SCHEMA)
+            self._db.executescript(_SCHEMA)
         except sqlite3.Error as exc:
             raise AccountStoreError(f"accounts in {path}: {exc}") from None
 
@@ -65,17 +67,25 @@ class AccountStore:
         return Account(row[0][0], bytes(row[0][1]), row[0][2]) if row else None
 
     def owner(self, nick: str) -> str | None:
-        """The account registered under ``nick`` (its spelling), or None."""
-        row = self._read(f"SELECT name FROM {TABLE} WHERE name_key = ?", (fold(nick),))
+        """The account registered under ``nick``, or under a nick that looks like it
+        (``aIice`` for ``alice``): its spelling, or None."""
+        row = self._read(
+            f"SELECT name FROM {TABLE} WHERE name_key = ? OR skeleton = ? "
+            "ORDER BY name_key = ? DESC LIMIT 1",
+            (fold(nick), nick_skeleton(nick), fold(nick)),
+        )
         return str(row[0][0]) if row else None
 
     def add(self, name: str, secret: bytes, now: float | None = None) -> bool:
-        """Create an account; False if one by that (folded) name exists."""
+        """Create an account; False if one by that name, or a look-alike, exists."""
         created = time.time() if now is None else now
+        if self.owner(name) is not None:
+            return False
         try:
             self._write(
-                f"INSERT INTO {TABLE} (name_key, name, secret, created) VALUES (?, ?, ?, ?)",
-                (fold(name), name, secret, created),
+                f"INSERT INTO {TABLE} (name_key, skeleton, name, secret, created) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (fold(name), nick_skeleton(name), name, secret, created),
             )
         except sqlite3.IntegrityError:
             return False

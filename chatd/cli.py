@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -127,6 +128,20 @@ def _raise_fd_limit(wanted: int) -> None:
         )
 
 
+def chat_command() -> str:
+    """How to start the client from here: ``chat`` if it is on PATH, else the ``chat``
+    installed beside this Python or in this checkout's .venv (so the banner's line works)."""
+    if shutil.which("chat"):
+        return "chat"
+    for candidate in (
+        Path(sys.executable).parent / "chat",
+        Path(__file__).resolve().parent.parent / ".venv" / "bin" / "chat",
+    ):
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    return "chat"
+
+
 def listen_irc(server: Server, host: str, port: int) -> tuple[str, int]:
     """Open the IRC listener on ``server``'s loop; returns the bound address."""
     config = server.config
@@ -145,10 +160,14 @@ def _how_to_join(host: str, port: int) -> str:
     shown = host
     if host in ("0.0.0.0", "::", ""):
         shown = socket.gethostname() or "localhost"
-    hint = f"join with:  chat {shown}:{port}   or:  nc {shown} {port}"
-    if shown not in ("127.0.0.1", "localhost", "::1"):
-        hint += f"   (on this machine: chat localhost:{port})"
-    return hint
+    here = chat_command()
+    if shown in ("127.0.0.1", "localhost", "::1"):
+        return f"join with:  {here} {shown}:{port}   or:  nc {shown} {port}"
+    # Elsewhere people run their own `chat` (pipx install .); here, the one that works.
+    return (
+        f"join with:  chat {shown}:{port}   or:  nc {shown} {port}"
+        f"   (on this machine: {here} localhost:{port})"
+    )
 
 
 # `chatd NAME ...` runs a tool instead of the server. Flags all start with "--", so a

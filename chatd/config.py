@@ -296,15 +296,15 @@ class Config:
             raise ConfigError("out_low_water_bytes must not exceed out_high_water_bytes")
         if not self.out_soft_limit_bytes <= self.out_hard_limit_bytes:
             raise ConfigError("out_soft_limit_bytes must not exceed out_hard_limit_bytes")
-        if self.accounts not in ("off", "optional", "required"):
-            raise ConfigError(f"accounts must be off, optional or required, not {self.accounts!r}")
-        if self.registration not in ("open", "closed"):
-            raise ConfigError(f"registration must be open or closed, not {self.registration!r}")
         if self.on_storage_failure not in ("readonly", "stop"):
             raise ConfigError(
                 f"on_storage_failure must be readonly or stop, not {self.on_storage_failure!r}"
             )
         parse_duration(self.history_max_age, "history_max_age")
+        if self.accounts not in ("off", "optional", "required"):
+            raise ConfigError(f"accounts must be off, optional or required, not {self.accounts!r}")
+        if self.registration not in ("open", "closed"):
+            raise ConfigError(f"registration must be open or closed, not {self.registration!r}")
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
             raise ConfigError(
                 f"log_level must be debug, info, warning or error, not {self.log_level!r}"

@@ -48,7 +48,6 @@ from chatd.historyfile import (
     free_bytes,
 )
 from chatd.model import MAX_MID, Message
-from chatd.moderation_store import create_tables
 from chatd.names import fold
 
 __all__ = [
@@ -66,7 +65,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 MEMORY = ":memory:"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 2
 _KIND = {False: "say", True: "me"}
 
 
@@ -99,11 +98,6 @@ def _v1_to_v2(db: sqlite3.Connection) -> None:
 # MIGRATIONS[2] and bump SCHEMA_VERSION.
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {0: _create_v1, 1: _v1_to_v2}
 _MIGRATIONS = MIGRATIONS  # the old name
-# 2 -> 3: moderation's rooms, bans and audit log (chatd/moderation_store.py)
-MIGRATIONS[2] = create_tables
-#: Tables other parts of chatd may have created in a new file before the history did
-#: (``chatd account add`` makes chatd_accounts).
-FOREIGN_TABLES = ("chatd_accounts", "chatd_rooms", "chatd_bans", "chatd_modlog")
 
 
 def default_path() -> Path:
@@ -165,8 +159,8 @@ class SqliteHistory:
         self._identity: tuple[int, int] | None = None
         self._lock()
         try:
-            # timeout: `chatd account` and the moderation store write the same file (short
-            # transactions); another chatd is kept out by the lock file, not by SQLite.
+            # timeout: `chatd account` (chatd.accounts_store, same file) may hold the write
+            # lock for one short transaction; another chatd is kept out by _lock.
             # isolation_level=None: we issue BEGIN/COMMIT ourselves.
             self._db = sqlite3.connect(path, timeout=2.0, isolation_level=None)
         except sqlite3.Error as exc:
@@ -256,9 +250,9 @@ class SqliteHistory:
                     f"this chatd understands ({SCHEMA_VERSION}); upgrade chatd"
                 )
             if version == 0:
+                # (chatd.accounts_store may have made its table first: chatd account add)
                 tables = db.execute(
-                    "SELECT count(*) FROM sqlite_master WHERE tbl_name NOT IN (?, ?, ?, ?)",
-                    FOREIGN_TABLES,
+                    "SELECT count(*) FROM sqlite_master WHERE tbl_name != 'chatd_accounts'"
                 ).fetchone()[0]
                 if tables:
                     raise HistoryError(

@@ -432,6 +432,16 @@ class Hub(AccountRules, ModerationRules):
             actions += self.handle(client.cid, Join(room), now)
         return actions
 
+    def _limits(self) -> tuple[tuple[str, int], ...]:
+        """What a client must respect, advertised in ``welcome`` (clients copy nothing)."""
+        c = self._config
+        return (
+            ("max_text_chars", c.max_text_chars),
+            ("max_line_bytes", c.max_line_bytes),
+            ("history_max_limit", c.history_max_limit),
+            ("max_rooms_per_client", c.max_rooms_per_client),
+        )
+
     def _check_new_nick(self, nick: str, client: _Client) -> None:
         if not valid_nick(nick):
             raise _Refusal(ErrorCode.BAD_NICK, _bad_nick_message(nick))

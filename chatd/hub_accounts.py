@@ -95,6 +95,9 @@ class AccountRules:
     def _census(self) -> StatsReply:
         raise NotImplementedError
 
+    def _limits(self) -> tuple[tuple[str, int], ...]:
+        raise NotImplementedError
+
     # ------------------------------------------------------------------ introspection
 
     def account_of(self, cid: int) -> str | None:
@@ -182,6 +185,7 @@ class AccountRules:
             self._config.server_name,
             motd,
             self._census(),
+            self._limits(),
             resume=client.token,
             account=client.account,
             resumed=resumed,

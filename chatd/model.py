@@ -142,6 +142,7 @@ class ErrorCode(StrEnum):
     TIMEOUT = "timeout"
     SLOW_CONSUMER = "slow_consumer"
     HISTORY_OFF = "history_off"
+    STORAGE_UNAVAILABLE = "storage_unavailable"
     # accounts (docs/accounts.md)
     NICK_HELD = "nick_held"
     NICK_REGISTERED = "nick_registered"
@@ -165,7 +166,6 @@ class ErrorCode(StrEnum):
     NOT_IN_THAT_ROOM = "not_in_that_room"
     ALREADY_IN_ROOM = "already_in_room"
     KILLED = "killed"
-    STORAGE_UNAVAILABLE = "storage_unavailable"
 
 
 class ProtocolError(Exception):
@@ -333,6 +333,9 @@ class Welcome(Event):
     server: str
     motd: tuple[str, ...] = ()
     stats: StatsReply | None = None
+    # Limits a client should respect, as (name, value) pairs: max_text_chars,
+    # max_line_bytes, history_max_limit, max_rooms_per_client (docs/protocol.md).
+    limits: tuple[tuple[str, int], ...] = ()
     resume: str = ""  # present it in a later hello to take this session back
     account: str | None = None
     resumed: bool = False

@@ -32,7 +32,9 @@ def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, argparse.Argumen
     parser.add_argument("--port", type=int, help="server port (overrides ADDRESS)")
     parser.add_argument("--nick", help="nick to use (default: from your login name)")
     parser.add_argument(
-        "--room", default=core.DEFAULT_ROOM, help=f"room to join (default {core.DEFAULT_ROOM})"
+        "--room",
+        help=f"room to join first (default: the rooms you were in on this server last "
+        f"time, else {core.DEFAULT_ROOM})",
     )
     parser.add_argument("--log-file", type=Path, help="write a debug log to this file")
     parser.add_argument(
@@ -42,9 +44,15 @@ def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, argparse.Argumen
         "never on the command line, where ps would show it)",
     )
     parser.add_argument(
+        "--full-screen",
+        action="store_true",
+        help="full-screen layout: a buffer per room and conversation, a room bar with "
+        "unread counts, a member list (F2)",
+    )
+    parser.add_argument(
         "--no-history-file",
         action="store_true",
-        help="do not keep input history on disk",
+        help="do not keep input history (or the rooms you were in) on disk",
     )
     return parser.parse_args(argv), parser
 
@@ -82,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     nick = args.nick or core.default_nick(_login())
     if not core.valid_nick(nick):
         parser.error(f"not a valid nick: {nick!r} ({names.NICK_RULE})")
-    room = core.normalize_room(args.room)
+    room = core.normalize_room(args.room or core.DEFAULT_ROOM)
     if room is None:
         parser.error(f"not a valid room name: {args.room!r}")
     try:
@@ -103,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
         port=port,
         nick=nick,
         room=room,
+        room_explicit=args.room is not None,
+        full_screen=args.full_screen,
+        rooms_file=None if args.no_history_file else ui.history_path().with_name("rooms.json"),
         history_file=None if args.no_history_file else ui.history_path(),
         password=password,
     )

@@ -27,9 +27,10 @@ USAGE = {
     "oper": ("/oper NAME PASSWORD", "become a server operator"),
 }
 COMMAND_NAMES = frozenset(USAGE)
-EVENT_TYPES = frozenset({"kick", "mode", "bans", "mutes", "invite", "oper", "modlog"})
+EVENT_TYPES = frozenset({"mode", "bans", "mutes", "invite", "oper", "modlog"})  # one line each
 _DURATION = re.compile(r"\d{1,9}[smhdw]?")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+MAX_SHOWN = 100  # list entries one line shows
 
 
 def _seconds(word: str) -> int | None:
@@ -76,26 +77,39 @@ def frame(name: str, rest: str, current: str | None) -> dict[str, Any] | str:
 
 
 def describe(f: dict[str, Any]) -> str:
-    """One line for a moderation event (fields already typed by the server)."""
-    kind = f.get("type")
-    if kind == "kick":
-        reason = f" ({f.get('reason')})" if f.get("reason") else ""
-        return f"{f.get('nick')} was kicked from {f.get('room')} by {f.get('by')}{reason}"
+    """One line for a moderation event. ``f`` comes from the server and is not trusted:
+    every field is checked here, lists are capped; the caller sanitises and cuts."""
+
+    def text(key: str, obj: dict[str, Any] | None = None) -> str:
+        value = (f if obj is None else obj).get(key)
+        return value if isinstance(value, str) else ""
+
+    def items(key: str) -> list[dict[str, Any]]:
+        value = f.get(key)
+        return (
+            [e for e in value[:MAX_SHOWN] if isinstance(e, dict)] if isinstance(value, list) else []
+        )
+
+    kind = text("type")
     if kind == "mode":
-        change = " ".join([str(f.get("modes", "")), *map(str, f.get("args") or [])])
-        if not f.get("by"):
-            return f"modes of {f.get('target')}: {change}"
-        return f"{f.get('by')} set mode {change} on {f.get('target')}"
+        args = f.get("args")
+        words = (
+            [a for a in args[:MAX_SHOWN] if isinstance(a, str)] if isinstance(args, list) else []
+        )
+        change = " ".join([text("modes"), *words])
+        if not text("by"):
+            return f"modes of {text('target')}: {change}"
+        return f"{text('by')} set mode {change} on {text('target')}"
     if kind in ("bans", "mutes"):
-        entries = f.get(kind) or []
-        if not entries:
-            return f"no {kind} in {f.get('room')}"
-        return f"{kind} of {f.get('room')}: " + ", ".join(str(e.get("mask")) for e in entries)
+        masks = [text("mask", e) for e in items(kind)]
+        if not masks:
+            return f"no {kind} in {text('room')}"
+        return f"{kind} of {text('room')}: " + ", ".join(masks)
     if kind == "invite":
-        return f"{f.get('by')} invited {f.get('nick')} to {f.get('room')}"
+        return f"{text('by')} invited {text('nick')} to {text('room')}"
     if kind == "oper":
-        return f"you are a server operator now ({f.get('name')})"
-    entries = f.get("entries") or []
-    return "moderation log: " + (
-        "; ".join(f"{e.get('by')} {e.get('action')} {e.get('target')}" for e in entries) or "empty"
-    )
+        return f"you are a server operator now ({text('name')})"
+    entries = [
+        f"{text('by', e)} {text('action', e)} {text('target', e)}".strip() for e in items("entries")
+    ]
+    return "moderation log: " + ("; ".join(entries) or "empty")

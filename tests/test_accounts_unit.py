@@ -117,6 +117,8 @@ def test_store_add_get_change_delete_and_case(tmp_path: Path) -> None:
     store = AccountStore(str(tmp_path / "h.db"))
     assert store.add("Alice", b"r1")
     assert not store.add("ALICE", b"r2")  # one account per folded name
+    assert not store.add("AIice", b"r2")  # nor a look-alike (capital i for l)
+    assert store.owner("aIice") == "Alice"  # whose nick it would pass for
     assert store.owner("alice") == "Alice"
     assert store.get("aLiCe").secret == b"r1"  # type: ignore[union-attr]
     assert store.set_secret("alice", b"r3") and store.get("Alice").secret == b"r3"  # type: ignore[union-attr]

@@ -68,12 +68,21 @@ def errors(actions: list[object]) -> list[str]:
     return [a.event.code for a in actions if isinstance(a, Deliver) and isinstance(a.event, Error)]
 
 
+# What welcome advertises, so clients need not copy the server's configuration.
+LIMITS = (
+    ("max_text_chars", 2000),
+    ("max_line_bytes", 4096),
+    ("history_max_limit", 500),
+    ("max_rooms_per_client", 50),
+)
+
+
 def test_hello_welcomes_and_autojoins() -> None:
     hub = make_hub()
     hub.connect(1, NOW)
     actions = hub.handle(1, Hello("alice", autojoin=("#lobby",), rid=7), NOW)
     assert actions == [
-        Deliver((1,), Welcome("alice", "test", stats=StatsReply(1, 0, 0, 1)), rid=7),
+        Deliver((1,), Welcome("alice", "test", stats=StatsReply(1, 0, 0, 1), limits=LIMITS), rid=7),
         Deliver((1,), Joined("#lobby", "", ("alice",))),
         Replay(1, "#lobby", 0),  # even with replay off: history_end must follow joined
     ]

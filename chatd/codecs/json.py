@@ -274,19 +274,21 @@ def _event_fields(event: AnyEvent) -> dict[str, Any]:
     match event:
         case Message():
             return _message_fields(event)
-        case Welcome(nick=nick, server=server, motd=motd):
-            obj: dict[str, Any] = {"type": "welcome", "nick": nick, "server": server}
-            obj["motd"] = list(motd)
+        case Welcome(nick=nick, server=server, motd=motd, limits=limits):
+            welcome: dict[str, Any] = {"type": "welcome", "nick": nick, "server": server}
+            welcome["motd"] = list(motd)
+            if limits:
+                welcome["limits"] = dict(limits)
             if event.resume:
-                obj["resume"] = event.resume
+                welcome["resume"] = event.resume
             if event.account is not None:
-                obj["account"] = event.account
+                welcome["account"] = event.account
             if event.resumed:
-                obj["resumed"] = True
-            return obj
+                welcome["resumed"] = True
+            return welcome
         case Joined(room=room, topic=topic, members=members):
-            obj = {"type": "joined", "room": room, "topic": topic, "members": list(members)}
-            return obj | _ranks(members, event.prefixes)
+            joined = {"type": "joined", "room": room, "topic": topic, "members": list(members)}
+            return joined | _ranks(members, event.prefixes)
         case JoinEvent(room=room, nick=nick):
             return {"type": "join", "room": room, "nick": nick}
         case PartEvent(room=room, nick=nick, reason=reason):
@@ -303,8 +305,8 @@ def _event_fields(event: AnyEvent) -> dict[str, Any]:
         case NickEvent(old=old, new=new):
             return {"type": "nick", "old": old, "new": new}
         case WhoReply(room=room, members=members):
-            obj = {"type": "who", "room": room, "members": list(members)}
-            return obj | _ranks(members, event.prefixes)
+            who = {"type": "who", "room": room, "members": list(members)}
+            return who | _ranks(members, event.prefixes)
         case RoomsReply(rooms=rooms, more=more):
             obj = {
                 "type": "rooms",
