@@ -112,6 +112,14 @@ def test_a_muted_users_message_reaches_no_one(server: ChatdProcess) -> None:
     assert "marker" in tex.expect(lambda line: "<" in line)  # nothing of bob's came first
     frame = ada.expect_frame(type="msg")
     assert frame["text"] == "marker"
+    # an operator in text mode lifts the mute
+    ada.send_json(op="mode", target="#quiet", modes="+o", args=["tex"], id="o")
+    ada.expect_frame(type="mode", id="o")
+    tex.expect(lambda line: line == "#quiet -- ada set mode +o tex")
+    tex.send_line("/unmute bob")
+    bob.expect(lambda line: line == ":tex!tex@chatd MODE #quiet -q bob!*@*")
+    bob.send_line("PRIVMSG #quiet :sorry")
+    assert ada.expect_frame(type="msg")["text"] == "sorry"
 
 
 def test_bans_modes_founders_and_the_log_survive_a_restart(server: ChatdProcess) -> None:
