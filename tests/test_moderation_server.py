@@ -10,6 +10,7 @@ import json
 import os
 import re
 import socket
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -258,6 +259,21 @@ def test_ctl_against_a_running_server(server: ChatdProcess, tmp_path: Path) -> N
     log = ctl(server, tmp_path, "modlog")
     assert "console: kick bob in #room (from the console)" in log.stdout
     assert "console: server ban $a:mallory (spam)" in log.stdout
+    # the log (and the rooms and bans) are in `chatd backup`'s copy of the file
+    copy = tmp_path / "backup.db"
+    backup = subprocess.run(
+        [sys.executable, "-m", "chatd", "backup", "--db", str(tmp_path / "chat.db"), str(copy)],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert backup.returncode == 0, backup.stderr
+    with sqlite3.connect(copy) as db:
+        actions = [row[0] for row in db.execute("SELECT action FROM chatd_modlog")]
+        assert "kick" in actions and "server ban" in actions
+        assert db.execute("SELECT founder FROM chatd_rooms").fetchall() == [("ada",)]
 
 
 def test_ctl_reload_rereads_the_config(tmp_path: Path) -> None:
