@@ -24,6 +24,9 @@ Scenarios (issue 5), each one table row:
   idle10k   10,000 registered idle connections (in no room) + 10 active members
             offering 100 msgs/s: memory per connection, latency
   history   chatd only, N=1000 S=10 saturation with --db :memory: and with --db FILE
+  unbatched N=1000, S=10, 100 msgs/s: one message per loop turn, so nothing batches;
+            server CPU per delivery and p99 for chatd, the asyncio baseline and a bare
+            selectors loop (bench/baseline_selectors.py), the floor (issue 11)
 
 Everything is bounded in time; servers and workers are killed on exit, Ctrl-C included.
 """
@@ -64,13 +67,17 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "history": dict(
         n=1000, senders=10, rate=0.0, idle=0, label="N=1000 S=10 saturation, history off vs on"
     ),
+    "unbatched": dict(n=1000, senders=10, rate=100.0, idle=0, label="N=1000 100 msg/s, unbatched"),
 }
+# Scenarios that also run the bare selectors loop (bench/baseline_selectors.py).
+WITH_FLOOR = {"unbatched"}
 QUICK: dict[str, dict[str, Any]] = {
     "sat100": dict(n=20, senders=4),
     "sat1000": dict(n=60, senders=5),
     "rate1000": dict(n=60, senders=5, rate=50.0),
     "idle10k": dict(n=5, senders=5, rate=50.0, idle=200),
     "history": dict(n=60, senders=5),
+    "unbatched": dict(n=60, senders=5, rate=50.0),
 }
 
 
@@ -108,10 +115,10 @@ def server_command(kind: str, db: str, root: Path = ROOT) -> list[str]:
             # e.g. CHATD_BENCH_ARGS="--history-max-per-room 1000" to measure retention
             *os.environ.get("CHATD_BENCH_ARGS", "").split(),
         ]
-    if kind == "asyncio":
+    if kind in ("asyncio", "selectors"):
         return [
             sys.executable,
-            str(ROOT / "bench" / "baseline_asyncio.py"),
+            str(ROOT / "bench" / f"baseline_{kind}.py"),
             "--host",
             "127.0.0.1",
             "--port",
@@ -438,7 +445,8 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
                     ("on", "chatd", str(logdir / "history.db")),
                 ]
             else:
-                variants = [(kind, kind, ":memory:") for kind in servers]
+                kinds = servers + (["selectors"] if name in WITH_FLOOR else [])
+                variants = [(kind, kind, ":memory:") for kind in dict.fromkeys(kinds)]
             tries: dict[str, list[dict[str, Any]]] = {tag: [] for tag, _, _ in variants}
             for attempt in range(opts.repeat):  # interleaved, so noise hits both alike
                 for tag, kind, db in variants:
@@ -520,6 +528,12 @@ def per_cpu(r: dict[str, Any]) -> float:
     return r["deliveries_per_s"] / r["server_cpu"] if r.get("server_cpu") else 0.0
 
 
+def cpu_us_per_delivery(r: dict[str, Any]) -> float:
+    """Microseconds of server CPU per delivery (message x recipient) in the window."""
+    rate = r.get("deliveries_per_s") or 0.0
+    return r["server_cpu"] / rate * 1e6 if rate else 0.0
+
+
 def fmt_ratio(a: float | None, b: float | None) -> str:
     if not a or not b:
         return "-"
@@ -583,6 +597,30 @@ def table(report: dict[str, Any]) -> str:
             lines.append(ratio("", runs["on"], runs["off"], "on/off"))
         elif {"chatd", "asyncio"} <= runs.keys():
             lines.append(ratio("", runs["chatd"], runs["asyncio"], "ratio"))
+        if "selectors" in runs and "chatd" in runs:
+            lines.append(ratio("", runs["chatd"], runs["selectors"], "/floor"))
+    for sc in report["scenarios"]:
+        if sc["name"] not in WITH_FLOOR:
+            continue
+        lines.append("")
+        lines.append(f"{sc['label']}: server CPU per delivery and p99 latency")
+        for who, r in sc["runs"].items():
+            if "failure" in r:
+                continue
+            us = cpu_us_per_delivery(r)
+            p99 = (r.get("latency_ms") or {}).get("p99", 0.0)
+            lines.append(f"  {who:<10} {us:6.2f} us/delivery   p99 {p99:7.2f} ms")
+        chatd = sc["runs"].get("chatd")
+        for base in ("selectors", "asyncio"):
+            other = sc["runs"].get(base)
+            if not chatd or not other or "failure" in chatd or "failure" in other:
+                continue
+            p99s = [(x.get("latency_ms") or {}).get("p99") for x in (chatd, other)]
+            lines.append(
+                f"  chatd/{base:<9} cpu/delivery "
+                f"{fmt_ratio(cpu_us_per_delivery(chatd), cpu_us_per_delivery(other))}, "
+                f"p99 {fmt_ratio(p99s[0], p99s[1])}"
+            )
     problems = [
         (sc["name"], who, r)
         for sc in report["scenarios"]

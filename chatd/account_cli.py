@@ -18,6 +18,10 @@ import sys
 from datetime import datetime
 
 from chatd.accounts_store import AccountStore, AccountStoreError
+from chatd.backup import (
+    ToolError,
+    _db_path,  # one rule for "which file" (the history tools')
+)
 from chatd.history import default_path
 from chatd.names import valid_nick
 from chatd.passwords import MAX_PASSWORD, MIN_PASSWORD, SALT_BYTES, hash_password
@@ -32,6 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--db", metavar="FILE", default="", help="the server's SQLite file (default: as chatd)"
+    )
+    parser.add_argument(
+        "--config", metavar="FILE", help="take the file from this TOML file's 'db' (as chatd)"
     )
     sub = parser.add_subparsers(dest="action", required=True)
     for name, text in (
@@ -62,8 +69,12 @@ def _read_password(name: str) -> str:
 
 def account_main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
-    path = args.db or str(default_path())
-    if path != ":memory:" and args.db == "":
+    try:
+        path = _db_path(args)  # --db, else the config file's db, else the default
+    except ToolError as exc:
+        print(f"chatd account: {exc}", file=sys.stderr)
+        return 2
+    if path == str(default_path()):
         default_path().parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
         store = AccountStore(path)

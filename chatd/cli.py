@@ -47,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
         "name with underscores (max_line_bytes = 8192). Flags win over the file. "
         "Set a server password with --password-file or CHATD_PASSWORD. "
         "Tools for the history file, safe while the server runs: 'chatd backup PATH', "
-        "'chatd export --room ROOM' (chatd backup --help).",
+        "'chatd export --room ROOM' (chatd backup --help). Accounts, also while it runs: "
+        "'chatd account add|list|passwd|delete NAME' (docs/accounts.md).",
     )
     parser.add_argument("--version", action="version", version=f"chatd {__version__}")
     parser.add_argument("--config", metavar="FILE", help="TOML file of settings")

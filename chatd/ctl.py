@@ -45,7 +45,6 @@ from chatd.model import (
     Unban,
 )
 from chatd.moderation import CONSOLE_CID
-from chatd.server import Endpoint
 
 if TYPE_CHECKING:
     from chatd.server import Server
@@ -57,7 +56,6 @@ logger = logging.getLogger(__name__)
 MAX_CONNECTIONS = 8
 MAX_LINE_BYTES = 65536
 MAX_OUT_BYTES = 8 * 1024 * 1024
-_READ, _WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 
 
 def default_path(ctl_socket: str, db_path: str, port: int) -> str | None:
@@ -73,8 +71,13 @@ def default_path(ctl_socket: str, db_path: str, port: int) -> str | None:
     return str(Path(runtime) / f"chatd-{port}.ctl") if runtime else None
 
 
-class CtlServer(Endpoint):
-    """The listening socket; ``reload`` re-reads the configuration (given by the CLI)."""
+class CtlServer:
+    """The listening socket (a :class:`chatd.loop.Handler`); ``reload`` re-reads the
+    configuration (given by the CLI)."""
+
+    mask = 0  # the loop's
+    wants_read = True
+    wants_write = False
 
     def __init__(
         self, server: Server, path: str, reload: Callable[[], list[str]] | None = None
@@ -97,10 +100,10 @@ class CtlServer(Endpoint):
         sock.listen(MAX_CONNECTIONS)
         sock.setblocking(False)
         self.sock = sock
-        server.watch(sock, self)
+        server.loop.update(self)
         logger.info("operator console on %s (owner only)", path)
 
-    def on_ready(self, events: int, wall: float) -> None:
+    def on_ready(self, mask: int) -> None:
         try:
             conn, _ = self.sock.accept()
         except OSError:
@@ -113,12 +116,12 @@ class CtlServer(Endpoint):
         conn.setblocking(False)
         ctl = _CtlConn(self, conn)
         self._conns.add(ctl)
-        self.server.watch(conn, ctl)
+        self.server.loop.update(ctl)
 
     def close(self) -> None:
         for conn in list(self._conns):
             conn.close()
-        self.server.unwatch(self.sock)
+        self.server.loop.remove(self)
         self.sock.close()
         with contextlib.suppress(OSError):
             os.unlink(self.path)
@@ -180,7 +183,7 @@ class CtlServer(Endpoint):
                     size += os.path.getsize(store.path + suffix)
         return {
             "ok": True,
-            "connections": server.connection_count,
+            "connections": server.connections,
             "messages": messages,
             "messages_per_second": round((messages - before) / max(now - then, 1e-3), 2),
             "slow_consumers": server.stats["slow_consumers"],
@@ -190,14 +193,24 @@ class CtlServer(Endpoint):
         }
 
 
-class _CtlConn(Endpoint):
+class _CtlConn:
+    """One console connection (a :class:`chatd.loop.Handler`)."""
+
+    mask = 0
+    wants_read = True
+
     def __init__(self, owner: CtlServer, sock: socket.socket) -> None:
         self.owner, self.sock = owner, sock
         self.inbuf = b""
         self.out = b""
 
-    def on_ready(self, events: int, wall: float) -> None:
-        if events & _READ:
+    @property
+    def wants_write(self) -> bool:
+        return bool(self.out)
+
+    def on_ready(self, mask: int) -> None:
+        wall = time.time()  # (the console's commands are stamped like the hub's)
+        if mask & selectors.EVENT_READ:
             try:
                 data = self.sock.recv(65536)
             except (BlockingIOError, InterruptedError):
@@ -239,11 +252,11 @@ class _CtlConn(Endpoint):
             self.close()
             return
         self.out = self.out[sent:]
-        self.owner.server.watch(self.sock, self, _READ | (_WRITE if self.out else 0))
+        self.owner.server.loop.update(self)
 
     def close(self) -> None:
         if self.sock.fileno() >= 0:
-            self.owner.server.unwatch(self.sock)
+            self.owner.server.loop.remove(self)
             self.sock.close()
         self.owner._conns.discard(self)
 

@@ -378,7 +378,9 @@ def test_cli_manages_accounts_while_the_server_runs(make_server, tmp_path: Path)
     add_account(db, "ada", "ada-password")  # server stopped (file new)
     server = make_server("--db", str(db), "--rate-limit", "0")
     add_account(db, "bea", "bea-password")  # server running
-    listed = chatd_cli("account", "--db", str(db), "list")
+    config = tmp_path / "chatd.toml"
+    config.write_text(f'db = "{db}"\n')
+    listed = chatd_cli("account", "--config", str(config), "list")
     assert [line.split("\t")[0] for line in listed.stdout.splitlines()] == ["ada", "bea"]
     _, welcome = hello(server, "bea", account_password="bea-password")
     assert welcome["account"] == "bea"
