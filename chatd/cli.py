@@ -29,7 +29,7 @@ from chatd.codecs.irc import IrcCodec
 from chatd.config import DEFAULT_PORT, Config, ConfigError, field_types, parse_duration
 from chatd.ctl import CtlServer, default_path
 from chatd.fdlimit import raise_fd_limit
-from chatd.history import HistoryError, open_store
+from chatd.history import HistoryError, SqliteHistory, open_store
 from chatd.moderation_store import ModerationStore
 from chatd.server import Server
 
@@ -204,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     _raise_fd_limit(config.max_clients + 64)
 
+    if config.cluster:
+        return _main_cluster(config, args, oper_credentials)
     try:
         history = open_store(
             config.db,
@@ -233,6 +235,45 @@ def main(argv: list[str] | None = None) -> int:
         moderation=moderation,
         oper_credentials=oper_credentials,
     )
+    try:
+        return _serve(config, server, history, lambda: _reload(server, args))
+    finally:
+        moderation.close()
+        if accounts is not None:
+            accounts.close()
+
+
+def _main_cluster(
+    config: Config, args: argparse.Namespace, oper_credentials: dict[str, str]
+) -> int:
+    """``--cluster``: history and shared state in Redis (chatd/cluster.py, hiredis)."""
+    try:
+        from chatd.cluster import Cluster
+        from chatd.redis_link import parse_url
+
+        parse_url(config.cluster)
+    except ImportError:
+        print("chatd: --cluster needs hiredis: pip install 'chatd[cluster]'", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"chatd: --cluster: {exc}", file=sys.stderr)
+        return 2
+    server = Server(config, oper_credentials=oper_credentials)
+    cluster = Cluster(server)
+    cluster.start()
+    print(f"chatd: cluster node {cluster.node} via {config.cluster}", flush=True)
+    try:
+        return _serve(config, server, None, lambda: _reload(server, args))
+    finally:
+        cluster.close()
+
+
+def _serve(
+    config: Config,
+    server: Server,
+    history: SqliteHistory | None,
+    reload: Callable[[], list[str]],
+) -> int:
     failed = f"{config.host}:{config.port} (native)"
     try:
         host, port = server.listen(config.host, config.port)
@@ -244,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for name, bound_host, bound_port in server.addresses:
         print(f"chatd: listening on {bound_host}:{bound_port} ({name})", flush=True)
-    _open_console(server, history.path, port, lambda: _reload(server, args))
+    _open_console(server, history.path if history is not None else "", port, reload)
     print(f"chatd: {_how_to_join(host, port)}", flush=True)
     print("chatd: press Ctrl-C to stop", flush=True)
 
@@ -265,10 +306,8 @@ def main(argv: list[str] | None = None) -> int:
         logger.critical("%s; stopping (nothing unstored was sent)", exc)
         status = 3
     finally:
-        history.close()  # never raises
-        moderation.close()
-        if accounts is not None:
-            accounts.close()
+        if history is not None:
+            history.close()  # never raises
     if server.storage_failure is not None:
         status = 3  # --on-storage-failure stop, and storage failed
     logger.info("stopped; %s", _summary(server.stats))

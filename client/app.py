@@ -89,6 +89,9 @@ class Options:
     rooms_file: Path | None = None  # rooms remembered per server (client.store)
     room_explicit: bool = True  # --room was given: join it first, then the remembered
     full_screen: bool = False  # buffers per room (client.fullscreen) instead of line mode
+    # More nodes of the same chatd cluster (``chat host1,host2``): tried in turn when the
+    # current one cannot be reached; the usual resume and gap fill make the move seamless.
+    others: tuple[tuple[str, int], ...] = ()
 
 
 class ChatApp:
@@ -97,6 +100,7 @@ class ChatApp:
     def __init__(self, opts: Options) -> None:
         self.opts = opts
         self.where = f"{opts.host}:{opts.port}"
+        self._node = 0  # which of the cluster's nodes (host, then ``others``) we use
         self.state = ChatState(opts.nick, opts.room, server=self.where, password=opts.password)
         self._saved_rooms: list[str] = []
         if opts.rooms_file is not None:
@@ -131,10 +135,17 @@ class ChatApp:
         Raises:
             Fatal: the connection or the registration failed.
         """
-        try:
-            link = await net.connect(self.opts.host, self.opts.port, self.opts.connect_timeout)
-        except net.ConnectError as exc:
-            raise Fatal(str(exc)) from None
+        nodes = [(self.opts.host, self.opts.port), *self.opts.others]
+        for index, (host, port) in enumerate(nodes):
+            try:
+                link = await net.connect(host, port, self.opts.connect_timeout)
+                break
+            except net.ConnectError as exc:
+                if index == len(nodes) - 1:
+                    raise Fatal(str(exc)) from None
+        self._node = index
+        if index:
+            self.where = self.state.server = f"{host}:{port}"
         self.link = link
         self._connected_at = self._last_rx = self._now()
         lines = self._received(link)
@@ -316,16 +327,24 @@ class ChatApp:
                     pass
             self.state.link = f"reconnecting (attempt {attempt})"
             self.refresh()
+            nodes = [(self.opts.host, self.opts.port), *self.opts.others]
+            host, port = nodes[self._node]
             try:
-                link = await net.connect(self.opts.host, self.opts.port, self.opts.connect_timeout)
+                link = await net.connect(host, port, self.opts.connect_timeout)
             except net.ConnectError as exc:
                 logger.info("reconnect attempt %d failed: %s", attempt, exc)
-                self.delay = min(
-                    max(self.delay, self.opts.backoff_first) * 2, self.opts.backoff_max
-                )
+                self._node = (self._node + 1) % len(nodes)  # the next node of the cluster
+                if self._node == 0:  # a whole round failed: back off
+                    self.delay = min(
+                        max(self.delay, self.opts.backoff_first) * 2, self.opts.backoff_max
+                    )
+                else:
+                    self.delay = 0.0
                 continue
             if self.delay == 0.0:
                 self.delay = self.opts.backoff_first
+            if f"{host}:{port}" != self.state.server:
+                self.state.server = f"{host}:{port}"  # "connected to ..." shows the move
             self.link = link
             self._connected_at = self._last_rx = self._now()
             await self.apply(self.state.connected())
