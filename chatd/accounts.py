@@ -194,10 +194,12 @@ class AccountGate:
     def _new_secret(
         self, cid: int, address: str, password: str | None, *, check_owner: bool = True
     ) -> Verified:
+        if self._store is None:  # accounts off, or no store (a --cluster node)
+            return Verified(error=ErrorCode.ACCOUNTS_OFF, message="accounts are off here")
         nick = self._nick_of(cid)
         owner = self._owner(nick) if nick and check_owner else None
         closed = self._config.registration != "open"
-        if check_owner and (self._store is None or owner is not None or closed):
+        if check_owner and (owner is not None or closed):
             return Verified(owner=owner)  # the hub refuses with the reason; no hashing
         if password is None or not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
             return Verified(

@@ -225,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         accounts = AccountStore(history.path) if config.accounts != "off" else None
     except AccountStoreError as exc:
         print(f"chatd: {exc}", file=sys.stderr)
+        history.close()
         return 2
     moderation = ModerationStore(history.path)
     server = Server(

@@ -184,18 +184,18 @@ class Dispatcher:
                 case _:
                     raise TypeError(f"unknown action {action!r}")
 
+    def password_attempt(self, cid: int, actions: list[Action]) -> None:
+        """What a ``hello`` got, for the password-guess throttle (the cluster's path)."""
+        conn = self._open.get(cid)
+        if conn is not None and self._password_required:
+            self._on_hello(conn, actions)
+
     def _write_account(self, action: SaveAccount | DeleteAccount) -> None:
         error = self._gate.carry_out(action) if self._gate is not None else None
         if error is not None and isinstance(action, SaveAccount):
             conn = self._open.get(action.cid)
             if conn is not None:
                 self.deliver_one(conn, error, action.rid)
-
-    def password_attempt(self, cid: int, actions: list[Action]) -> None:
-        """What a ``hello`` got, for the password-guess throttle (the cluster's path)."""
-        conn = self._open.get(cid)
-        if conn is not None and self._password_required:
-            self._on_hello(conn, actions)
 
     def deliver_one(self, conn: Connection, event: Event, rid: object = None) -> None:
         self.fanout.deliver(Deliver((conn.cid,), event, rid=rid))
