@@ -259,6 +259,9 @@ def _main_cluster(
     except ValueError as exc:
         print(f"chatd: --cluster: {exc}", file=sys.stderr)
         return 2
+    # The nick hold (docs/accounts.md) is single-node: a cluster mirrors other nodes'
+    # users in each hub, and their departures must show at once.
+    config = replace(config, nick_hold_seconds=0)
     server = Server(config, oper_credentials=oper_credentials)
     cluster = Cluster(server)
     cluster.start()

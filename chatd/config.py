@@ -28,6 +28,17 @@ def _opt(default: Any, help: str, *, cli: bool = True) -> Any:  # noqa: A002 - m
     return field(default=default, metadata={"help": help, "cli": cli})
 
 
+#: Settings that take one of a few words (accounts and nick hold: docs/accounts.md).
+_CHOICES = {"accounts": ("off", "optional", "required"), "registration": ("open", "closed")}
+
+
+def _check_choices(config: Config) -> None:
+    for name, allowed in _CHOICES.items():
+        if getattr(config, name) not in allowed:
+            words = ", ".join(allowed[:-1]) + " or " + allowed[-1]
+            raise ConfigError(f"{name} must be {words}, not {getattr(config, name)!r}")
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     # --- where to listen -------------------------------------------------------------
@@ -327,10 +338,7 @@ class Config:
                 f"on_storage_failure must be readonly or stop, not {self.on_storage_failure!r}"
             )
         parse_duration(self.history_max_age, "history_max_age")
-        if self.accounts not in ("off", "optional", "required"):
-            raise ConfigError(f"accounts must be off, optional or required, not {self.accounts!r}")
-        if self.registration not in ("open", "closed"):
-            raise ConfigError(f"registration must be open or closed, not {self.registration!r}")
+        _check_choices(self)
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
             raise ConfigError(
                 f"log_level must be debug, info, warning or error, not {self.log_level!r}"

@@ -171,14 +171,8 @@ class Dispatcher:
                         self.cluster.fetch_history(action)
                     else:
                         self._fetch_history(action)
-                case SaveRoom() | SaveServerBans() | LogModeration():
-                    if self.moderation is not None:
-                        self.moderation.carry_out(action)
-                case FetchModLog(cid=cid, room=room, limit=limit, rid=rid):
-                    conn = self._open.get(cid)
-                    if conn is not None:
-                        log = self.moderation.modlog(room, limit) if self.moderation else ()
-                        self.deliver_one(conn, ModLogReply(log), rid)
+                case SaveRoom() | SaveServerBans() | LogModeration() | FetchModLog():
+                    self._moderation(action)
                 case SaveAccount() | DeleteAccount():
                     self._write_account(action)
                 case _:
@@ -189,6 +183,18 @@ class Dispatcher:
         conn = self._open.get(cid)
         if conn is not None and self._password_required:
             self._on_hello(conn, actions)
+
+    def _moderation(self, action: SaveRoom | SaveServerBans | LogModeration | FetchModLog) -> None:
+        """Moderation's store (docs/moderation.md): write a change, or answer a modlog."""
+        if not isinstance(action, FetchModLog):
+            if self.moderation is not None:
+                self.moderation.carry_out(action)
+            return
+        conn = self._open.get(action.cid)
+        if conn is not None:
+            store = self.moderation
+            log = store.modlog(action.room, action.limit) if store is not None else ()
+            self.deliver_one(conn, ModLogReply(log), action.rid)
 
     def _write_account(self, action: SaveAccount | DeleteAccount) -> None:
         error = self._gate.carry_out(action) if self._gate is not None else None

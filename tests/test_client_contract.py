@@ -118,7 +118,7 @@ def test_the_real_hub_advertises_its_limits() -> None:
     welcome = next(
         a.event
         for a in hub.handle(1, model.Hello("alice"), 0.0)
-        if isinstance(getattr(a, "event", None), model.Welcome)
+        if isinstance(a, model.Deliver) and isinstance(a.event, model.Welcome)
     )
     line = JsonCodec().encode(welcome).decode().rstrip("\n")
     state = ChatState("alice")

@@ -45,7 +45,7 @@ def wait_screen(
     raise AssertionError(f"no {what}:\n" + "\n".join(screen(pane)))
 
 
-def test_buffers_unread_counts_scrollback_and_private(chatd_server, tmux_server, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_buffers_unread_counts_scrollback_and_private(chatd_server, tmux_server, tmp_path) -> None:
     command = (
         f"env CHAT_STATE_DIR={shlex.quote(str(tmp_path / 'state'))} "
         f"PYTHONPATH={shlex.quote(str(ROOT))} "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 
 from chatd.config import Config
@@ -64,7 +66,7 @@ def register(hub: Hub, cid: int, nick: str, *rooms: str) -> None:
         hub.handle(cid, Join(room), NOW)
 
 
-def errors(actions: list[object]) -> list[str]:
+def errors(actions: Sequence[object]) -> list[str]:
     return [a.event.code for a in actions if isinstance(a, Deliver) and isinstance(a.event, Error)]
 
 

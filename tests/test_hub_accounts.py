@@ -7,6 +7,7 @@ have filled in (the hub never sees a password). See docs/accounts.md.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 
 from chatd.config import Config
 from chatd.hub import Hub
@@ -63,17 +64,17 @@ def hello(hub: Hub, cid: int, nick: str, *rooms: str, **fields: object) -> list[
     return actions
 
 
-def welcome(actions: list[object]) -> Welcome:
+def welcome(actions: Sequence[object]) -> Welcome:
     found = [a.event for a in actions if isinstance(a, Deliver) and isinstance(a.event, Welcome)]
     assert found, actions
     return found[0]
 
 
-def errors(actions: list[object]) -> list[str]:
+def errors(actions: Sequence[object]) -> list[str]:
     return [a.event.code for a in actions if isinstance(a, Deliver) and isinstance(a.event, Error)]
 
 
-def events_for(actions: list[object], cid: int) -> list[object]:
+def events_for(actions: Sequence[object], cid: int) -> list[object]:
     return [a.event for a in actions if isinstance(a, Deliver) and cid in a.cids]
 
 
