@@ -74,6 +74,7 @@ __all__ = [
     "WhoisReply",
     "AwayReply",
     "AccountEvent",
+    "AwayEvent",
     # actions
     "Action",
     "Deliver",
@@ -350,6 +351,7 @@ class Joined(Event):
     topic: str
     members: tuple[str, ...]
     prefixes: tuple[str, ...] = ()  # per member: "@", "+", "@+" or "" (moderation)
+    away: tuple[str, ...] = ()  # the members who are away
 
 
 @dataclass(frozen=True, slots=True)
@@ -541,6 +543,14 @@ class AccountEvent(Event):
     what: str
 
 
+@dataclass(frozen=True, slots=True)
+class AwayEvent(Event):
+    """To everyone sharing a room with ``nick``: it went away, or came back."""
+
+    nick: str
+    away: bool
+
+
 # Moderation's commands, events and actions live in a file of their own (it imports the
 # base classes above, so it is imported here, after them).
 from chatd.model_moderation import (  # noqa: E402
@@ -598,6 +608,7 @@ AnyEvent = (
     | InviteEvent
     | OperEvent
     | ModLogReply
+    | AwayEvent
 )
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from client.core import encode
 
-__all__ = ["ConnectError", "Link", "connect"]
+__all__ = ["ConnectError", "Link", "Refused", "connect"]
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +27,10 @@ MAX_RECEIVED_LINE = 4 * 1024 * 1024
 
 class ConnectError(Exception):
     """Connecting failed; ``str()`` is one sentence for the user."""
+
+
+class Refused(ConnectError):
+    """The host answered, but nothing listens on the port (the server is down)."""
 
 
 class Link:
@@ -112,7 +116,7 @@ async def connect(host: str, port: int, timeout: float = 5.0) -> Link:
     except socket.gaierror as exc:
         raise ConnectError(f"could not connect to {where}: unknown host ({exc.strerror})") from None
     except ConnectionRefusedError:
-        raise ConnectError(
+        raise Refused(
             f"could not connect to {where}: connection refused (is chatd running there?)"
         ) from None
     except OSError as exc:

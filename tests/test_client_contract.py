@@ -28,7 +28,7 @@ SAMPLES: dict[type[model.Event], model.Event] = {
         resume="token",
         account="alice",
     ),
-    model.Joined: model.Joined("#lobby", "a topic", ("alice", "bob")),
+    model.Joined: model.Joined("#lobby", "a topic", ("alice", "bob"), away=("bob",)),
     model.JoinEvent: model.JoinEvent("#lobby", "carol"),
     model.PartEvent: model.PartEvent("#lobby", "bob", "bye"),
     model.Message: MSG,
@@ -49,6 +49,7 @@ SAMPLES: dict[type[model.Event], model.Event] = {
     model.HistoryEnd: model.HistoryEnd("#lobby", 1),
     model.WhoisReply: model.WhoisReply("bob", ("#lobby",), "lunch", 5),
     model.AwayReply: model.AwayReply(True),
+    model.AwayEvent: model.AwayEvent("bob", True),
     model.StatsReply: model.StatsReply(3, 1, 2, 5),
     model.AccountEvent: model.AccountEvent("alice", "identified"),
     # moderation (docs/moderation.md)

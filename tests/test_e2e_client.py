@@ -117,7 +117,7 @@ def client(tmux: Tmux, tmp_path: Path, port: int, nick: str) -> Pane:
     state = tmp_path / f"state-{nick}"
     command = (
         f"env CHAT_STATE_DIR={shlex.quote(str(state))} PYTHONPATH={shlex.quote(str(ROOT))} "
-        f"{shlex.quote(sys.executable)} -m client 127.0.0.1:{port} --nick {nick}"
+        f"{shlex.quote(sys.executable)} -m client 127.0.0.1:{port} --nick {nick} --line"
     )
     pane = Pane(tmux, nick, command, tmp_path)
     pane.wait_for("you joined #lobby")

@@ -34,7 +34,7 @@ def start(tmux: Tmux, tmp_path: Path, port: int, name: str, extra: str = "") -> 
     command = (
         f"env CHAT_STATE_DIR={shlex.quote(str(tmp_path / 'state'))} "
         f"PYTHONPATH={shlex.quote(str(ROOT))} "
-        f"{shlex.quote(sys.executable)} -m client 127.0.0.1:{port} --nick alice {extra}"
+        f"{shlex.quote(sys.executable)} -m client 127.0.0.1:{port} --nick alice --line {extra}"
     )
     return Pane(tmux, name, command, tmp_path)
 

@@ -35,6 +35,7 @@ from chatd.hub import MAX_REASON_CHARS, MAX_TOPIC_CHARS
 from chatd.model import (
     AccountEvent,
     AnyEvent,
+    AwayEvent,
     AwayNotice,
     AwayReply,
     BanListReply,
@@ -234,6 +235,8 @@ def render(s: Session, event: AnyEvent | IrcLines, ctx: Ctx | None) -> list[str]
             return irc_moderation.render(s, event, lambda text: _server_notice(s, text))
         case ModLogReply():
             return irc_moderation.render(s, event, lambda text: _server_notice(s, text))
+        case AwayEvent():
+            return []  # IRCv3's away-notify needs a CAP the server does not offer
     assert_never(event)
 
 

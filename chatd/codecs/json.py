@@ -19,6 +19,7 @@ from chatd.model import (
     Announce,
     AnyEvent,
     Away,
+    AwayEvent,
     AwayNotice,
     AwayReply,
     Ban,
@@ -287,7 +288,9 @@ def _event_fields(event: AnyEvent) -> dict[str, Any]:  # noqa: C901 (one case pe
                 welcome["resumed"] = True
             return welcome
         case Joined(room=room, topic=topic, members=members):
-            joined = {"type": "joined", "room": room, "topic": topic, "members": list(members)}
+            joined: dict[str, Any] = {"type": "joined", "room": room, "topic": topic}
+            joined["members"] = list(members)
+            joined |= {"away": list(event.away)} if event.away else {}
             return joined | _ranks(members, event.prefixes)
         case JoinEvent(room=room, nick=nick):
             return {"type": "join", "room": room, "nick": nick}
@@ -305,7 +308,9 @@ def _event_fields(event: AnyEvent) -> dict[str, Any]:  # noqa: C901 (one case pe
         case NickEvent(old=old, new=new):
             return {"type": "nick", "old": old, "new": new}
         case WhoReply(room=room, members=members):
-            who = {"type": "who", "room": room, "members": list(members)}
+            who: dict[str, Any] = {"type": "who", "room": room, "members": list(members)}
+            away = [info.nick for info in event.details if info.away]
+            who |= {"away": away} if away else {}
             return who | _ranks(members, event.prefixes)
         case RoomsReply(rooms=rooms, more=more):
             obj = {
@@ -375,6 +380,8 @@ def _event_fields(event: AnyEvent) -> dict[str, Any]:  # noqa: C901 (one case pe
             return {"type": "account", "account": account, "event": what}
         case AwayReply(away=away):
             return {"type": "away", "away": away}
+        case AwayEvent(nick=nick, away=away):
+            return {"type": "away_change", "nick": nick, "away": away}
         case StatsReply(users=users, rooms=rooms):  # no op asks for it yet (IRC's LUSERS)
             return {"type": "stats", "users": users, "rooms": rooms}
         case KickEvent(room=room, nick=nick, by=by, reason=reason):

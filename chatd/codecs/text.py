@@ -26,6 +26,7 @@ from chatd.model import (
     AccountEvent,
     AnyEvent,
     Away,
+    AwayEvent,
     AwayNotice,
     AwayReply,
     BanListReply,
@@ -320,7 +321,7 @@ def _render(event: AnyEvent) -> str:  # noqa: C901 (one case per event: the matc
             if pruned:
                 lines.insert(0, pruned)
             return "\n".join(lines)
-        case HistoryEnd() | Probe():
+        case HistoryEnd() | Probe() | AwayEvent():  # AwayEvent: /whois tells, on demand
             return ""
         case WhoisReply(nick=nick, rooms=rooms, away=away):
             line = f"*** {nick} is in {', '.join(rooms) or 'no rooms'}"
