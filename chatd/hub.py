@@ -95,7 +95,8 @@ from chatd.model import (
     WhoisReply,
     WhoReply,
 )
-from chatd.moderation import CONSOLE_CID, ModerationRules, RoomRules
+from chatd.moderation import CONSOLE_CID, RoomRules
+from chatd.moderation_powers import ModerationPowers
 from chatd.names import (
     NICK_MAX,
     NICK_RULE,
@@ -187,7 +188,7 @@ class _Room:
         return tuple(c.nick for c in self.members.values() if c.nick and c.away is not None)
 
 
-class Hub(AccountRules, ModerationRules):
+class Hub(AccountRules, ModerationPowers):
     """All chat state of one server.
 
     Args:
