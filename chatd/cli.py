@@ -176,6 +176,23 @@ def _how_to_join(host: str, port: int) -> str:
 SUBCOMMANDS = ("backup", "export")
 
 
+def _listen_web(server: Server, host: str, port: int) -> str:
+    """Start the web port (its libraries load only now); the URL to open."""
+    from chatd.web import WebUnavailable, lan_address, listen_web
+
+    try:
+        bound_host, bound_port = listen_web(server, host, port)
+    except WebUnavailable as exc:
+        print(f"chatd: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    shown = bound_host
+    if bound_host in ("0.0.0.0", "::", ""):
+        shown = lan_address() or socket.gethostname() or "localhost"
+    if ":" in shown:
+        shown = f"[{shown}]"
+    return f"http://{shown}:{bound_port}/"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["account"]:  # chatd account add|list|delete|passwd (chatd/account_cli.py)
@@ -278,12 +295,16 @@ def _serve(
     history: SqliteHistory | None,
     reload: Callable[[], list[str]],
 ) -> int:
+    web_url = ""
     failed = f"{config.host}:{config.port} (native)"
     try:
         host, port = server.listen(config.host, config.port)
         if config.irc_port is not None:
             failed = f"{config.host}:{config.irc_port} (irc)"
             listen_irc(server, config.host, config.irc_port)
+        if config.web_port is not None:
+            failed = f"{config.host}:{config.web_port} (web)"
+            web_url = _listen_web(server, config.host, config.web_port)
     except OSError as exc:
         print(f"chatd: cannot listen on {failed}: {exc.strerror}", file=sys.stderr)
         return 2
@@ -291,6 +312,8 @@ def _serve(
         print(f"chatd: listening on {bound_host}:{bound_port} ({name})", flush=True)
     _open_console(server, history.path if history is not None else "", port, reload)
     print(f"chatd: {_how_to_join(host, port)}", flush=True)
+    if web_url:
+        print(f"chatd: in a browser, open:  {web_url}", flush=True)
     print("chatd: press Ctrl-C to stop", flush=True)
 
     def on_signal(signum: int, frame: types.FrameType | None) -> None:

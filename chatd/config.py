@@ -51,6 +51,14 @@ class Config:
         DEFAULT_PORT, "port for the native protocol (text and JSON); 0 picks a free one"
     )
     irc_port: int | None = _opt(None, "also listen for IRC clients on this port (off unless set)")
+    web_port: int | None = _opt(
+        None,
+        "also serve the web client (HTTP and WebSocket) on this port (off unless set; "
+        "needs the 'web' extra: h11 and wsproto)",
+    )
+    web_max_header_bytes: int = _opt(
+        16384, "longest HTTP request head on the web port (h11's default); longer gets 431"
+    )
     server_name: str = _opt(
         socket.gethostname() or "chatd",
         "the server's name, shown to clients (default: the host name)",
@@ -294,6 +302,7 @@ class Config:
             "history_max_limit",
             "cluster_stream_maxlen",
             "max_reply_bytes",
+            "web_max_header_bytes",
         ]
         for name in positive:
             if getattr(self, name) < 1:
@@ -325,7 +334,7 @@ class Config:
             raise ConfigError(
                 f"password_guess_rate must be positive, not {self.password_guess_rate}"
             )
-        for name in ("port", "irc_port"):
+        for name in ("port", "irc_port", "web_port"):
             value = getattr(self, name)
             if value is not None and not 0 <= value <= 65535:
                 raise ConfigError(f"{name} must be 0..65535, not {value}")
