@@ -22,7 +22,7 @@ from dataclasses import MISSING, fields, replace
 from pathlib import Path
 from typing import Any
 
-from chatd import __version__
+from chatd import __version__, discovery
 from chatd.accounts_store import AccountStore, AccountStoreError
 from chatd.codecs.base import Codec
 from chatd.codecs.irc import IrcCodec
@@ -63,6 +63,16 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         kind = kinds[f.name][0]
         default = f.default if f.default is not MISSING else None
+        if kind is bool:  # --announce / --no-announce
+            parser.add_argument(
+                "--" + f.name.replace("_", "-"),
+                dest=f.name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=f.metadata.get("help", "")
+                + ("" if default is None else f" (default: {'on' if default else 'off'})"),
+            )
+            continue
         parser.add_argument(
             "--" + f.name.replace("_", "-"),
             dest=f.name,
@@ -312,7 +322,13 @@ def _serve(
         print(f"chatd: listening on {bound_host}:{bound_port} ({name})", flush=True)
     _open_console(server, history.path if history is not None else "", port, reload)
     print(f"chatd: {_how_to_join(host, port)}", flush=True)
+    announcer, why = discovery.start(
+        config, server.addresses, lambda: server.hub.stats()["registered"], server.loop
+    )
+    print(f"chatd: {why}", flush=True)
     if web_url:
+        if announcer is not None:  # the name people can type, announced by mDNS
+            web_url = f"http://{discovery.local_name()}:{web_url.rsplit(':', 1)[1]}"
         print(f"chatd: in a browser, open:  {web_url}", flush=True)
     print("chatd: press Ctrl-C to stop", flush=True)
 
@@ -333,6 +349,8 @@ def _serve(
         logger.critical("%s; stopping (nothing unstored was sent)", exc)
         status = 3
     finally:
+        if announcer is not None:
+            announcer.close()  # the goodbye packets: browsers forget us now
         if history is not None:
             history.close()  # never raises
     if server.storage_failure is not None:

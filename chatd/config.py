@@ -64,6 +64,14 @@ class Config:
         "the server's name, shown to clients (default: the host name)",
     )
     motd: str = _opt("", "message of the day shown after registration (\\n separates lines)")
+    # --- LAN discovery (docs/discovery.md) ----------------------------------------------
+    announce: bool | None = _opt(
+        None,
+        "announce the server on the LAN by multicast DNS (DNS-SD: _chatd._tcp, _irc._tcp), "
+        "so 'chat' finds it without an address; needs the 'discovery' extra (zeroconf). "
+        "Default: on, except on a loopback-only listener; --announce forces it, "
+        "--no-announce turns it off",
+    )
 
     # --- input limits ----------------------------------------------------------------
     # h11 caps an incomplete event at 16 KiB; Redis an inline request at 64 KiB. A chat
