@@ -17,6 +17,7 @@ import socket
 import sys
 import tomllib
 import types
+from collections.abc import Callable
 from dataclasses import MISSING, fields, replace
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,10 @@ from chatd.accounts_store import AccountStore, AccountStoreError
 from chatd.codecs.base import Codec
 from chatd.codecs.irc import IrcCodec
 from chatd.config import DEFAULT_PORT, Config, ConfigError, field_types, parse_duration
+from chatd.ctl import CtlServer, default_path
 from chatd.fdlimit import raise_fd_limit
 from chatd.history import HistoryError, SqliteHistory, open_store
+from chatd.moderation_store import ModerationStore
 from chatd.server import Server
 
 __all__ = ["main", "build_parser", "config_from_args"]
@@ -206,6 +209,10 @@ def main(argv: list[str] | None = None) -> int:
         from chatd.account_cli import account_main
 
         return account_main(argv[1:])
+    if argv[:1] == ["ctl"]:  # the operator console (chatd/ctl_cli.py)
+        from chatd.ctl_cli import ctl_main
+
+        return ctl_main(argv[1:])
     if argv and argv[0] in SUBCOMMANDS:
         from chatd.backup import main as tool_main
 
@@ -214,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = config_from_args(args, dict(os.environ))
+        oper_credentials = read_oper_credentials(config.oper_password_file)
     except ConfigError as exc:
         parser.error(str(exc))
     logging.basicConfig(
@@ -224,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     _raise_fd_limit(config.max_clients + 64)
 
     if config.cluster:
-        return _main_cluster(config)
+        return _main_cluster(config, args, oper_credentials)
     try:
         history = open_store(
             config.db,
@@ -246,15 +254,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"chatd: {exc}", file=sys.stderr)
         history.close()
         return 2
-    server = Server(config, history=history, next_mid=next_mid, accounts=accounts)
+    moderation = ModerationStore(history.path)
+    server = Server(
+        config,
+        history=history,
+        next_mid=next_mid,
+        accounts=accounts,
+        moderation=moderation,
+        oper_credentials=oper_credentials,
+    )
     try:
-        return _serve(config, server, history)
+        return _serve(config, server, history, lambda: _reload(server, args))
     finally:
+        moderation.close()
         if accounts is not None:
             accounts.close()
 
 
-def _main_cluster(config: Config) -> int:
+def _main_cluster(
+    config: Config, args: argparse.Namespace, oper_credentials: dict[str, str]
+) -> int:
     """``--cluster``: history and shared state in Redis (chatd/cluster.py, hiredis)."""
     try:
         from chatd.cluster import Cluster
@@ -270,17 +289,22 @@ def _main_cluster(config: Config) -> int:
     # The nick hold (docs/accounts.md) is single-node: a cluster mirrors other nodes'
     # users in each hub, and their departures must show at once.
     config = replace(config, nick_hold_seconds=0)
-    server = Server(config)
+    server = Server(config, oper_credentials=oper_credentials)
     cluster = Cluster(server)
     cluster.start()
     print(f"chatd: cluster node {cluster.node} via {config.cluster}", flush=True)
     try:
-        return _serve(config, server, None)
+        return _serve(config, server, None, lambda: _reload(server, args))
     finally:
         cluster.close()
 
 
-def _serve(config: Config, server: Server, history: SqliteHistory | None) -> int:
+def _serve(
+    config: Config,
+    server: Server,
+    history: SqliteHistory | None,
+    reload: Callable[[], list[str]],
+) -> int:
     web_url = ""
     failed = f"{config.host}:{config.port} (native)"
     try:
@@ -296,6 +320,7 @@ def _serve(config: Config, server: Server, history: SqliteHistory | None) -> int
         return 2
     for name, bound_host, bound_port in server.addresses:
         print(f"chatd: listening on {bound_host}:{bound_port} ({name})", flush=True)
+    _open_console(server, history.path if history is not None else "", port, reload)
     print(f"chatd: {_how_to_join(host, port)}", flush=True)
     announcer, why = discovery.start(
         config, server.addresses, lambda: server.hub.stats()["registered"], server.loop
@@ -332,6 +357,77 @@ def _serve(config: Config, server: Server, history: SqliteHistory | None) -> int
         status = 3  # --on-storage-failure stop, and storage failed
     logger.info("stopped; %s", _summary(server.stats))
     return status
+
+
+def read_oper_credentials(path: str | None) -> dict[str, str]:
+    """``--oper-password-file``: one ``NAME PASSWORD`` per line (``#`` comments)."""
+    if path is None:
+        return {}
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+        loose = Path(path).stat().st_mode & 0o077
+    except OSError as exc:
+        raise ConfigError(f"cannot read operator password file {path}: {exc.strerror}") from None
+    if loose:
+        logger.warning("%s can be read by other users: chmod 600 it", path)
+    credentials: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        name, _, password = line.strip().partition(" ")
+        if not password.strip():
+            raise ConfigError(f"{path}:{number}: expected NAME PASSWORD")
+        credentials[name] = password.strip()
+    return credentials
+
+
+#: What ``chatd ctl reload`` changes in a running server; the rest needs a restart.
+LIVE_SETTINGS = (
+    "motd",
+    "operators",
+    "oper_password_file",
+    "max_text_chars",
+    "max_message_lines",
+    "max_rooms_per_client",
+    "history_replay",
+    "history_max_limit",
+    "rate_limit",
+    "rate_burst",
+    "nick_hold_seconds",
+)
+
+
+def _reload(server: Server, args: argparse.Namespace) -> list[str]:
+    """Re-read the config file (and the operator credentials); apply what can change live."""
+    new = config_from_args(args, dict(os.environ))
+    credentials = read_oper_credentials(new.oper_password_file)
+    old = server.config
+    changed = [name for name in LIVE_SETTINGS if getattr(new, name) != getattr(old, name)]
+    config = replace(old, **{name: getattr(new, name) for name in LIVE_SETTINGS})
+    server.config = config
+    server.hub.reconfigure(config, credentials)
+    later = [
+        f.name
+        for f in fields(Config)
+        if f.name not in LIVE_SETTINGS and getattr(new, f.name) != getattr(old, f.name)
+    ]
+    if later:
+        logger.warning("reload: %s change only after a restart", ", ".join(later))
+    logger.info("reloaded the configuration; changed: %s", ", ".join(changed) or "nothing")
+    return changed
+
+
+def _open_console(server: Server, db_path: str, port: int, reload: Callable[[], list[str]]) -> None:
+    path = default_path(server.config.ctl_socket, db_path, port)
+    if path is None:
+        logger.info("no operator console (ctl_socket off, or no $XDG_RUNTIME_DIR)")
+        return
+    try:
+        server.ctl = CtlServer(server, path, reload)
+    except OSError as exc:
+        print(f"chatd: no operator console at {path}: {exc}", file=sys.stderr)
+        return
+    print(f"chatd: operator console on {path} (chatd ctl --socket {path} …)", flush=True)
 
 
 def _summary(stats: dict[str, Any]) -> str:

@@ -215,6 +215,23 @@ class Config:
         "hello with its resume token (or its account) to take back (0: no hold)",
     )
 
+    # --- moderation (docs/moderation.md) ---------------------------------------------------
+    operators: str = _opt(
+        "",
+        "accounts that are server operators while logged in, comma-separated (in the TOML "
+        'file also a list: operators = ["ada"])',
+    )
+    oper_password_file: str | None = _opt(
+        None,
+        "file of operator credentials, one 'NAME PASSWORD' per line, for IRC's OPER and "
+        "/oper (never on the command line)",
+    )
+    ctl_socket: str = _opt(
+        "",
+        "Unix socket of the operator console 'chatd ctl' (mode 0600; default: next to the "
+        "database, or under $XDG_RUNTIME_DIR with --db :memory:; 'off': none)",
+    )
+
     # --- history ---------------------------------------------------------------------------
     db: str = _opt(
         "",
@@ -358,6 +375,8 @@ class Config:
         checked: dict[str, Any] = {}
         for name, value in values.items():
             kind, optional = kinds[name]
+            if kind is str and isinstance(value, list) and all(isinstance(v, str) for v in value):
+                value = ",".join(value)  # operators = ["ada", "bob"]
             if value is None and optional:
                 checked[name] = value
             elif kind is float and isinstance(value, int | float) and not isinstance(value, bool):
