@@ -214,6 +214,7 @@ def test_a_websocket_that_never_reads_is_a_slow_consumer(make_server: type[Chatd
     server = make_server(
         "--rate-limit", "0", "--out-soft-limit-bytes", "65536",
         "--out-hard-limit-bytes", "131072", "--send-buffer-bytes", "4096",
+        "--out-soft-limit-seconds", "3",  # cut by the soft-limit timer well within the wait
         "--nick-hold-seconds", "0",  # a cut connection is announced at once, not held
         web=True,
     )  # fmt: skip
