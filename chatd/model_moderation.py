@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from chatd.model import Command, Event
+from chatd.commands import Command
+from chatd.events import Event
 
 __all__ = [
     "Kick",
