@@ -27,19 +27,21 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
 from typing import Any
 
 from chatd.config import Config
 from chatd.hub_accounts import AccountRules, _Refusal
+from chatd.hub_people import PeopleCommands
+from chatd.hub_rooms import MID_SEQUENCE_BITS as MID_SEQUENCE_BITS
+from chatd.hub_rooms import RoomCommands
+from chatd.hub_state import MAX_REASON_CHARS as MAX_REASON_CHARS
+from chatd.hub_state import MAX_TOPIC_CHARS as MAX_TOPIC_CHARS
+from chatd.hub_state import _Client as _Client
+from chatd.hub_state import _Room as _Room
 from chatd.model import (
-    MAX_MID,
     Action,
     Announce,
     Away,
-    AwayEvent,
-    AwayNotice,
-    AwayReply,
     Ban,
     BanList,
     Close,
@@ -50,18 +52,14 @@ from chatd.model import (
     Error,
     ErrorCode,
     Event,
-    FetchHistory,
     Hello,
     History,
     Identify,
     Invite,
     Join,
-    Joined,
-    JoinEvent,
     Kick,
     Kill,
     MemberInfo,
-    Message,
     Mode,
     ModLog,
     Nick,
@@ -69,33 +67,24 @@ from chatd.model import (
     Notice,
     Oper,
     Part,
-    PartEvent,
     Ping,
     Pong,
-    PrivateMessage,
     PrivMsg,
     Quit,
     QuitEvent,
     Register,
-    Replay,
-    RoomInfo,
     Rooms,
-    RoomsReply,
     Say,
     SetPassword,
     Stats,
     StatsReply,
-    Store,
     Topic,
-    TopicEvent,
     Unban,
     Users,
     Who,
     Whois,
-    WhoisReply,
-    WhoReply,
 )
-from chatd.moderation import CONSOLE_CID, RoomRules
+from chatd.moderation import CONSOLE_CID
 from chatd.moderation_powers import ModerationPowers
 from chatd.names import (
     NICK_MAX,
@@ -104,91 +93,14 @@ from chatd.names import (
     clean_line,
     clean_text,
     fold,
-    nfkc,
     nick_skeleton,
-    room_problem,
     valid_nick,
 )
 
 __all__ = ["Hub"]
 
-MAX_TOPIC_CHARS = 300
-MAX_REASON_CHARS = 200
-# A new mid is (milliseconds since the epoch) << MID_SEQUENCE_BITS, or the last one + 1
-# if that is not larger: increasing even when the history file is lost or restored, up
-# to 1024 messages per millisecond before borrowing from the next, and below 2**53 (so
-# JavaScript reads it exactly) until the year 2248. docs/protocol.md states the rule.
-MID_SEQUENCE_BITS = 10
-# Bytes of one rooms-list entry besides its name and topic, in the widest mode (an IRC
-# 322 line carries the server name and the nick): the list is cut at max_reply_bytes.
-ROOMS_LINE_OVERHEAD = 120
 
-
-@dataclass(eq=False)
-class _Client:
-    cid: int
-    connected_at: float
-    nick: str | None = None
-    # folded room name -> room, in join order: the last one is the current room
-    rooms: dict[str, _Room] = field(default_factory=dict)
-    password_failures: int = 0
-    away: str | None = None
-    last_active: float = 0.0
-    # accounts and nick hold (chatd.hub_accounts)
-    account: str | None = None
-    token: str = ""
-    held_until: float | None = None
-    held_reason: str = ""
-    kept: list[PrivateMessage] = field(default_factory=list)
-    user: str = ""  # IRC's USER username and real name ("": show the nick)
-    realname: str = ""
-    address: str = ""  # the peer's address (moderation: bans; whois for operators)
-    oper: str | None = None  # OPER name: a server operator (chatd.moderation)
-
-    def info(self) -> MemberInfo:
-        assert self.nick is not None
-        return MemberInfo(
-            self.nick, self.user or self.nick, self.realname or self.nick, self.away is not None
-        )
-
-
-@dataclass(eq=False)
-class _Room:
-    name: str
-    topic: str = ""
-    members: dict[int, _Client] = field(default_factory=dict)  # join order
-    _cids: tuple[int, ...] | None = None
-    # moderation (chatd.moderation): saved rules; operators, voiced, invited (folded nicks)
-    rules: RoomRules = field(default_factory=RoomRules)
-    ops: set[int] = field(default_factory=set)
-    voices: set[int] = field(default_factory=set)
-    invited: set[str] = field(default_factory=set)
-
-    @property
-    def cids(self) -> tuple[int, ...]:
-        """Member ids, cached until membership changes (fan-out reads this per message)."""
-        if self._cids is None:
-            self._cids = tuple(self.members)
-        return self._cids
-
-    def add(self, client: _Client) -> None:
-        self.members[client.cid] = client
-        self._cids = None
-
-    def remove(self, client: _Client) -> None:
-        del self.members[client.cid]
-        self._cids = None
-        self.ops.discard(client.cid)
-        self.voices.discard(client.cid)
-
-    def nicks(self) -> tuple[str, ...]:
-        return tuple(c.nick for c in self.members.values() if c.nick is not None)
-
-    def away(self) -> tuple[str, ...]:
-        return tuple(c.nick for c in self.members.values() if c.nick and c.away is not None)
-
-
-class Hub(AccountRules, ModerationPowers):
+class Hub(AccountRules, ModerationPowers, RoomCommands, PeopleCommands):
     """All chat state of one server.
 
     Args:
@@ -393,25 +305,6 @@ class Hub(AccountRules, ModerationPowers):
         group = room.name if droppable else None  # the fan-out batches a room's messages
         return [Deliver(room.cids, event, command.rid, droppable, reply_to, group)]
 
-    def _room_of(self, client: _Client, name: str | None) -> _Room:
-        """The member room ``name`` (None: the current room), or a refusal."""
-        if name is None:
-            if not client.rooms:
-                raise _Refusal(ErrorCode.NOT_IN_ROOM, "you are not in any room: /join #room")
-            return next(reversed(client.rooms.values()))
-        room = client.rooms.get(fold(name))
-        if room is None:
-            name = _room_name(name)
-            raise _Refusal(ErrorCode.NOT_IN_ROOM, f"you are not in {name}")
-        return room
-
-    def _existing_room(self, name: str) -> _Room:
-        name = _room_name(name)
-        room = self._rooms.get(fold(name))
-        if room is None:
-            raise _Refusal(ErrorCode.NO_SUCH_ROOM, f"there is no room {name}")
-        return room
-
     def _check_text(self, text: str) -> str:
         if len(text) > self._config.max_text_chars:
             raise _Refusal(
@@ -499,104 +392,6 @@ class Hub(AccountRules, ModerationPowers):
                 ErrorCode.NICK_TAKEN, f'nick "{nick}" looks too much like "{twin.nick}", in use'
             )
 
-    def _join(self, client: _Client, cmd: Join, now: float) -> list[Action]:
-        name = _room_name(cmd.room)
-        key = fold(name)
-        room = self._rooms.get(key)
-        if room is not None and client.cid in room.members:
-            # Already there: make it current again and repeat the room's state.
-            client.rooms[key] = client.rooms.pop(key)
-            joined = Joined(
-                room.name, room.topic, room.nicks(), self._prefixes(room), away=room.away()
-            )
-            return [self._reply(client, cmd, joined)]
-        if len(client.rooms) >= self._config.max_rooms_per_client:
-            raise _Refusal(
-                ErrorCode.BAD_REQUEST,
-                f"you are in {len(client.rooms)} rooms already; part one first",
-            )
-        rules = room.rules if room is not None else self._room_rules(key, client)
-        self._check_join(client, rules, name, cmd.key, now)
-        if room is None:
-            room = self._rooms[key] = _Room(name, topic=rules.topic, rules=rules)
-        others = room.cids
-        room.add(client)
-        client.rooms[key] = room
-        assert client.nick is not None
-        saved = self._joined(client, room)
-        joined = Joined(room.name, room.topic, room.nicks(), self._prefixes(room), away=room.away())
-        actions: list[Action] = [self._reply(client, cmd, joined), *saved]
-        if others:
-            actions.append(Deliver(others, JoinEvent(room.name, client.nick)))
-        # Always, even with history_replay 0: history_end tells the client the replay
-        # (possibly empty) is over, which is what docs/protocol.md promises.
-        actions.append(Replay(client.cid, room.name, self._config.history_replay))
-        return actions
-
-    def _leave(self, client: _Client, room: _Room) -> None:
-        room.remove(client)
-        del client.rooms[fold(room.name)]
-        if not room.members:
-            del self._rooms[fold(room.name)]
-
-    def _part(self, client: _Client, cmd: Part, now: float) -> list[Action]:
-        room = self._room_of(client, cmd.room)
-        assert client.nick is not None
-        actions = self._to_room(
-            room,
-            client,
-            cmd,
-            PartEvent(room.name, client.nick, clean_line(cmd.reason)[:MAX_REASON_CHARS]),
-        )
-        self._leave(client, room)
-        return actions
-
-    def _say(self, client: _Client, cmd: Say, now: float) -> list[Action]:
-        room = self._room_of(client, cmd.room)
-        text = self._check_text(cmd.text)
-        self._check_speak(client, room, now)
-        if self._storage_down is not None:
-            raise _Refusal(
-                ErrorCode.STORAGE_UNAVAILABLE,
-                f"not sent: room messages cannot be stored right now ({self._storage_down})",
-            )
-        assert client.nick is not None
-        mid = max(self._next_mid, int(now * 1000) << MID_SEQUENCE_BITS)
-        self._next_mid = mid + 1
-        message = Message(
-            room.name,
-            client.nick,
-            text,
-            round(now, 3),
-            mid,
-            action=cmd.action,
-            account=client.account,
-            notice=cmd.notice,
-        )
-        actions: list[Action] = [Store(message, client.cid, cmd.rid)]
-        actions += self._to_room(room, client, cmd, message, droppable=True)
-        return actions
-
-    def _privmsg(self, client: _Client, cmd: PrivMsg, now: float) -> list[Action]:
-        target = self._nicks.get(fold(cmd.to))
-        if target is None or target.nick is None:
-            raise _Refusal(ErrorCode.NO_SUCH_NICK, f"nobody called {cmd.to[:40]} is here")
-        text = self._check_text(cmd.text)
-        assert client.nick is not None
-        event = PrivateMessage(
-            client.nick, target.nick, text, round(now, 3), cmd.notice, cmd.action, client.account
-        )
-        if target.held_until is not None:
-            return self._keep_for_held(client, target, cmd, event)
-        actions: list[Action] = []
-        if target is not client:
-            actions.append(Deliver((target.cid,), event))
-        actions.append(self._reply(client, cmd, event))
-        if target.away and not cmd.notice:
-            away = AwayNotice(target.nick, target.away)
-            actions.append(self._reply(client, cmd, away))
-        return actions
-
     def _nick(self, client: _Client, cmd: Nick, now: float) -> list[Action]:
         old = client.nick
         assert old is not None
@@ -618,23 +413,6 @@ class Hub(AccountRules, ModerationPowers):
         actions.append(self._reply(client, cmd, event))
         return actions
 
-    def _who(self, client: _Client, cmd: Who, now: float) -> list[Action]:
-        room = self._room_of(client, None) if cmd.room is None else self._existing_room(cmd.room)
-        details = tuple(
-            replace(c.info(), prefix=self._prefix(room, c.cid), oper=self.is_server_operator(c))
-            for c in room.members.values()
-            if c.nick is not None
-        )
-        reply = WhoReply(room.name, room.nicks(), details, self._prefixes(room))
-        return [self._reply(client, cmd, reply)]
-
-    def _users(self, client: _Client, cmd: Users, now: float) -> list[Action]:
-        others = (self._clients.get(cid) or self._held.get(cid) for cid in self._neighbours(client))
-        seen = [client] + sorted((c for c in others if c), key=lambda c: c.cid)
-        details = tuple(c.info() for c in seen if c.nick is not None)
-        members = tuple(info.nick for info in details)
-        return [self._reply(client, cmd, WhoReply("*", members, details))]
-
     def _census(self) -> StatsReply:
         users = len(self._nicks)  # held sessions (hub_accounts) count as users
         online = users - len(self._held)
@@ -645,35 +423,6 @@ class Hub(AccountRules, ModerationPowers):
     def _stats(self, client: _Client, cmd: Stats, now: float) -> list[Action]:
         return [self._reply(client, cmd, self._census())]
 
-    def _rooms_list(self, client: _Client, cmd: Rooms, now: float) -> list[Action]:
-        infos: list[RoomInfo] = []
-        size = 0
-        for _, room in sorted(self._rooms.items()):
-            size += len(room.name.encode()) + len(room.topic.encode()) + ROOMS_LINE_OVERHEAD
-            if infos and size > self._config.max_reply_bytes:
-                break
-            infos.append(RoomInfo(room.name, len(room.members), room.topic))
-        more = len(self._rooms) - len(infos)
-        return [self._reply(client, cmd, RoomsReply(tuple(infos), more))]
-
-    def _topic(self, client: _Client, cmd: Topic, now: float) -> list[Action]:
-        if cmd.topic is None:
-            room = (
-                self._room_of(client, None) if cmd.room is None else self._existing_room(cmd.room)
-            )
-            return [self._reply(client, cmd, TopicEvent(room.name, room.topic, ""))]
-        room = self._room_of(client, cmd.room)
-        self._check_topic(client, room)
-        topic = clean_line(cmd.topic)
-        if len(topic) > MAX_TOPIC_CHARS:
-            raise _Refusal(
-                ErrorCode.TEXT_TOO_LONG, f"a topic may have at most {MAX_TOPIC_CHARS} characters"
-            )
-        room.topic = topic
-        assert client.nick is not None
-        event = TopicEvent(room.name, topic, client.nick)
-        return self._to_room(room, client, cmd, event) + self._save(room)
-
     def _ping(self, client: _Client, cmd: Ping, now: float) -> list[Action]:
         return [self._reply(client, cmd, Pong(cmd.token))]
 
@@ -682,53 +431,6 @@ class Hub(AccountRules, ModerationPowers):
         actions = self._depart(client, reason)
         actions.append(Close(client.cid, f"quit: {reason}", flush=True))
         return actions
-
-    def _history(self, client: _Client, cmd: History, now: float) -> list[Action]:
-        room = self._room_of(client, cmd.room)
-        limit = cmd.limit if cmd.limit is not None else min(50, self._config.history_max_limit)
-        if not 1 <= limit <= self._config.history_max_limit:
-            raise _Refusal(
-                ErrorCode.BAD_REQUEST, f"limit must be 1..{self._config.history_max_limit}"
-            )
-        for name, mid in (("before", cmd.before), ("after", cmd.after)):
-            if mid is not None and not 0 <= mid <= MAX_MID:
-                raise _Refusal(ErrorCode.BAD_REQUEST, f"{name} must be a message id (0..{MAX_MID})")
-        return [FetchHistory(client.cid, room.name, cmd.before, cmd.after, limit, rid=cmd.rid)]
-
-    def _away(self, client: _Client, cmd: Away, now: float) -> list[Action]:
-        message = clean_line(cmd.message or "")[:MAX_REASON_CHARS]
-        was_away = client.away is not None
-        client.away = message or None
-        away = client.away is not None
-        actions: list[Action] = [self._reply(client, cmd, AwayReply(away))]
-        others = tuple(sorted(self._neighbours(client))) if away != was_away else ()
-        if others and client.nick is not None:  # only a change is news to the others
-            actions.append(Deliver(others, AwayEvent(client.nick, away)))
-        return actions
-
-    def _whois(self, client: _Client, cmd: Whois, now: float) -> list[Action]:
-        target = self._nicks.get(fold(cmd.nick))
-        if target is None or target.nick is None:
-            raise _Refusal(ErrorCode.NO_SUCH_NICK, f"nobody called {cmd.nick[:40]} is here")
-        rooms = tuple(room.name for room in target.rooms.values())
-        idle = max(0, int(now - target.last_active))
-        info = target.info()
-        away = target.away
-        if target.held_until is not None:
-            away = "lost the connection; the nick is held for them"
-        oper = self.is_server_operator(client)
-        reply = WhoisReply(
-            target.nick,
-            rooms,
-            away,
-            idle,
-            info.user,
-            info.realname,
-            account=target.account,
-            address=(target.address or None) if oper else None,
-            oper=self.is_server_operator(target),
-        )
-        return [self._reply(client, cmd, reply)]
 
     # ------------------------------------------------------------------ leaving
 
@@ -755,13 +457,3 @@ def _no_token() -> str:
 def _bad_nick_message(nick: str) -> str:
     shown = nick[:40].encode("unicode_escape").decode()
     return f'"{shown}" is not a valid nick: {NICK_RULE}'
-
-
-def _room_name(name: str) -> str:
-    """``name`` in NFKC form (``#ｌｏｂｂｙ`` is ``#lobby``), or a bad_room refusal."""
-    normal = nfkc(name)
-    problem = room_problem(normal)
-    if problem is not None:
-        shown = name[:40].encode("unicode_escape").decode()
-        raise _Refusal(ErrorCode.BAD_ROOM, f'"{shown}" is not a valid room: {problem}')
-    return normal
