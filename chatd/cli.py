@@ -54,6 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         kind = kinds[f.name][0]
         default = f.default if f.default is not MISSING else None
+        if kind is bool:  # --require-tls / --no-require-tls
+            parser.add_argument(
+                "--" + f.name.replace("_", "-"),
+                dest=f.name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=f.metadata.get("help", "") + f" (default: {'on' if default else 'off'})",
+            )
+            continue
         parser.add_argument(
             "--" + f.name.replace("_", "-"),
             dest=f.name,
