@@ -25,7 +25,7 @@ from prompt_toolkit.input import Input
 from prompt_toolkit.output import Output as PtOutput
 from prompt_toolkit.patch_stdout import patch_stdout
 
-from client import net, ui
+from client import net, trust, ui
 from client.core import ChatState, Line, Output
 
 __all__ = ["Fatal", "Options", "run"]
@@ -56,6 +56,11 @@ class Options:
     password: str | None = None
     connect_timeout: float = 5.0
     welcome_timeout: float = WELCOME_TIMEOUT
+    # TLS and trust on first use (client/trust.py); no known_servers file: trust nothing
+    # remembered (every server is new).
+    tls: trust.Policy = trust.Policy()
+    known_servers: Path | None = None
+    ask_trust: trust.Ask | None = None
 
 
 class ChatApp:
@@ -81,7 +86,7 @@ class ChatApp:
             Fatal: the connection or the registration failed.
         """
         try:
-            link = await net.connect(self.opts.host, self.opts.port, self.opts.connect_timeout)
+            link = await self._open()
         except net.ConnectError as exc:
             raise Fatal(str(exc)) from None
         self.link = link
@@ -114,6 +119,16 @@ class ChatApp:
             if not self.state.greeted
             else f"{self.where} closed the connection during registration"
         )
+
+    async def _open(self) -> net.Link:
+        """Connect over TLS (or plain text) as the trust policy allows."""
+        opts = self.opts
+        known = trust.KnownServers(opts.known_servers)
+        link = await trust.open_link(
+            opts.host, opts.port, opts.connect_timeout, opts.tls, known, opts.ask_trust
+        )
+        self.state.transport = link.transport
+        return link
 
     # ------------------------------------------------------------------ plumbing
 
@@ -166,7 +181,14 @@ class ChatApp:
             self.refresh()
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
             try:
-                link = await net.connect(self.opts.host, self.opts.port, self.opts.connect_timeout)
+                link = await self._open()
+            except trust.TrustError as exc:  # a changed key: say so loudly, keep trying
+                logger.warning("reconnect attempt %d refused: %s", attempt, exc)
+                out = Output()
+                out.error(str(exc))
+                await self.apply(out)
+                delay = BACKOFF_MAX
+                continue
             except net.ConnectError as exc:
                 logger.info("reconnect attempt %d failed: %s", attempt, exc)
                 delay = min(delay * 2, BACKOFF_MAX)

@@ -291,6 +291,7 @@ class ChatState:
         self.nick = nick
         self.server = server
         self.link = "connecting"  # connecting | connected | disconnected
+        self.transport = ""  # "tls" or "plain", set by the network shell (client/trust.py)
         self.registered = False
         self.rooms: dict[str, Room] = {}  # folded name -> Room, in join order
         self.current: str | None = None  # folded name of the current room
@@ -324,6 +325,7 @@ class ChatState:
         room = self.current_room
         return [
             ("state", self.link),
+            *([("transport", self.transport)] if self.transport else []),
             ("server", self.server),
             ("nick", self.nick),
             ("room", room.name if room else "(no room)"),
