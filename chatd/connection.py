@@ -20,6 +20,7 @@ from chatd.buffers import OutBuffer
 from chatd.codecs import Codec
 from chatd.framing import LineFramer, LineTooLong
 from chatd.ratelimit import TokenBucket
+from chatd.streams import Stream, StreamSniffer
 
 __all__ = ["Connection", "State"]
 
@@ -61,6 +62,8 @@ class Connection:
         "lines_in",
         "last_heard",
         "probed",
+        "stream",
+        "sniffer",
     )
 
     def __init__(
@@ -98,6 +101,10 @@ class Connection:
         self.lines_in = 0
         self.last_heard = 0.0  # monotonic time of the last bytes received
         self.probed = False  # a Probe (IRC PING) is out and unanswered
+        # Below the framer: None for plain TCP (the fast path), else TLS/WebSocket/...
+        self.stream: Stream | None = None
+        # Set while the listener waits for the first bytes to choose the stream.
+        self.sniffer: StreamSniffer | None = None
 
     def __repr__(self) -> str:
         mode = self.codec.name if self.codec else "?"
@@ -106,6 +113,12 @@ class Connection:
             f"<Connection #{self.cid} {self.peer} {self.state.value} {mode} "
             f"events={events or '-'} out={self.out.size}B>"
         )
+
+    @property
+    def queued(self) -> int:
+        """Output bytes not yet sent: the buffer plus what the stream holds back."""
+        stream = self.stream
+        return self.out.size if stream is None else self.out.size + stream.buffered_bytes
 
     def recv(self, nbytes: int) -> bytes | None:
         """Read what is there: ``None`` if nothing yet, ``b""`` at end of stream."""

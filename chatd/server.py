@@ -65,6 +65,7 @@ from chatd.model import (
     Store,
 )
 from chatd.ratelimit import TokenBucket
+from chatd.streams import StreamError, StreamFactory, StreamSniffer
 
 __all__ = ["Server", "HistoryStore", "Listener"]
 
@@ -77,6 +78,9 @@ _RESOURCE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 _SWEEP_SECONDS = 0.25
 # Idle peers are checked less often: it visits every connection.
 _IDLE_SWEEP_SECONDS = 1.0
+# A sniffing listener waits this long for the first bytes before it settles on plain
+# (and shows its banner): a TLS client speaks first, a person in nc waits to be greeted.
+SNIFF_SECONDS = 0.25
 
 
 class HistoryStore(Protocol):
@@ -93,15 +97,30 @@ class HistoryStore(Protocol):
 
 
 class Listener:
-    """A listening socket and the codec its connections speak (None: pick by first line)."""
+    """A listening socket and the codec its connections speak (None: pick by first line).
+
+    ``make_stream`` builds the byte stream (TLS, WebSocket) of every connection it accepts;
+    ``sniff_stream`` instead chooses it from the first bytes each peer sends (None: plain).
+    Neither: plain TCP, no stream object at all.
+    """
 
     def __init__(
-        self, sock: socket.socket, name: str, make_codec: Callable[[], Codec] | None, banner: bytes
+        self,
+        sock: socket.socket,
+        name: str,
+        make_codec: Callable[[], Codec] | None,
+        banner: bytes,
+        make_stream: StreamFactory | None = None,
+        sniff_stream: StreamSniffer | None = None,
     ) -> None:
+        if make_stream is not None and sniff_stream is not None:
+            raise ValueError("a listener has make_stream or sniff_stream, not both")
         self.sock = sock
         self.name = name
         self.make_codec = make_codec
         self.banner = banner
+        self.make_stream = make_stream
+        self.sniff_stream = sniff_stream
         self.paused_until = 0.0  # after EMFILE: not watched until then
 
     @property
@@ -156,6 +175,7 @@ class Server:
         self._over_soft: set[Connection] = set()
         self._paused: set[Connection] = set()  # rate-limited
         self._pingable: set[Connection] = set()  # peers whose protocol answers pings (IRC)
+        self._sniffing: dict[Connection, tuple[float, bytes]] = {}  # deadline, held banner
         self._fallback_codec = TextCodec()  # for lines sent before a mode is picked
         self._password_required = config.password is not None
         self._now = clock()
@@ -186,8 +206,13 @@ class Server:
         name: str = "native",
         make_codec: Callable[[], Codec] | None = None,
         banner: bytes | None = None,
+        make_stream: StreamFactory | None = None,
+        sniff_stream: StreamSniffer | None = None,
     ) -> tuple[str, int]:
-        """Open a listening socket; returns the bound (host, port)."""
+        """Open a listening socket; returns the bound (host, port).
+
+        ``make_stream``/``sniff_stream``: see :class:`Listener` and :mod:`chatd.streams`.
+        """
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
@@ -200,7 +225,7 @@ class Server:
             raise
         if banner is None:
             banner = self._native_banner() if make_codec is None else b""
-        listener = Listener(sock, name, make_codec, banner)
+        listener = Listener(sock, name, make_codec, banner, make_stream, sniff_stream)
         self._listeners.append(listener)
         self._selector.register(sock, _READ, listener)
         logger.info("listening on %s:%d (%s)", *listener.address, name)
@@ -301,7 +326,7 @@ class Server:
 
     def _timeout(self) -> float:
         """Seconds select() may sleep: until the next deadline, at most one second."""
-        if self._unregistered or self._over_soft or self._paused or self._closing:
+        if self._unregistered or self._over_soft or self._paused or self._closing or self._sniffing:
             return max(0.0, min(_SWEEP_SECONDS, self._next_sweep - self._now))
         if any(listener.paused_until for listener in self._listeners):
             return _SWEEP_SECONDS
@@ -357,7 +382,9 @@ class Server:
             ErrorCode.SERVER_FULL,
             f"the server is full ({self.config.max_clients} clients); try again later",
         )
-        if listener.make_codec is not None:  # a fixed protocol (IRC): its own ERROR line
+        if listener.make_stream is not None:  # no words before its handshake: just close
+            data = b""
+        elif listener.make_codec is not None:  # a fixed protocol (IRC): its own ERROR line
             data = listener.make_codec().encode(error)
         else:  # the native port, mode not picked yet: a line for people, a frame for programs
             data = self._fallback_codec.encode(error) + JsonCodec().encode(error)
@@ -401,9 +428,26 @@ class Server:
         self.stats["accepted"] += 1
         self.hub.connect(cid, self._wall())
         logger.info("#%d connected from %s (%s)", cid, peer, listener.name)
-        conn.out.append(listener.banner)
+        if listener.sniff_stream is not None:
+            conn.sniffer = listener.sniff_stream
+            self._sniffing[conn] = (now + SNIFF_SECONDS, listener.banner)
+        else:
+            if listener.make_stream is not None:
+                conn.stream = listener.make_stream()
+            if listener.banner:
+                self._queue(conn, listener.banner)
         self._mark_pending(conn)
         self._update_interest(conn)
+
+    def _settle_stream(self, conn: Connection, first: bytes) -> None:
+        """A sniffing listener's connection: choose its stream, then greet it."""
+        sniffer = conn.sniffer
+        assert sniffer is not None
+        conn.sniffer = None
+        _, banner = self._sniffing.pop(conn, (0.0, b""))
+        conn.stream = sniffer(first) if first else None
+        if banner:
+            self._queue(conn, banner)
 
     # ------------------------------------------------------------------ reading
 
@@ -417,11 +461,42 @@ class Server:
             return
         conn.last_heard = now
         conn.probed = False
-        if not data:
+        if conn.sniffer is not None:
+            self._settle_stream(conn, data)
+        stream = conn.stream
+        if stream is not None:
+            wire = data
+            try:
+                data = stream.receive(wire)
+            except StreamError as exc:
+                logger.info("#%d %s broke its stream: %s", conn.cid, conn.peer, exc.reason)
+                self._pump(conn)  # its alert, if it has one; no orderly close after that
+                self._close(conn, f"stream error: {exc.reason}", flush=True, broken=True)
+                return
+            self._pump(conn)
+            if not wire or stream.finished:
+                if data:
+                    self._feed(conn, data, now, wall)
+                self._close(conn, "connection closed by peer", flush=True)
+                return
+            if not data:
+                return
+        elif not data:
             # End of stream (the peer closed, or half-closed): what it sent before is
             # executed, replies are flushed, then we close.
             self._close(conn, "connection closed by peer", flush=True)
             return
+        self._feed(conn, data, now, wall)
+
+    def _pump(self, conn: Connection) -> None:
+        """Move the wire bytes a stream produced into the output buffer."""
+        assert conn.stream is not None
+        wire = conn.stream.data_to_send()
+        if wire:
+            conn.out.append(wire)
+            self._mark_pending(conn)
+
+    def _feed(self, conn: Connection, data: bytes, now: float, wall: float) -> None:
         frames = conn.framer.feed(data)
         if frames:
             if conn.backlog is None:
@@ -585,8 +660,15 @@ class Server:
     def _queue(self, conn: Connection, data: bytes) -> None:
         """Append bytes for ``conn``; enforce the output limits; flush it this tick."""
         out = conn.out
-        out.append(data)
-        if out.size > self.config.out_soft_limit_bytes:
+        stream = conn.stream
+        if stream is None:  # plain TCP: the shared blob itself, by reference
+            out.append(data)
+            size = out.size
+        else:
+            stream.send(data)
+            out.append(stream.data_to_send())
+            size = out.size + stream.buffered_bytes
+        if size > self.config.out_soft_limit_bytes:
             self._over_soft_limit(conn)
         if not conn.pending:
             conn.pending = True
@@ -635,9 +717,9 @@ class Server:
         except OSError as exc:
             self._close(conn, f"write error: {exc.strerror or exc}", flush=False)
             return
-        if conn.out.size <= self.config.out_soft_limit_bytes:
+        if conn.queued <= self.config.out_soft_limit_bytes:
             return
-        if conn.out.size > self.config.out_hard_limit_bytes:
+        if conn.queued > self.config.out_hard_limit_bytes:
             self._slow_consumer(
                 conn,
                 f"output buffer over the hard limit ({self.config.out_hard_limit_bytes} bytes)",
@@ -693,6 +775,12 @@ class Server:
                 self._run_backlog(conn, now, wall)
                 if conn.paused_until == 0.0:
                     self._update_interest(conn)
+        for conn, (deadline, _) in list(self._sniffing.items()):
+            if conn.state is not State.OPEN:
+                self._sniffing.pop(conn, None)
+            elif now >= deadline:  # it waits to be greeted: plain, and say hello
+                self._settle_stream(conn, b"")
+                self._update_interest(conn)
         if now >= self._next_idle_sweep:
             self._next_idle_sweep = now + _IDLE_SWEEP_SECONDS
             self._probe_idle(now)
@@ -775,7 +863,7 @@ class Server:
 
     # ------------------------------------------------------------------ closing
 
-    def _close(self, conn: Connection, reason: str, *, flush: bool) -> None:
+    def _close(self, conn: Connection, reason: str, *, flush: bool, broken: bool = False) -> None:
         """Start closing ``conn``: no more reading; the hub hears of it at the end of tick.
 
         With ``flush`` its queued output (an error, a goodbye) still goes out, for at
@@ -787,6 +875,9 @@ class Server:
             conn.out.clear()
         if conn.state is State.CLOSING:
             return
+        if conn.stream is not None and flush and not broken:
+            conn.stream.close()  # its close_notify / close frame goes out with the rest
+            conn.out.append(conn.stream.data_to_send())
         conn.state = State.CLOSING
         conn.close_reason = reason
         conn.close_deadline = self._now + self.config.close_linger_seconds
@@ -824,6 +915,7 @@ class Server:
         self._over_soft.discard(conn)
         self._paused.discard(conn)
         self._pingable.discard(conn)
+        self._sniffing.pop(conn, None)
         logger.info(
             "#%d %s closed: %s (in %dB/%d lines, out %dB%s)",
             conn.cid,
