@@ -142,7 +142,7 @@ def generate(cert_file: Path, key_file: Path, names: list[str]) -> None:
         serialization.NoEncryption(),
     )
     cert_pem = cert.public_bytes(serialization.Encoding.PEM)
-    cert_file.parent.mkdir(parents=True, exist_ok=True)
+    cert_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     # The key first, created 0600 from the start (never world-readable, not even briefly);
     # the certificate last, so a half-written pair is regenerated on the next start.
     _write_private(key_file, key_pem)

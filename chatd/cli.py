@@ -22,10 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from chatd import __version__
+from chatd.certs import TlsUnavailable, setup_tls
 from chatd.codecs.irc import listen_irc
 from chatd.config import DEFAULT_PORT, Config, ConfigError, field_types
-from chatd.history import HistoryError, open_store
+from chatd.history import MEMORY, HistoryError, default_path, open_store
 from chatd.server import Server
+from chatd.tls import PlainRefused, TlsStream, sniffer
 
 __all__ = ["main", "build_parser", "config_from_args"]
 
@@ -146,6 +148,17 @@ def _how_to_join(host: str, port: int) -> str:
     return hint
 
 
+def _plain_refusal(config: Config) -> bytes:
+    """What a plain-text client of the native port is told when TLS is required."""
+    host = config.server_name
+    port = config.port
+    return (
+        f"*** {host} requires an encrypted connection; plain text is refused.\n"
+        f"*** Connect with:  chat {host}:{port}   or:  openssl s_client -quiet "
+        f"-connect {host}:{port}   or:  ncat --ssl {host} {port}\n"
+    ).encode()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -168,11 +181,47 @@ def main(argv: list[str] | None = None) -> int:
     next_mid = history.last_mid() + 1
     print(f"chatd: room history in {history.path} (next message id {next_mid})", flush=True)
 
+    cert_dir = default_path().parent if history.path == MEMORY else Path(history.path).parent
+    try:
+        tls = setup_tls(config, cert_dir)
+    except TlsUnavailable as exc:
+        if config.tls == "on" or config.tls_cert or config.require_tls:
+            print(f"chatd: cannot turn TLS on: {exc}", file=sys.stderr)
+            history.close()
+            return 2
+        tls = None
+        print(f"chatd: TLS is off: {exc}", flush=True)
     server = Server(config, history=history, next_mid=next_mid)
     try:
-        host, port = server.listen(config.host, config.port)
+        if tls is None:
+            host, port = server.listen(config.host, config.port)
+        else:
+            refusal = _plain_refusal(config) if config.require_tls else None
+            host, port = server.listen(
+                config.host, config.port, sniff_stream=sniffer(tls.context, refusal)
+            )
         if config.irc_port is not None:
-            listen_irc(server, config.host, config.irc_port)
+            if config.require_tls:
+                line = b"ERROR :This server requires TLS: use its TLS port"
+                port_hint = f" {config.irc_tls_port}" if config.irc_tls_port else ""
+                refused = line + port_hint.encode() + b"\r\n"
+                listen_irc(
+                    server,
+                    config.host,
+                    config.irc_port,
+                    make_stream=lambda: PlainRefused(refused),
+                )
+            else:
+                listen_irc(server, config.host, config.irc_port)
+        if config.irc_tls_port is not None and tls is not None:
+            context = tls.context
+            listen_irc(
+                server,
+                config.host,
+                config.irc_tls_port,
+                name="irc-tls",
+                make_stream=lambda: TlsStream(context),
+            )
     except OSError as exc:
         print(
             f"chatd: cannot listen on {config.host}:{config.port}: {exc.strerror}", file=sys.stderr
@@ -181,6 +230,14 @@ def main(argv: list[str] | None = None) -> int:
     for name, bound_host, bound_port in server.addresses:
         print(f"chatd: listening on {bound_host}:{bound_port} ({name})", flush=True)
     print(f"chatd: {_how_to_join(host, port)}", flush=True)
+    if tls is not None:
+        made = " (made just now)" if tls.generated else ""
+        print(f"chatd: TLS on; certificate {tls.cert_file}{made}", flush=True)
+        print(f"chatd: fingerprint {tls.fingerprint}", flush=True)
+        if config.require_tls:
+            print("chatd: plain-text logins are refused (--require-tls)", flush=True)
+    elif config.irc_tls_port is not None:
+        print("chatd: no IRC TLS port: TLS is off", flush=True)
     print("chatd: press Ctrl-C to stop", flush=True)
 
     def on_signal(signum: int, frame: types.FrameType | None) -> None:

@@ -177,6 +177,10 @@ class Server:
         self._pingable: set[Connection] = set()  # peers whose protocol answers pings (IRC)
         self._sniffing: dict[Connection, tuple[float, bytes]] = {}  # deadline, held banner
         self._fallback_codec = TextCodec()  # for lines sent before a mode is picked
+        # [tls] How long before the registration deadline an unfinished handshake is cut.
+        self._handshake_grace = max(
+            0.0, config.register_timeout_seconds - config.tls_handshake_seconds
+        )
         self._password_required = config.password is not None
         self._now = clock()
         self._next_sweep = 0.0
@@ -436,6 +440,7 @@ class Server:
                 conn.stream = listener.make_stream()
             if listener.banner:
                 self._queue(conn, listener.banner)
+            self._refuse_if_finished(conn)
         self._mark_pending(conn)
         self._update_interest(conn)
 
@@ -445,9 +450,18 @@ class Server:
         assert sniffer is not None
         conn.sniffer = None
         _, banner = self._sniffing.pop(conn, (0.0, b""))
-        conn.stream = sniffer(first) if first else None
+        conn.stream = sniffer(first)  # first is b"" if the peer said nothing in time
         if banner:
             self._queue(conn, banner)
+        self._refuse_if_finished(conn)
+
+    def _refuse_if_finished(self, conn: Connection) -> None:
+        # [tls] A stream finished from the start refuses the connection (plain text when
+        # TLS is required: chatd.tls.PlainRefused); its one line goes out, then it closes.
+        stream = conn.stream
+        if stream is not None and stream.finished and conn.state is State.OPEN:
+            conn.out.append(stream.data_to_send())
+            self._close(conn, "plain text refused (TLS is required)", flush=True)
 
     # ------------------------------------------------------------------ reading
 
@@ -463,6 +477,8 @@ class Server:
         conn.probed = False
         if conn.sniffer is not None:
             self._settle_stream(conn, data)
+            if conn.state is not State.OPEN:
+                return
         stream = conn.stream
         if stream is not None:
             wire = data
@@ -752,6 +768,15 @@ class Server:
         for conn in list(self._unregistered):
             if conn.state is not State.OPEN or self.hub.is_registered(conn.cid):
                 self._unregistered.discard(conn)
+            elif (
+                conn.stream is not None
+                and not conn.stream.ready
+                and now >= conn.register_deadline - self._handshake_grace
+            ):
+                # [tls] A handshake that stalls is cut sooner than a slow typist: OpenSSL
+                # keeps kilobytes of state for it. Nothing can be said: no session yet.
+                self._unregistered.discard(conn)
+                self._close(conn, "TLS handshake timeout", flush=False, broken=True)
             elif now >= conn.register_deadline:
                 self._unregistered.discard(conn)
                 self._deliver_one(

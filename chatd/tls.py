@@ -31,19 +31,16 @@ import hashlib
 import ssl
 from typing import NoReturn
 
-from chatd.streams import StreamError
+from chatd.streams import TLS_RECORD_HANDSHAKE, Stream, StreamError, StreamSniffer
 
 __all__ = [
-    "HANDSHAKE_BYTE",
+    "PlainRefused",
     "TlsStream",
+    "sniffer",
     "fingerprint",
     "server_context",
     "client_context",
 ]
-
-#: The first byte of every TLS record that opens a connection (a handshake record holding
-#: the ClientHello). Plain chat lines never start with it (it is a control character).
-HANDSHAKE_BYTE = 0x16
 
 # OpenSSL hands back at most one record (16 KiB of plaintext) per read.
 _READ_CHUNK = 16384
@@ -252,3 +249,58 @@ class TlsStream:
         self._held_size = 0
         reason = exc.reason or exc.strerror or str(exc)
         raise StreamError(f"{what}: {str(reason).lower().replace('_', ' ')}") from None
+
+
+class PlainRefused:
+    """The stream of a plain-text connection when TLS is required: one line, then the end.
+
+    It says how to connect instead (``message``); whatever the peer sends is ignored, and
+    the connection closes once the line is flushed.
+    """
+
+    __slots__ = ("_message",)
+
+    def __init__(self, message: bytes) -> None:
+        self._message = message
+
+    def receive(self, wire: bytes) -> bytes:
+        return b""
+
+    def send(self, app: bytes) -> None:
+        pass  # the banner and everything after it: this connection only gets the refusal
+
+    def data_to_send(self) -> bytes:
+        message, self._message = self._message, b""
+        return message
+
+    def close(self) -> None:
+        pass
+
+    @property
+    def buffered_bytes(self) -> int:
+        return 0
+
+    @property
+    def ready(self) -> bool:
+        return True
+
+    @property
+    def finished(self) -> bool:
+        return True
+
+
+def sniffer(context: ssl.SSLContext, refuse_plain: bytes | None = None) -> StreamSniffer:
+    """The native port's choice: TLS when the first byte opens a TLS handshake.
+
+    Plain text otherwise, or, with ``refuse_plain``, a :class:`PlainRefused` with that line
+    (``first`` is ``b""`` when the peer said nothing within the sniffing window).
+    """
+
+    def choose(first: bytes) -> Stream | None:
+        if first[:1] == bytes((TLS_RECORD_HANDSHAKE,)):
+            return TlsStream(context)
+        if refuse_plain is not None:
+            return PlainRefused(refuse_plain)
+        return None
+
+    return choose

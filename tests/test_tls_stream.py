@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from chatd.certs import certificate_fingerprint, generate
+from chatd.streams import TLS_RECORD_HANDSHAKE as HANDSHAKE_BYTE
 from chatd.streams import StreamError
-from chatd.tls import HANDSHAKE_BYTE, TlsStream, client_context, fingerprint, server_context
+from chatd.tls import TlsStream, client_context, fingerprint, server_context
 
 pytest.importorskip("cryptography")
 

@@ -94,6 +94,7 @@ from chatd.names import NICK_MAX, ROOM_MAX, fold
 
 if TYPE_CHECKING:
     from chatd.server import Server
+    from chatd.streams import StreamFactory
 
 __all__ = [
     "IrcCodec",
@@ -725,8 +726,18 @@ _HANDLERS: dict[str, _Handler] = {
 }
 
 
-def listen_irc(server: Server, host: str, port: int) -> tuple[str, int]:
-    """Open the IRC listener on ``server``'s loop; returns the bound address."""
+def listen_irc(
+    server: Server,
+    host: str,
+    port: int,
+    *,
+    name: str = "irc",
+    make_stream: StreamFactory | None = None,
+) -> tuple[str, int]:
+    """Open the IRC listener on ``server``'s loop; returns the bound address.
+
+    ``make_stream``: the byte stream of every connection (TLS on ``--irc-tls-port``).
+    """
     config = server.config
 
     def make_codec() -> Codec:
@@ -736,4 +747,6 @@ def listen_irc(server: Server, host: str, port: int) -> tuple[str, int]:
             max_rooms=config.max_rooms_per_client,
         )
 
-    return server.listen(host, port, name="irc", make_codec=make_codec, banner=b"")
+    return server.listen(
+        host, port, name=name, make_codec=make_codec, banner=b"", make_stream=make_stream
+    )
