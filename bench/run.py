@@ -24,6 +24,9 @@ Scenarios (issue 5), each one table row:
   idle10k   10,000 registered idle connections (in no room) + 10 active members
             offering 100 msgs/s: memory per connection, latency
   history   chatd only, N=1000 S=10 saturation with --db :memory: and with --db FILE
+  tls1000   chatd plain and chatd over TLS, N=1000 S=10 saturation (issue 15)
+  tlsrate   the same at 100 msgs/s offered: latency
+  tlsidle   the same with 2000 more registered idle connections: memory per connection
 
 Everything is bounded in time; servers and workers are killed on exit, Ctrl-C included.
 """
@@ -64,13 +67,25 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "history": dict(
         n=1000, senders=10, rate=0.0, idle=0, label="N=1000 S=10 saturation, history off vs on"
     ),
+    "tls1000": dict(n=1000, senders=10, rate=0.0, idle=0, label="N=1000 S=10 sat., TLS vs plain"),
+    "tlsrate": dict(
+        n=1000, senders=10, rate=100.0, idle=0, label="N=1000 S=10 100 msg/s, TLS vs plain"
+    ),
+    "tlsidle": dict(
+        n=10, senders=10, rate=100.0, idle=2000, label="2k idle + 10 active, TLS vs plain"
+    ),
 }
+#: Scenarios that compare chatd with itself over TLS (whatever --servers says).
+TLS_SCENARIOS = ("tls1000", "tlsrate", "tlsidle")
 QUICK: dict[str, dict[str, Any]] = {
     "sat100": dict(n=20, senders=4),
     "sat1000": dict(n=60, senders=5),
     "rate1000": dict(n=60, senders=5, rate=50.0),
     "idle10k": dict(n=5, senders=5, rate=50.0, idle=200),
     "history": dict(n=60, senders=5),
+    "tls1000": dict(n=60, senders=5),
+    "tlsrate": dict(n=60, senders=5, rate=50.0),
+    "tlsidle": dict(n=5, senders=5, rate=50.0, idle=200),
 }
 
 
@@ -78,6 +93,8 @@ QUICK: dict[str, dict[str, Any]] = {
 
 
 def server_command(kind: str, db: str, root: Path = ROOT) -> list[str]:
+    if kind == "chatd-tls":  # its certificate is made in $XDG_DATA_HOME (run() sets it)
+        return [*server_command("chatd", db, root)[:-2], "--tls", "on"]
     if kind == "chatd":
         return [
             sys.executable,
@@ -95,6 +112,8 @@ def server_command(kind: str, db: str, root: Path = ROOT) -> list[str]:
             "warning",
             "--max-clients",
             "20000",
+            "--tls",
+            "off",
         ]
     if kind == "asyncio":
         return [
@@ -267,7 +286,7 @@ def measure(
         srv.start()
         time.sleep(0.2)
         row["rss_start"] = srv.rss()
-        spec = dataclasses.replace(spec, port=srv.port)
+        spec = dataclasses.replace(spec, port=srv.port, tls=kind == "chatd-tls")
         lg = LoadGen(spec)
         lg.start()
         lg.wait_ready()
@@ -400,6 +419,7 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
     if loadgen_cpus:
         os.sched_setaffinity(0, loadgen_cpus)
     logdir = Path(tempfile.mkdtemp(prefix="chatd-bench-"))
+    os.environ["XDG_DATA_HOME"] = str(logdir)  # chatd-tls makes its certificate there
     servers = opts.servers.split(",")
     report: dict[str, Any] = {
         "machine": machine(),
@@ -425,6 +445,8 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
                     ("off", "chatd", ":memory:"),
                     ("on", "chatd", str(logdir / "history.db")),
                 ]
+            elif name in TLS_SCENARIOS:
+                variants = [("chatd", "chatd", ":memory:"), ("tls", "chatd-tls", ":memory:")]
             else:
                 variants = [(kind, kind, ":memory:") for kind in servers]
             tries: dict[str, list[dict[str, Any]]] = {tag: [] for tag, _, _ in variants}
@@ -569,6 +591,8 @@ def table(report: dict[str, Any]) -> str:
             label = ""
         if sc["name"] == "history" and {"on", "off"} <= runs.keys():
             lines.append(ratio("", runs["on"], runs["off"], "on/off"))
+        elif {"chatd", "tls"} <= runs.keys():
+            lines.append(ratio("", runs["tls"], runs["chatd"], "tls/pl"))
         elif {"chatd", "asyncio"} <= runs.keys():
             lines.append(ratio("", runs["chatd"], runs["asyncio"], "ratio"))
     problems = [

@@ -56,9 +56,10 @@ class Options:
     password: str | None = None
     connect_timeout: float = 5.0
     welcome_timeout: float = WELCOME_TIMEOUT
-    # TLS and trust on first use (client/trust.py); no known_servers file: trust nothing
-    # remembered (every server is new).
-    tls: trust.Policy = trust.Policy()
+    # TLS and trust on first use (client/trust.py); None: plain text, no questions (what
+    # the command line gives by default is TLS first: see client/__main__.py). No
+    # known_servers file: nothing is remembered (every server is new).
+    tls: trust.Policy | None = None
     known_servers: Path | None = None
     ask_trust: trust.Ask | None = None
 
@@ -124,9 +125,12 @@ class ChatApp:
         """Connect over TLS (or plain text) as the trust policy allows."""
         opts = self.opts
         known = trust.KnownServers(opts.known_servers)
-        link = await trust.open_link(
-            opts.host, opts.port, opts.connect_timeout, opts.tls, known, opts.ask_trust
-        )
+        if opts.tls is None:
+            link = await net.connect(opts.host, opts.port, opts.connect_timeout)
+        else:
+            link = await trust.open_link(
+                opts.host, opts.port, opts.connect_timeout, opts.tls, known, opts.ask_trust
+            )
         self.state.transport = link.transport
         return link
 

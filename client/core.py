@@ -325,11 +325,11 @@ class ChatState:
         room = self.current_room
         return [
             ("state", self.link),
-            *([("transport", self.transport)] if self.transport else []),
             ("server", self.server),
             ("nick", self.nick),
             ("room", room.name if room else "(no room)"),
             ("members", f"{len(room.members)} here" if room and room.joined else "-"),
+            *([("transport", self.transport)] if self.transport else []),
         ]
 
     # ------------------------------------------------------------------ the link

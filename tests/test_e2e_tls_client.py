@@ -49,7 +49,7 @@ def test_trust_on_first_use_in_the_real_client(tmux: Tmux, tmp_path: Path) -> No
         first.type("y")
         first.press("Enter")
         first.wait_for("you joined #lobby")
-        first.wait_for("tls |")  # the toolbar says the link is encrypted
+        first.wait_for("here | tls")  # the toolbar says the link is encrypted
         known = (tmp_path / "state" / "known_servers").read_text()
         assert f"127.0.0.1:{server.port} {fp}" in known
         first.type("/quit")
@@ -85,6 +85,6 @@ def test_plain_server_is_used_in_plain_text_and_the_toolbar_says_so(
     try:
         pane = chat(tmux, tmp_path, server.port, "bob")
         pane.wait_for("you joined #lobby")
-        pane.wait_for("plain |")
+        pane.wait_for("here | plain")
     finally:
         server.stop()
