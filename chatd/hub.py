@@ -227,7 +227,8 @@ class Hub:
     ) -> list[Action]:
         """``event`` to every member; the sender's copy carries the request id."""
         reply_to = client.cid if command.rid is not None else None
-        return [Deliver(room.cids, event, rid=command.rid, droppable=droppable, reply_to=reply_to)]
+        group = room.name if droppable else None  # the fan-out batches a room's messages
+        return [Deliver(room.cids, event, command.rid, droppable, reply_to, group)]
 
     def _room_of(self, client: _Client, name: str | None) -> _Room:
         """The member room ``name`` (None: the current room), or a refusal."""

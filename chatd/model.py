@@ -412,6 +412,9 @@ class Deliver(Action):
 
     ``droppable`` events (room messages) may be skipped for a connection whose output is
     over its soft limit; everything else is always queued.
+
+    ``group`` names the recipient set (a room): the fan-out batches a loop turn's room
+    messages per group, and encodes each batch once per codec.
     """
 
     cids: tuple[int, ...]
@@ -419,6 +422,7 @@ class Deliver(Action):
     rid: object = None
     droppable: bool = False
     reply_to: int | None = None
+    group: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

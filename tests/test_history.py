@@ -465,7 +465,7 @@ def test_sigkill_loses_nothing_any_client_received(make_server: Any, tmp_path: P
     the kill (JSON parsing would hold the GIL and delay it by milliseconds), and the
     watcher kills the moment it holds ``kill_after`` messages, while the server is still
     in the turn that sent them: a server that committed *after* sending is caught. (Checked
-    by swapping the two calls in ``Server._tick``: this test then fails.)
+    by swapping the two calls in ``Server.run_once``: this test then fails.)
     """
     db = str(tmp_path / "history.db")
     server = make_server("--rate-limit", "0", "--db", db)

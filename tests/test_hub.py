@@ -95,13 +95,13 @@ def test_say_is_stored_then_delivered_to_every_member_sender_included() -> None:
     message = Message("#a", "alice", "hi", NOW, 1)
     assert hub.handle(1, Say("#a", "hi"), NOW) == [
         Store(message),
-        Deliver((1, 2), message, droppable=True),
+        Deliver((1, 2), message, droppable=True, group="#a"),
     ]
     # With a request id the sender's copy is its own direct reply.
     second = Message("#a", "alice", "again", NOW, 2, action=True)
     assert hub.handle(1, Say("#a", "again", action=True, rid="x"), NOW) == [
         Store(second),
-        Deliver((1, 2), second, rid="x", droppable=True, reply_to=1),
+        Deliver((1, 2), second, rid="x", droppable=True, reply_to=1, group="#a"),
     ]
 
 
