@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import socket
 import ssl
 import threading
@@ -19,6 +20,7 @@ from chatd.streams import TLS_RECORD_HANDSHAKE
 from chatd.tls import client_context, fingerprint
 from client import net, trust
 from tests.helpers import ChatdProcess, JsonClient, RawClient, wait_until
+from tests.test_e2e_client import Pane, Tmux
 
 pytest.importorskip("cryptography")
 
@@ -384,3 +386,45 @@ def test_client_trust_first_use_remember_verify_and_refuse_a_change(tmp_path: Pa
         )
     finally:
         server.stop()
+
+
+# --------------------------------------------------------------------------- a real IRC client
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(not shutil.which("irssi"), reason="irssi not installed (apt-get install irssi)")
+@pytest.mark.skipif(not shutil.which("tmux"), reason="tmux not installed")
+def test_irssi_over_tls_in_tmux(server: ChatdProcess, tmp_path: Path) -> None:
+    tmux = Tmux()
+    home = tmp_path / "irssi"
+    home.mkdir()
+    tmux.run("new-session", "-d", "-s", "irssi", "-x", "160", "-y", "50", "-c", str(tmp_path))
+    pane = Pane.__new__(Pane)  # the pane of a program that is not the chat client
+    pane.tmux, pane.target = tmux, "irssi"
+    tmux.run("respawn-pane", "-k", "-t", "irssi", f"irssi --home={home} -n irtls")
+    try:
+        pane.wait_for("Irssi", timeout=20)
+        pane.type(f"/connect -tls -notls_verify 127.0.0.1 {server.irc_tls_port}")
+        pane.press("Enter")
+        pane.wait_for("irtls", timeout=20)
+        jay = server.json_client("jay")
+        wait_until(
+            lambda: (
+                (jay.send_json(op="whois", nick="irtls"), jay.read_frame())[1]["type"] == "whois"
+            ),
+            timeout=20,
+            interval=0.2,
+            what="irssi registered over TLS",
+        )
+        jay.join("#irs")
+        pane.type("/join #irs")
+        pane.press("Enter")
+        jay.expect_frame(type="join", room="#irs", nick="irtls", timeout=10)
+        jay.say("#irs", "hello irssi over tls")
+        pane.wait_for("hello irssi over tls")
+        pane.type("hello json, from irssi over tls")
+        pane.press("Enter")
+        jay.expect_frame(type="msg", **{"from": "irtls", "text": "hello json, from irssi over tls"})
+        assert "TLS handshake" not in server.log()
+    finally:
+        tmux.close()
