@@ -569,6 +569,7 @@ class Worker:
             "lat_us": lat.tobytes(),
             "rtt_us": rtt.tobytes(),
             "cpu_s": self.cpu1 - self.cpu0,
+            "tls": sum(1 for c in self.clients if c.tls is not None and c.tls.ready),
         }
 
 
@@ -625,6 +626,7 @@ class LoadResult:
     rtt_ms: dict[str, float] = field(default_factory=dict)  # senders, own echo
     loadgen_cpu: float = 0.0  # CPU seconds of all workers per second of the window
     errors: list[Any] = field(default_factory=list)
+    tls_clients: int = 0  # clients whose TLS handshake completed
 
 
 class LoadGen:
@@ -704,6 +706,7 @@ class LoadGen:
         r.latency_ms = percentiles(lat) if lat else r.rtt_ms
         r.loadgen_cpu = sum(p["cpu_s"] / p["window_s"] for p in parts if p["window_s"])
         r.errors = self.errors + [d for p in parts for d in p["dead"]][:20]
+        r.tls_clients = sum(p["tls"] for p in parts)
         return r
 
     def close(self) -> None:
