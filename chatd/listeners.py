@@ -16,12 +16,21 @@ import socket
 from collections.abc import Callable
 from typing import Protocol
 
-from chatd.codecs import Codec
+from chatd.codecs import Codec, JsonCodec
 from chatd.config import Config
 from chatd.loop import Loop
+from chatd.model import Error
 from chatd.streams import StreamFactory, StreamSniffer
 
-__all__ = ["Acceptor", "Listener", "configure_socket", "format_peer", "open_socket"]
+__all__ = [
+    "Acceptor",
+    "Listener",
+    "configure_socket",
+    "format_peer",
+    "native_banner",
+    "open_socket",
+    "refuse",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +75,15 @@ class Listener:
     def address(self) -> tuple[str, int]:
         host, port = self.sock.getsockname()[:2]
         return host, port
+
+    def refusal(self, error: Error, fallback: Codec) -> bytes:
+        """``error`` in this listener's protocol, for a newcomer it turns away."""
+        if self.make_stream is not None:  # no words before its handshake: just close
+            return b""
+        if self.make_codec is not None:  # a fixed protocol (IRC): its own ERROR line
+            return self.make_codec().encode(error)
+        # The native port, mode not picked yet: a line for people, a frame for programs.
+        return fallback.encode(error) + JsonCodec().encode(error)
 
     def start(self, loop: Loop, acceptor: Acceptor, config: Config) -> None:
         self.loop, self.acceptor = loop, acceptor
@@ -117,6 +135,15 @@ class Listener:
         if self.loop is not None:
             self.loop.remove(self)
         self.sock.close()
+
+
+def native_banner(server_name: str) -> bytes:
+    """What a newcomer on the native port reads first."""
+    lines = [
+        f"*** chatd on {server_name}. Type the nickname you want and press Enter.",
+        "*** (Programs: send JSON lines, see docs/protocol.md.)",
+    ]
+    return "".join(line + "\n" for line in lines).encode()
 
 
 def open_socket(host: str, port: int, backlog: int) -> socket.socket:

@@ -27,37 +27,18 @@ import logging
 import socket
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
-from typing import Protocol
+from collections.abc import Callable
 
-from chatd.codecs import Codec, JsonCodec, TextCodec, pick_codec
+from chatd.codecs import Codec, TextCodec
 from chatd.config import Config
 from chatd.connection import Connection, State
+from chatd.dispatch import Dispatcher, HistoryStore
 from chatd.fanout import Fanout
-from chatd.framing import LINE_TOO_LONG, LineFramer
+from chatd.framing import LineFramer
 from chatd.hub import Hub
-from chatd.listeners import Listener, configure_socket, open_socket, refuse
+from chatd.listeners import Listener, configure_socket, native_banner, open_socket, refuse
 from chatd.loop import READ, Loop
-from chatd.model import (
-    Action,
-    Close,
-    Deliver,
-    Disconnected,
-    Echo,
-    Error,
-    ErrorCode,
-    Event,
-    FetchHistory,
-    HistoryEnd,
-    HistoryReply,
-    Message,
-    Probe,
-    ProtocolError,
-    Replay,
-    Shutdown,
-    Skipped,
-    Store,
-)
+from chatd.model import Error, ErrorCode, Event, Probe, Shutdown, Skipped
 from chatd.outpolicy import OutputPolicy, Verdict
 from chatd.ratelimit import TokenBucket
 from chatd.streams import StreamError, StreamFactory, StreamSniffer
@@ -69,19 +50,6 @@ logger = logging.getLogger(__name__)
 # A sniffing listener waits this long for the first bytes before it settles on plain
 # (and shows its banner): a TLS client speaks first, a person in nc waits to be greeted.
 SNIFF_SECONDS = 0.25
-
-
-class HistoryStore(Protocol):
-    """What the server needs from a message store (see :mod:`chatd.history`)."""
-
-    def append(self, message: Message) -> None: ...
-    def commit(self) -> None:
-        """Raises on failure; the server then stops before sending anything unstored."""
-
-    def recent(self, room: str, limit: int) -> list[Message]: ...
-    def query(
-        self, room: str, before: int | None, after: int | None, limit: int
-    ) -> list[Message]: ...
 
 
 class Server:
@@ -118,7 +86,6 @@ class Server:
         fallback = TextCodec()  # for lines sent before a mode is picked
         self._fallback_codec = fallback
         self._fanout = Fanout(self._open.get, fallback)
-        self._password_required = config.password is not None
         self._stopping = False
         self._stop_reason = "server shutting down"
         self.stats = {
@@ -129,6 +96,9 @@ class Server:
             "protocol_errors": 0,
             "bugs": 0,
         }
+        self._dispatch = Dispatcher(
+            config, self.hub, self._fanout, history, self._open, self._close_now, self.stats
+        )
 
     # ------------------------------------------------------------------ set-up
 
@@ -149,20 +119,12 @@ class Server:
         """
         sock = open_socket(host, port, self.config.listen_backlog)
         if banner is None:
-            banner = self._native_banner() if make_codec is None else b""
+            banner = native_banner(self.config.server_name) if make_codec is None else b""
         listener = Listener(sock, name, make_codec, banner, make_stream, sniff_stream)
         self._listeners.append(listener)
         listener.start(self.loop, self, self.config)
         logger.info("listening on %s:%d (%s)", *listener.address, name)
         return listener.address
-
-    def _native_banner(self) -> bytes:
-        name = self.config.server_name
-        lines = [
-            f"*** chatd on {name}. Type the nickname you want and press Enter.",
-            "*** (Programs: send JSON lines, see docs/protocol.md.)",
-        ]
-        return "".join(line + "\n" for line in lines).encode()
 
     @property
     def addresses(self) -> list[tuple[str, str, int]]:
@@ -202,7 +164,11 @@ class Server:
             timeout = loop.timeout(self._clock(), busy)
         now = loop.run_once(timeout)
         if self._departures:
-            self._tell_hub_departures(self._wall())
+            wall = self._wall()
+            while self._departures:  # a departure can cause others (a failed delivery)
+                departures, self._departures = self._departures, []
+                for cid, reason in departures:
+                    self._dispatch.departed(cid, reason, wall)
         if self._fanout:
             self._fanout.flush()
         if self._history is not None:
@@ -289,17 +255,8 @@ class Server:
                 peer,
                 self.stats["rejected_full"],
             )
-        error = Error(
-            ErrorCode.SERVER_FULL,
-            f"the server is full ({self.config.max_clients} clients); try again later",
-        )
-        if listener.make_stream is not None:  # no words before its handshake: just close
-            data = b""
-        elif listener.make_codec is not None:  # a fixed protocol (IRC): its own ERROR line
-            data = listener.make_codec().encode(error)
-        else:  # the native port, mode not picked yet: a line for people, a frame for programs
-            data = self._fallback_codec.encode(error) + JsonCodec().encode(error)
-        refuse(sock, data)
+        why = f"the server is full ({self.config.max_clients} clients); try again later"
+        refuse(sock, listener.refusal(Error(ErrorCode.SERVER_FULL, why), self._fallback_codec))
 
     # ------------------------------------------------------------------ reading
 
@@ -355,7 +312,7 @@ class Server:
                     self.loop.update(conn)
                     self.loop.call_at(conn.paused_until, lambda: self._resume(conn))
                     return
-                self._execute(conn, backlog.popleft(), wall)
+                self._dispatch.execute(conn, backlog.popleft(), wall)
             conn.backlog = None  # all done (or closing): free it
             if conn.at_eof:
                 self._close(conn, "connection closed by peer", flush=True)
@@ -366,87 +323,6 @@ class Server:
             logger.exception("bug while serving #%d %s; closing it", conn.cid, conn.peer)
             backlog.clear()
             self._close(conn, "internal error", flush=False)
-
-    def _execute(self, conn: Connection, frame: bytes | object, wall: float) -> None:
-        conn.lines_in += 1
-        if frame is LINE_TOO_LONG:
-            self.stats["line_too_long"] += 1
-            self._deliver_one(
-                conn,
-                Error(
-                    ErrorCode.LINE_TOO_LONG,
-                    f"line longer than {self.config.max_line_bytes} bytes; it was discarded",
-                ),
-            )
-            return
-        assert isinstance(frame, bytes)
-        codec = conn.codec
-        if codec is None:
-            codec = conn.codec = pick_codec(frame, self._password_required)
-            logger.debug("#%d speaks %s", conn.cid, codec.name)
-        try:
-            commands = codec.decode(frame)
-        except ProtocolError as exc:
-            self.stats["protocol_errors"] += 1
-            logger.debug("#%d sent a bad line: %s %s", conn.cid, exc.code, exc.message)
-            self._deliver_one(conn, Error(exc.code, exc.message), exc.rid)
-            return
-        for command in commands:
-            if conn.state is not State.OPEN:
-                return
-            if isinstance(command, Echo):
-                self._deliver_one(conn, command.event, command.rid)
-            else:
-                self._apply(self.hub.handle(conn.cid, command, wall))
-
-    # ------------------------------------------------------------------ actions
-
-    def _apply(self, actions: Iterable[Action]) -> None:
-        for action in actions:
-            match action:
-                case Deliver():
-                    self._fanout.deliver(action)
-                case Store(message=message):
-                    if self._history is not None:
-                        self._history.append(message)
-                case Close(cid=cid, reason=reason, flush=flush):
-                    conn = self._open.get(cid)
-                    if conn is not None:
-                        self._close(conn, reason, flush=flush)
-                case Replay():
-                    self._replay(action)
-                case FetchHistory():
-                    self._fetch_history(action)
-                case _:
-                    raise TypeError(f"unknown action {action!r}")
-
-    def _deliver_one(self, conn: Connection, event: Event, rid: object = None) -> None:
-        self._fanout.deliver(Deliver((conn.cid,), event, rid=rid))
-
-    def _replay(self, action: Replay) -> None:
-        conn = self._open.get(action.cid)
-        if conn is None:
-            return
-        messages: list[Message] = []
-        if self._history is not None:
-            self._history.commit()
-            messages = self._history.recent(action.room, action.limit)
-            for message in messages:
-                self._deliver_one(conn, message)
-        self._deliver_one(conn, HistoryEnd(action.room, len(messages)))
-
-    def _fetch_history(self, action: FetchHistory) -> None:
-        conn = self._open.get(action.cid)
-        if conn is None:
-            return
-        if self._history is None:
-            self._deliver_one(
-                conn, Error(ErrorCode.HISTORY_OFF, "this server keeps no history"), action.rid
-            )
-            return
-        self._history.commit()
-        messages = self._history.query(action.room, action.before, action.after, action.limit)
-        self._deliver_one(conn, HistoryReply(action.room, tuple(messages)), action.rid)
 
     # ------------------------------------------------------------------ writing
 
@@ -573,6 +449,12 @@ class Server:
 
     # ------------------------------------------------------------------ closing
 
+    def _deliver_one(self, conn: Connection, event: Event, rid: object = None) -> None:
+        self._dispatch.deliver_one(conn, event, rid)
+
+    def _close_now(self, conn: Connection, reason: str, flush: bool) -> None:
+        self._close(conn, reason, flush=flush)
+
     def _close(self, conn: Connection, reason: str, *, flush: bool, broken: bool = False) -> None:
         """Start closing ``conn``: no more reading; the hub hears of it at the end of turn.
 
@@ -592,12 +474,6 @@ class Server:
         if not conn.pending:  # judged (and closed once flushed) at the end of this turn
             conn.pending = True
             self._dirty.append(conn)
-
-    def _tell_hub_departures(self, wall: float) -> None:
-        while self._departures:
-            departures, self._departures = self._departures, []
-            for cid, reason in departures:
-                self._apply(self.hub.handle(cid, Disconnected(_public_reason(reason)), wall))
 
     def _finalize(self, conn: Connection) -> None:
         if conn.state is State.CLOSED:
@@ -619,12 +495,3 @@ class Server:
             conn.bytes_out,
             f", {conn.out.size}B unsent" if conn.out.size else "",
         )
-
-
-def _public_reason(reason: str) -> str:
-    """What other users are told when somebody leaves (no internal detail)."""
-    if reason.startswith(("read error", "write error", "stream error")):
-        return "connection lost"
-    if reason == "internal error":
-        return "connection lost"
-    return reason
