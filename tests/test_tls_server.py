@@ -9,6 +9,7 @@ import json
 import shutil
 import socket
 import ssl
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -428,3 +429,39 @@ def test_irssi_over_tls_in_tmux(server: ChatdProcess, tmp_path: Path) -> None:
         assert "TLS handshake" not in server.log()
     finally:
         tmux.close()
+
+
+@pytest.mark.timeout(30)  # readline() on openssl's output has no deadline of its own
+@pytest.mark.skipif(not shutil.which("openssl"), reason="openssl command not installed")
+def test_openssl_s_client_as_the_refusal_line_says(tmp_path: Path) -> None:
+    """What --require-tls tells nc users to run really works, on the same port."""
+    server = tls_server(tmp_path, "--require-tls")
+    proc = subprocess.Popen(
+        ["openssl", "s_client", "-quiet", "-connect", f"127.0.0.1:{server.port}"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        bob = TlsJsonClient(server.port)
+        bob.hello("bob")
+        bob.join("#lobby")
+        assert "Type the nickname" in proc.stdout.readline()
+        proc.stdin.write("ossluser\n")
+        proc.stdin.flush()
+        bob.expect_frame(type="join", room="#lobby", nick="ossluser")
+        bob.say("#lobby", "hello openssl")
+        for _ in range(20):
+            if "hello openssl" in proc.stdout.readline():
+                break
+        else:
+            raise AssertionError("openssl s_client never showed the message")
+        proc.stdin.write("hello from s_client\n")
+        proc.stdin.flush()
+        bob.expect_frame(type="msg", text="hello from s_client")
+    finally:
+        proc.kill()
+        proc.wait()
+        server.stop()
