@@ -82,14 +82,19 @@ class KnownServers:
             return
         entries = self._read()
         entries[server] = fp
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         body = "".join(f"{name} {value}\n" for name, value in entries.items())
         tmp = self.path.with_name(self.path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write("# chatd servers this client trusts: HOST:PORT FINGERPRINT (docs/tls.md)\n")
-            fh.write(body)
-        os.replace(tmp, self.path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(
+                    "# chatd servers this client trusts: HOST:PORT FINGERPRINT (docs/tls.md)\n"
+                )
+                fh.write(body)
+            os.replace(tmp, self.path)
+        except OSError as exc:  # trusted for this run only; asked again next time
+            logger.warning("cannot remember %s in %s: %s", server, self.path, exc)
 
 
 def server_key(host: str, port: int) -> str:
