@@ -64,9 +64,11 @@ class KnownServers:
         if self.path is None:
             return {}
         try:
-            text = self.path.read_text(encoding="utf-8")
-        except FileNotFoundError:
+            text = self.path.read_text(encoding="utf-8", errors="replace")
+        except (FileNotFoundError, NotADirectoryError):
             return {}
+        except OSError as exc:  # refusing is safer than forgetting who offered TLS
+            raise TrustError(f"cannot read {self.path}: {exc.strerror or exc}") from None
         entries: dict[str, str] = {}
         for line in text.splitlines():
             parts = line.split()
