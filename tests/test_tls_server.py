@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 import socket
 import ssl
@@ -464,4 +465,48 @@ def test_openssl_s_client_as_the_refusal_line_says(tmp_path: Path) -> None:
     finally:
         proc.kill()
         proc.wait()
+        server.stop()
+
+
+def test_a_tls_reader_that_stops_is_cut_as_a_slow_consumer(tmp_path: Path) -> None:
+    """The output limits count TLS bytes as they count plain ones: a TLS client that stops
+    reading is skipped, then cut after the soft-limit time; a TLS reader that keeps up gets
+    everything."""
+    server = tls_server(
+        tmp_path,
+        "--out-soft-limit-bytes",
+        "131072",
+        "--out-hard-limit-bytes",
+        "262144",
+        "--out-soft-limit-seconds",
+        "2",
+        "--send-buffer-bytes",
+        "4096",
+        "--rate-limit",
+        "0",
+    )
+    try:
+        sleeper = RawClient(server.port, rcvbuf=4096)
+        sleeper.sock = client_context().wrap_socket(sleeper.sock)
+        sleeper.send(b'{"op":"hello","nick":"sleepy"}\n{"op":"join","room":"#flood"}\n')
+        reader = TlsJsonClient(server.port)
+        reader.hello("reader")
+        reader.join("#flood")
+        text = "y" * 1500
+        for batch in range(0, 300, 10):  # the reader says it all, and reads it all back
+            for n in range(batch, batch + 10):
+                reader.say("#flood", f"{n} {text}")
+            for n in range(batch, batch + 10):
+                reader.expect_frame(type="msg", text=f"{n} {text}")
+        wait_until(
+            lambda: "disconnected as a slow consumer" in server.log(),
+            timeout=10,
+            what="the sleeper cut as a slow consumer",
+        )
+        log = server.log()
+        assert "#1 127.0.0.1" in log and "is reading slowly" in log  # skipped first
+        assert "closed: slow consumer: over the soft limit for 2s" in log
+        assert log.count("disconnected as a slow consumer") == 1  # the sleeper (#1) alone
+        assert re.search(r"#1 \S+ disconnected as a slow consumer", log)
+    finally:
         server.stop()
