@@ -27,6 +27,9 @@ Scenarios (issue 5), each one table row:
   tls1000   chatd plain and chatd over TLS, N=1000 S=10 saturation (issue 15)
   tlsrate   the same at 100 msgs/s offered: latency
   tlsidle   the same with 2000 more registered idle connections: memory per connection
+  unbatched N=1000, S=10, 100 msgs/s: one message per loop turn, so nothing batches;
+            server CPU per delivery and p99 for chatd, the asyncio baseline and a bare
+            selectors loop (bench/baseline_selectors.py), the floor (issue 11)
 
 Everything is bounded in time; servers and workers are killed on exit, Ctrl-C included.
 """
@@ -74,9 +77,12 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "tlsidle": dict(
         n=10, senders=10, rate=100.0, idle=2000, label="2k idle + 10 active, TLS vs plain"
     ),
+    "unbatched": dict(n=1000, senders=10, rate=100.0, idle=0, label="N=1000 100 msg/s, unbatched"),
 }
 #: Scenarios that compare chatd with itself over TLS (whatever --servers says).
 TLS_SCENARIOS = ("tls1000", "tlsrate", "tlsidle")
+# Scenarios that also run the bare selectors loop (bench/baseline_selectors.py).
+WITH_FLOOR = {"unbatched"}
 QUICK: dict[str, dict[str, Any]] = {
     "sat100": dict(n=20, senders=4),
     "sat1000": dict(n=60, senders=5),
@@ -86,6 +92,7 @@ QUICK: dict[str, dict[str, Any]] = {
     "tls1000": dict(n=60, senders=5),
     "tlsrate": dict(n=60, senders=5, rate=50.0),
     "tlsidle": dict(n=5, senders=5, rate=50.0, idle=200),
+    "unbatched": dict(n=60, senders=5, rate=50.0),
 }
 
 
@@ -94,7 +101,9 @@ QUICK: dict[str, dict[str, Any]] = {
 
 def server_command(kind: str, db: str, root: Path = ROOT) -> list[str]:
     if kind == "chatd-tls":  # its certificate is made in $XDG_DATA_HOME (run() sets it)
-        return [*server_command("chatd", db, root)[:-2], "--tls", "on"]
+        cmd = server_command("chatd", db, root)
+        cmd[cmd.index("--tls") + 1] = "on"
+        return cmd
     if kind == "chatd":
         return [
             sys.executable,
@@ -115,10 +124,10 @@ def server_command(kind: str, db: str, root: Path = ROOT) -> list[str]:
             "--tls",
             "off",
         ]
-    if kind == "asyncio":
+    if kind in ("asyncio", "selectors"):
         return [
             sys.executable,
-            str(ROOT / "bench" / "baseline_asyncio.py"),
+            str(ROOT / "bench" / f"baseline_{kind}.py"),
             "--host",
             "127.0.0.1",
             "--port",
@@ -448,7 +457,8 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
             elif name in TLS_SCENARIOS:
                 variants = [("chatd", "chatd", ":memory:"), ("tls", "chatd-tls", ":memory:")]
             else:
-                variants = [(kind, kind, ":memory:") for kind in servers]
+                kinds = servers + (["selectors"] if name in WITH_FLOOR else [])
+                variants = [(kind, kind, ":memory:") for kind in dict.fromkeys(kinds)]
             tries: dict[str, list[dict[str, Any]]] = {tag: [] for tag, _, _ in variants}
             for attempt in range(opts.repeat):  # interleaved, so noise hits both alike
                 for tag, kind, db in variants:
@@ -530,6 +540,12 @@ def per_cpu(r: dict[str, Any]) -> float:
     return r["deliveries_per_s"] / r["server_cpu"] if r.get("server_cpu") else 0.0
 
 
+def cpu_us_per_delivery(r: dict[str, Any]) -> float:
+    """Microseconds of server CPU per delivery (message x recipient) in the window."""
+    rate = r.get("deliveries_per_s") or 0.0
+    return r["server_cpu"] / rate * 1e6 if rate else 0.0
+
+
 def fmt_ratio(a: float | None, b: float | None) -> str:
     if not a or not b:
         return "-"
@@ -595,6 +611,30 @@ def table(report: dict[str, Any]) -> str:
             lines.append(ratio("", runs["tls"], runs["chatd"], "tls/pl"))
         elif {"chatd", "asyncio"} <= runs.keys():
             lines.append(ratio("", runs["chatd"], runs["asyncio"], "ratio"))
+        if "selectors" in runs and "chatd" in runs:
+            lines.append(ratio("", runs["chatd"], runs["selectors"], "/floor"))
+    for sc in report["scenarios"]:
+        if sc["name"] not in WITH_FLOOR:
+            continue
+        lines.append("")
+        lines.append(f"{sc['label']}: server CPU per delivery and p99 latency")
+        for who, r in sc["runs"].items():
+            if "failure" in r:
+                continue
+            us = cpu_us_per_delivery(r)
+            p99 = (r.get("latency_ms") or {}).get("p99", 0.0)
+            lines.append(f"  {who:<10} {us:6.2f} us/delivery   p99 {p99:7.2f} ms")
+        chatd = sc["runs"].get("chatd")
+        for base in ("selectors", "asyncio"):
+            other = sc["runs"].get(base)
+            if not chatd or not other or "failure" in chatd or "failure" in other:
+                continue
+            p99s = [(x.get("latency_ms") or {}).get("p99") for x in (chatd, other)]
+            lines.append(
+                f"  chatd/{base:<9} cpu/delivery "
+                f"{fmt_ratio(cpu_us_per_delivery(chatd), cpu_us_per_delivery(other))}, "
+                f"p99 {fmt_ratio(p99s[0], p99s[1])}"
+            )
     problems = [
         (sc["name"], who, r)
         for sc in report["scenarios"]

@@ -1,7 +1,7 @@
 """The IRC codec, pure: parsing, rendering, registration, and numerics against a real hub.
 
-No sockets. ``Net`` wires codecs to a :class:`~chatd.hub.Hub` in memory the way the
-server does (observe non-droppable events, then encode once per cache key), and checks
+No sockets. ``Net`` wires codecs to a :class:`~chatd.hub.Hub` in memory through the
+server's own fan-out (:mod:`chatd.fanout`), and checks
 on every delivery that connections sharing a cache key really get the same bytes and
 that every line is CRLF-terminated and at most 512 bytes without its tags.
 """
@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from chatd.codecs import Codec
 from chatd.codecs.irc import (
     CAPABILITIES,
     IrcCodec,
@@ -25,6 +26,7 @@ from chatd.codecs.irc import (
 )
 from chatd.codecs.json import JsonCodec
 from chatd.config import Config
+from chatd.fanout import Fanout
 from chatd.hub import Hub
 from chatd.model import (
     Close,
@@ -49,6 +51,7 @@ from chatd.model import (
     Who,
     Whois,
 )
+from chatd.outpolicy import Flow
 
 # --------------------------------------------------------------------------- harness
 
@@ -63,6 +66,28 @@ def _check_lines(data: bytes) -> None:
         assert b"\n" not in line and b"\r" not in line and b"\0" not in line
 
 
+class _Peer:
+    """One connection of ``Net`` as the fan-out sees it; its lines go to ``net.out``."""
+
+    def __init__(self, net: Net, cid: int) -> None:
+        self.net, self.cid = net, cid
+        self.flow = Flow()
+
+    @property
+    def codec(self) -> Codec:
+        return self.net.codecs[self.cid]  # type: ignore[return-value]
+
+    def admits(self, count: int) -> bool:
+        return True
+
+    def queue(self, data: bytes) -> None:
+        if isinstance(self.codec, IrcCodec):
+            _check_lines(data)
+            self.net.out[self.cid] += data.decode().split("\r\n")[:-1]
+        else:
+            self.net.out[self.cid] += data.decode().splitlines()
+
+
 class Net:
     """Codecs and a hub in memory, delivering like chatd.server does."""
 
@@ -72,12 +97,16 @@ class Net:
         self.out: dict[int, list[str]] = {}
         self.closed: list[int] = []
         self.history: list[Message] = []
+        self.fanout = Fanout(self._peer, JsonCodec())
 
     def connect(self, cid: int, codec: object | None = None) -> int:
         self.codecs[cid] = codec or IrcCodec("srv")
         self.out[cid] = []
         self.hub.connect(cid, 0.0)
         return cid
+
+    def _peer(self, cid: int) -> _Peer | None:
+        return _Peer(self, cid) if cid in self.codecs else None
 
     def send(self, cid: int, line: str | bytes, now: float = 1000.0) -> list[str]:
         """Feed one line; return the lines ``cid`` received because of it."""
@@ -106,24 +135,18 @@ class Net:
                 self.closed.append(action.cid)
 
     def _deliver(self, action: Deliver) -> None:
+        self.fanout.deliver(action)  # the server's own fan-out (chatd.fanout)
+        self.fanout.flush()
+        assert self.fanout.dropped == 0, "a delivery failed (see the logged traceback)"
+        # Connections sharing a cache key must really get the same bytes.
         encoded: dict[object, bytes] = {}
         shared_rid = action.rid if action.reply_to is None else None
         for cid in action.cids:
             codec = self.codecs[cid]
-            if not action.droppable:
-                codec.observe(action.event)  # type: ignore[attr-defined]
-            rid = action.rid if cid == action.reply_to else shared_rid
-            data = codec.encode(action.event, rid)  # type: ignore[attr-defined]
             if cid != action.reply_to:
+                data = codec.encode(action.event, shared_rid)  # type: ignore[attr-defined]
                 key = codec.cache_key  # type: ignore[attr-defined]
-                if key in encoded:
-                    assert encoded[key] == data, "same cache key, different bytes"
-                encoded[key] = data
-            if isinstance(codec, IrcCodec):
-                _check_lines(data)
-                self.out[cid] += data.decode().split("\r\n")[:-1]
-            else:
-                self.out[cid] += data.decode().splitlines()
+                assert encoded.setdefault(key, data) == data, "same cache key, different bytes"
 
     def irc_user(self, cid: int, nick: str, *rooms: str, caps: str = "") -> int:
         self.connect(cid)

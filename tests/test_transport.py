@@ -88,6 +88,41 @@ def test_flush_respects_the_per_tick_cap() -> None:
     a.close(), b.close()
 
 
+class GreedySocket:
+    """Takes everything it is given: a peer that reads as fast as we can write."""
+
+    def __init__(self) -> None:
+        self.received = 0
+
+    def fileno(self) -> int:
+        return -1
+
+    def send(self, data: bytes) -> int:
+        self.received += len(data)
+        return len(data)
+
+    def sendmsg(self, buffers: list[bytes]) -> int:
+        n = sum(map(len, buffers))
+        self.received += n
+        return n
+
+
+def test_one_flush_stops_at_the_cap_even_for_a_peer_that_takes_everything() -> None:
+    # Without the cap, one flush would send all 600 KB (more chunks than one sendmsg
+    # takes, so it loops): one fast reader would hog the loop turn.
+    sock = GreedySocket()
+    conn = make_conn(sock)
+    for _ in range(6000):
+        conn.out.append(b"z" * 100)
+    cap = 64 * 1024
+    sent = conn.flush(max_bytes=cap)
+    assert cap <= sent < cap + 1024 * 100  # at most one gather write past the cap
+    assert conn.out.size == 600_000 - sent
+    while conn.out.size:
+        assert conn.flush(cap) <= cap + 1024 * 100
+    assert sock.received == 600_000
+
+
 def test_real_partial_writes_on_a_small_socket_buffer() -> None:
     a, b = socket.socketpair()
     a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
