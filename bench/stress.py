@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
 
 import test_abuse as abuse  # noqa: E402
+import test_abuse_text as text_abuse  # noqa: E402
 from helpers import ChatdProcess  # noqa: E402
 
 MiB = 1024  # figures are in KiB
@@ -169,6 +170,34 @@ def many(quick: bool) -> tuple[dict[str, Any], list[str]]:
     ] if ok else ["FAIL"]
 
 
+def paste(quick: bool) -> tuple[dict[str, Any], list[str]]:
+    """Issue 10, finding 4: IRC bytes of one pasted block, and of a join replay, with
+    the line limit (after) and with it raised to 1000 lines (the server before it)."""
+    pastes = 50 if quick else 200
+    got: dict[str, Any] = {}
+    for when, lines in (("before", 1000), ("after", 0)):
+        flags = ["--rate-limit", "0"] + (["--max-message-lines", str(lines)] if lines else [])
+        server = ChatdProcess(*flags, irc=True)
+        try:
+            figures = text_abuse.run_paste(server, pastes=pastes, max_lines=lines or 40)
+            abuse.server_healthy(server)
+        finally:
+            server.stop()
+        got.update({f"{when}_{key}": value for key, value in figures.items()})
+    ok = got["after_thousand_refused"] and got["after_joiner_survived"]
+    return got, [
+        f"'x\\n'*1000: {got['before_thousand_irc_bytes'] / 1024:.0f} KiB of PRIVMSGs per IRC "
+        "member -> refused (too_many_lines), none sent",
+        f"largest paste allowed: {got['before_worst_lines']} lines, "
+        f"{got['before_worst_irc_bytes'] / 1024:.0f} KiB per IRC member -> "
+        f"{got['after_worst_lines']} lines, {got['after_worst_irc_bytes'] / 1024:.1f} KiB; "
+        f"costs {got['after_worst_tokens']} tokens (was 1)",
+        f"replay of the last 50 to an IRC joiner: "
+        f"{got['before_replay_irc_bytes'] / 1024:.0f} KiB -> "
+        f"{got['after_replay_irc_bytes'] / 1024:.0f} KiB",
+    ] if ok else ["FAIL"]
+
+
 SCENARIOS: dict[str, Callable[[bool], tuple[dict[str, Any], list[str]]]] = {
     "slowloris": slowloris,
     "endless": endless,
@@ -177,6 +206,7 @@ SCENARIOS: dict[str, Callable[[bool], tuple[dict[str, Any], list[str]]]] = {
     "fd_exhaustion": fd_exhaustion,
     "flood": flood,
     "many": many,
+    "paste": paste,
 }
 
 

@@ -192,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         tls = None
         print(f"chatd: TLS is off: {exc}", flush=True)
     server = Server(config, history=history, next_mid=next_mid)
+    failed = f"{config.host}:{config.port} (native)"
     try:
         if tls is None:
             host, port = server.listen(config.host, config.port)
@@ -201,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
                 config.host, config.port, sniff_stream=sniffer(tls.context, refusal)
             )
         if config.irc_port is not None:
+            failed = f"{config.host}:{config.irc_port} (irc)"
             if config.require_tls:
                 line = b"ERROR :This server requires TLS: use its TLS port"
                 port_hint = f" {config.irc_tls_port}" if config.irc_tls_port else ""
@@ -214,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 listen_irc(server, config.host, config.irc_port)
         if config.irc_tls_port is not None and tls is not None:
+            failed = f"{config.host}:{config.irc_tls_port} (irc-tls)"
             context = tls.context
             listen_irc(
                 server,
@@ -223,9 +226,7 @@ def main(argv: list[str] | None = None) -> int:
                 make_stream=lambda: TlsStream(context),
             )
     except OSError as exc:
-        print(
-            f"chatd: cannot listen on {config.host}:{config.port}: {exc.strerror}", file=sys.stderr
-        )
+        print(f"chatd: cannot listen on {failed}: {exc.strerror}", file=sys.stderr)
         return 2
     for name, bound_host, bound_port in server.addresses:
         print(f"chatd: listening on {bound_host}:{bound_port} ({name})", flush=True)

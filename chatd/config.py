@@ -78,6 +78,15 @@ class Config:
         "newline; longer lines get line_too_long and are discarded",
     )
     max_text_chars: int = _opt(2000, "longest message text, in characters")
+    # Every line of a message is a PRIVMSG of its own for each IRC member, and a screen of
+    # its own height for everybody: ergo's multiline batches stop at 100 lines / 4 KiB.
+    # 40 lines is a terminal screen: enough for a stack trace or a config snippet; a
+    # longer paste scrolls the conversation away for everyone and belongs in a file.
+    max_message_lines: int = _opt(
+        40,
+        "most lines in one message (ergo's multiline limit is 100; every line is an IRC "
+        "line for each IRC member); more gets too_many_lines",
+    )
     recv_chunk_bytes: int = _opt(
         65536,
         "bytes read per recv() (asyncio reads 256 KiB, Redis "
@@ -177,6 +186,7 @@ class Config:
         positive = [
             "max_line_bytes",
             "max_text_chars",
+            "max_message_lines",
             "recv_chunk_bytes",
             "out_high_water_bytes",
             "out_soft_limit_bytes",

@@ -35,6 +35,7 @@ from chatd.model import (
     Replay,
     Store,
 )
+from chatd.ratelimit import command_cost
 
 __all__ = ["Dispatcher", "HistoryStore", "public_reason"]
 
@@ -106,6 +107,8 @@ class Dispatcher:
         for command in commands:
             if conn.state is not State.OPEN:
                 return
+            if conn.bucket is not None:  # a long message costs more (chatd/ratelimit.py)
+                conn.bucket.charge(command_cost(command) - 1)
             if isinstance(command, Echo):
                 self.deliver_one(conn, command.event, command.rid)
             else:

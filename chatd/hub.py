@@ -72,7 +72,16 @@ from chatd.model import (
     WhoisReply,
     WhoReply,
 )
-from chatd.names import clean_line, clean_text, fold, valid_nick, valid_room
+from chatd.names import (
+    blank,
+    clean_line,
+    clean_text,
+    fold,
+    nfkc,
+    nick_skeleton,
+    room_problem,
+    valid_nick,
+)
 
 __all__ = ["Hub"]
 
@@ -141,6 +150,7 @@ class Hub:
         self._next_mid = next_mid
         self._clients: dict[int, _Client] = {}
         self._nicks: dict[str, _Client] = {}  # folded nick -> registered client
+        self._skeletons: dict[str, _Client] = {}  # nick_skeleton -> registered client
         self._rooms: dict[str, _Room] = {}  # folded room name -> room
         self._handlers: dict[type[Command], Callable[[_Client, Any, float], list[Action]]] = {
             Hello: self._hello,
@@ -238,14 +248,12 @@ class Hub:
             return next(reversed(client.rooms.values()))
         room = client.rooms.get(fold(name))
         if room is None:
-            if not valid_room(name):
-                raise _Refusal(ErrorCode.BAD_ROOM, _bad_room_message(name))
+            name = _room_name(name)
             raise _Refusal(ErrorCode.NOT_IN_ROOM, f"you are not in {name}")
         return room
 
     def _existing_room(self, name: str) -> _Room:
-        if not valid_room(name):
-            raise _Refusal(ErrorCode.BAD_ROOM, _bad_room_message(name))
+        name = _room_name(name)
         room = self._rooms.get(fold(name))
         if room is None:
             raise _Refusal(ErrorCode.NO_SUCH_ROOM, f"there is no room {name}")
@@ -257,9 +265,16 @@ class Hub:
                 ErrorCode.TEXT_TOO_LONG,
                 f"message is {len(text)} characters; the limit is {self._config.max_text_chars}",
             )
-        text = clean_text(text)
-        if not text.strip():
+        text = clean_text(text).strip("\n")  # a trailing newline is not a line of its own
+        if blank(text):  # also only zero-width or other invisible characters
             raise _Refusal(ErrorCode.BAD_REQUEST, "empty message")
+        lines = text.count("\n") + 1
+        if lines > self._config.max_message_lines:
+            raise _Refusal(
+                ErrorCode.TOO_MANY_LINES,
+                f"message has {lines} lines; the limit is {self._config.max_message_lines}"
+                " (share a long paste as a file or a link)",
+            )
         return text
 
     def _neighbours(self, client: _Client) -> set[int]:
@@ -293,6 +308,7 @@ class Hub:
         self._check_new_nick(cmd.nick, client)
         client.nick = cmd.nick
         self._nicks[fold(cmd.nick)] = client
+        self._skeletons[nick_skeleton(cmd.nick)] = client
         motd = tuple(line for line in self._config.motd.split("\\n") if line)
         actions: list[Action] = [
             self._reply(client, cmd, Welcome(cmd.nick, self._config.server_name, motd))
@@ -307,11 +323,15 @@ class Hub:
         holder = self._nicks.get(fold(nick))
         if holder is not None and holder is not client:
             raise _Refusal(ErrorCode.NICK_TAKEN, f'nick "{nick}" is already in use')
+        twin = self._skeletons.get(nick_skeleton(nick))
+        if twin is not None and twin is not client:
+            raise _Refusal(
+                ErrorCode.NICK_TAKEN, f'nick "{nick}" looks too much like "{twin.nick}", in use'
+            )
 
     def _join(self, client: _Client, cmd: Join, now: float) -> list[Action]:
-        if not valid_room(cmd.room):
-            raise _Refusal(ErrorCode.BAD_ROOM, _bad_room_message(cmd.room))
-        key = fold(cmd.room)
+        name = _room_name(cmd.room)
+        key = fold(name)
         room = self._rooms.get(key)
         if room is not None and client.cid in room.members:
             # Already there: make it current again and repeat the room's state.
@@ -323,7 +343,7 @@ class Hub:
                 f"you are in {len(client.rooms)} rooms already; part one first",
             )
         if room is None:
-            room = self._rooms[key] = _Room(cmd.room)
+            room = self._rooms[key] = _Room(name)
         others = room.cids
         room.add(client)
         client.rooms[key] = room
@@ -393,8 +413,10 @@ class Hub:
             return []
         self._check_new_nick(cmd.nick, client)
         del self._nicks[fold(old)]
+        del self._skeletons[nick_skeleton(old)]
         client.nick = cmd.nick
         self._nicks[fold(cmd.nick)] = client
+        self._skeletons[nick_skeleton(cmd.nick)] = client
         event = NickEvent(old, cmd.nick)
         actions: list[Action] = []
         others = tuple(sorted(self._neighbours(client)))
@@ -474,6 +496,7 @@ class Hub:
             if others:
                 actions.append(Deliver(others, QuitEvent(client.nick, clean_line(reason))))
             del self._nicks[fold(client.nick)]
+            del self._skeletons[nick_skeleton(client.nick)]
         for room in list(client.rooms.values()):
             self._leave(client, room)
         del self._clients[client.cid]
@@ -488,9 +511,11 @@ def _bad_nick_message(nick: str) -> str:
     )
 
 
-def _bad_room_message(room: str) -> str:
-    shown = room[:40].encode("unicode_escape").decode()
-    return (
-        f'"{shown}" is not a valid room: # then 1-32 characters without spaces, '
-        f"commas or control characters"
-    )
+def _room_name(name: str) -> str:
+    """``name`` in NFKC form (``#ｌｏｂｂｙ`` is ``#lobby``), or a bad_room refusal."""
+    normal = nfkc(name)
+    problem = room_problem(normal)
+    if problem is not None:
+        shown = name[:40].encode("unicode_escape").decode()
+        raise _Refusal(ErrorCode.BAD_ROOM, f'"{shown}" is not a valid room: {problem}')
+    return normal

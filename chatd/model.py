@@ -94,6 +94,7 @@ class ErrorCode:
     SERVER_FULL = "server_full"
     BAD_PASSWORD = "bad_password"
     TEXT_TOO_LONG = "text_too_long"
+    TOO_MANY_LINES = "too_many_lines"
     TIMEOUT = "timeout"
     SLOW_CONSUMER = "slow_consumer"
     HISTORY_OFF = "history_off"

@@ -3,11 +3,37 @@
 The server takes one token per command a client sends; when the bucket is empty it stops
 reading that client until :meth:`TokenBucket.delay` has passed. Nothing is dropped: the
 flooder's bytes wait in its own socket buffer, so TCP slows it down for us.
+
+A long message costs more than one token (:func:`command_cost`): every line of it is a
+line on everyone's screen and a PRIVMSG for every IRC member, so a 40-line paste costs
+what 10 short messages cost. The extra is charged after the command ran
+(:meth:`TokenBucket.charge`); the bucket may go into debt, which only makes the sender's
+next command wait longer — nothing is refused or dropped for it.
 """
 
 from __future__ import annotations
 
-__all__ = ["TokenBucket"]
+from chatd.model import Command, PrivMsg, Say
+
+__all__ = ["TokenBucket", "command_cost", "LINES_PER_TOKEN", "BYTES_PER_TOKEN"]
+
+# One token pays for what a typed message usually is: up to 4 lines and up to 1 KiB of
+# UTF-8 (an IRC line carries at most ~400 bytes of text, so 1 KiB is 2-3 IRC lines).
+LINES_PER_TOKEN = 4
+BYTES_PER_TOKEN = 1024
+
+
+_MESSAGES = (Say, PrivMsg)
+
+
+def command_cost(command: Command) -> int:
+    """Tokens ``command`` costs: 1, or more for a message of many lines or bytes."""
+    if not isinstance(command, _MESSAGES):
+        return 1
+    text = command.text
+    lines = text.count("\n") + 1
+    size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+    return max(1, -(-lines // LINES_PER_TOKEN), -(-size // BYTES_PER_TOKEN))
 
 
 class TokenBucket:
@@ -33,6 +59,10 @@ class TokenBucket:
             self.tokens -= 1.0
             return True
         return False
+
+    def charge(self, tokens: float) -> None:
+        """Take ``tokens`` more, into debt if need be (the next :meth:`take` waits)."""
+        self.tokens -= tokens
 
     def delay(self, now: float) -> float:
         """Seconds until one token is available (0 if one is)."""

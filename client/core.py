@@ -126,6 +126,7 @@ def valid_nick(nick: str) -> bool:
 
 def normalize_room(name: str) -> str | None:
     """``lobby`` or ``#lobby`` -> ``#lobby``; None if it can never be a room name."""
+    name = names.nfkc(name)  # as the server does: ＃ｌｏｂｂｙ and NFD accents fold
     room = name if name.startswith("#") else "#" + name
     return room if names.valid_room(room) else None
 

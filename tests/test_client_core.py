@@ -142,6 +142,9 @@ def test_room_names_follow_the_server_rules() -> None:
     assert normalize_room("lobby") == "#lobby"
     assert normalize_room("#lob\u200bby") is None  # the server refuses look-alikes too
     assert normalize_room("#a b") is None
+    assert normalize_room("#l\u043ebby") is None  # Cyrillic o among Latin letters
+    assert normalize_room("\uff03\uff4c\uff4f\uff42\uff42\uff59") == "#lobby"  # fullwidth
+    assert normalize_room("cafe\u0301") == "#caf\u00e9"  # NFD, as some keyboards type it
 
 
 # --------------------------------------------------------------------------- registration

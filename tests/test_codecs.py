@@ -247,7 +247,10 @@ def test_text_registration_with_and_without_password() -> None:
     assert isinstance(locked.decode(b"alice")[0], Echo)
     assert locked.decode(b"sesame") == [Hello("alice", password="sesame", autojoin=("#lobby",))]
     locked.observe(Error("bad_password", "wrong"))
-    assert isinstance(locked.decode(b"alice")[0], Echo)  # back to asking for a nick
+    # Still the password prompt (issue 10, finding 7): the next line is never a nick.
+    assert locked.decode(b"open") == [Hello("alice", password="open", autojoin=("#lobby",))]
+    locked.observe(Error("nick_taken", "in use"))
+    assert isinstance(locked.decode(b"alice2")[0], Echo)  # the nick was refused: ask again
 
 
 @pytest.mark.parametrize(
@@ -352,4 +355,14 @@ def test_text_mode_shows_nothing_for_bookkeeping_events(event: object) -> None:
 
 def test_text_multiline_message_is_indented() -> None:
     text = TextCodec().encode(Message("#a", "bob", "one\ntwo", 0.0, 1)).decode()
-    assert text.endswith("<bob> one\n    two\n")
+    assert text.endswith("<bob> one\n    | two\n")
+
+
+def test_text_password_server_checks_the_nick_before_asking_for_the_password() -> None:
+    locked = TextCodec(password_required=True)
+    with pytest.raises(ProtocolError) as refused:
+        locked.decode(b"1bad")
+    assert refused.value.code == "bad_nick"
+    assert isinstance(locked.decode(b"good")[0], Echo)  # still asking for a nick
+    tail = locked.encode(Error("bad_password", "wrong password")).decode()
+    assert tail.endswith("*** Type the password for good on the next line.\n")

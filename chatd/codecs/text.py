@@ -6,7 +6,12 @@ hello``); errors start with ``!!!`` and server notes with ``***`` (docs/protocol
 
 Per-connection state is only the registration step: waiting for a nick, waiting for the
 password (when the server has one), registered. It advances by observing the hub's
-``Welcome`` and ``Error`` events for this connection.
+``Welcome`` and ``Error`` events for this connection. A wrong password keeps the nick and
+asks for the password again: a line typed at the password prompt is only ever a password,
+never a nick or a message (it would be shown to everybody).
+
+Continuation lines of a multi-line message start with :data:`CONTINUATION`, a visible
+marker no other output line starts with, so no text can pass for a message of its own.
 """
 
 from __future__ import annotations
@@ -58,10 +63,13 @@ from chatd.model import (
     WhoisReply,
     WhoReply,
 )
+from chatd.names import valid_nick
 
-__all__ = ["TextCodec", "HELP", "LOBBY"]
+__all__ = ["TextCodec", "HELP", "LOBBY", "CONTINUATION"]
 
 LOBBY = "#lobby"
+# Every output line that is not a continuation starts with "[", "*", "!", "#" or "-".
+CONTINUATION = "    | "
 
 HELP = """\
 Commands (anything else you type is said to your current room):
@@ -86,9 +94,9 @@ def _clock(ts: float) -> str:
 
 
 def _indent(text: str) -> str:
-    """Continuation lines of a multi-line message are indented, so they cannot pose as
-    lines of their own."""
-    return text.replace("\n", "\n    ")
+    """Continuation lines of a multi-line message start with a visible marker, so none
+    can pose as a line of its own (``[12:04] #x <admin> …`` on a line of its own)."""
+    return text.replace("\n", "\n" + CONTINUATION)
 
 
 def _usage(text: str) -> ProtocolError:
@@ -277,8 +285,9 @@ class TextCodec(Codec):
 
     def _decode_registration(self, text: str) -> list[Command]:
         if self._nick_for_password is not None:
-            nick, self._nick_for_password = self._nick_for_password, None
-            return [Hello(nick, password=text, autojoin=(LOBBY,))]
+            # The password prompt: this line is the password, whatever it looks like. The
+            # nick stays until the hub welcomes us or refuses the nick (see observe).
+            return [Hello(self._nick_for_password, password=text, autojoin=(LOBBY,))]
         if text.startswith("/"):
             name, arg = _split1(text[1:])
             name = name.lower()
@@ -291,6 +300,9 @@ class TextCodec(Codec):
             text = arg
         nick = text.split()[0]
         if self._password_required:
+            if not valid_nick(nick):  # say so now, not after the password
+                shown = nick[:40].encode("unicode_escape").decode()
+                raise ProtocolError(ErrorCode.BAD_NICK, f'"{shown}" is not a valid nick')
             self._nick_for_password = nick
             return [Echo(Notice("This server has a password: type it on the next line."))]
         return [Hello(nick, autojoin=(LOBBY,))]
@@ -298,9 +310,24 @@ class TextCodec(Codec):
     def observe(self, event: Event) -> None:
         if isinstance(event, Welcome):
             self._registered = True
-        elif isinstance(event, Error) and not self._registered:
             self._nick_for_password = None
+        elif (
+            isinstance(event, Error)
+            and not self._registered
+            and event.code != ErrorCode.BAD_PASSWORD
+        ):
+            self._nick_for_password = None  # the nick was refused: ask for another
 
     def encode(self, event: Event, rid: object = None) -> bytes:
         text = _render(event)
+        if isinstance(event, Error) and not self._registered:
+            text += self._next_step(event.code)
         return (text + "\n").encode() if text else b""
+
+    def _next_step(self, code: str) -> str:
+        """During registration, what the next line must be (after observe has run)."""
+        if code == ErrorCode.BAD_PASSWORD and self._nick_for_password is not None:
+            return f"\n*** Type the password for {self._nick_for_password} on the next line."
+        if code in (ErrorCode.BAD_NICK, ErrorCode.NICK_TAKEN):
+            return "\n*** Type the nickname you want on the next line."
+        return ""
