@@ -44,7 +44,6 @@ import json
 import multiprocessing as mp
 import os
 import re
-import resource
 import selectors
 import socket
 import sys
@@ -53,6 +52,7 @@ from array import array
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from chatd.fdlimit import raise_fd_limit
 from chatd.streams import StreamError
 from chatd.tls import TlsStream, client_context
 
@@ -110,14 +110,7 @@ class Spec:
 
 def raise_nofile() -> int:
     """Raise the soft RLIMIT_NOFILE to the hard limit; return the new soft limit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or soft < hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            soft = hard
-        except (ValueError, OSError):
-            pass
-    return soft
+    return raise_fd_limit()
 
 
 def text_for(sid: int, seq: int, t_ns: int) -> bytes:

@@ -13,8 +13,11 @@ status 1 if any scenario broke a promise.
 from __future__ import annotations
 
 import argparse
-import resource
+import socket
+import statistics
 import sys
+import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -28,15 +31,15 @@ import test_abuse as abuse  # noqa: E402
 import test_abuse_text as text_abuse  # noqa: E402
 from helpers import ChatdProcess  # noqa: E402
 
+from chatd.fdlimit import raise_fd_limit  # noqa: E402
+
 MiB = 1024  # figures are in KiB
 
 
 def _raise_nofile(count: int) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and hard < count:
-        raise SystemExit(f"bench.stress: need RLIMIT_NOFILE {count}, hard limit is {hard}")
-    if soft != resource.RLIM_INFINITY and soft < count:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (count, hard))
+    got = raise_fd_limit(count)
+    if got < count:
+        raise SystemExit(f"bench.stress: need RLIMIT_NOFILE {count}, could raise it to {got}")
 
 
 def slowloris(quick: bool) -> tuple[dict[str, Any], list[str]]:
@@ -198,6 +201,108 @@ def paste(quick: bool) -> tuple[dict[str, Any], list[str]]:
     ] if ok else ["FAIL"]
 
 
+def irc_targets(quick: bool) -> tuple[dict[str, Any], list[str]]:
+    """Issue 10 finding 5: IRC lines with many targets (JOIN of 50 rooms, JOIN 0)."""
+    seconds = 4.0 if quick else 8.0
+    # The default rate limit (10/s, burst 30) and history in a file, as a real server.
+    db = Path(tempfile.mkdtemp()) / "stress.db"
+    server = ChatdProcess("--db", str(db), irc=True)
+    try:
+        got = run_irc_targets(server, clients=4, rooms=50, seconds=seconds)
+        abuse.server_healthy(server)
+    finally:
+        server.stop()
+    # The promise: a JOIN costs a token per room, so at 10/s (burst 30) each client joins
+    # at most 30 + 10 * seconds rooms (+ one line in debt), and each join is seen by at
+    # most every client. When a line cost one token, 20x more got through.
+    bound = 4 * 4 * (30 + 10 * seconds + 50)
+    if got["joins_seen"] > bound:
+        return got, ["FAIL"]
+    return got, [
+        f"{got['clients']} IRC clients looping JOIN of {got['rooms']} rooms + JOIN 0 for "
+        f"{seconds:g}s: {got['joins_seen']} JOIN lines read back",
+        f"server CPU {got['server_cpu_s']:.2f}s in {seconds:g}s; "
+        f"others' ping p50 {got['ping_p50_s'] * 1000:.1f} ms, "
+        f"max {got['ping_max_s'] * 1000:.0f} ms",
+    ]
+
+
+def run_irc_targets(
+    server: ChatdProcess, clients: int, rooms: int, seconds: float
+) -> dict[str, Any]:
+    """``clients`` IRC users pipeline ``JOIN #a,#b,…`` then ``JOIN 0`` for ``seconds``
+    while a JSON user pings; returns the server's CPU time and the ping latencies."""
+    assert server.irc_port
+    join = ("JOIN " + ",".join(f"#t{k}" for k in range(rooms)) + "\r\nJOIN 0\r\n").encode()
+    socks = []
+    for i in range(clients):
+        sock = socket.create_connection(("127.0.0.1", server.irc_port), timeout=5)
+        sock.sendall(f"NICK multi{i}\r\nUSER multi{i} 0 * :m\r\n".encode())
+        socks.append(sock)
+    stop = threading.Event()
+    sent = [0] * clients
+    joins = [0] * clients
+
+    def drain(k: int) -> None:  # read everything, count our own JOINs
+        sock, tail = socks[k], b""
+        sock.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                data = sock.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if not data:
+                return
+            chunk = tail + data
+            joins[k] += chunk.count(b" JOIN #t")  # ours and the others'
+
+            tail = chunk[-16:]
+
+    def flood(k: int) -> None:
+        socks[k].settimeout(0.5)
+        while not stop.is_set():
+            try:
+                socks[k].sendall(join)
+                sent[k] += 2
+            except TimeoutError:
+                continue  # the server stopped reading us: the rate limit works
+            except OSError:
+                return
+
+    pinger = server.json_client("pinger")
+    threads = [threading.Thread(target=drain, args=(k,), daemon=True) for k in range(clients)]
+    threads += [threading.Thread(target=flood, args=(k,), daemon=True) for k in range(clients)]
+    cpu_before = server.cpu_seconds()
+    for t in threads:
+        t.start()
+    pings: list[float] = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        start = time.monotonic()
+        pinger.send_json(op="ping", id=len(pings))
+        pinger.expect_frame(type="pong", timeout=10)
+        pings.append(time.monotonic() - start)
+        time.sleep(0.05)
+    cpu = server.cpu_seconds() - cpu_before
+    stop.set()
+    for t in threads:
+        t.join(2)
+    for sock in socks:
+        sock.close()
+    pinger.close()
+    return {
+        "clients": clients,
+        "rooms": rooms,
+        "lines_sent": sum(sent),
+        "joins_seen": sum(joins),
+        "server_cpu_s": cpu,
+        "ping_p50_s": statistics.median(pings),
+        "ping_max_s": max(pings),
+    }
+
+
 SCENARIOS: dict[str, Callable[[bool], tuple[dict[str, Any], list[str]]]] = {
     "slowloris": slowloris,
     "endless": endless,
@@ -207,6 +312,7 @@ SCENARIOS: dict[str, Callable[[bool], tuple[dict[str, Any], list[str]]]] = {
     "flood": flood,
     "many": many,
     "paste": paste,
+    "irc_targets": irc_targets,
 }
 
 

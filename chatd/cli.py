@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import resource
 import signal
 import socket
 import sys
@@ -23,10 +22,13 @@ from typing import Any
 
 from chatd import __version__
 from chatd.certs import TlsUnavailable, setup_tls
-from chatd.codecs.irc import listen_irc
+from chatd.codecs.base import Codec
+from chatd.codecs.irc import IrcCodec
 from chatd.config import DEFAULT_PORT, Config, ConfigError, field_types
+from chatd.fdlimit import raise_fd_limit
 from chatd.history import MEMORY, HistoryError, default_path, open_store
 from chatd.server import Server
+from chatd.streams import StreamFactory
 from chatd.tls import PlainRefused, TlsStream, sniffer
 
 __all__ = ["main", "build_parser", "config_from_args"]
@@ -121,21 +123,40 @@ def config_from_args(args: argparse.Namespace, environ: dict[str, str]) -> Confi
 
 
 def _raise_fd_limit(wanted: int) -> None:
-    """Lift the soft RLIMIT_NOFILE towards ``wanted`` (never above the hard limit)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-    if soft != resource.RLIM_INFINITY and soft < target:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-        except (ValueError, OSError) as exc:
-            logger.warning("could not raise the open-file limit to %d: %s", target, exc)
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < wanted:
+    """Lift the open-file limit towards ``wanted``; warn if it stays below."""
+    soft = raise_fd_limit(wanted)
+    if soft < wanted:
         logger.warning(
             "open-file limit is %d, below max_clients; beyond it new connections "
             "wait until others leave",
             soft,
         )
+
+
+def listen_irc(
+    server: Server,
+    host: str,
+    port: int,
+    *,
+    name: str = "irc",
+    make_stream: StreamFactory | None = None,
+) -> tuple[str, int]:
+    """Open the IRC listener on ``server``'s loop; returns the bound address.
+
+    ``make_stream``: the byte stream of every connection (TLS on ``--irc-tls-port``).
+    """
+    config = server.config
+
+    def make_codec() -> Codec:
+        return IrcCodec(
+            config.server_name,
+            password_required=config.password is not None,
+            max_rooms=config.max_rooms_per_client,
+        )
+
+    return server.listen(
+        host, port, name=name, make_codec=make_codec, banner=b"", make_stream=make_stream
+    )
 
 
 def _how_to_join(host: str, port: int) -> str:

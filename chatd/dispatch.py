@@ -104,11 +104,11 @@ class Dispatcher:
             logger.debug("#%d sent a bad line: %s %s", conn.cid, exc.code, exc.message)
             self.deliver_one(conn, Error(exc.code, exc.message), exc.rid)
             return
+        if conn.bucket is not None:  # one token was taken for the line: charge the rest
+            conn.bucket.charge(max(0, sum(map(command_cost, commands)) - 1))
         for command in commands:
             if conn.state is not State.OPEN:
                 return
-            if conn.bucket is not None:  # a long message costs more (chatd/ratelimit.py)
-                conn.bucket.charge(command_cost(command) - 1)
             if isinstance(command, Echo):
                 self.deliver_one(conn, command.event, command.rid)
             else:

@@ -36,7 +36,7 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
-from chatd.model import Message
+from chatd.model import MAX_MID, Message
 from chatd.names import fold
 
 __all__ = [
@@ -52,8 +52,6 @@ logger = logging.getLogger(__name__)
 
 MEMORY = ":memory:"
 SCHEMA_VERSION = 1
-# SQLite integers are signed 64-bit; a larger mid from a client cannot name a message.
-_MAX_MID = 2**63 - 1
 _KIND = {False: "say", True: "me"}
 
 
@@ -257,9 +255,9 @@ class SqliteHistory:
         self.commit()
         if limit <= 0:
             return []
-        if after is not None and after >= _MAX_MID:
+        if after is not None and after >= MAX_MID:
             return []
-        if before is not None and before > _MAX_MID:
+        if before is not None and before > MAX_MID:
             before = None
         where = ["room_key = ?"]
         args: list[object] = [fold(room)]

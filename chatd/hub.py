@@ -30,6 +30,7 @@ from typing import Any
 
 from chatd.config import Config
 from chatd.model import (
+    MAX_MID,
     Action,
     Away,
     AwayNotice,
@@ -47,6 +48,7 @@ from chatd.model import (
     Join,
     Joined,
     JoinEvent,
+    MemberInfo,
     Message,
     Nick,
     NickEvent,
@@ -63,9 +65,12 @@ from chatd.model import (
     Rooms,
     RoomsReply,
     Say,
+    Stats,
+    StatsReply,
     Store,
     Topic,
     TopicEvent,
+    Users,
     Welcome,
     Who,
     Whois,
@@ -73,6 +78,8 @@ from chatd.model import (
     WhoReply,
 )
 from chatd.names import (
+    NICK_MAX,
+    NICK_RULE,
     blank,
     clean_line,
     clean_text,
@@ -87,8 +94,6 @@ __all__ = ["Hub"]
 
 MAX_TOPIC_CHARS = 300
 MAX_REASON_CHARS = 200
-# Message ids are SQLite INTEGER PRIMARY KEYs (chatd/history.py): signed 64-bit.
-MAX_MID = 2**63 - 1
 
 
 @dataclass(eq=False)
@@ -101,6 +106,14 @@ class _Client:
     password_failures: int = 0
     away: str | None = None
     last_active: float = 0.0
+    user: str = ""  # IRC's USER username and real name ("": show the nick)
+    realname: str = ""
+
+    def info(self) -> MemberInfo:
+        assert self.nick is not None
+        return MemberInfo(
+            self.nick, self.user or self.nick, self.realname or self.nick, self.away is not None
+        )
 
 
 @dataclass(eq=False)
@@ -152,6 +165,7 @@ class Hub:
         self._nicks: dict[str, _Client] = {}  # folded nick -> registered client
         self._skeletons: dict[str, _Client] = {}  # nick_skeleton -> registered client
         self._rooms: dict[str, _Room] = {}  # folded room name -> room
+        self._max_users = 0  # the most registered clients at once (IRC's LUSERS)
         self._handlers: dict[type[Command], Callable[[_Client, Any, float], list[Action]]] = {
             Hello: self._hello,
             Join: self._join,
@@ -167,6 +181,8 @@ class Hub:
             History: self._history,
             Away: self._away,
             Whois: self._whois,
+            Users: self._users,
+            Stats: self._stats,
         }
 
     # ------------------------------------------------------------------ introspection
@@ -309,10 +325,12 @@ class Hub:
         client.nick = cmd.nick
         self._nicks[fold(cmd.nick)] = client
         self._skeletons[nick_skeleton(cmd.nick)] = client
+        client.user = clean_line(cmd.user)[:NICK_MAX]
+        client.realname = clean_line(cmd.realname)[:MAX_REASON_CHARS]
+        self._max_users = max(self._max_users, len(self._nicks))
         motd = tuple(line for line in self._config.motd.split("\\n") if line)
-        actions: list[Action] = [
-            self._reply(client, cmd, Welcome(cmd.nick, self._config.server_name, motd))
-        ]
+        welcome = Welcome(cmd.nick, self._config.server_name, motd, self._census())
+        actions: list[Action] = [self._reply(client, cmd, welcome)]
         for room in cmd.autojoin:
             actions += self.handle(client.cid, Join(room), now)
         return actions
@@ -381,7 +399,13 @@ class Hub:
         text = self._check_text(cmd.text)
         assert client.nick is not None
         message = Message(
-            room.name, client.nick, text, round(now, 3), self._next_mid, action=cmd.action
+            room.name,
+            client.nick,
+            text,
+            round(now, 3),
+            self._next_mid,
+            action=cmd.action,
+            notice=cmd.notice,
         )
         self._next_mid += 1
         actions: list[Action] = [Store(message)]
@@ -427,7 +451,21 @@ class Hub:
 
     def _who(self, client: _Client, cmd: Who, now: float) -> list[Action]:
         room = self._room_of(client, None) if cmd.room is None else self._existing_room(cmd.room)
-        return [self._reply(client, cmd, WhoReply(room.name, room.nicks()))]
+        details = tuple(c.info() for c in room.members.values() if c.nick is not None)
+        return [self._reply(client, cmd, WhoReply(room.name, room.nicks(), details))]
+
+    def _users(self, client: _Client, cmd: Users, now: float) -> list[Action]:
+        seen = [client] + [self._clients[cid] for cid in sorted(self._neighbours(client))]
+        details = tuple(c.info() for c in seen if c.nick is not None)
+        members = tuple(info.nick for info in details)
+        return [self._reply(client, cmd, WhoReply("*", members, details))]
+
+    def _census(self) -> StatsReply:
+        users = len(self._nicks)
+        return StatsReply(users, len(self._clients) - users, len(self._rooms), self._max_users)
+
+    def _stats(self, client: _Client, cmd: Stats, now: float) -> list[Action]:
+        return [self._reply(client, cmd, self._census())]
 
     def _rooms_list(self, client: _Client, cmd: Rooms, now: float) -> list[Action]:
         infos = tuple(
@@ -484,7 +522,9 @@ class Hub:
             raise _Refusal(ErrorCode.NO_SUCH_NICK, f"nobody called {cmd.nick[:40]} is here")
         rooms = tuple(room.name for room in target.rooms.values())
         idle = max(0, int(now - target.last_active))
-        return [self._reply(client, cmd, WhoisReply(target.nick, rooms, target.away, idle))]
+        info = target.info()
+        reply = WhoisReply(target.nick, rooms, target.away, idle, info.user, info.realname)
+        return [self._reply(client, cmd, reply)]
 
     # ------------------------------------------------------------------ leaving
 
@@ -505,10 +545,7 @@ class Hub:
 
 def _bad_nick_message(nick: str) -> str:
     shown = nick[:40].encode("unicode_escape").decode()
-    return (
-        f'"{shown}" is not a valid nick: 1-24 letters, digits or _-[]\\^{{}}|, '
-        f"not starting with a digit or -"
-    )
+    return f'"{shown}" is not a valid nick: {NICK_RULE}'
 
 
 def _room_name(name: str) -> str:

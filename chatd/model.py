@@ -17,6 +17,7 @@ Connection ids (``cid``) are plain integers handed out by the server.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 __all__ = [
     # commands
@@ -29,6 +30,8 @@ __all__ = [
     "Nick",
     "Who",
     "Rooms",
+    "Users",
+    "Stats",
     "Topic",
     "Ping",
     "Quit",
@@ -39,6 +42,7 @@ __all__ = [
     "Echo",
     # events
     "Event",
+    "AnyEvent",
     "Welcome",
     "Joined",
     "JoinEvent",
@@ -47,6 +51,8 @@ __all__ = [
     "PrivateMessage",
     "NickEvent",
     "WhoReply",
+    "MemberInfo",
+    "StatsReply",
     "RoomInfo",
     "RoomsReply",
     "TopicEvent",
@@ -72,11 +78,17 @@ __all__ = [
     # errors
     "ProtocolError",
     "ErrorCode",
+    "MAX_MID",
 ]
 
 
-class ErrorCode:
-    """The error codes of the wire protocol (docs/protocol.md lists what each means)."""
+# Message ids are SQLite INTEGER PRIMARY KEYs (chatd/history.py): signed 64-bit.
+MAX_MID = 2**63 - 1
+
+
+class ErrorCode(StrEnum):
+    """The error codes of the wire protocol (docs/protocol.md lists what each means).
+    Members are strings: ``ErrorCode.BAD_NICK == "bad_nick"``, and JSON shows the value."""
 
     BAD_JSON = "bad_json"
     UNKNOWN_OP = "unknown_op"
@@ -131,6 +143,9 @@ class Hello(Command):
     password: str | None = None
     # Rooms to join right after a successful registration (text mode lands in #lobby).
     autojoin: tuple[str, ...] = ()
+    # What IRC's USER says (username, real name); empty: the nick is shown instead.
+    user: str = ""
+    realname: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +164,7 @@ class Say(Command):
     room: str | None  # None: the current room (text mode's plain lines)
     text: str
     action: bool = False
+    notice: bool = False  # IRC's NOTICE to a channel: never to be answered automatically
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +188,16 @@ class Who(Command):
 @dataclass(frozen=True, slots=True)
 class Rooms(Command):
     pass
+
+
+@dataclass(frozen=True, slots=True)
+class Users(Command):
+    """Who can I see? Everybody sharing a room with me, and me (IRC's ``WHO *``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Stats(Command):
+    """How many users, connections and rooms are there (IRC's ``LUSERS``)?"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,10 +257,19 @@ class Event:
 
 
 @dataclass(frozen=True, slots=True)
+class StatsReply(Event):
+    users: int  # registered
+    unregistered: int  # connections that have not said hello yet
+    rooms: int
+    max_users: int  # the most registered users at once since the server started
+
+
+@dataclass(frozen=True, slots=True)
 class Welcome(Event):
     nick: str
     server: str
     motd: tuple[str, ...] = ()
+    stats: StatsReply | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,6 +307,7 @@ class Message(Event):
     mid: int
     action: bool = False
     history: bool = False
+    notice: bool = False  # sent as IRC's NOTICE (history does not keep it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,9 +327,20 @@ class NickEvent(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class MemberInfo:
+    """One user as IRC's WHO shows it."""
+
+    nick: str
+    user: str
+    realname: str
+    away: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class WhoReply(Event):
-    room: str
+    room: str  # "*": the answer to Users
     members: tuple[str, ...]
+    details: tuple[MemberInfo, ...] = ()  # the same members, for IRC's WHO
 
 
 @dataclass(frozen=True, slots=True)
@@ -387,11 +434,43 @@ class WhoisReply(Event):
     rooms: tuple[str, ...]
     away: str | None
     idle_seconds: int = 0
+    user: str = ""
+    realname: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class AwayReply(Event):
     away: bool
+
+
+#: Every event a codec may be asked to render. Each codec's render ``match``-es over it
+#: and ends with ``assert_never``, so an event added here and not rendered by every
+#: codec fails the type check (mypy), not a user.
+AnyEvent = (
+    Welcome
+    | Joined
+    | JoinEvent
+    | PartEvent
+    | Message
+    | PrivateMessage
+    | NickEvent
+    | WhoReply
+    | RoomsReply
+    | TopicEvent
+    | Pong
+    | QuitEvent
+    | Error
+    | Skipped
+    | Shutdown
+    | Notice
+    | Probe
+    | AwayNotice
+    | HistoryReply
+    | HistoryEnd
+    | WhoisReply
+    | AwayReply
+    | StatsReply
+)
 
 
 # --------------------------------------------------------------------------- actions

@@ -33,6 +33,8 @@ import unicodedata
 __all__ = [
     "NICK_MAX",
     "ROOM_MAX",
+    "NICK_RULE",
+    "LOBBY",
     "valid_nick",
     "valid_room",
     "room_problem",
@@ -48,6 +50,10 @@ __all__ = [
 
 NICK_MAX = 24
 ROOM_MAX = 32  # characters after the "#"
+#: The nick rule in words, for error messages (the hub's and the client's).
+NICK_RULE = f"1-{NICK_MAX} letters, digits or _-[]\\^{{}}|, not starting with a digit or -"
+#: The room text-mode users land in and the terminal client joins by default.
+LOBBY = "#lobby"
 
 _NICK_RE = re.compile(
     r"[A-Za-z_\[\]\\^{}|][A-Za-z0-9_\-\[\]\\^{}|]{0,%s}\Z".replace("%s", str(NICK_MAX - 1))

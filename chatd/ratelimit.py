@@ -1,19 +1,19 @@
 """A token bucket: ``rate`` tokens a second, at most ``burst`` saved up. Pure; time is given.
 
-The server takes one token per command a client sends; when the bucket is empty it stops
-reading that client until :meth:`TokenBucket.delay` has passed. Nothing is dropped: the
-flooder's bytes wait in its own socket buffer, so TCP slows it down for us.
+The server takes one token per line a client sends, and charges the rest of the line's
+cost (:func:`command_cost`) once it is decoded, into debt if need be; when the bucket is
+empty it stops reading that client until :meth:`TokenBucket.delay` has passed. Nothing
+is dropped: the flooder's bytes wait in its own socket buffer, so TCP slows it down.
 
-A long message costs more than one token (:func:`command_cost`): every line of it is a
-line on everyone's screen and a PRIVMSG for every IRC member, so a 40-line paste costs
-what 10 short messages cost. The extra is charged after the command ran
-(:meth:`TokenBucket.charge`); the bucket may go into debt, which only makes the sender's
-next command wait longer — nothing is refused or dropped for it.
+A line costs the sum of its commands' costs: an IRC line with 50 targets (50 commands)
+costs 50. A long message costs more than one token: every line of it is a line on
+everyone's screen and a PRIVMSG for every IRC member, so a 40-line paste costs what 10
+short messages cost. The debt only makes the sender's next command wait longer.
 """
 
 from __future__ import annotations
 
-from chatd.model import Command, PrivMsg, Say
+from chatd.model import Command, Echo, PrivMsg, Say
 
 __all__ = ["TokenBucket", "command_cost", "LINES_PER_TOKEN", "BYTES_PER_TOKEN"]
 
@@ -27,7 +27,10 @@ _MESSAGES = (Say, PrivMsg)
 
 
 def command_cost(command: Command) -> int:
-    """Tokens ``command`` costs: 1, or more for a message of many lines or bytes."""
+    """Tokens ``command`` costs: 0 for a codec's own answer (``Echo``, paid by the line),
+    1 for most commands, more for a message of many lines or bytes."""
+    if isinstance(command, Echo):
+        return 0
     if not isinstance(command, _MESSAGES):
         return 1
     text = command.text

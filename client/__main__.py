@@ -15,6 +15,8 @@ import os
 import sys
 from pathlib import Path
 
+from chatd import names
+from chatd.config import DEFAULT_PORT
 from client import app, core, trust, ui
 
 
@@ -24,7 +26,7 @@ def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, argparse.Argumen
         "address",
         nargs="?",
         default="localhost",
-        help=f"HOST[:PORT] of the server (default localhost:{core.DEFAULT_PORT})",
+        help=f"HOST[:PORT] of the server (default localhost:{DEFAULT_PORT})",
     )
     parser.add_argument("--host", help="server host (overrides ADDRESS)")
     parser.add_argument("--port", type=int, help="server port (overrides ADDRESS)")
@@ -110,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"bad port {port}: expected a number from 1 to 65535")
     nick = args.nick or core.default_nick(_login())
     if not core.valid_nick(nick):
-        parser.error(f"not a valid nick: {nick!r} (1-24 letters, digits or _-[]\\^{{}}|)")
+        parser.error(f"not a valid nick: {nick!r} ({names.NICK_RULE})")
     if args.fingerprint is not None and not args.fingerprint.startswith("SHA256:"):
         parser.error(
             f"a fingerprint looks like SHA256:... (as chatd prints it), not {args.fingerprint!r}"

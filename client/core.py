@@ -32,8 +32,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-# The name rules are the server's own (pure, stdlib-only): the client cannot drift from them.
+# The name rules and defaults are the server's own (pure, stdlib-only): no drift.
 from chatd import names
+from chatd.config import DEFAULT_PORT, Config
 
 __all__ = [
     "COMMANDS",
@@ -50,13 +51,12 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PORT = 7777
-DEFAULT_ROOM = "#lobby"
-# docs/protocol.md: nicks are 1-24 characters; texts at most max_text_chars (2000);
-# a request line at most max_line_bytes (4096) without the newline.
+DEFAULT_ROOM = names.LOBBY
+# docs/protocol.md: texts at most max_text_chars; a request line at most max_line_bytes
+# without the newline (the server's defaults).
 MAX_NICK = names.NICK_MAX
-MAX_TEXT_CHARS = 2000
-MAX_LINE_BYTES = 4096
+MAX_TEXT_CHARS = Config().max_text_chars
+MAX_LINE_BYTES = Config().max_line_bytes
 # How many messages one gap request asks for; a full page means "ask again".
 GAP_PAGE = 200
 DEFAULT_HISTORY = 20
@@ -503,10 +503,7 @@ class ChatState:
         if not rest or " " in rest:
             self._usage(out, "nick")
         elif not valid_nick(rest):
-            out.error(
-                f"not a valid nick: {sanitize(rest, newlines=False)} (1-24 letters, digits "
-                "or _-[]\\^{}|, not starting with a digit or -)"
-            )
+            out.error(f"not a valid nick: {sanitize(rest, newlines=False)} ({names.NICK_RULE})")
         else:
             self._send(out, {"op": "nick", "nick": rest})
 

@@ -366,3 +366,19 @@ def test_text_password_server_checks_the_nick_before_asking_for_the_password() -
     assert isinstance(locked.decode(b"good")[0], Echo)  # still asking for a nick
     tail = locked.encode(Error("bad_password", "wrong password")).decode()
     assert tail.endswith("*** Type the password for good on the next line.\n")
+
+
+def test_every_event_is_in_the_union_the_codecs_render() -> None:
+    # Each codec's render ends with assert_never over AnyEvent: mypy then fails on an
+    # event a codec forgot, but only if the event is in the union.
+    import typing
+
+    from chatd import model
+
+    events = {
+        obj
+        for obj in vars(model).values()
+        if isinstance(obj, type) and issubclass(obj, model.Event) and obj is not model.Event
+    }
+    assert events == set(typing.get_args(model.AnyEvent))
+    assert model.ErrorCode.BAD_NICK == "bad_nick" and f"{model.ErrorCode.BAD_NICK}" == "bad_nick"

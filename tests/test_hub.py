@@ -20,6 +20,7 @@ from chatd.model import (
     Join,
     Joined,
     JoinEvent,
+    MemberInfo,
     Message,
     Nick,
     NickEvent,
@@ -36,9 +37,12 @@ from chatd.model import (
     Rooms,
     RoomsReply,
     Say,
+    Stats,
+    StatsReply,
     Store,
     Topic,
     TopicEvent,
+    Users,
     Welcome,
     Who,
     Whois,
@@ -69,7 +73,7 @@ def test_hello_welcomes_and_autojoins() -> None:
     hub.connect(1, NOW)
     actions = hub.handle(1, Hello("alice", autojoin=("#lobby",), rid=7), NOW)
     assert actions == [
-        Deliver((1,), Welcome("alice", "test"), rid=7),
+        Deliver((1,), Welcome("alice", "test", stats=StatsReply(1, 0, 0, 1)), rid=7),
         Deliver((1,), Joined("#lobby", "", ("alice",))),
         Replay(1, "#lobby", 0),  # even with replay off: history_end must follow joined
     ]
@@ -219,14 +223,17 @@ def test_private_message_to_both_and_away_notice() -> None:
     assert hub.handle(2, Away("lunch"), NOW) == [Deliver((2,), AwayReply(True))]
     actions = hub.handle(1, PrivMsg("bob", "back?"), NOW)
     assert actions[-1] == Deliver((1,), AwayNotice("bob", "lunch"))
-    assert hub.handle(1, Whois("bob"), NOW) == [Deliver((1,), WhoisReply("bob", (), "lunch", 0))]
+    whois = WhoisReply("bob", (), "lunch", 0, user="bob", realname="bob")
+    assert hub.handle(1, Whois("bob"), NOW) == [Deliver((1,), whois)]
 
 
 def test_who_rooms_topic() -> None:
     hub = make_hub()
     register(hub, 1, "alice", "#b", "#a")
     register(hub, 2, "bob", "#a")
-    assert hub.handle(2, Who("#A"), NOW) == [Deliver((2,), WhoReply("#a", ("alice", "bob")))]
+    details = (MemberInfo("alice", "alice", "alice"), MemberInfo("bob", "bob", "bob"))
+    who = WhoReply("#a", ("alice", "bob"), details)
+    assert hub.handle(2, Who("#A"), NOW) == [Deliver((2,), who)]
     assert hub.handle(2, Topic("#a", "lunch\nat noon"), NOW) == [
         Deliver((1, 2), TopicEvent("#a", "lunch at noon", "bob"))
     ]
@@ -302,3 +309,25 @@ def test_unknown_command_type_is_a_bug_not_a_refusal() -> None:
     register(hub, 1, "alice")
     with pytest.raises(TypeError):
         hub.handle(1, object(), NOW)  # type: ignore[arg-type]
+
+
+def test_user_and_realname_are_kept_and_who_sees_only_neighbours() -> None:
+    hub = make_hub()
+    hub.connect(1, NOW)
+    hub.handle(1, Hello("ann", user="annie", realname="Ann\x1b[31m Example"), NOW)
+    hub.handle(1, Join("#a"), NOW)
+    register(hub, 2, "bob", "#a")
+    register(hub, 3, "cid")  # shares no room with ann
+    hub.connect(4, NOW)  # not registered
+    hub.handle(2, Away("out"), NOW)
+    ann = MemberInfo("ann", "annie", "Ann\ufffd[31m Example")
+    (reply,) = hub.handle(1, Users(), NOW)
+    assert reply == Deliver(
+        (1,), WhoReply("*", ("ann", "bob"), (ann, MemberInfo("bob", "bob", "bob", away=True)))
+    )
+    (whois,) = hub.handle(3, Whois("ann"), NOW)
+    assert isinstance(whois, Deliver) and isinstance(whois.event, WhoisReply)
+    assert (whois.event.user, whois.event.realname) == ("annie", "Ann\ufffd[31m Example")
+    assert hub.handle(3, Stats(), NOW) == [Deliver((3,), StatsReply(3, 1, 1, 3))]
+    hub.handle(3, Disconnected(), NOW)
+    assert hub.handle(1, Stats(), NOW) == [Deliver((1,), StatsReply(2, 1, 1, 3))]

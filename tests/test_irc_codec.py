@@ -30,6 +30,7 @@ from chatd.fanout import Fanout
 from chatd.hub import Hub
 from chatd.model import (
     Close,
+    Command,
     Deliver,
     Echo,
     Error,
@@ -52,6 +53,7 @@ from chatd.model import (
     Whois,
 )
 from chatd.outpolicy import Flow
+from chatd.ratelimit import command_cost
 
 # --------------------------------------------------------------------------- harness
 
@@ -340,8 +342,11 @@ def test_registration_flow_against_the_hub() -> None:
     assert numerics(net.send(1, "USER u 0 *")) == ["461"]
     net.send(1, "NICK bob")
     got = net.send(1, "USER u 0 * :Bob")
-    assert numerics(got) == ["001", "002", "003", "004", "005", "375", "372", "372", "376"]
+    lusers = ["251", "252", "253", "254", "255", "265", "266"]
+    welcome = ["001", "002", "003", "004", "005", "005", *lusers]
+    assert numerics(got) == [*welcome, "375", "372", "372", "376"]
     assert got[0] == ":srv 001 bob :Welcome to chatd on srv, bob"
+    assert re.fullmatch(r":srv 004 bob srv chatd-\S+ i n", got[3]), got[3]
     isupport = " ".join(line for line in got if " 005 " in line)
     for token in ("CHANTYPES=#", "NICKLEN=24", "CHANNELLEN=33", "CASEMAPPING=rfc1459"):
         assert token in isupport.split(" ")
@@ -450,7 +455,7 @@ def test_channel_message_reaches_others_not_the_sender_without_echo_message() ->
     assert net.send(1, "PRIVMSG #a :hello bob") == []
     assert net.out[2][-1] == ":ann!ann@chatd PRIVMSG #a :hello bob"
     net.send(1, "NOTICE #a :a notice")
-    assert net.out[2][-1] == ":ann!ann@chatd PRIVMSG #a :a notice"
+    assert net.out[2][-1] == ":ann!ann@chatd NOTICE #a :a notice"
 
 
 def test_echo_message_server_time_and_msgid() -> None:
@@ -529,8 +534,8 @@ def test_who_names_list_topic() -> None:
     net.irc_user(2, "bob", "#a", "#b")
     got = net.send(1, "WHO #a")
     assert got == [
-        ":srv 352 ann #a ann chatd srv ann H :0 ann",
-        ":srv 352 ann #a bob chatd srv bob H :0 bob",
+        ":srv 352 ann #a u chatd srv ann H :0 Real Name",
+        ":srv 352 ann #a u chatd srv bob H :0 Real Name",
         ":srv 315 ann #a :End of /WHO list",
     ]
     assert numerics(net.send(1, "WHO bob")) == ["352", "315"]
@@ -591,6 +596,7 @@ def test_part_with_reason() -> None:
         ("FROB x y", ["421"]),
         ("MODE", ["461"]),
         ("MODE #a", ["324"]),
+        ("MODE #a +n", []),
         ("MODE #a b", ["368"]),
         ("MODE #a +o taken", ["482"]),
         ("MODE ann", ["221"]),
@@ -681,3 +687,139 @@ def test_codec_answers_for_events_it_renders_itself() -> None:
     assert [type(c) for c in codec.decode(b"WHO #a")] == [Who]
     assert [type(c) for c in codec.decode(b"WHO bob")] == [Whois]
     assert [type(c) for c in codec.decode(b"QUIT")] == [Echo, Quit]
+
+
+def _cost(commands: list[Command]) -> int:
+    return sum(map(command_cost, commands))
+
+
+def test_multi_target_lines_cost_one_token_per_distinct_target() -> None:
+    net = Net()
+    net.irc_user(1, "ann")
+    net.irc_user(2, "bob")
+    codec = net.codecs[1]
+    joins = codec.decode(b"JOIN #a,#A,#b,#a")  # type: ignore[attr-defined]
+    assert [c.room for c in joins] == ["#a", "#b"] and _cost(joins) == 2
+    names = codec.decode(b"NAMES #x,#y,#X")  # type: ignore[attr-defined]
+    assert [c.room for c in names] == ["#x", "#y"] and _cost(names) == 2
+    says = codec.decode(b"PRIVMSG bob,BOB,#a :hi")  # type: ignore[attr-defined]
+    assert [getattr(c, "to", None) or c.room for c in says] == ["bob", "#a"]
+    assert _cost(says) == 2
+    net.send(1, "JOIN #a,#b,#c")
+    parts = codec.decode(b"JOIN 0")  # type: ignore[attr-defined]
+    assert sorted(c.room for c in parts) == ["#a", "#b", "#c"] and _cost(parts) == 3
+    assert _cost(codec.decode(b"PING :x")) == 0  # type: ignore[attr-defined]
+
+
+def test_too_many_targets_is_407_and_nothing_is_done() -> None:
+    net = Net()
+    net.connect(1, IrcCodec("srv", max_rooms=3))
+    welcome = net.send(1, "NICK ann") + net.send(1, "USER u 0 * :Ann")
+    assert any("TARGMAX=JOIN:3,PART:3,PRIVMSG:4,NOTICE:4,NAMES:3,WHOIS:1" in x for x in welcome)
+    assert net.send(1, "JOIN #a,#b,#c,#d") == [
+        ":srv 407 ann #d :Too many targets: at most 3 for JOIN; nothing was done"
+    ]
+    assert net.hub.rooms_of(1) == []
+    assert numerics(net.send(1, "JOIN #a,#b,#c,#A,#B")) == ["353", "366"] * 3  # repeats: once
+    assert numerics(net.send(1, "NAMES #a,#b,#c,#d")) == ["407"]
+    assert numerics(net.send(1, "PART #a,#b,#c,#d")) == ["407"]
+    assert numerics(net.send(1, "PRIVMSG a,b,c,d,e :hi")) == ["407"]
+    assert net.send(1, "NOTICE a,b,c,d,e :hi") == []  # never an automatic reply
+    assert numerics(net.send(1, "WHOIS ann,ann")) == ["311", "319", "312", "317", "318"]
+    assert numerics(net.send(1, "WHOIS ann,bob")) == ["407"]
+
+
+def test_user_keeps_username_and_realname_for_who_and_whois() -> None:
+    net = Net()
+    net.connect(1)
+    assert numerics(net.send(1, "USER ann 0 * :")) == ["461"]  # empty realname
+    assert numerics(net.send(1, "USER ann 0 * :   ")) == ["461"]
+    assert numerics(net.send(1, "USER  0 * :Ann")) == ["461"]  # too few: the empty one
+    assert numerics(net.send(1, "USER '' 0 * :Ann")) == []  # quotes dropped: the nick
+    net.send(1, "NICK ann")
+    net.connect(2)
+    net.send(2, "NICK bob")
+    # Not UTF-8 (Latin-1 from an old client): read as CP1252. A username keeps ASCII.
+    net.send(2, b"USER b\xf6b@x.y 0 * :B\xf6b \x02Bold\x02 Builder")
+    net.send(1, "JOIN #a")
+    net.send(2, "JOIN #a")
+    assert net.send(1, "WHO #a") == [
+        ":srv 352 ann #a ann chatd srv ann H :0 Ann",
+        ":srv 352 ann #a bbx.y chatd srv bob H :0 B\u00f6b Bold Builder",
+        ":srv 315 ann #a :End of /WHO list",
+    ]
+    assert net.send(2, "WHOIS ann")[0] == ":srv 311 bob ann ann chatd * :Ann"
+    net.send(2, "AWAY :out")
+    assert net.send(1, "WHO bob") == [
+        ":srv 352 ann * bbx.y chatd srv bob G :0 B\u00f6b Bold Builder",
+        ":srv 315 ann bob :End of WHO list".replace("WHO", "/WHO"),
+    ]
+
+
+def test_who_masks_star_and_operators() -> None:
+    net = Net()
+    net.irc_user(1, "ann", "#a")
+    net.irc_user(2, "bob", "#a")
+    net.irc_user(3, "bert")  # shares no room with ann: invisible to her masks
+    net.irc_user(4, "b[x]")  # brackets are nick characters, not a character class
+    net.send(4, "JOIN #a")
+
+    def nicks(line: str) -> list[str]:
+        return [x.split(" ")[7] for x in net.send(1, line) if " 352 " in x]
+
+    assert nicks("WHO *") == ["ann", "bob", "b[x]"]
+    assert nicks("WHO 0") == ["ann", "bob", "b[x]"]
+    assert nicks("WHO") == ["ann", "bob", "b[x]"]
+    assert nicks("WHO b*") == ["bob", "b[x]"]
+    assert nicks("WHO B?B") == ["bob"]
+    assert nicks("WHO b{X}") == ["b[x]"]  # rfc1459 case mapping
+    assert nicks("WHO *!u@chatd") == ["ann", "bob", "b[x]"]
+    assert nicks("WHO *!nobody@*") == []
+    assert nicks("WHO bert") == ["bert"]  # an exact nick is found anywhere, as IRC does
+    assert numerics(net.send(1, "WHO * o")) == ["315"]  # operators only: there are none
+    assert nicks("WHO b* %cuhnfo") == ["bob", "b[x]"]  # WHOX fields ignored, not "o"
+    assert net.send(1, "WHO *" + "*a" * 200)[-1].startswith(":srv 315 ann *")
+
+
+def test_lusers_and_names_of_several_channels() -> None:
+    net = Net()
+    net.irc_user(1, "ann", "#a", "#b")
+    net.irc_user(2, "bob", "#a")
+    net.connect(3)  # not registered yet
+    assert net.send(1, "LUSERS") == [
+        ":srv 251 ann :There are 0 users and 2 invisible on 1 servers",
+        ":srv 252 ann 0 :operator(s) online",
+        ":srv 253 ann 1 :unknown connection(s)",
+        ":srv 254 ann 2 :channels formed",
+        ":srv 255 ann :I have 3 clients and 0 servers",
+        ":srv 265 ann 2 2 :Current local users 2, max 2",
+        ":srv 266 ann 2 2 :Current global users 2, max 2",
+    ]
+    assert net.send(1, "NAMES #a,#b,#nowhere") == [
+        ":srv 353 ann = #a :ann bob",
+        ":srv 366 ann #a :End of /NAMES list",
+        ":srv 353 ann = #b :ann",
+        ":srv 366 ann #b :End of /NAMES list",
+        ":srv 366 ann #nowhere :End of /NAMES list",
+    ]
+
+
+def test_a_notice_is_never_answered_automatically() -> None:
+    net = Net()
+    net.irc_user(1, "ann", "#a")
+    net.irc_user(2, "bob")
+    net.send(2, "AWAY :gone")
+    assert net.send(1, "NOTICE bob :automated") == []  # no 301 for a NOTICE
+    assert net.out[2][-1] == ":ann!ann@chatd NOTICE bob :automated"
+    assert numerics(net.send(1, "PRIVMSG bob :hello")) == ["301"]  # a PRIVMSG gets one
+    for line in ("NOTICE nobody :x", "NOTICE #elsewhere :x", "NOTICE #a", "NOTICE a,b,c,d,e :x"):
+        assert net.send(1, line) == [], line
+    # A NOTICE to a channel stays a NOTICE for IRC users (so their bots do not answer it)
+    # and is a plain message for the others.
+    net.irc_user(3, "cat", "#a")
+    net.connect(4, JsonCodec())
+    net.send(4, '{"op":"hello","nick":"jay"}')
+    net.send(4, '{"op":"join","room":"#a"}')
+    net.send(1, "NOTICE #a :build passed")
+    assert net.out[3][-1] == ":ann!ann@chatd NOTICE #a :build passed"
+    assert '"text":"build passed"' in net.out[4][-1] and "notice" not in net.out[4][-1]

@@ -388,6 +388,18 @@ def test_irssi_in_tmux_chats_with_a_json_user(server: ChatdProcess, tmp_path: Pa
         jay.expect_frame(type="msg", **{"from": "irbob", "text": "hello json, from irssi"})
         tmux.type("/nick irbob2")
         jay.expect_frame(type="nick", old="irbob", new="irbob2")
+        tmux.type("/who #irs")  # irssi shows a 352 as: channel nick flags hops user@host [real]
+        tmux.type("/lusers")
+        tmux.type("/window 1")  # both answers go to the status window
+        wait_until(
+            lambda: (
+                re.search(r"#irs\s+jay\s+H\s+0\s+jay@chatd \[jay\]", tmux.screen())
+                and "There are 0 users and 2 invisible on 1 servers" in tmux.screen()
+            ),
+            timeout=10,
+            what="WHO #irs and LUSERS on irssi's screen",
+        )
+        tmux.type("/window 2")
         jay.send_json(op="part", room="#irs", reason="see you")
         wait_until(
             lambda: "jay [jay@chatd] has left #irs [see you]" in tmux.screen(),
@@ -485,3 +497,105 @@ def test_private_action_from_irc_reaches_json_and_text_users_as_an_action(
     assert cat.expect(lambda line: "[msg]" in line).endswith("ann -> cat: * ann nods")
     bob.send_json(op="msg", to="ann", text="bows", action=True)
     assert ann.expect(lambda line: "PRIVMSG ann" in line).endswith(":\x01ACTION bows\x01")
+
+
+def test_a_line_with_many_targets_costs_a_rate_limit_token_per_target() -> None:
+    # Rate 1/s, burst 6: registering takes 2 tokens (NICK, USER). A JOIN of 24 rooms then
+    # costs 24, leaving the bucket 20 in debt: the next line waits ~20 s. Before, the
+    # JOIN cost one token and the PING was answered at once.
+    proc = ChatdProcess(
+        "--rate-limit", "1", "--rate-burst", "6", "--server-name", "irc.test", irc=True
+    )
+    try:
+        ann, bob = irc(proc), irc(proc)
+        ann.register("ann")
+        bob.register("bob")
+        rooms = [f"#r{k}" for k in range(24)]
+        ann.send_line("JOIN " + ",".join(rooms))
+        ann.send_line("PING :after-the-joins")
+        for room in rooms:  # all 24 joins are served: the line is charged, not cut
+            ann.expect(lambda line, room=room: f" 366 ann {room} " in line)
+        bob.send_line("JOIN #r0")  # a neighbour with tokens left is served at once
+        bob.send_line("PING :bob")
+        bob.expect(lambda line: line == ":irc.test PONG irc.test :bob")
+        ann.expect(lambda line: line == ":bob!bob@chatd JOIN #r0")
+        deadline = time.monotonic() + 1.0
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                ann.read_line(left)
+            except AssertionError:  # nothing more within the second, as it should be
+                break
+        assert not any("PONG" in line for line in ann.lines), "the JOIN cost one token"
+    finally:
+        proc.stop()
+
+
+def test_the_irc_package_sees_who_lusers_names_and_myinfo(server: ChatdProcess) -> None:
+    irc_client = pytest.importorskip("irc.client", reason="pip install irc (the 'irc' extra)")
+    reactor = irc_client.Reactor()
+    seen: dict[str, list[list[str]]] = {}
+
+    def on_any(conn: object, event: object) -> None:
+        kind = event.type  # type: ignore[attr-defined]
+        seen.setdefault(kind, []).append([str(a) for a in event.arguments])  # type: ignore[attr-defined]
+
+    connection = reactor.server().connect(
+        "127.0.0.1", server.irc_port, "libbot", username="libuser", ircname="Library Bot"
+    )
+    kinds = ("myinfo", "luserclient", "luserme", "n_local", "n_global", "whoreply", "endofwho")
+    for kind in (*kinds, "namreply", "endofnames", "welcome", "join"):
+        reactor.add_global_handler(kind, on_any)
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.is_set():
+            reactor.process_once(0.05)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: "n_global" in seen and "welcome" in seen, what="welcome burst")
+        assert seen["myinfo"][0][0] == "irc.test" and seen["myinfo"][0][2:] == ["i", "n"]
+        assert seen["luserclient"][0] == ["There are 0 users and 1 invisible on 1 servers"]
+        assert seen["n_local"][0][:2] == ["1", "1"]
+        jay = server.json_client("jay", "#lib", "#other")
+        reactor.scheduler.execute_after(0, lambda: connection.join("#lib,#other"))
+        wait_until(lambda: len(seen.get("endofnames", [])) == 2, what="two joins")
+        seen.pop("namreply")
+        seen.pop("endofnames")
+        reactor.scheduler.execute_after(0, lambda: connection.names(["#lib", "#other"]))
+        wait_until(lambda: len(seen.get("endofnames", [])) == 2, what="NAMES of two channels")
+        assert [r[:2] for r in seen["namreply"]] == [["=", "#lib"], ["=", "#other"]]
+        reactor.scheduler.execute_after(0, lambda: connection.who("#lib"))
+        wait_until(lambda: "endofwho" in seen, what="WHO #lib")
+        assert sorted(seen["whoreply"]) == [
+            ["#lib", "jay", "chatd", "irc.test", "jay", "H", "0 jay"],
+            ["#lib", "libuser", "chatd", "irc.test", "libbot", "H", "0 Library Bot"],
+        ]
+        jay.close()
+    finally:
+        stop.set()
+        thread.join(5)
+        connection.close()
+
+
+def test_registration_with_empty_or_non_utf8_user_fields(server: ChatdProcess) -> None:
+    client = irc(server)
+    client.send_line("NICK ann")
+    client.send_line("USER ann 0 * :")
+    assert client.expect(lambda line: True) == ":irc.test 461 * USER :Not enough parameters"
+    client.send(b"USER \xe4nn\xff 0 * :\xc4nn \xe9l\xe8ve\r\n")  # Latin-1, not UTF-8
+    client.expect(lambda line: " 001 " in line)
+    other = irc(server)
+    other.register("bob")
+    other.send_line("WHOIS ann")
+    assert other.expect(lambda line: " 311 " in line) == (
+        ":irc.test 311 bob ann nn chatd * :\u00c4nn \u00e9l\u00e8ve"
+    )
+    other.send_line("NOTICE ann :automated")
+    client.send_line("AWAY :gone")
+    client.expect(lambda line: " 306 " in line)
+    other.send_line("NOTICE ann :are you there")
+    other.send_line("PING :done")
+    other.expect(lambda line: "PONG" in line)
+    assert not any(" 301 " in line for line in other.lines), "a NOTICE was answered"

@@ -11,10 +11,11 @@ import json
 import math
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, assert_never, cast
 
 from chatd.codecs.base import Codec, decode_utf8
 from chatd.model import (
+    AnyEvent,
     Away,
     AwayNotice,
     AwayReply,
@@ -48,6 +49,7 @@ from chatd.model import (
     Say,
     Shutdown,
     Skipped,
+    StatsReply,
     Topic,
     TopicEvent,
     Welcome,
@@ -176,7 +178,7 @@ def _message_fields(m: Message) -> dict[str, Any]:
     return obj
 
 
-def _event_fields(event: Event) -> dict[str, Any]:
+def _event_fields(event: AnyEvent) -> dict[str, Any]:
     match event:
         case Message():
             return _message_fields(event)
@@ -239,7 +241,9 @@ def _event_fields(event: Event) -> dict[str, Any]:
             return {"type": "whois", "nick": nick, "rooms": list(rooms), "away": away, "idle": idle}
         case AwayReply(away=away):
             return {"type": "away", "away": away}
-    raise TypeError(f"JSON mode cannot encode {event!r}")
+        case StatsReply(users=users, rooms=rooms):  # no op asks for it yet (IRC's LUSERS)
+            return {"type": "stats", "users": users, "rooms": rooms}
+    assert_never(event)
 
 
 class JsonCodec(Codec):
@@ -272,7 +276,7 @@ class JsonCodec(Codec):
         return [make(_Request(obj, op, rid))]
 
     def encode(self, event: Event, rid: object = None) -> bytes:
-        obj = _event_fields(event)
+        obj = _event_fields(cast(AnyEvent, event))  # the open base -> the closed union
         if rid is not None:
             obj["id"] = rid
         return _dumps(obj).encode() + b"\n"

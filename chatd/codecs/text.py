@@ -18,9 +18,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from typing import assert_never, cast
 
 from chatd.codecs.base import Codec, decode_utf8
 from chatd.model import (
+    AnyEvent,
     Away,
     AwayNotice,
     AwayReply,
@@ -55,6 +57,7 @@ from chatd.model import (
     Say,
     Shutdown,
     Skipped,
+    StatsReply,
     Topic,
     TopicEvent,
     Welcome,
@@ -63,11 +66,10 @@ from chatd.model import (
     WhoisReply,
     WhoReply,
 )
-from chatd.names import valid_nick
+from chatd.names import LOBBY, valid_nick
 
-__all__ = ["TextCodec", "HELP", "LOBBY", "CONTINUATION"]
+__all__ = ["TextCodec", "HELP", "CONTINUATION"]
 
-LOBBY = "#lobby"
 # Every output line that is not a continuation starts with "[", "*", "!", "#" or "-".
 CONTINUATION = "    | "
 
@@ -185,7 +187,7 @@ _COMMANDS: dict[str, Callable[[str], list[Command]]] = {
 }
 
 
-def _render(event: Event) -> str:
+def _render(event: AnyEvent) -> str:
     """One event as the lines a person reads (without the final newline)."""
     match event:
         case Message(room=room, sender=sender, text=text, ts=ts, action=action, history=history):
@@ -253,7 +255,9 @@ def _render(event: Event) -> str:
             return line + (f"; away: {away}" if away else "")
         case AwayReply(away=away):
             return "*** You are marked as away." if away else "*** You are back."
-    raise TypeError(f"text mode cannot encode {event!r}")
+        case StatsReply(users=users, rooms=rooms):  # no command asks for it yet
+            return f"*** {users} users in {rooms} rooms"
+    assert_never(event)
 
 
 class TextCodec(Codec):
@@ -319,7 +323,7 @@ class TextCodec(Codec):
             self._nick_for_password = None  # the nick was refused: ask for another
 
     def encode(self, event: Event, rid: object = None) -> bytes:
-        text = _render(event)
+        text = _render(cast(AnyEvent, event))  # the open base -> the closed union
         if isinstance(event, Error) and not self._registered:
             text += self._next_step(event.code)
         return (text + "\n").encode() if text else b""
