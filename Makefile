@@ -36,6 +36,8 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 install: $(STAMP)
+	@echo "chat and chatd are in $(CURDIR)/$(BIN)/ (run them from there, or: make run-client)."
+	@echo "To have them on your PATH: pipx install .   (or: pip install --user .)"
 
 # TLS needs the 'cryptography' library to make the server's certificate on first start
 # (docs/tls.md), so this uses the virtualenv; run-server-plain needs Python alone.

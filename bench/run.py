@@ -99,6 +99,15 @@ QUICK: dict[str, dict[str, Any]] = {
 # ---- server subprocesses --------------------------------------------------------------
 
 
+def _many_hosts(root: Path) -> list[str]:
+    """Every load-generator client comes from 127.0.0.1: no per-address limit (if the
+    chatd under test has one; --chatd-root may name an older tree)."""
+    config = root / "chatd" / "config.py"
+    if config.exists() and "max_clients_per_ip" in config.read_text():
+        return ["--max-clients-per-ip", "0"]
+    return []
+
+
 def server_command(kind: str, db: str, root: Path = ROOT) -> list[str]:
     if kind == "chatd-tls":  # its certificate is made in $XDG_DATA_HOME (run() sets it)
         cmd = server_command("chatd", db, root)
@@ -123,6 +132,9 @@ def server_command(kind: str, db: str, root: Path = ROOT) -> list[str]:
             "20000",
             "--tls",
             "off",
+            *_many_hosts(root),
+            # e.g. CHATD_BENCH_ARGS="--history-max-per-room 1000" to measure retention
+            *os.environ.get("CHATD_BENCH_ARGS", "").split(),
         ]
     if kind in ("asyncio", "selectors"):
         return [

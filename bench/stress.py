@@ -31,6 +31,7 @@ import test_abuse as abuse  # noqa: E402
 import test_abuse_text as text_abuse  # noqa: E402
 from helpers import ChatdProcess  # noqa: E402
 
+from bench import stress_server  # noqa: E402
 from chatd.fdlimit import raise_fd_limit  # noqa: E402
 
 MiB = 1024  # figures are in KiB
@@ -45,7 +46,7 @@ def _raise_nofile(count: int) -> None:
 def slowloris(quick: bool) -> tuple[dict[str, Any], list[str]]:
     n, timeout = (200, 2.0) if quick else (1000, 3.0)
     _raise_nofile(n + 500)
-    server = ChatdProcess("--register-timeout-seconds", str(timeout))
+    server = ChatdProcess(*abuse.MANY_HOSTS, "--register-timeout-seconds", str(timeout))
     try:
         got = abuse.run_slowloris(
             server, tricklers=n, chatters=10 if quick else 20, register_timeout=timeout
@@ -99,7 +100,7 @@ def slow_consumers(quick: bool) -> tuple[dict[str, Any], list[str]]:
 
 def churn(quick: bool) -> tuple[dict[str, Any], list[str]]:
     cycles = 2400 if quick else 12000
-    server = ChatdProcess("--rate-limit", "0", "--register-timeout-seconds", "5")
+    server = ChatdProcess(*abuse.MANY_HOSTS, "--rate-limit", "0", "--register-timeout-seconds", "5")
     try:
         got = abuse.run_churn(server, cycles=cycles)
         abuse.server_healthy(server)
@@ -121,7 +122,12 @@ def churn(quick: bool) -> tuple[dict[str, Any], list[str]]:
 def fd_exhaustion(quick: bool) -> tuple[dict[str, Any], list[str]]:
     limit, extra = (64, 40) if quick else (512, 400)  # the waiting must fit once others leave
     server = ChatdProcess(
-        "--rate-limit", "0", "--register-timeout-seconds", "60", preexec=abuse._low_nofile(limit)
+        *abuse.MANY_HOSTS,
+        "--rate-limit",
+        "0",
+        "--register-timeout-seconds",
+        "60",
+        preexec=abuse._low_nofile(limit),
     )
     try:
         got = abuse.run_fd_exhaustion(server, limit, extra=extra, measure_s=3.0)
@@ -157,7 +163,9 @@ def flood(quick: bool) -> tuple[dict[str, Any], list[str]]:
 def many(quick: bool) -> tuple[dict[str, Any], list[str]]:
     clients, rooms = (5000, 10) if quick else (10000, 20)
     _raise_nofile(clients + 500)
-    server = ChatdProcess("--rate-limit", "0", "--max-clients", str(clients + 100))
+    server = ChatdProcess(
+        *abuse.MANY_HOSTS, "--rate-limit", "0", "--max-clients", str(clients + 100)
+    )
     try:
         got = abuse.run_many(server, clients=clients, rooms=rooms)
         abuse.server_healthy(server)
@@ -314,6 +322,7 @@ SCENARIOS: dict[str, Callable[[bool], tuple[dict[str, Any], list[str]]]] = {
     "paste": paste,
     "irc_targets": irc_targets,
 }
+SCENARIOS.update(stress_server.SCENARIOS)  # issue 10: bench/stress_server.py
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -24,12 +25,12 @@ from chatd import __version__
 from chatd.certs import TlsUnavailable, setup_tls
 from chatd.codecs.base import Codec
 from chatd.codecs.irc import IrcCodec
-from chatd.config import DEFAULT_PORT, Config, ConfigError, field_types
+from chatd.config import DEFAULT_PORT, Config, ConfigError, field_types, parse_duration
 from chatd.fdlimit import raise_fd_limit
 from chatd.history import MEMORY, HistoryError, default_path, open_store
 from chatd.server import Server
 from chatd.streams import StreamFactory
-from chatd.tls import PlainRefused, TlsStream, sniffer
+from chatd.tls import TlsStream, sniffer
 
 __all__ = ["main", "build_parser", "config_from_args"]
 
@@ -43,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
         f"'nc HOST {DEFAULT_PORT}' and type. See docs/protocol.md.",
         epilog="Every option may also be set in a TOML file given with --config, by its "
         "name with underscores (max_line_bytes = 8192). Flags win over the file. "
-        "Set a server password with --password-file or CHATD_PASSWORD.",
+        "Set a server password with --password-file or CHATD_PASSWORD. "
+        "Tools for the history file, safe while the server runs: 'chatd backup PATH', "
+        "'chatd export --room ROOM' (chatd backup --help).",
     )
     parser.add_argument("--version", action="version", version=f"chatd {__version__}")
     parser.add_argument("--config", metavar="FILE", help="TOML file of settings")
@@ -133,6 +136,20 @@ def _raise_fd_limit(wanted: int) -> None:
         )
 
 
+def chat_command() -> str:
+    """How to start the client from here: ``chat`` if it is on PATH, else the ``chat``
+    installed beside this Python or in this checkout's .venv (so the banner's line works)."""
+    if shutil.which("chat"):
+        return "chat"
+    for candidate in (
+        Path(sys.executable).parent / "chat",
+        Path(__file__).resolve().parent.parent / ".venv" / "bin" / "chat",
+    ):
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    return "chat"
+
+
 def listen_irc(
     server: Server,
     host: str,
@@ -140,10 +157,12 @@ def listen_irc(
     *,
     name: str = "irc",
     make_stream: StreamFactory | None = None,
+    turn_away: bytes | None = None,
 ) -> tuple[str, int]:
     """Open the IRC listener on ``server``'s loop; returns the bound address.
 
-    ``make_stream``: the byte stream of every connection (TLS on ``--irc-tls-port``).
+    ``make_stream``: the byte stream of every connection (TLS on ``--irc-tls-port``);
+    ``turn_away``: what every newcomer is told before it is closed (``--require-tls``).
     """
     config = server.config
 
@@ -155,7 +174,13 @@ def listen_irc(
         )
 
     return server.listen(
-        host, port, name=name, make_codec=make_codec, banner=b"", make_stream=make_stream
+        host,
+        port,
+        name=name,
+        make_codec=make_codec,
+        banner=b"",
+        make_stream=make_stream,
+        turn_away=turn_away,
     )
 
 
@@ -163,10 +188,19 @@ def _how_to_join(host: str, port: int) -> str:
     shown = host
     if host in ("0.0.0.0", "::", ""):
         shown = socket.gethostname() or "localhost"
-    hint = f"join with:  chat {shown}:{port}   or:  nc {shown} {port}"
-    if shown not in ("127.0.0.1", "localhost", "::1"):
-        hint += f"   (on this machine: chat localhost:{port})"
-    return hint
+    here = chat_command()
+    if shown in ("127.0.0.1", "localhost", "::1"):
+        return f"join with:  {here} {shown}:{port}   or:  nc {shown} {port}"
+    # Elsewhere people run their own `chat` (pipx install .); here, the one that works.
+    return (
+        f"join with:  chat {shown}:{port}   or:  nc {shown} {port}"
+        f"   (on this machine: {here} localhost:{port})"
+    )
+
+
+# `chatd NAME ...` runs a tool instead of the server. Flags all start with "--", so a
+# first word that is one of these can never be a server flag (or its value).
+SUBCOMMANDS = ("backup", "export")
 
 
 def _plain_refusal(config: Config) -> bytes:
@@ -181,6 +215,11 @@ def _plain_refusal(config: Config) -> bytes:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in SUBCOMMANDS:
+        from chatd.backup import main as tool_main
+
+        return tool_main(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -195,12 +234,19 @@ def main(argv: list[str] | None = None) -> int:
     _raise_fd_limit(config.max_clients + 64)
 
     try:
-        history = open_store(config.db)
+        history = open_store(
+            config.db,
+            max_age=parse_duration(config.history_max_age),
+            max_per_room=config.history_max_per_room,
+        )
     except HistoryError as exc:
         print(f"chatd: {exc}", file=sys.stderr)
         return 2
     next_mid = history.last_mid() + 1
-    print(f"chatd: room history in {history.path} (next message id {next_mid})", flush=True)
+    print(
+        f"chatd: room history in {history.path} (message ids continue after {next_mid - 1})",
+        flush=True,
+    )
 
     cert_dir = default_path().parent if history.path == MEMORY else Path(history.path).parent
     try:
@@ -228,12 +274,7 @@ def main(argv: list[str] | None = None) -> int:
                 line = b"ERROR :This server requires TLS: use its TLS port"
                 port_hint = f" {config.irc_tls_port}" if config.irc_tls_port else ""
                 refused = line + port_hint.encode() + b"\r\n"
-                listen_irc(
-                    server,
-                    config.host,
-                    config.irc_port,
-                    make_stream=lambda: PlainRefused(refused),
-                )
+                listen_irc(server, config.host, config.irc_port, turn_away=refused)
             else:
                 listen_irc(server, config.host, config.irc_port)
         if config.irc_tls_port is not None and tls is not None:
@@ -275,13 +316,13 @@ def main(argv: list[str] | None = None) -> int:
     status = 0
     try:
         server.serve_forever()
-    except HistoryError as exc:
-        # A message that cannot be stored is never delivered (store before deliver), so
-        # a failing disk stops the server rather than breaking that promise.
+    except HistoryError as exc:  # not expected: the server handles storage failures
         logger.critical("%s; stopping (nothing unstored was sent)", exc)
         status = 3
     finally:
-        history.close()
+        history.close()  # never raises
+    if server.storage_failure is not None:
+        status = 3  # --on-storage-failure stop, and storage failed
     logger.info("stopped; %s", _summary(server.stats))
     return status
 

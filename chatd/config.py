@@ -14,9 +14,10 @@ import socket
 from dataclasses import dataclass, field, replace
 from typing import Any, get_args, get_type_hints
 
-__all__ = ["Config", "ConfigError", "DEFAULT_PORT", "field_types"]
+__all__ = ["Config", "ConfigError", "DEFAULT_PORT", "field_types", "parse_duration"]
 
 DEFAULT_PORT = 7777
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 class ConfigError(ValueError):
@@ -92,6 +93,14 @@ class Config:
         "bytes read per recv() (asyncio reads 256 KiB, Redis "
         "16 KiB; bigger costs more than it saves)",
     )
+    # One recv() of 64 KiB of "xy\n" is 21,845 lines: ~1.2 MiB of parsed objects per
+    # client if they wait for the rate limit. Input waiting for it stays raw, and at most
+    # this much is read; the rest waits in the kernel, where TCP pushes back.
+    max_input_backlog_bytes: int = _opt(
+        16384,
+        "most bytes of a client's input read but not yet run (waiting for the rate "
+        "limit); the client is not read while it has any (4 lines of max_line_bytes)",
+    )
 
     # --- output limits (Redis's pub/sub client class, scaled to chat) -------------------
     out_high_water_bytes: int = _opt(
@@ -129,6 +138,16 @@ class Config:
 
     # --- connections ------------------------------------------------------------------
     max_clients: int = _opt(10000, "connections beyond this get server_full and are closed")
+    # ngIRCd allows 5 connections per address, which a school's NAT would hit at once:
+    # a class of 30 behind one address, each with the terminal client and an IRC client
+    # or a phone, is ~60-90. 64 keeps one host from taking more than 64 of max_clients.
+    max_clients_per_ip: int = _opt(
+        64,
+        "connections one address (an IPv4 address, an IPv6 /64) may hold; more get "
+        "server_full. 64 admits a classroom of ~30 behind one NAT with two devices each "
+        "and keeps one host from taking every slot; raise it for a bigger NAT, 0 turns "
+        "it off",
+    )
     max_accepts_per_tick: int = _opt(64, "most connections accepted per loop turn")
     listen_backlog: int = _opt(socket.SOMAXCONN, "listen() backlog")
     register_timeout_seconds: float = _opt(
@@ -163,6 +182,16 @@ class Config:
     # --- rooms and users -----------------------------------------------------------------
     max_rooms_per_client: int = _opt(50, "rooms one client may be in at once")
     max_password_failures: int = _opt(3, "wrong passwords before the connection is closed")
+    # Wrong passwords are throttled per address, not per connection: one client that
+    # reconnected after every 3 guesses made 8,163 guesses a second.
+    password_guess_burst: int = _opt(
+        10, "wrong passwords one address may send at once before its guesses are slowed"
+    )
+    password_guess_rate: float = _opt(
+        1.0,
+        "after the burst, wrong passwords per second one address may send, over all its "
+        "connections (its logins wait; other addresses are not slowed)",
+    )
     password: str | None = _opt(
         None, "(set with --password-file or CHATD_PASSWORD only)", cli=False
     )
@@ -178,6 +207,26 @@ class Config:
         50, "earlier messages replayed to a client when it joins a room (0: none)"
     )
     history_max_limit: int = _opt(500, "most messages one history request may return")
+    history_max_age: str = _opt(
+        "",
+        "retention: remove room messages older than this (e.g. 30d, 12h, 90m; "
+        "empty or 0: keep them forever)",
+    )
+    history_max_per_room: int = _opt(
+        0, "retention: keep at most this many messages per room, the newest (0: no limit)"
+    )
+    on_storage_failure: str = _opt(
+        "readonly",
+        "when history cannot be written (disk full, I/O error, file deleted): 'readonly' "
+        "refuses room messages until it can again, 'stop' shuts the server down (exit 3)",
+    )
+    # 500 messages of 2,000 control characters (each stored as 6 KB of U+FFFD) made one
+    # 3 MB reply, and cut off the client that asked as a slow consumer.
+    max_reply_bytes: int = _opt(
+        65536,
+        "most bytes of one reply the server sizes itself: a history page (the rest is "
+        "marked more), a join replay (the newest that fit), the rooms list (shortened)",
+    )
 
     # --- logging -----------------------------------------------------------------------------
     log_level: str = _opt("info", "debug, info, warning or error")
@@ -188,6 +237,7 @@ class Config:
             "max_text_chars",
             "max_message_lines",
             "recv_chunk_bytes",
+            "max_input_backlog_bytes",
             "out_high_water_bytes",
             "out_soft_limit_bytes",
             "out_hard_limit_bytes",
@@ -198,7 +248,9 @@ class Config:
             "rate_burst",
             "max_rooms_per_client",
             "max_password_failures",
+            "password_guess_burst",
             "history_max_limit",
+            "max_reply_bytes",
         ]
         for name in positive:
             if getattr(self, name) < 1:
@@ -217,10 +269,16 @@ class Config:
             "tls_handshake_seconds",
             "out_low_water_bytes",
             "send_buffer_bytes",
+            "history_max_per_room",
+            "max_clients_per_ip",
         ]
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, not {getattr(self, name)}")
+        if not self.password_guess_rate > 0:
+            raise ConfigError(
+                f"password_guess_rate must be positive, not {self.password_guess_rate}"
+            )
         for name in ("port", "irc_port", "irc_tls_port"):
             value = getattr(self, name)
             if value is not None and not 0 <= value <= 65535:
@@ -233,6 +291,11 @@ class Config:
             raise ConfigError(f"tls must be on, off or auto, not {self.tls!r}")
         if self.tls_key and not self.tls_cert:
             raise ConfigError("tls_key needs tls_cert")
+        if self.on_storage_failure not in ("readonly", "stop"):
+            raise ConfigError(
+                f"on_storage_failure must be readonly or stop, not {self.on_storage_failure!r}"
+            )
+        parse_duration(self.history_max_age, "history_max_age")
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
             raise ConfigError(
                 f"log_level must be debug, info, warning or error, not {self.log_level!r}"
@@ -264,6 +327,29 @@ class Config:
                     f"{' or nothing' if optional else ''}, not {value!r}"
                 )
         return replace(base or cls(), **checked)
+
+
+def parse_duration(text: str, name: str = "duration") -> float:
+    """Seconds in ``"30d"``, ``"12h"``, ``"90m"``, ``"45s"``, ``"2w"`` or a plain number
+    of seconds; ``""`` or ``"0"`` is 0 (off).
+
+    Raises:
+        ConfigError: anything else, naming the setting.
+    """
+    value = text.strip().lower()
+    if value in ("", "0"):
+        return 0.0
+    unit = _DURATION_UNITS.get(value[-1])
+    number = value[:-1] if unit else value
+    try:
+        seconds = float(number) * (unit or 1)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < 1e12 or not number.replace(".", "", 1).isdigit():
+        raise ConfigError(
+            f"{name} must be a duration like 30d, 12h, 90m or 45s (or 0 for off), not {text!r}"
+        )
+    return seconds
 
 
 def field_types() -> dict[str, tuple[type, bool]]:

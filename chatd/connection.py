@@ -59,6 +59,7 @@ class Connection:
         "sock",
         "fd",
         "peer",
+        "host",
         "framer",
         "codec",
         "out",
@@ -71,6 +72,8 @@ class Connection:
         "dirty",
         "owner",
         "backlog",
+        "unframed",
+        "unframed_pos",
         "bucket",
         "paused_until",
         "flow",
@@ -98,6 +101,7 @@ class Connection:
         self.sock = sock
         self.fd = sock.fileno()
         self.peer = peer
+        self.host = peer  # the address key per-address limits count (chatd.throttle)
         self.framer = framer
         self.codec = codec  # None until the first line picks the mode (native port)
         self.out = OutBuffer()
@@ -115,6 +119,11 @@ class Connection:
         # Frames read but not yet executed: None unless the rate limit holds frames back
         # (an empty deque is 760 bytes).
         self.backlog: deque[bytes | LineTooLong] | None = None
+        # Bytes read but not framed yet, from unframed_pos on: input held back by the
+        # rate limit stays raw (a 2-byte line framed costs ~40 bytes), framed a line at
+        # a time as tokens come (see Server._frame_next).
+        self.unframed = b""
+        self.unframed_pos = 0
         self.bucket = bucket
         self.paused_until = 0.0  # rate limit: no reading before this (monotonic)
         self.flow = Flow()
@@ -189,22 +198,9 @@ class Connection:
 
     def flush(self, max_bytes: int) -> int:
         """Send queued output until the kernel is full or ``max_bytes`` have gone."""
-        out = self.out
-        sock = self.sock
-        sent_total = 0
-        while out.size and sent_total < max_bytes:
-            chunks = out.peek(_IOV_MAX)
-            try:
-                # One chunk is the usual case (a tick's room messages are one blob).
-                sent = sock.send(chunks[0]) if len(chunks) == 1 else sock.sendmsg(chunks)
-            except (BlockingIOError, InterruptedError):
-                break
-            out.consume(sent)
-            sent_total += sent
-            if out.size and (len(chunks) < _IOV_MAX or sent < sum(map(len, chunks))):
-                break  # the kernel took less than offered: wait for EVENT_WRITE
-        self.bytes_out += sent_total
-        return sent_total
+        sent = self.out.write_to(self.sock, max_bytes, _IOV_MAX)
+        self.bytes_out += sent
+        return sent
 
     # ------------------------------------------------------------------ input
 
@@ -239,6 +235,42 @@ class Connection:
             self.at_eof = True
         return data
 
+    def take_input(self, data: bytes) -> bool:
+        """Frame what was read (rate-limited: keep it raw, framed a line per token, so
+        input held back costs its bytes only); True if there is input to run."""
+        if self.bucket is not None:
+            if self.unframed_pos < len(self.unframed):
+                data = self.unframed[self.unframed_pos :] + data
+            self.unframed, self.unframed_pos = data, 0
+            return True
+        frames = self.framer.feed(data)
+        if not frames:
+            return False
+        if self.backlog is None:
+            self.backlog = deque(frames)
+        else:
+            self.backlog.extend(frames)
+        return True
+
+    def frame_next(self) -> deque[bytes | LineTooLong] | None:
+        """Frame the next line of :attr:`unframed` (None when nothing is left)."""
+        data, pos = self.unframed, self.unframed_pos
+        while pos < len(data):
+            end = data.find(b"\n", pos) + 1 or len(data)
+            frames = self.framer.feed(data[pos:end])
+            pos = end
+            if frames:
+                self.unframed_pos = pos
+                self.backlog = deque(frames)
+                return self.backlog
+        self.unframed, self.unframed_pos = b"", 0
+        return None
+
+    @property
+    def has_input(self) -> bool:
+        """Lines read and not run yet (held by the rate limit or the output mark)."""
+        return bool(self.backlog) or self.unframed_pos < len(self.unframed)
+
     def settle_stream(self, first: bytes) -> None:
         """A sniffing listener's connection: choose its stream from ``first`` (no bytes:
         the peer said nothing in time; the sniffer may still refuse plain text), then
@@ -249,6 +281,9 @@ class Connection:
         greeting, self.greeting = self.greeting, b""
         if greeting:
             self.queue(greeting)
+        if self.stream is not None and self.stream.finished:
+            self.pump()  # it refused this peer (chatd.tls.PlainRefused): its words,
+            self.at_eof = True  # then the end
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -263,7 +298,7 @@ class Connection:
             return False
         self.state = State.CLOSING
         self.close_reason = reason
-        self.backlog = None
+        self.backlog, self.unframed = None, b""
         if self.stream is not None and flush and not broken:
             self.stream.close()  # its close_notify / close frame goes out with the rest
             self.pump()

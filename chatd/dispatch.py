@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from typing import Protocol
 
 from chatd.codecs import pick_codec
 from chatd.config import Config
 from chatd.connection import Connection, State
 from chatd.fanout import Fanout
 from chatd.framing import LINE_TOO_LONG
+from chatd.historyfile import HistoryError
 from chatd.hub import Hub
 from chatd.model import (
     Action,
@@ -28,6 +28,7 @@ from chatd.model import (
     ErrorCode,
     Event,
     FetchHistory,
+    Hello,
     HistoryEnd,
     HistoryReply,
     Message,
@@ -35,33 +36,23 @@ from chatd.model import (
     Replay,
     Store,
 )
-from chatd.ratelimit import command_cost
+from chatd.ratelimit import command_cost  # noqa: E402
+from chatd.storekeeper import HistoryStore, StoreKeeper  # noqa: E402
 
 __all__ = ["Dispatcher", "HistoryStore", "public_reason"]
 
 logger = logging.getLogger(__name__)
 
 
-class HistoryStore(Protocol):
-    """What the server needs from a message store (see :mod:`chatd.history`)."""
-
-    def append(self, message: Message) -> None: ...
-    def commit(self) -> None:
-        """Raises on failure; the server then stops before sending anything unstored."""
-
-    def recent(self, room: str, limit: int) -> list[Message]: ...
-    def query(
-        self, room: str, before: int | None, after: int | None, limit: int
-    ) -> list[Message]: ...
-
-
 class Dispatcher:
     """Runs frames through codecs and the hub; carries out the hub's actions.
 
     Args:
+        keeper: the history store's keeper (None: no history).
         open_conns: the server's open connections by id (read only).
         close: ``close(conn, reason, flush)`` - the server starts closing a connection.
         stats: the server's counters (``line_too_long``, ``protocol_errors``).
+        on_hello: ``on_hello(conn, actions)`` - what a password attempt got (throttling).
     """
 
     def __init__(
@@ -69,15 +60,21 @@ class Dispatcher:
         config: Config,
         hub: Hub,
         fanout: Fanout,
-        history: HistoryStore | None,
+        keeper: StoreKeeper | None,
         open_conns: dict[int, Connection],
         close: Callable[[Connection, str, bool], None],
         stats: dict[str, int],
+        on_hello: Callable[[Connection, list[Action]], None],
+        request_stop: Callable[[str], None],
     ) -> None:
         self.config = config
         self.hub = hub
         self.fanout = fanout
-        self.history = history
+        self.keeper = keeper
+        self.history: HistoryStore | None = keeper.store if keeper is not None else None
+        self._on_hello = on_hello
+        self._request_stop = request_stop
+        self.storage_failure: str | None = None  # set when a storage failure stopped us
         self._open = open_conns
         self._close = close
         self.stats = stats
@@ -111,8 +108,11 @@ class Dispatcher:
                 return
             if isinstance(command, Echo):
                 self.deliver_one(conn, command.event, command.rid)
-            else:
-                self.apply(self.hub.handle(conn.cid, command, wall))
+                continue
+            actions = self.hub.handle(conn.cid, command, wall)
+            if self._password_required and isinstance(command, Hello):
+                self._on_hello(conn, actions)
+            self.apply(actions)
 
     def departed(self, cid: int, reason: str, wall: float) -> None:
         """Tell the hub a connection is gone (at the end of a turn, never mid fan-out)."""
@@ -123,9 +123,9 @@ class Dispatcher:
             match action:
                 case Deliver():
                     self.fanout.deliver(action)
-                case Store(message=message):
-                    if self.history is not None:
-                        self.history.append(message)
+                case Store():
+                    if self.keeper is not None:
+                        self.keeper.append(action)
                 case Close(cid=cid, reason=reason, flush=flush):
                     conn = self._open.get(cid)
                     if conn is not None:
@@ -140,14 +140,65 @@ class Dispatcher:
     def deliver_one(self, conn: Connection, event: Event, rid: object = None) -> None:
         self.fanout.deliver(Deliver((conn.cid,), event, rid=rid))
 
+    # ------------------------------------------------------------------ storage
+
+    def commit(self) -> None:
+        """Commit the queued room messages; any that cannot be stored are refused."""
+        if self.keeper is not None:
+            unstored = self.keeper.commit()
+            if unstored:
+                self._storage_failed(unstored)
+
+    def _storage_failed(self, unstored: list[Store]) -> None:
+        """Take unstored messages out of this turn's deliveries, refuse them to their
+        senders, and go read-only (or stop, with ``--on-storage-failure stop``)."""
+        assert self.keeper is not None and self.keeper.failed is not None
+        failure = self.keeper.failed
+        self.fanout.discard({store.message.mid for store in unstored})
+        self.storage_state("failed")
+        for store in unstored:
+            conn = self._open.get(store.cid) if store.cid is not None else None
+            if conn is not None:
+                text = store.message.text[:60].replace("\n", " ")
+                why = (
+                    f"not sent: your message to {store.message.room} could not be stored "
+                    f"({failure.reason}): {text}"
+                )
+                self.deliver_one(conn, Error(ErrorCode.STORAGE_UNAVAILABLE, why), store.rid)
+
+    def storage_state(self, change: str) -> None:
+        """Tell the hub (and so everyone, once) that storage failed or recovered."""
+        keeper = self.keeper
+        assert keeper is not None
+        if change == "failed" and keeper.failed is not None:
+            if self.config.on_storage_failure == "stop":
+                if self.storage_failure is None:
+                    self.storage_failure = str(keeper.failed)
+                    logger.critical("%s; stopping (nothing unstored was sent)", keeper.failed)
+                    self._request_stop(f"history storage failed: {keeper.failed.reason}")
+                self.hub.set_storage_down(keeper.failed.reason)
+                return
+            self.apply(self.hub.set_storage_down(keeper.failed.reason))
+        elif change == "recovered":
+            self.apply(self.hub.set_storage_down(None))
+
+    # ------------------------------------------------------------------ history
+
     def _replay(self, action: Replay) -> None:
         conn = self._open.get(action.cid)
         if conn is None:
             return
         messages: list[Message] = []
         if self.history is not None:
-            self.history.commit()
-            messages = self.history.recent(action.room, action.limit)
+            self.commit()
+            # Not on top of a backlog of output (50 rooms joined in one IRC line, say).
+            budget = self.config.max_reply_bytes
+            if conn.out.size > self.config.out_high_water_bytes:
+                budget = 0
+            try:
+                messages = self._fit(conn, self.history.recent(action.room, action.limit), budget)
+            except HistoryError as exc:
+                logger.error("%s (replay to #%d)", exc, action.cid)
             for message in messages:
                 self.deliver_one(conn, message)
         self.deliver_one(conn, HistoryEnd(action.room, len(messages)))
@@ -156,13 +207,50 @@ class Dispatcher:
         conn = self._open.get(action.cid)
         if conn is None:
             return
-        if self.history is None:
+        history = self.history
+        if history is None:
             why = "this server keeps no history"
             self.deliver_one(conn, Error(ErrorCode.HISTORY_OFF, why), action.rid)
             return
-        self.history.commit()
-        messages = self.history.query(action.room, action.before, action.after, action.limit)
-        self.deliver_one(conn, HistoryReply(action.room, tuple(messages)), action.rid)
+        self.commit()
+        try:
+            messages = history.query(action.room, action.before, action.after, action.limit)
+            newest = action.after is None
+            page = self._fit(conn, messages, self.config.max_reply_bytes, newest=newest)
+            more = len(page) < len(messages)
+            # Scrolling back reaches the pruned part only with the page's oldest message.
+            start = (
+                None
+                if more and newest
+                else history.start(
+                    action.room, action.before, action.after, len(messages), action.limit
+                )
+            )
+        except HistoryError as exc:
+            logger.error("%s (history request of #%d)", exc, action.cid)
+            error = Error(ErrorCode.STORAGE_UNAVAILABLE, f"history cannot be read: {exc.reason}")
+            self.deliver_one(conn, error, action.rid)
+            return
+        reply = HistoryReply(action.room, tuple(page), more=more, start=start)
+        self.deliver_one(conn, reply, action.rid)
+
+    def _fit(
+        self, conn: Connection, messages: list[Message], budget: int, newest: bool = True
+    ) -> list[Message]:
+        """The newest (or oldest) ``messages`` whose encoding for ``conn`` fits in
+        ``budget`` bytes; at least one if the budget is positive (a page always moves)."""
+        codec = conn.codec or self.fanout.fallback
+        kept: list[Message] = []
+        size = 0
+        for message in reversed(messages) if newest else messages:
+            try:
+                size += len(codec.encode(message, None))
+            except Exception:  # a bug: fanout logs and drops it when it is delivered
+                pass
+            if budget <= 0 or (kept and size > budget):
+                break
+            kept.append(message)
+        return kept[::-1] if newest else kept
 
 
 def public_reason(reason: str) -> str:

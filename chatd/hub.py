@@ -14,7 +14,9 @@ Rules kept here and nowhere else:
   joined last (text mode's plain lines and bare ``/part`` use it);
 - a room message is stored (``Store``) before it is delivered, and is ``droppable`` for
   slow consumers; its ``mid`` is server-wide increasing;
-- a departing client is announced once, with ``QuitEvent``, to everyone sharing a room.
+- a departing client is announced once, with ``QuitEvent``, to everyone sharing a room;
+- while storage is down (:meth:`Hub.set_storage_down`, called by the server) room
+  messages are refused with ``storage_unavailable``; everyone is told once per change.
 
 Replies to a request carry its ``rid``. When an event goes to a room *and* is the reply
 to the sender's request, one ``Deliver`` names the sender as ``reply_to``: only that copy
@@ -52,6 +54,7 @@ from chatd.model import (
     Message,
     Nick,
     NickEvent,
+    Notice,
     Part,
     PartEvent,
     Ping,
@@ -94,6 +97,14 @@ __all__ = ["Hub"]
 
 MAX_TOPIC_CHARS = 300
 MAX_REASON_CHARS = 200
+# A new mid is (milliseconds since the epoch) << MID_SEQUENCE_BITS, or the last one + 1
+# if that is not larger: increasing even when the history file is lost or restored, up
+# to 1024 messages per millisecond before borrowing from the next, and below 2**53 (so
+# JavaScript reads it exactly) until the year 2248. docs/protocol.md states the rule.
+MID_SEQUENCE_BITS = 10
+# Bytes of one rooms-list entry besides its name and topic, in the widest mode (an IRC
+# 322 line carries the server name and the nick): the list is cut at max_reply_bytes.
+ROOMS_LINE_OVERHEAD = 120
 
 
 @dataclass(eq=False)
@@ -161,6 +172,7 @@ class Hub:
     def __init__(self, config: Config, next_mid: int = 1) -> None:
         self._config = config
         self._next_mid = next_mid
+        self._storage_down: str | None = None  # why room messages are refused, if they are
         self._clients: dict[int, _Client] = {}
         self._nicks: dict[str, _Client] = {}  # folded nick -> registered client
         self._skeletons: dict[str, _Client] = {}  # nick_skeleton -> registered client
@@ -190,6 +202,30 @@ class Hub:
     @property
     def next_mid(self) -> int:
         return self._next_mid
+
+    @property
+    def storage_down(self) -> str | None:
+        return self._storage_down
+
+    def set_storage_down(self, reason: str | None) -> list[Action]:
+        """Enter (``reason``) or leave (None) the read-only state, in which room messages
+        are refused with ``storage_unavailable``. Returns the notice for everyone, once
+        per change."""
+        was, self._storage_down = self._storage_down, reason
+        if (was is None) == (reason is None):
+            return []
+        cids = tuple(client.cid for client in self._nicks.values())
+        return [Deliver(cids, self._storage_notice())] if cids else []
+
+    def _storage_notice(self) -> Notice:
+        if self._storage_down is None:
+            return Notice("Room messages are stored and delivered again.", "storage_available")
+        return Notice(
+            f"Room messages cannot be stored right now ({self._storage_down}), so they are "
+            f"refused until the server can store them again. Private messages and "
+            f"everything else still work.",
+            ErrorCode.STORAGE_UNAVAILABLE,
+        )
 
     def nick_of(self, cid: int) -> str | None:
         client = self._clients.get(cid)
@@ -329,11 +365,23 @@ class Hub:
         client.realname = clean_line(cmd.realname)[:MAX_REASON_CHARS]
         self._max_users = max(self._max_users, len(self._nicks))
         motd = tuple(line for line in self._config.motd.split("\\n") if line)
-        welcome = Welcome(cmd.nick, self._config.server_name, motd, self._census())
+        welcome = Welcome(cmd.nick, self._config.server_name, motd, self._census(), self._limits())
         actions: list[Action] = [self._reply(client, cmd, welcome)]
+        if self._storage_down is not None:
+            actions.append(Deliver((client.cid,), self._storage_notice()))
         for room in cmd.autojoin:
             actions += self.handle(client.cid, Join(room), now)
         return actions
+
+    def _limits(self) -> tuple[tuple[str, int], ...]:
+        """What a client must respect, advertised in ``welcome`` (clients copy nothing)."""
+        c = self._config
+        return (
+            ("max_text_chars", c.max_text_chars),
+            ("max_line_bytes", c.max_line_bytes),
+            ("history_max_limit", c.history_max_limit),
+            ("max_rooms_per_client", c.max_rooms_per_client),
+        )
 
     def _check_new_nick(self, nick: str, client: _Client) -> None:
         if not valid_nick(nick):
@@ -397,18 +445,24 @@ class Hub:
     def _say(self, client: _Client, cmd: Say, now: float) -> list[Action]:
         room = self._room_of(client, cmd.room)
         text = self._check_text(cmd.text)
+        if self._storage_down is not None:
+            raise _Refusal(
+                ErrorCode.STORAGE_UNAVAILABLE,
+                f"not sent: room messages cannot be stored right now ({self._storage_down})",
+            )
         assert client.nick is not None
+        mid = max(self._next_mid, int(now * 1000) << MID_SEQUENCE_BITS)
+        self._next_mid = mid + 1
         message = Message(
             room.name,
             client.nick,
             text,
             round(now, 3),
-            self._next_mid,
+            mid,
             action=cmd.action,
             notice=cmd.notice,
         )
-        self._next_mid += 1
-        actions: list[Action] = [Store(message)]
+        actions: list[Action] = [Store(message, client.cid, cmd.rid)]
         actions += self._to_room(room, client, cmd, message, droppable=True)
         return actions
 
@@ -468,11 +522,15 @@ class Hub:
         return [self._reply(client, cmd, self._census())]
 
     def _rooms_list(self, client: _Client, cmd: Rooms, now: float) -> list[Action]:
-        infos = tuple(
-            RoomInfo(room.name, len(room.members), room.topic)
-            for _, room in sorted(self._rooms.items())
-        )
-        return [self._reply(client, cmd, RoomsReply(infos))]
+        infos: list[RoomInfo] = []
+        size = 0
+        for _, room in sorted(self._rooms.items()):
+            size += len(room.name.encode()) + len(room.topic.encode()) + ROOMS_LINE_OVERHEAD
+            if infos and size > self._config.max_reply_bytes:
+                break
+            infos.append(RoomInfo(room.name, len(room.members), room.topic))
+        more = len(self._rooms) - len(infos)
+        return [self._reply(client, cmd, RoomsReply(tuple(infos), more))]
 
     def _topic(self, client: _Client, cmd: Topic, now: float) -> list[Action]:
         if cmd.topic is None:

@@ -41,7 +41,7 @@ _RESOURCE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 class Acceptor(Protocol):
     """What a listener hands its new sockets to (the server)."""
 
-    def adopt(self, sock: socket.socket, peer: str, listener: Listener) -> None: ...
+    def adopt(self, sock: socket.socket, addr: object, listener: Listener) -> None: ...
 
 
 class Listener:
@@ -55,6 +55,7 @@ class Listener:
         banner: bytes,
         make_stream: StreamFactory | None = None,
         sniff_stream: StreamSniffer | None = None,
+        turn_away: bytes | None = None,
     ) -> None:
         if make_stream is not None and sniff_stream is not None:
             raise ValueError("a listener has make_stream or sniff_stream, not both")
@@ -64,6 +65,9 @@ class Listener:
         self.banner = banner
         self.make_stream = make_stream
         self.sniff_stream = sniff_stream
+        # Every newcomer is told this and closed at accept, like a full server's (the
+        # plain IRC port when TLS is required).
+        self.turn_away = turn_away
         self.mask = 0
         self.paused = False  # after EMFILE: not watched for a while
         self.loop: Loop | None = None
@@ -112,7 +116,7 @@ class Listener:
                     return
                 logger.debug("accept failed: %s", exc)  # e.g. ECONNABORTED: try the next
                 continue
-            self.acceptor.adopt(sock, format_peer(addr), self)
+            self.acceptor.adopt(sock, addr, self)
 
     def _back_off(self, exc: OSError) -> None:
         # Out of descriptors: the listening socket stays readable, so watching it would

@@ -80,8 +80,9 @@ class Loop:
         self._waker = _Waker()
         self.update(self._waker)
 
-    def call_at(self, when: float, callback: Callable[[], object]) -> Timer:
-        return self.timers.call_at(when, callback)
+    def call_at(self, when: float, callback: Callable[..., object], *args: object) -> Timer:
+        """``callback(*args)`` at ``when`` (at most one argument: see Timer)."""
+        return self.timers.call_at(when, callback, *args)
 
     def wake(self) -> None:
         """Interrupt ``select()``. Safe from a signal handler or another thread."""

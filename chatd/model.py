@@ -110,6 +110,7 @@ class ErrorCode(StrEnum):
     TIMEOUT = "timeout"
     SLOW_CONSUMER = "slow_consumer"
     HISTORY_OFF = "history_off"
+    STORAGE_UNAVAILABLE = "storage_unavailable"
 
 
 class ProtocolError(Exception):
@@ -270,6 +271,9 @@ class Welcome(Event):
     server: str
     motd: tuple[str, ...] = ()
     stats: StatsReply | None = None
+    # Limits a client should respect, as (name, value) pairs: max_text_chars,
+    # max_line_bytes, history_max_limit, max_rooms_per_client (docs/protocol.md).
+    limits: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,6 +357,7 @@ class RoomInfo:
 @dataclass(frozen=True, slots=True)
 class RoomsReply(Event):
     rooms: tuple[RoomInfo, ...]
+    more: int = 0  # rooms left out: the list would have been over max_reply_bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -409,15 +414,24 @@ class Probe(Event):
 
 @dataclass(frozen=True, slots=True)
 class Notice(Event):
-    """Informational text from the server itself (help, banners)."""
+    """Informational text from the server itself (help, banners, storage state).
+
+    ``code`` names a state change programs can act on (``storage_unavailable`` when room
+    messages cannot be stored, ``storage_available`` when they can again); "" for text.
+    """
 
     text: str
+    code: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class HistoryReply(Event):
     room: str
     messages: tuple[Message, ...]
+    more: bool = False  # the request matched more than fit in max_reply_bytes
+    # Set when retention removed messages the request asked for: the oldest mid the room
+    # still has (or the next one, when it has none).
+    start: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -507,9 +521,15 @@ class Deliver(Action):
 
 @dataclass(frozen=True, slots=True)
 class Store(Action):
-    """Persist a room message; the server commits it before any byte of it is sent."""
+    """Persist a room message; the server commits it before any byte of it is sent.
+
+    ``cid`` and ``rid`` name the sender and its request, to refuse the message to them
+    if it cannot be stored.
+    """
 
     message: Message
+    cid: int | None = None
+    rid: object = None
 
 
 @dataclass(frozen=True, slots=True)

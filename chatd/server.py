@@ -26,22 +26,31 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from collections import deque
 from collections.abc import Callable
 
+from chatd.admission import Admission
 from chatd.codecs import Codec, TextCodec
 from chatd.config import Config
 from chatd.connection import Connection, State
-from chatd.dispatch import Dispatcher, HistoryStore
+from chatd.dispatch import Dispatcher
 from chatd.fanout import Fanout
 from chatd.framing import LineFramer
 from chatd.hub import Hub
-from chatd.listeners import Listener, configure_socket, native_banner, open_socket, refuse
+from chatd.listeners import (
+    Listener,
+    configure_socket,
+    format_peer,
+    native_banner,
+    open_socket,
+    refuse,
+)
 from chatd.loop import READ, Loop
-from chatd.model import Error, ErrorCode, Event, Probe, Shutdown, Skipped
+from chatd.model import Action, Error, ErrorCode, Event, Probe, Shutdown, Skipped
 from chatd.outpolicy import OutputPolicy, Verdict
 from chatd.ratelimit import TokenBucket
+from chatd.storekeeper import HistoryStore, StoreKeeper
 from chatd.streams import StreamError, StreamFactory, StreamSniffer
+from chatd.throttle import address_key
 
 __all__ = ["Server", "HistoryStore", "Listener", "SNIFF_SECONDS"]
 
@@ -50,6 +59,8 @@ logger = logging.getLogger(__name__)
 # A sniffing listener waits this long for the first bytes before it settles on plain
 # (and shows its banner): a TLS client speaks first, a person in nc waits to be greeted.
 SNIFF_SECONDS = 0.25
+# Storage upkeep (failure probes, pruning) and password-guess episodes run this often.
+_HOUSEKEEPING_SECONDS = 0.25
 
 
 class Server:
@@ -73,6 +84,7 @@ class Server:
         self.config = config
         self.hub = Hub(config, next_mid=next_mid)
         self._history = history
+        self._keeper = StoreKeeper(history, clock()) if history is not None else None
         self._clock = clock
         self._wall = wall_clock
         self.loop = Loop(clock)
@@ -85,20 +97,43 @@ class Server:
         self._departures: list[tuple[int, str]] = []  # to tell the hub, end of turn
         fallback = TextCodec()  # for lines sent before a mode is picked
         self._fallback_codec = fallback
-        self._fanout = Fanout(self._open.get, fallback)
+        self._password_required = config.password is not None
         self._stopping = False
         self._stop_reason = "server shutting down"
+        # Bound once: every connection's registration timer shares it (memory per client).
+        self._on_register_timeout = self._register_timeout
+        self._on_handshake_timeout = self._handshake_timeout
         self.stats = {
             "accepted": 0,
             "rejected_full": 0,
+            "rejected_per_ip": 0,
+            "turned_away": 0,  # by a listener that refuses everyone (plain IRC, --require-tls)
+            "password_failures": 0,
             "slow_consumers": 0,
             "line_too_long": 0,
             "protocol_errors": 0,
             "bugs": 0,
+            "dropped_deliveries": 0,  # not encodable for one recipient (a bug; logged)
         }
+        self._admission = Admission(config, clock, self.stats)
+        self._fanout = Fanout(self._open.get, fallback, self.stats, self._commit)
         self._dispatch = Dispatcher(
-            config, self.hub, self._fanout, history, self._open, self._close_now, self.stats
+            config,
+            self.hub,
+            self._fanout,
+            self._keeper,
+            self._open,
+            self._close_now,
+            self.stats,
+            self._note_login,
+            self.request_stop,
         )
+        self._housekeeping_turns = 0
+        # Without a rate limit every line read runs at once; with one, input may have to
+        # wait, and what waits is bounded by max_input_backlog_bytes.
+        self._recv_size = min(config.recv_chunk_bytes, config.max_input_backlog_bytes)
+        if self._keeper is not None or self._password_required:
+            self.loop.call_at(self.loop.now + _HOUSEKEEPING_SECONDS, self._housekeeping)
 
     # ------------------------------------------------------------------ set-up
 
@@ -112,15 +147,18 @@ class Server:
         banner: bytes | None = None,
         make_stream: StreamFactory | None = None,
         sniff_stream: StreamSniffer | None = None,
+        turn_away: bytes | None = None,
     ) -> tuple[str, int]:
         """Open a listening socket; returns the bound (host, port).
 
-        ``make_stream``/``sniff_stream``: see :class:`~chatd.listeners.Listener`.
+        ``make_stream``/``sniff_stream``/``turn_away``: see :class:`~chatd.listeners.Listener`.
         """
         sock = open_socket(host, port, self.config.listen_backlog)
         if banner is None:
             banner = native_banner(self.config.server_name) if make_codec is None else b""
-        listener = Listener(sock, name, make_codec, banner, make_stream, sniff_stream)
+        listener = Listener(
+            sock, name, make_codec, banner, make_stream, sniff_stream, turn_away=turn_away
+        )
         self._listeners.append(listener)
         listener.start(self.loop, self, self.config)
         logger.info("listening on %s:%d (%s)", *listener.address, name)
@@ -171,8 +209,7 @@ class Server:
                     self._dispatch.departed(cid, reason, wall)
         if self._fanout:
             self._fanout.flush()
-        if self._history is not None:
-            self._history.commit()  # store before deliver: see module docstring
+        self._commit()  # store before deliver: see module docstring
         if self._dirty:
             self._flush_dirty(now)
 
@@ -204,11 +241,18 @@ class Server:
 
     # ------------------------------------------------------------------ accepting
 
-    def adopt(self, sock: socket.socket, peer: str, listener: Listener) -> None:
+    def adopt(self, sock: socket.socket, addr: object, listener: Listener) -> None:
         """A listener accepted ``sock``: refuse it when full, else make it a connection."""
         config = self.config
-        if self.connections >= config.max_clients:
-            self._reject_full(sock, peer, listener)
+        peer = format_peer(addr)
+        if listener.turn_away is not None:  # (the plain IRC port when TLS is required)
+            self.stats["turned_away"] += 1
+            refuse(sock, listener.turn_away)
+            return
+        host = address_key(addr[0]) if isinstance(addr, tuple) else peer
+        error = self._admission.refusal(self.connections, host, peer)
+        if error is not None:  # full, or that address is: told why in its protocol
+            refuse(sock, listener.refusal(error, self._fallback_codec))
             return
         configure_socket(sock, peer, config)
         now = self.loop.now
@@ -221,48 +265,49 @@ class Server:
         framer = LineFramer(config.max_line_bytes)
         conn = Connection(cid, sock, peer, framer, codec, bucket, self._dirty, self)
         conn.last_heard = now
+        conn.host = host
+        self._admission.opened(host)
         self._open[cid] = conn
         self.stats["accepted"] += 1
         self.hub.connect(cid, self._wall())
-        logger.info("#%d connected from %s (%s)", cid, peer, listener.name)
+        level = self._admission.log_level(host)
+        logger.log(level, "#%d connected from %s (%s)", cid, peer, listener.name)
         call_at = self.loop.call_at
-        call_at(now + config.register_timeout_seconds, lambda: self._register_timeout(conn))
+        call_at(now + config.register_timeout_seconds, self._on_register_timeout, conn)
         if codec is not None and codec.pings_peer:
-            call_at(now + config.idle_ping_seconds, lambda: self._idle_check(conn))
+            call_at(now + config.idle_ping_seconds, self._idle_check, conn)
         if listener.sniff_stream is not None:
             conn.sniffer = listener.sniff_stream
             conn.greeting = listener.banner
-            call_at(now + SNIFF_SECONDS, lambda: self._sniff_timeout(conn))
+            call_at(now + SNIFF_SECONDS, self._sniff_timeout, conn)
         else:
             if listener.make_stream is not None:
                 conn.stream = listener.make_stream()
             if listener.banner:
                 conn.queue(listener.banner)
         if listener.sniff_stream is not None or listener.make_stream is not None:
-            # [tls] A stalled handshake is cut sooner than a slow typist: OpenSSL keeps
-            # kilobytes of state for it.
-            call_at(now + config.tls_handshake_seconds, lambda: self._handshake_timeout(conn))
-            self._refuse_if_finished(conn)
+            # A stalled handshake is cut sooner than a slow typist (OpenSSL keeps
+            # kilobytes for it); the timer is gone once it fires, handshake or not.
+            call_at(now + config.tls_handshake_seconds, self._on_handshake_timeout, conn)
         self.loop.update(conn)
 
-    def _reject_full(self, sock: socket.socket, peer: str, listener: Listener) -> None:
-        """Tell a newcomer the server is full, in its listener's protocol, and close."""
-        self.stats["rejected_full"] += 1
-        if self.stats["rejected_full"] in (1, 10, 100) or self.stats["rejected_full"] % 1000 == 0:
-            logger.warning(
-                "server full (%d clients): refused %s (%d refused so far)",
-                self.config.max_clients,
-                peer,
-                self.stats["rejected_full"],
-            )
-        why = f"the server is full ({self.config.max_clients} clients); try again later"
-        refuse(sock, listener.refusal(Error(ErrorCode.SERVER_FULL, why), self._fallback_codec))
+    def _login_wait(self, conn: Connection, now: float) -> bool:
+        """Hold an unregistered client's lines while its address is out of guesses."""
+        if not self._password_required or self.hub.is_registered(conn.cid):
+            return False
+        wait = self._admission.guess_delay(conn.host)
+        if not wait:
+            return False
+        conn.paused_until = now + wait
+        self.loop.update(conn)
+        self.loop.call_at(conn.paused_until, self._resume, conn)
+        return True
 
     # ------------------------------------------------------------------ reading
 
     def on_readable(self, conn: Connection) -> None:
         try:
-            data = conn.read(self.config.recv_chunk_bytes)
+            data = conn.read(self._recv_size if conn.bucket else self.config.recv_chunk_bytes)
         except StreamError as exc:
             logger.info("#%d %s broke its stream: %s", conn.cid, conn.peer, exc.reason)
             self._close(conn, f"stream error: {exc.reason}", flush=True, broken=True)
@@ -275,15 +320,9 @@ class Server:
         now = self.loop.now
         conn.last_heard = now
         conn.probed = False
-        if data:
-            frames = conn.framer.feed(data)
-            if frames:
-                if conn.backlog is None:
-                    conn.backlog = deque(frames)
-                else:
-                    conn.backlog.extend(frames)
-                self._run_backlog(conn, now)
-        if conn.at_eof and not conn.backlog:
+        if data and conn.take_input(data):
+            self._run_backlog(conn, now)
+        if conn.at_eof and not conn.has_input:
             # End of stream (the peer closed, or half-closed): what it sent before is
             # executed, replies are flushed, then we close.
             self._close(conn, "connection closed by peer", flush=True)
@@ -296,13 +335,17 @@ class Server:
         more than the limits for a client that reads its replies perfectly well).
         """
         backlog = conn.backlog
-        if backlog is None:
-            return
         bucket = conn.bucket
         wall = self._wall()
         high = self.policy.high
         try:
-            while backlog and conn.state is State.OPEN:
+            while conn.state is State.OPEN:
+                if not backlog:
+                    backlog = conn.frame_next()
+                    if backlog is None:
+                        break
+                if self._login_wait(conn, now):
+                    return
                 if conn.queued > high:
                     conn.flow.paused = True  # resumed when it drains (see _judge)
                     self.loop.update(conn)
@@ -310,18 +353,18 @@ class Server:
                 if bucket is not None and not bucket.take(now):
                     conn.paused_until = now + bucket.delay(now)
                     self.loop.update(conn)
-                    self.loop.call_at(conn.paused_until, lambda: self._resume(conn))
+                    self.loop.call_at(conn.paused_until, self._resume, conn)
                     return
                 self._dispatch.execute(conn, backlog.popleft(), wall)
             conn.backlog = None  # all done (or closing): free it
-            if conn.at_eof:
+            if conn.at_eof and conn.state is State.OPEN:
                 self._close(conn, "connection closed by peer", flush=True)
         except Exception:
             # A bug, not the peer's fault: keep it to this connection (asyncio's
             # _fatal_error pattern). SystemExit and KeyboardInterrupt are not caught.
             self.stats["bugs"] += 1
             logger.exception("bug while serving #%d %s; closing it", conn.cid, conn.peer)
-            backlog.clear()
+            conn.backlog, conn.unframed = None, b""
             self._close(conn, "internal error", flush=False)
 
     # ------------------------------------------------------------------ writing
@@ -330,9 +373,10 @@ class Server:
         dirty = self._dirty[:]
         self._dirty.clear()  # (connections hold this list: it is emptied, not replaced)
         cap = self.policy.write_cap
+        closed = State.CLOSED
         for conn in dirty:
             conn.pending = False
-            if conn.state is State.CLOSED:
+            if conn.state is closed:
                 continue
             try:
                 conn.flush(cap)
@@ -351,8 +395,8 @@ class Server:
         """Apply the output policy to what a flush left queued."""
         paused = conn.flow.paused
         verdict = self.policy.judge(conn.flow, conn.queued, now)
-        if paused and not conn.flow.paused and conn.backlog:
-            self.loop.call_at(now, lambda: self._resume(conn))  # its waiting frames
+        if paused and not conn.flow.paused and conn.has_input:
+            self.loop.call_at(now, self._resume, conn)  # its waiting frames
         if verdict is Verdict.OVER_HARD:
             self._slow_consumer(
                 conn, f"output buffer over the hard limit ({self.policy.hard} bytes)"
@@ -366,7 +410,7 @@ class Server:
                 conn.peer,
                 conn.queued,
             )
-            self.loop.call_at(since + self.policy.soft_seconds, lambda: self._soft(conn, since))
+            self.loop.call_at(since + self.policy.soft_seconds, self._soft, conn)
         elif verdict is Verdict.CAUGHT_UP and conn.state is State.OPEN:
             skipped = conn.flow.take_skipped()
             logger.info("#%d caught up; %d messages were skipped", conn.cid, skipped)
@@ -388,7 +432,32 @@ class Server:
         # Its buffer is full of older lines; it would never reach a goodbye. Cut it.
         self._close(conn, f"slow consumer: {why}", flush=False)
 
+    def _note_login(self, conn: Connection, actions: list[Action]) -> None:
+        self._admission.note_login(conn.host, actions)
+
+    # ------------------------------------------------------------------ storage
+
+    def _commit(self) -> None:
+        self._dispatch.commit()  # store before deliver (refusing what cannot be stored)
+
+    @property
+    def storage_failure(self) -> str | None:
+        """Set when a storage failure stopped the server (``--on-storage-failure stop``)."""
+        return self._dispatch.storage_failure
+
     # ------------------------------------------------------------------ timers
+
+    def _housekeeping(self) -> None:
+        """Storage upkeep (probes after a failure, pruning); password-guess episodes."""
+        now = self.loop.now
+        if self._keeper is not None:
+            change = self._keeper.upkeep(now, self._wall())
+            if change is not None:
+                self._dispatch.storage_state(change)
+        self._housekeeping_turns += 1
+        if self._housekeeping_turns % 4 == 0:
+            self._admission.sweep()
+        self.loop.call_at(now + _HOUSEKEEPING_SECONDS, self._housekeeping)
 
     def _register_timeout(self, conn: Connection) -> None:
         if conn.state is State.OPEN and not self.hub.is_registered(conn.cid):
@@ -398,23 +467,19 @@ class Server:
     def _sniff_timeout(self, conn: Connection) -> None:
         if conn.state is State.OPEN and conn.sniffer is not None:
             conn.settle_stream(b"")  # it waits to be greeted: plain, and say hello
-            self._refuse_if_finished(conn)
+            if conn.at_eof:  # its stream refused it (plain text when TLS is required)
+                self._close(conn, "refused by its stream", flush=True)
 
     def _handshake_timeout(self, conn: Connection) -> None:
         stream = conn.stream
         if conn.state is State.OPEN and stream is not None and not stream.ready:
             # Nothing can be said: there is no session to say it in.
-            self._close(conn, "TLS handshake timeout", flush=False, broken=True)
+            self._close(conn, "handshake timeout", flush=False, broken=True)
 
-    def _refuse_if_finished(self, conn: Connection) -> None:
-        # [tls] A stream finished from the start refuses the connection (plain text when
-        # TLS is required: chatd.tls.PlainRefused); its one line goes out, then it closes.
-        stream = conn.stream
-        if stream is not None and stream.finished and conn.state is State.OPEN:
-            conn.pump()
-            self._close(conn, "plain text refused (TLS is required)", flush=True)
-
-    def _soft(self, conn: Connection, since: float) -> None:
+    def _soft(self, conn: Connection) -> None:
+        since = conn.flow.over_soft_since  # None, or a later episode: expired() says no
+        if since is None:
+            return
         if conn.state is State.OPEN and self.policy.expired(conn.flow, since, self.loop.now):
             self._slow_consumer(conn, f"over the soft limit for {self.policy.soft_seconds:g}s")
 
@@ -445,7 +510,7 @@ class Server:
             conn.probed = True
             self._deliver_one(conn, Probe())
         due = conn.last_heard + (drop_after if conn.probed else ping_after)
-        self.loop.call_at(due, lambda: self._idle_check(conn))
+        self.loop.call_at(due, self._idle_check, conn)
 
     # ------------------------------------------------------------------ closing
 
@@ -467,9 +532,7 @@ class Server:
         self._open.pop(conn.cid, None)
         self._closing[conn.cid] = conn
         self._departures.append((conn.cid, reason))
-        self.loop.call_at(
-            self.loop.now + self.config.close_linger_seconds, lambda: self._finalize(conn)
-        )
+        self.loop.call_at(self.loop.now + self.config.close_linger_seconds, self._finalize, conn)
         self.loop.update(conn)
         if not conn.pending:  # judged (and closed once flushed) at the end of this turn
             conn.pending = True
@@ -484,8 +547,9 @@ class Server:
         self._closing.pop(conn.cid, None)
         self.loop.remove(conn)
         conn.finish()
-        self._fanout.forget(conn.cid)
-        logger.info(
+        self._admission.closed(conn.host)
+        logger.log(
+            self._admission.log_level(conn.host),
             "#%d %s closed: %s (in %dB/%d lines, out %dB%s)",
             conn.cid,
             conn.peer,

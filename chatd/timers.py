@@ -16,19 +16,26 @@ from collections.abc import Callable
 
 __all__ = ["Timer", "Timers"]
 
+_NONE: object = object()  # no argument
+
 
 class Timer:
-    """One scheduled call; ``when`` is the deadline."""
+    """One scheduled call, ``callback(arg)`` or ``callback()``; ``when`` is the deadline.
 
-    __slots__ = ("when", "callback")
+    A callback with an argument (a bound method and the connection it is about) costs
+    less memory than a closure: every connection has a registration deadline."""
 
-    def __init__(self, when: float, callback: Callable[[], object]) -> None:
+    __slots__ = ("when", "callback", "arg")
+
+    def __init__(self, when: float, callback: Callable[..., object], arg: object = _NONE) -> None:
         self.when = when
-        self.callback: Callable[[], object] | None = callback
+        self.callback: Callable[..., object] | None = callback
+        self.arg = arg
 
     def cancel(self) -> None:
-        """It will not run (and no longer keeps what its callback refers to alive)."""
+        """It will not run (and no longer keeps what it refers to alive)."""
         self.callback = None
+        self.arg = _NONE
 
     @property
     def cancelled(self) -> bool:
@@ -47,8 +54,9 @@ class Timers:
     def __len__(self) -> int:
         return len(self._heap)
 
-    def call_at(self, when: float, callback: Callable[[], object]) -> Timer:
-        timer = Timer(when, callback)
+    def call_at(self, when: float, callback: Callable[..., object], arg: object = _NONE) -> Timer:
+        """Run ``callback(arg)`` (or ``callback()`` without ``arg``) once ``when`` is due."""
+        timer = Timer(when, callback, arg)
         heapq.heappush(self._heap, (when, next(self._seq), timer))
         return timer
 
@@ -68,7 +76,12 @@ class Timers:
             timer = heapq.heappop(heap)[2]
             callback = timer.callback
             if callback is not None:
+                arg = timer.arg
                 timer.callback = None
-                callback()
+                timer.arg = _NONE
+                if arg is _NONE:
+                    callback()
+                else:
+                    callback(arg)
                 ran += 1
         return ran

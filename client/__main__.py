@@ -32,7 +32,9 @@ def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, argparse.Argumen
     parser.add_argument("--port", type=int, help="server port (overrides ADDRESS)")
     parser.add_argument("--nick", help="nick to use (default: from your login name)")
     parser.add_argument(
-        "--room", default=core.DEFAULT_ROOM, help=f"room to join (default {core.DEFAULT_ROOM})"
+        "--room",
+        help=f"room to join first (default: the rooms you were in on this server last "
+        f"time, else {core.DEFAULT_ROOM})",
     )
     parser.add_argument("--log-file", type=Path, help="write a debug log to this file")
     parser.add_argument(
@@ -59,9 +61,15 @@ def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, argparse.Argumen
         "printed at start-up)",
     )
     parser.add_argument(
+        "--full-screen",
+        action="store_true",
+        help="full-screen layout: a buffer per room and conversation, a room bar with "
+        "unread counts, a member list (F2)",
+    )
+    parser.add_argument(
         "--no-history-file",
         action="store_true",
-        help="do not keep input history on disk",
+        help="do not keep input history (or the rooms you were in) on disk",
     )
     return parser.parse_args(argv), parser
 
@@ -119,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.plain and (args.trust or args.fingerprint):
         parser.error("--plain cannot be combined with --trust or --fingerprint")
-    room = core.normalize_room(args.room)
+    room = core.normalize_room(args.room or core.DEFAULT_ROOM)
     if room is None:
         parser.error(f"not a valid room name: {args.room!r}")
     try:
@@ -140,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
         port=port,
         nick=nick,
         room=room,
+        room_explicit=args.room is not None,
+        full_screen=args.full_screen,
+        rooms_file=None if args.no_history_file else ui.history_path().with_name("rooms.json"),
         history_file=None if args.no_history_file else ui.history_path(),
         password=password,
         tls=trust.Policy(

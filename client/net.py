@@ -89,6 +89,11 @@ class Link:
             except asyncio.LimitOverrunError as exc:
                 await self._reader.readexactly(exc.consumed)
 
+    def abort(self) -> None:
+        """Drop the connection at once, unsent data and all (a server that stopped
+        reading would keep a graceful close waiting); the reader sees the end."""
+        self._writer.transport.abort()
+
     async def close(self) -> None:
         """Close the connection, waiting briefly for queued output (a quit) to go out."""
         if self._writer.is_closing():

@@ -22,15 +22,19 @@ from pathlib import Path
 from typing import Any
 
 from prompt_toolkit import PromptSession, print_formatted_text
+from prompt_toolkit.application.current import get_app
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
 from prompt_toolkit.formatted_text import FormattedText, StyleAndTextTuples
 from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 from prompt_toolkit.input import Input
 from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
+from prompt_toolkit.key_binding.bindings.mouse import load_mouse_bindings
+from prompt_toolkit.keys import Keys
 from prompt_toolkit.output import Output
 from prompt_toolkit.renderer import print_formatted_text as renderer_print_formatted_text
 from prompt_toolkit.styles import Style
+from prompt_toolkit.utils import get_cwidth
 
 from client.core import COMMANDS, ChatState, Kind, Line
 
@@ -84,6 +88,11 @@ STYLE = Style.from_dict(
     }
 )
 
+# Keys closer together than this after an Enter-with-keys-waiting are one paste.
+PASTE_WINDOW = 0.05
+PASTE_QUESTION = "pasted {lines} lines: Enter sends them as one message, Ctrl-C throws them away"
+LEAVE_HINT = "to leave, press Ctrl-D on an empty line or type /quit"
+
 # Batches of incoming lines are printed together (one redraw per burst, not per line),
 # but never more than this many at once so a flood still shows progress.
 MAX_BATCH = 200
@@ -95,7 +104,52 @@ def nick_colour(nick: str) -> str:
 
 
 def _clock(ts: float | None) -> str:
-    return time.strftime("%H:%M", time.localtime(ts if ts is not None else time.time()))
+    try:
+        return time.strftime("%H:%M", time.localtime(ts if ts is not None else time.time()))
+    except (OverflowError, OSError, ValueError):  # the core validates ts; belt and braces
+        return time.strftime("%H:%M")
+
+
+# Continuation rows (a wrapped line, the next line of a multi-line message) start this far
+# in. Nothing anybody sends can then start a row at column 0, where it could pass for a
+# system line ("*** bob is now an operator") - the terminal's own wrap would put it there.
+INDENT = 4
+# A word shorter than this moves whole to the next row; a longer one is broken.
+WORD_BREAK = 20
+
+
+def wrap(frags: Fragments, width: int) -> Fragments:
+    """Break ``frags`` into rows of at most ``width`` columns, each continuation row
+    indented by :data:`INDENT` (a hanging indent, as WeeChat and irssi do). A row is
+    broken at its last space when that is near its end, else mid-word."""
+    width = max(width, INDENT + 8)
+    out: Fragments = []
+    col = 0
+    for style, text, *_ in frags:
+        piece: list[str] = []
+        space = -1  # index in piece of the last space on the current row, or -1
+        for ch in text:
+            if ch == "\n":
+                piece.append(ch)
+                col, space = 0, -1
+                continue
+            w = get_cwidth(ch)
+            if col + w > width:
+                tail = piece[space + 1 :] if space >= 0 else []
+                tail_width = sum(get_cwidth(c) for c in tail)
+                if space >= 0 and tail_width < WORD_BREAK:
+                    del piece[space:]  # the space itself becomes the break
+                else:
+                    tail, tail_width = [], 0
+                piece.append("\n" + " " * INDENT)
+                piece.extend(tail)
+                col, space = INDENT + tail_width, -1
+            if ch == " ":
+                space = len(piece)
+            piece.append(ch)
+            col += w
+        out.append((style, "".join(piece)))
+    return out
 
 
 def fragments(
@@ -143,10 +197,11 @@ def _indent(text: str) -> str:
     return text.replace("\n", "\n    ")
 
 
-def toolbar_fragments(state: ChatState) -> Fragments:
-    """The bottom toolbar: connection state, server, nick, current room, members."""
+def toolbar_fragments(state: ChatState, width: int | None = None) -> Fragments:
+    """The bottom toolbar: connection state, server, nick, current room, members; it
+    degrades to fit ``width`` (see :meth:`ChatState.toolbar`)."""
     out: Fragments = []
-    for name, value in state.toolbar():
+    for name, value in state.toolbar(width):
         if out:
             out.append(("class:bottom-toolbar.key", " | "))
         if name == "state":
@@ -234,10 +289,35 @@ def open_history(path: Path | None) -> History:
 # --------------------------------------------------------------------------- session
 
 
+def _mouse_handler() -> Callable[[KeyPressEvent], object]:
+    for binding in load_mouse_bindings().bindings:
+        if binding.keys == (Keys.Vt100MouseEvent,):
+            return binding.handler
+    return lambda event: None
+
+
+_MOUSE_HANDLER = _mouse_handler()
+
+
+def guard_mouse(bindings: KeyBindings) -> None:
+    """Bind prompt_toolkit's mouse handler, guarded: a typed ``ESC [31m`` looks like a
+    mouse event to its parser, and its handler raised (a traceback over the chat)."""
+
+    @bindings.add(Keys.Vt100MouseEvent)
+    def _(event: KeyPressEvent) -> object:
+        try:
+            return _MOUSE_HANDLER(event)
+        except (ValueError, KeyError, IndexError, TypeError):
+            logger.info("ignored a malformed mouse event: %r", event.data)
+            return None
+
+
 def make_session(
     state: ChatState,
     history: History | None = None,
     on_cycle: Callable[[int], None] | None = None,
+    on_retry: Callable[[], None] | None = None,
+    on_notice: Callable[[str], None] | None = None,
     input: Input | None = None,
     output: Output | None = None,
 ) -> PromptSession[str]:
@@ -246,7 +326,10 @@ def make_session(
 
     @bindings.add("c-c")
     def _(event: KeyPressEvent) -> None:
-        """Clear the line instead of raising KeyboardInterrupt; Ctrl-D or /quit leave."""
+        """Clear the line instead of raising KeyboardInterrupt; on an empty line, say how
+        to leave (Ctrl-D or /quit)."""
+        if not event.current_buffer.text and on_notice is not None:
+            on_notice(LEAVE_HINT)
         event.current_buffer.reset()
 
     @bindings.add("c-n")
@@ -261,6 +344,40 @@ def make_session(
         if on_cycle is not None:
             on_cycle(-1)
 
+    paste: dict[str, Any] = {"at": float("-inf"), "asked": None}
+
+    @bindings.add("enter")
+    def _(event: KeyPressEvent) -> None:
+        """Send the line, unless it is part of a paste the terminal did not bracket: an
+        Enter with more keys already waiting (no one types that fast), or one within
+        PASTE_WINDOW of such an Enter with new text since. Those become newlines, and the
+        paste waits for an Enter of its own (one message) or Ctrl-C (irssi asks first)."""
+        buffer = event.current_buffer
+        now = time.monotonic()
+        queued = any(k.key != Keys.CPRResponse for k in event.app.key_processor.input_queue)
+        answered = paste["asked"] == buffer.text  # nothing new since the question
+        if queued or (now - paste["at"] < PASTE_WINDOW and not answered):
+            buffer.insert_text("\n")
+            paste["at"] = now
+            if not queued:
+                paste["asked"] = buffer.text
+                if on_notice is not None:
+                    lines = buffer.text.rstrip("\n").count("\n") + 1
+                    on_notice(PASTE_QUESTION.format(lines=lines))
+            return
+        paste["asked"] = None
+        if buffer.text.endswith("\n"):  # the Enter that ended a paste
+            buffer.text = buffer.text.rstrip("\n")
+        buffer.validate_and_handle()
+
+    guard_mouse(bindings)
+
+    @bindings.add("f5")
+    def _(event: KeyPressEvent) -> None:
+        """Reconnect now (the toolbar counts down to the next attempt)."""
+        if on_retry is not None:
+            on_retry()
+
     def prompt() -> Fragments:
         room = state.current_room
         return [("class:room", room.name if room else "(no room)"), ("", "> ")]
@@ -270,7 +387,7 @@ def make_session(
         history=history or InMemoryHistory(),
         completer=ChatCompleter(state),
         complete_while_typing=False,
-        bottom_toolbar=lambda: toolbar_fragments(state),
+        bottom_toolbar=lambda: toolbar_fragments(state, get_app().output.get_size().columns),
         key_bindings=bindings,
         style=STYLE,
         enable_history_search=False,
@@ -314,14 +431,25 @@ class Ui:
             self.refresh()
             return
         current = self.state.current_room
+        width = self._width()
         out: Any = []
         for line in lines:
-            out.extend(fragments(line, current.name if current else None, self._colour))
+            out.extend(
+                wrap(fragments(line, current.name if current else None, self._colour), width)
+            )
             out.append(("", "\n"))
         self._print_above(FormattedText(out))
         if any(line.mention for line in lines):
             self.session.output.bell()
         self.refresh()
+
+    def _width(self) -> int:
+        """Columns to wrap at: the terminal's, less one so no row ends in the last column
+        (where terminals differ on what the next character does)."""
+        try:
+            return self.session.app.output.get_size().columns - 1
+        except Exception:  # no terminal to ask
+            return 79
 
     def _print_above(self, text: FormattedText) -> None:
         """Print above the running prompt, without leaving raw mode.
@@ -343,6 +471,12 @@ class Ui:
         app.renderer.reset()
         app.renderer.request_absolute_cursor_position()
         app.invalidate()
+
+    def stop(self) -> None:
+        """End the prompt (the wiring is going away)."""
+        app = self.session.app
+        if app.is_running and not app.is_done:
+            app.exit(exception=EOFError())
 
     def refresh(self) -> None:
         """Redraw the toolbar and prompt (state changed)."""

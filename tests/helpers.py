@@ -183,9 +183,16 @@ class RawClient:
     """A blocking-with-timeout line client for tests."""
 
     def __init__(
-        self, port: int, host: str = "127.0.0.1", timeout: float = 5.0, rcvbuf: int | None = None
+        self,
+        port: int,
+        host: str = "127.0.0.1",
+        timeout: float = 5.0,
+        rcvbuf: int | None = None,
+        source: str | None = None,
     ) -> None:
         self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        if source is not None:  # another loopback address (127.0.0.2, ...): "another host"
+            self.sock.bind((source, 0))
         if rcvbuf is not None:  # before connect, so the advertised window stays small
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.settimeout(timeout)

@@ -10,9 +10,9 @@ import pytest
 from client.core import (
     COMMANDS,
     GAP_PAGE,
-    MAX_TEXT_CHARS,
     ChatState,
     Kind,
+    Limits,
     Output,
     default_nick,
     encode,
@@ -38,6 +38,7 @@ def online(nick: str = "alice", rooms: tuple[str, ...] = ("#lobby",)) -> ChatSta
     state.connected()
     feed(state, "chatd 0.1 ready", frame(type="welcome", nick=nick, server="chatd", motd=[]))
     for room in rooms:
+        state.user_input(f"/join {room}")  # the client accepts only joins it asked for
         feed(state, frame(type="joined", room=room, topic="", members=[nick, "bob"]))
     state.current = irc_fold(rooms[0])
     return state
@@ -267,7 +268,7 @@ def test_command_frames(typed: str, frames: list[dict[str, Any]]) -> None:
         ("/part #nowhere", "not in #nowhere"),
         ("/frobnicate", "unknown command /frobnicate"),
         ("/\x1b[2J", "unknown command /\ufffd[2j"),
-        ("x" * (MAX_TEXT_CHARS + 1), "too long"),
+        ("x" * (Limits().max_text_chars + 1), "too long"),
         ("€" * 1500, "too long"),  # under 2000 characters but over 4096 bytes
     ],
 )
@@ -453,12 +454,20 @@ def test_control_characters_from_the_server_are_defused() -> None:
     state = online()
     out = feed(
         state,
-        frame(
-            type="msg", room="#lobby", **{"from": "ev\x1bil"}, text="\x1b]0;pwned\x07", ts=1, mid=1
-        ),
+        frame(type="msg", room="#lobby", **{"from": "bob"}, text="\x1b]0;pwned\x07", ts=1, mid=1),
     )
     (line,) = out.lines
-    assert "\x1b" not in line.text and "\x07" not in line.text and "\x1b" not in (line.nick or "")
+    assert "\x1b" not in line.text and "\x07" not in line.text
+
+
+def test_a_sender_that_is_not_a_valid_nick_is_refused() -> None:
+    """Server-supplied names are checked with chatd.names, not merely sanitised."""
+    state = online()
+    for sender in ("ev\x1bil", "bob\u200b", "not a nick!", "\u3164"):
+        out = feed(
+            state, frame(type="msg", room="#lobby", **{"from": sender}, text="x", ts=1, mid=1)
+        )
+        assert out.lines == []
 
 
 def test_msg_fields() -> None:
@@ -529,6 +538,20 @@ def test_toolbar() -> None:
         "room": "#lobby",
         "members": "2 here",
     }
+
+
+@pytest.mark.parametrize("width", [100, 60, 40, 30])
+def test_toolbar_degrades_on_narrow_terminals(width: int) -> None:
+    state = online(nick="alexandra_the_great", rooms=("#a-rather-long-room",))
+    feed(state, frame(type="away", away=True))
+    state.link = "reconnecting in 12 s (attempt 3; F5: now)"
+    fields = dict(state.toolbar(width))
+    shown = 1 + sum(len(v) for v in fields.values()) + 3 * (len(fields) - 1)
+    assert shown <= width or width < 40, fields
+    assert {"nick", "room", "members", "away", "state"} <= set(fields)
+    assert fields["members"].startswith("2")
+    if width <= 40:
+        assert "server" not in fields and fields["state"] == "retry 12s"
 
 
 def test_messages_for_other_rooms_keep_their_room() -> None:
@@ -607,6 +630,30 @@ def test_reconnect_rejoins_and_fetches_exactly_the_gap() -> None:
     assert state.current_room.name == "#dev"
 
 
+def test_gap_into_pruned_history_says_so() -> None:
+    state = online()
+    feed(state, msg(1), msg(2))
+    reconnect(state)
+    out = feed(state, frame(type="joined", room="#lobby", topic="", members=["alice"]))
+    (gap,) = [f for f in out.frames if f["op"] == "history"]
+    reply = frame(
+        type="history",
+        room="#lobby",
+        id=gap["id"],
+        start=9,  # messages 3..8 were pruned by the server's retention
+        messages=[json.loads(msg(n)) for n in (9, 10)],
+    )
+    out = feed(state, reply)
+    assert texts(out) == [
+        "some messages you missed in #lobby are no longer kept by the server",
+        "m9",
+        "m10",
+    ]
+    # a reply without "start" says nothing of the kind
+    out = feed(state, frame(type="history", room="#lobby", messages=[]))
+    assert not any("no longer kept" in line.text for line in out.lines)
+
+
 def test_long_gap_is_paged() -> None:
     state = online()
     feed(state, msg(1))
@@ -616,14 +663,17 @@ def test_long_gap_is_paged() -> None:
     page = [json.loads(msg(n)) for n in range(2, 2 + GAP_PAGE)]
     out = feed(state, frame(type="history", room="#lobby", id=gap["id"], messages=page))
     (more,) = out.frames
-    assert out.lines == [] and more["after"] == 1 + GAP_PAGE
+    assert more["after"] == 1 + GAP_PAGE
+    shown = texts(out)  # each page is shown as it comes; live messages wait
+    assert texts(feed(state, msg(GAP_PAGE + 3))) == []
     out = feed(
         state,
         frame(
             type="history", room="#lobby", id=more["id"], messages=[json.loads(msg(GAP_PAGE + 2))]
         ),
     )
-    assert texts(out) == [f"m{n}" for n in range(2, GAP_PAGE + 3)]
+    shown += texts(out)
+    assert shown == [f"m{n}" for n in range(2, GAP_PAGE + 4)]
 
 
 def test_gap_fetch_on_server_without_history() -> None:

@@ -42,6 +42,7 @@ def online() -> ChatState:
     state.connected()
     state.server_line(json.dumps({"type": "welcome", "nick": "alice", "server": "s", "motd": []}))
     for room in ("#lobby", "#lounge"):
+        state.user_input(f"/join {room}")  # the client accepts only joins it asked for
         state.server_line(
             json.dumps(
                 {"type": "joined", "room": room, "topic": "", "members": ["alice", "bob", "bonnie"]}
@@ -65,6 +66,20 @@ def test_ctrl_c_clears_the_line(keys: PipeInput) -> None:
     assert run(ui.make_session(online()).prompt_async()) == "real"
 
 
+def test_ctrl_c_on_an_empty_line_says_how_to_leave(keys: PipeInput) -> None:
+    said: list[str] = []
+    keys.send_text("draft\x03\x03real\r")  # clears the draft, then hints on the empty line
+    assert run(ui.make_session(online(), on_notice=said.append).prompt_async()) == "real"
+    assert said == [ui.LEAVE_HINT]
+
+
+def test_a_typed_escape_sequence_is_no_traceback(keys: PipeInput) -> None:
+    """ESC [31m looks like a mouse event to prompt_toolkit's parser; its handler raised."""
+    keys.send_text("\x1b[31m\x1b[<1;2mok\r")
+    session = ui.make_session(online())
+    assert run(session.prompt_async(set_exception_handler=False)) == "ok"
+
+
 def test_ctrl_d_on_empty_line_ends_input(keys: PipeInput) -> None:
     keys.send_text("\x04")
     with pytest.raises(EOFError):
@@ -74,6 +89,42 @@ def test_ctrl_d_on_empty_line_ends_input(keys: PipeInput) -> None:
 def test_bracketed_paste_keeps_newlines_in_one_line(keys: PipeInput) -> None:
     keys.send_text("\x1b[200~first\nsecond\x1b[201~\r")
     assert run(ui.make_session(online()).prompt_async()) == "first\nsecond"
+
+
+def test_a_paste_without_brackets_waits_for_its_own_enter(keys: PipeInput) -> None:
+    """Lines that arrive faster than anyone types are not sent line by line."""
+    said: list[str] = []
+
+    async def scenario() -> str:
+        session = ui.make_session(online(), on_notice=said.append)
+        keys.send_text("one\rtwo\rthree\r")  # one read: a paste
+        prompt = asyncio.ensure_future(session.prompt_async())
+        deadline = asyncio.get_running_loop().time() + 5
+        while not said:
+            assert asyncio.get_running_loop().time() < deadline and not prompt.done()
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(ui.PASTE_WINDOW * 2)
+        assert not prompt.done()  # asked, not sent
+        keys.send_text("\r")
+        return await prompt
+
+    assert run(scenario()) == "one\ntwo\nthree"
+    assert said == [ui.PASTE_QUESTION.format(lines=3)]
+
+
+def test_f5_asks_to_reconnect_now(keys: PipeInput) -> None:
+    retries: list[bool] = []
+    keys.send_text("\x1b[15~x\r")  # F5
+    assert (
+        run(ui.make_session(online(), on_retry=lambda: retries.append(True)).prompt_async()) == "x"
+    )
+    assert retries == [True]
+
+
+def test_typing_enter_sends_at_once(keys: PipeInput) -> None:
+    keys.send_text("hello")
+    keys.send_text("\r")
+    assert run(ui.make_session(online()).prompt_async()) == "hello"
 
 
 def test_ctrl_n_and_ctrl_p_switch_rooms(keys: PipeInput) -> None:
@@ -189,6 +240,7 @@ def complete(state: ChatState, text: str) -> list[str]:
                     "history",
                     "away",
                     "whois",
+                    "reconnect",
                     "quit",
                     "help",
                 )

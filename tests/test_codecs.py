@@ -81,7 +81,8 @@ def test_first_line_picks_the_mode() -> None:
         (b'{"op":"history","room":"#a","after":5,"limit":10}', History("#a", after=5, limit=10)),
         (b'{"op":"away","message":"lunch"}', Away("lunch")),
         (b'{"op":"whois","nick":"bob"}', Whois("bob")),
-        (b'{"op":"ping","id":[1,2]}', Ping(rid=[1, 2])),
+        (b'{"op":"ping","id":"' + b"x" * 64 + b'"}', Ping(rid="x" * 64)),
+        (b'{"op":"ping","id":-9007199254740992}', Ping(rid=-(2**53))),
         (b'{"op":"quit","reason":"bye"}', Quit("bye")),
         (b'{"op":"quit"}', Quit("")),
         (
@@ -115,6 +116,15 @@ def test_json_requests(line: bytes, command: object) -> None:
         (b'{"op":"history","room":"#a","limit":true}', "bad_request"),
         (b'{"op":"msg","to":"bob","text":"x","action":"yes"}', "bad_request"),
         (b'{"op":"say","room":"#a","text":"\xff"}', "bad_encoding"),
+        # The id is echoed back, so only small flat values (docs/protocol.md).
+        (b'{"op":"ping","id":[1,2]}', "bad_request"),
+        (b'{"op":"ping","id":{"a":1}}', "bad_request"),
+        (b'{"op":"ping","id":' + b"[" * 300 + b"]" * 300 + b"}", "bad_request"),
+        (b'{"op":"ping","id":"' + b"x" * 65 + b'"}', "bad_request"),
+        (b'{"op":"ping","id":9007199254740993}', "bad_request"),
+        (b'{"op":"ping","id":1.5}', "bad_request"),
+        (b'{"op":"ping","id":true}', "bad_request"),
+        (b'{"op":"dance","id":[1]}', "bad_request"),
     ],
 )
 def test_json_refusals(line: bytes, code: str) -> None:

@@ -134,6 +134,8 @@ def test_incoming_messages_never_disturb_typing(chatd_server, tmux, tmp_path) ->
     for n in range(5):
         bob.type(f"message {n} from bob")
         bob.press("Enter")
+        # one at a time: keys that reach the client in one read are a paste (asked first)
+        bob.wait_for(f"<bob> message {n} from bob")
     alice.wait_for("<bob> message 4 from bob")
     screen = alice.lines()
     for n in range(5):

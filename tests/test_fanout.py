@@ -144,5 +144,22 @@ def test_a_failure_for_one_recipient_costs_only_its_delivery(
     assert good.text.count('"msg"') == 2 and '"join"' in good.text
     assert later.text.count("<alice> hi") == 2
     assert not bad.chunks and fan.dropped == 3
-    logged = [r for r in caplog.records if "#2" in r.getMessage()]
-    assert len(logged) == 1  # once per connection, with its id
+    logged = [r.getMessage() for r in caplog.records]
+    assert len(logged) == 3 and all("cannot encode" in m and "#2" in m for m in logged)
+    assert fan.stats["bugs"] == 3
+
+
+def test_one_bad_event_in_a_batch_costs_only_that_event() -> None:
+    class Picky(JsonCodec):
+        def encode(self, event: Event, rid: object = None) -> bytes:
+            if isinstance(event, Message) and event.text == "bad":
+                raise ValueError("codec bug")
+            return super().encode(event, rid)
+
+    a, b = Peer(1, Picky()), Peer(2, Picky())
+    fan, _ = make(a, b)
+    for mid, text in ((1, "ok"), (2, "bad"), (3, "fine")):
+        fan.deliver(Deliver((1, 2), msg(mid, text=text), droppable=True, group="#a"))
+    fan.flush()
+    assert [f["text"] for f in a.frames] == ["ok", "fine"] == [f["text"] for f in b.frames]
+    assert fan.dropped == 2

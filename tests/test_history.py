@@ -184,7 +184,10 @@ def test_store_schema_is_versioned_and_in_wal_mode(tmp_path: Path) -> None:
     path = tmp_path / "h.db"
     open_store(str(path)).close()
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 1
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # incremental: pruning shrinks
+    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert tables == {"messages", "meta", "pruned"}
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     columns = [row[1] for row in db.execute("PRAGMA table_info(messages)")]
     assert columns == ["mid", "room_key", "room", "sender", "text", "ts", "kind"]
@@ -198,14 +201,14 @@ def test_store_migration_hook_runs_each_step(
     path = str(tmp_path / "h.db")
     filled(path, range(1, 4)).close()
 
-    def to_v2(db: sqlite3.Connection) -> None:
+    def to_v3(db: sqlite3.Connection) -> None:
         db.execute("ALTER TABLE messages ADD COLUMN edited INTEGER NOT NULL DEFAULT 0")
 
-    monkeypatch.setattr(history_module, "SCHEMA_VERSION", 2)
-    monkeypatch.setitem(history_module._MIGRATIONS, 1, to_v2)
+    monkeypatch.setattr(history_module, "SCHEMA_VERSION", 3)
+    monkeypatch.setitem(history_module.MIGRATIONS, 2, to_v3)
     store = open_store(path)
     assert mids_of(store.recent("#r", 10)) == [1, 2, 3]
-    assert store._db.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert store._db.execute("PRAGMA user_version").fetchone()[0] == 3
     assert store._db.execute("SELECT edited FROM messages WHERE mid = 1").fetchone() == (0,)
 
 
@@ -465,7 +468,8 @@ def test_sigkill_loses_nothing_any_client_received(make_server: Any, tmp_path: P
     the kill (JSON parsing would hold the GIL and delay it by milliseconds), and the
     watcher kills the moment it holds ``kill_after`` messages, while the server is still
     in the turn that sent them: a server that committed *after* sending is caught. (Checked
-    by swapping the two calls in ``Server.run_once``: this test then fails.)
+    by removing the commit at the top of ``Fanout.flush`` (the server's before_flush) and
+    swapping the last two calls in ``Server.run_once``: this test then fails.)
     """
     db = str(tmp_path / "history.db")
     server = make_server("--rate-limit", "0", "--db", db)

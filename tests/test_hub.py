@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from chatd.config import Config
-from chatd.hub import Hub
+from chatd.hub import MID_SEQUENCE_BITS, Hub
 from chatd.model import (
     Away,
     AwayNotice,
@@ -68,12 +68,21 @@ def errors(actions: list[object]) -> list[str]:
     return [a.event.code for a in actions if isinstance(a, Deliver) and isinstance(a.event, Error)]
 
 
+# What welcome advertises, so clients need not copy the server's configuration.
+LIMITS = (
+    ("max_text_chars", 2000),
+    ("max_line_bytes", 4096),
+    ("history_max_limit", 500),
+    ("max_rooms_per_client", 50),
+)
+
+
 def test_hello_welcomes_and_autojoins() -> None:
     hub = make_hub()
     hub.connect(1, NOW)
     actions = hub.handle(1, Hello("alice", autojoin=("#lobby",), rid=7), NOW)
     assert actions == [
-        Deliver((1,), Welcome("alice", "test", stats=StatsReply(1, 0, 0, 1)), rid=7),
+        Deliver((1,), Welcome("alice", "test", stats=StatsReply(1, 0, 0, 1), limits=LIMITS), rid=7),
         Deliver((1,), Joined("#lobby", "", ("alice",))),
         Replay(1, "#lobby", 0),  # even with replay off: history_end must follow joined
     ]
@@ -96,21 +105,23 @@ def test_say_is_stored_then_delivered_to_every_member_sender_included() -> None:
     register(hub, 1, "alice", "#a")
     register(hub, 2, "bob", "#a")
     register(hub, 3, "carol", "#b")
-    message = Message("#a", "alice", "hi", NOW, 1)
+    first = int(NOW * 1000) << MID_SEQUENCE_BITS  # time-based (see test_mids_*)
+    message = Message("#a", "alice", "hi", NOW, first)
     assert hub.handle(1, Say("#a", "hi"), NOW) == [
-        Store(message),
+        Store(message, 1),
         Deliver((1, 2), message, droppable=True, group="#a"),
     ]
     # With a request id the sender's copy is its own direct reply.
-    second = Message("#a", "alice", "again", NOW, 2, action=True)
+    second = Message("#a", "alice", "again", NOW, first + 1, action=True)
     assert hub.handle(1, Say("#a", "again", action=True, rid="x"), NOW) == [
-        Store(second),
+        Store(second, 1, "x"),
         Deliver((1, 2), second, rid="x", droppable=True, reply_to=1, group="#a"),
     ]
 
 
 def test_mids_increase_across_rooms() -> None:
-    hub = Hub(Config(history_replay=0), next_mid=41)
+    start = (int(NOW * 1000) << MID_SEQUENCE_BITS) + 41  # above the clock: a sequence
+    hub = Hub(Config(history_replay=0), next_mid=start)
     register(hub, 1, "alice", "#a", "#b")
     mids = [
         a.message.mid
@@ -118,8 +129,30 @@ def test_mids_increase_across_rooms() -> None:
         for a in hub.handle(1, cmd, NOW)
         if isinstance(a, Store)
     ]
-    assert mids == [41, 42, 43]
-    assert hub.next_mid == 44
+    assert mids == [start, start + 1, start + 2]
+    assert hub.next_mid == start + 3
+
+
+def test_mids_are_time_based_and_never_go_back() -> None:
+    """mid = ms since the epoch << 10, or the last + 1: increasing even if the history
+    file was lost (next_mid 1) or the clock steps back; below 2**53 for JavaScript."""
+    hub = Hub(Config(history_replay=0), next_mid=1)
+    register(hub, 1, "alice", "#a")
+
+    def say(now: float) -> int:
+        store = hub.handle(1, Say("#a", "x"), now)[0]
+        assert isinstance(store, Store)
+        return store.message.mid
+
+    now = 1_795_000_000.5  # 2026
+    first = say(now)
+    assert first == 1_795_000_000_500 << MID_SEQUENCE_BITS
+    assert first >> MID_SEQUENCE_BITS == int(now * 1000)  # the mid carries its millisecond
+    assert say(now) == first + 1  # same millisecond: the sequence
+    assert say(now - 3600) == first + 2  # the clock stepped back: still increasing
+    later = say(now + 1)
+    assert later == (1_795_000_001_500 << MID_SEQUENCE_BITS)
+    assert say(7_000_000_000.0) < 2**53  # the year 2191: JavaScript still reads it exactly
 
 
 def test_text_is_cleaned_of_control_characters() -> None:

@@ -463,7 +463,8 @@ def test_echo_message_server_time_and_msgid() -> None:
     net.irc_user(1, "ann", "#a", caps="echo-message server-time message-tags")
     net.irc_user(2, "bob", "#a")
     got = net.send(1, "PRIVMSG #a :hi", now=1700000000.5)
-    assert got == ["@time=2023-11-14T22:13:20.500Z;msgid=1 :ann!ann@chatd PRIVMSG #a :hi"]
+    msgid = 1700000000500 << 10  # the mid: milliseconds since the epoch, then a sequence
+    assert got == [f"@time=2023-11-14T22:13:20.500Z;msgid={msgid} :ann!ann@chatd PRIVMSG #a :hi"]
     assert net.out[2][-1] == ":ann!ann@chatd PRIVMSG #a :hi"
 
 

@@ -61,3 +61,15 @@ def test_timers_run_in_deadline_order_and_cancelled_ones_never() -> None:
     timers.call_at(7.0, lambda: timers.call_at(7.0, lambda: ran.append("d")))
     timers.run_due(7.0)
     assert ran[-1] == "d"
+
+
+def test_a_timer_with_an_argument_releases_it_when_cancelled() -> None:
+    timers = Timers()
+    got: list[object] = []
+    payload = object()
+    kept = timers.call_at(1.0, got.append, payload)
+    dropped = timers.call_at(1.0, got.append, "no")
+    dropped.cancel()
+    assert dropped.arg is not "no"  # noqa: F632 - the handle no longer holds it
+    timers.run_due(1.0)
+    assert got == [payload] and kept.cancelled

@@ -59,7 +59,13 @@ from chatd.model import (
     WhoReply,
 )
 
-__all__ = ["JsonCodec"]
+__all__ = ["JsonCodec", "MAX_ID_CHARS", "MAX_ID_INT"]
+
+# A request id is copied onto the reply, so it is ours to encode: only small, flat values.
+# Strings up to 64 characters hold any UUID or counter; integers up to 2**53 are what
+# every JSON client (JavaScript's numbers) reads exactly.
+MAX_ID_CHARS = 64
+MAX_ID_INT = 2**53
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
@@ -182,8 +188,12 @@ def _event_fields(event: AnyEvent) -> dict[str, Any]:
     match event:
         case Message():
             return _message_fields(event)
-        case Welcome(nick=nick, server=server, motd=motd):
-            return {"type": "welcome", "nick": nick, "server": server, "motd": list(motd)}
+        case Welcome(nick=nick, server=server, motd=motd, limits=limits):
+            welcome: dict[str, Any] = {"type": "welcome", "nick": nick, "server": server}
+            welcome["motd"] = list(motd)
+            if limits:
+                welcome["limits"] = dict(limits)
+            return welcome
         case Joined(room=room, topic=topic, members=members):
             return {"type": "joined", "room": room, "topic": topic, "members": list(members)}
         case JoinEvent(room=room, nick=nick):
@@ -201,11 +211,14 @@ def _event_fields(event: AnyEvent) -> dict[str, Any]:
             return {"type": "nick", "old": old, "new": new}
         case WhoReply(room=room, members=members):
             return {"type": "who", "room": room, "members": list(members)}
-        case RoomsReply(rooms=rooms):
-            return {
+        case RoomsReply(rooms=rooms, more=more):
+            obj = {
                 "type": "rooms",
                 "rooms": [{"room": r.room, "members": r.members, "topic": r.topic} for r in rooms],
             }
+            if more:
+                obj |= {"more": True, "omitted": more}
+            return obj
         case TopicEvent(room=room, topic=topic, by=by):
             return {"type": "topic", "room": room, "topic": topic, "by": by}
         case Pong():
@@ -218,8 +231,15 @@ def _event_fields(event: AnyEvent) -> dict[str, Any]:
             return {"type": "skipped", "count": count}
         case Shutdown(reason=reason):
             return {"type": "shutdown", "reason": reason}
-        case Notice(text=text):
-            return {"type": "notice", "text": text}
+        case Notice(text=text, code=code):
+            return (
+                {"type": "notice", "text": text, "code": code}
+                if code
+                else {
+                    "type": "notice",
+                    "text": text,
+                }
+            )
         case AwayNotice(nick=nick, message=message):
             return {
                 "type": "notice",
@@ -229,12 +249,17 @@ def _event_fields(event: AnyEvent) -> dict[str, Any]:
             }
         case Probe():
             return {"type": "ping"}
-        case HistoryReply(room=room, messages=messages):
-            return {
+        case HistoryReply(room=room, messages=messages, more=more, start=start):
+            obj = {
                 "type": "history",
                 "room": room,
                 "messages": [_message_fields(m) for m in messages],
             }
+            if more:
+                obj["more"] = True
+            if start is not None:
+                obj["start"] = start
+            return obj
         case HistoryEnd(room=room):
             return {"type": "history_end", "room": room}
         case WhoisReply(nick=nick, rooms=rooms, away=away, idle_seconds=idle):
@@ -244,6 +269,19 @@ def _event_fields(event: AnyEvent) -> dict[str, Any]:
         case StatsReply(users=users, rooms=rooms):  # no op asks for it yet (IRC's LUSERS)
             return {"type": "stats", "users": users, "rooms": rooms}
     assert_never(event)
+
+
+def _request_id(rid: object) -> str | int | None:
+    """The request id if it is one the server may echo back, else ``bad_request``."""
+    if rid is None or (isinstance(rid, str) and len(rid) <= MAX_ID_CHARS):
+        return rid
+    if isinstance(rid, int) and not isinstance(rid, bool) and -MAX_ID_INT <= rid <= MAX_ID_INT:
+        return rid
+    raise ProtocolError(
+        ErrorCode.BAD_REQUEST,
+        f'"id" must be a string of at most {MAX_ID_CHARS} characters, an integer '
+        f"of at most 2**53 in magnitude, or null; the request was ignored",
+    )
 
 
 class JsonCodec(Codec):
@@ -266,7 +304,7 @@ class JsonCodec(Codec):
                 ) from None
         if not isinstance(obj, dict):
             raise ProtocolError(ErrorCode.BAD_JSON, "expected a JSON object per line")
-        rid = obj.get("id")
+        rid = _request_id(obj.get("id"))
         op = obj.get("op")
         make = _OPS.get(op) if isinstance(op, str) else None
         if make is None or not isinstance(op, str):

@@ -223,12 +223,15 @@ def _render(event: AnyEvent) -> str:
             return line + (f" Topic: {topic}" if topic else "")
         case WhoReply(room=room, members=members):
             return f"*** {room} ({len(members)}): {', '.join(members)}"
-        case RoomsReply(rooms=rooms):
+        case RoomsReply(rooms=rooms, more=more):
             if not rooms:
                 return "*** No rooms yet: /join #something to make one."
-            return "\n".join(
+            lines = [
                 f"*** {r.room} ({r.members})" + (f" {r.topic}" if r.topic else "") for r in rooms
-            )
+            ]
+            if more:
+                lines.append(f"*** ...and {more} more room{'s' * (more != 1)}, not listed.")
+            return "\n".join(lines)
         case Pong():
             return "*** pong"
         case Error(code=code, message=message):
@@ -244,10 +247,20 @@ def _render(event: AnyEvent) -> str:
             return f"*** {nick} is away: {message}"
         case Notice(text=text):
             return "\n".join(f"*** {line}" for line in text.split("\n"))
-        case HistoryReply(room=room, messages=messages):
+        case HistoryReply(room=room, messages=messages, more=more, start=start):
+            pruned = (
+                f"*** Older messages in {room} were removed by the server's retention policy."
+                if start is not None
+                else ""
+            )
             if not messages:
-                return f"*** No earlier messages in {room}."
-            return "\n".join(_render(m) for m in messages)
+                return pruned or f"*** No earlier messages in {room}."
+            lines = [_render(m) for m in messages]
+            if more:
+                lines.insert(0, f"*** Only the last {len(messages)} fit in one reply.")
+            if pruned:
+                lines.insert(0, pruned)
+            return "\n".join(lines)
         case HistoryEnd() | Probe():
             return ""
         case WhoisReply(nick=nick, rooms=rooms, away=away):

@@ -1,0 +1,450 @@
+"""Server frames, decoded and checked in one place: a line in, one typed frame out.
+
+Everything the server says passes :func:`decode` before the client acts on it, so the
+rest of the client handles typed values only. The server may be buggy or an impostor
+(issue 17), so nothing is trusted:
+
+- the JSON itself: malformed, nested 100,000 deep (``RecursionError``), not an object;
+- every field's type; names are checked with the server's own rules (:mod:`chatd.names`),
+  so an invisible or invalid nick or room is refused, not adopted;
+- ``ts`` must be a finite time the clock can show (else ``None``: shown as "now");
+- text is sanitised (:func:`client.text.sanitize`) and cut to the advertised
+  ``max_text_chars``; lists of names are capped.
+
+A frame that fails any check raises :class:`Garbled`; the caller logs and skips it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any
+
+from chatd import names
+from chatd.config import Config
+from client.text import sanitize
+
+__all__ = ["DECODERS", "Frame", "Garbled", "Limits", "decode", "parse"]
+
+# Newest time a message may carry: the end of year 9999, which localtime() can show.
+MAX_TS = 253402300799.0
+# Client-side memory bounds for what one frame may add (not server limits).
+MAX_NAMES = 10_000  # members of a room, rooms of a whois, rooms of a /rooms reply
+MAX_MOTD_LINES = 100
+TRUNCATED = " […]"
+
+
+class Garbled(Exception):
+    """A server frame that is not what the protocol promises; it is skipped."""
+
+
+_SERVER = Config()
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What the server accepts; read from ``welcome``. Until then (or from a server that
+    does not say), the server's defaults — imported, not copied."""
+
+    max_text_chars: int = _SERVER.max_text_chars
+    max_line_bytes: int = _SERVER.max_line_bytes
+    history_max_limit: int = _SERVER.history_max_limit
+    max_rooms_per_client: int = _SERVER.max_rooms_per_client
+
+
+# Advertised values are clamped: a hostile server must not make the client hold more.
+_LIMIT_RANGES = {
+    "max_text_chars": (16, 65_536),
+    "max_line_bytes": (256, 1 << 20),
+    "history_max_limit": (1, 10_000),
+    "max_rooms_per_client": (1, 1_000),
+}
+
+
+# --------------------------------------------------------------------------- frames
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    nick: str
+    server: str
+    motd: tuple[str, ...]
+    limits: Limits
+
+
+@dataclass(frozen=True, slots=True)
+class Joined:
+    room: str
+    topic: str
+    members: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    room: str
+    nick: str
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    room: str
+    nick: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Msg:
+    room: str
+    sender: str
+    text: str
+    ts: float | None
+    mid: int
+    action: bool = False
+    history: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PrivMsg:
+    sender: str
+    to: str
+    text: str
+    ts: float | None
+    action: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Nick:
+    old: str
+    new: str
+
+
+@dataclass(frozen=True, slots=True)
+class Who:
+    room: str
+    members: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RoomInfo:
+    room: str
+    members: int | None
+    topic: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rooms:
+    rooms: tuple[RoomInfo, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Topic:
+    room: str
+    topic: str
+    by: str
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """The server asks whether we are still there."""
+
+
+@dataclass(frozen=True, slots=True)
+class Quit:
+    nick: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Error:
+    code: str
+    message: str
+    rid: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    count: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Shutdown:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    room: str
+    messages: tuple[Msg, ...]
+    size: int  # messages in the page as sent, good ones or not (a full page: ask again)
+    rid: int | None
+    more: bool = False  # the server cut the page (max_reply_bytes): ask again from its end
+    start: int | None = None  # the room's history now starts here (older ones were pruned)
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEnd:
+    room: str
+
+
+@dataclass(frozen=True, slots=True)
+class Whois:
+    nick: str
+    rooms: tuple[str, ...]
+    away: str
+
+
+@dataclass(frozen=True, slots=True)
+class Away:
+    away: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    users: int | None
+    rooms: int | None
+
+
+Frame = (
+    Welcome
+    | Joined
+    | Join
+    | Part
+    | Msg
+    | PrivMsg
+    | Nick
+    | Who
+    | Rooms
+    | Topic
+    | Pong
+    | Ping
+    | Quit
+    | Error
+    | Skipped
+    | Shutdown
+    | Notice
+    | History
+    | HistoryEnd
+    | Whois
+    | Away
+    | Stats
+)
+
+
+# --------------------------------------------------------------------------- fields
+
+
+class _Fields:
+    """Typed, checked access to one decoded JSON object."""
+
+    def __init__(self, obj: dict[str, Any], limits: Limits) -> None:
+        self.obj = obj
+        self.limits = limits
+
+    def raw_str(self, key: str) -> str:
+        value = self.obj.get(key)
+        if not isinstance(value, str) or not value:
+            raise Garbled(f"{key} is not a non-empty string")
+        return value
+
+    def nick(self, key: str) -> str:
+        value = self.raw_str(key)
+        if not names.valid_nick(value):
+            raise Garbled(f"{key} is not a valid nick")
+        return value
+
+    def room(self, key: str = "room") -> str:
+        value = self.raw_str(key)
+        if not names.valid_room(value):
+            raise Garbled(f"{key} is not a valid room name")
+        return sanitize(value, newlines=False)
+
+    def nicks(self, key: str) -> tuple[str, ...]:
+        return tuple(v for v in self._list(key) if isinstance(v, str) and names.valid_nick(v))
+
+    def rooms(self, key: str) -> tuple[str, ...]:
+        return tuple(
+            sanitize(v, newlines=False)
+            for v in self._list(key)
+            if isinstance(v, str) and names.valid_room(v)
+        )
+
+    def _list(self, key: str) -> list[Any]:
+        value = self.obj.get(key)
+        if not isinstance(value, list):
+            raise Garbled(f"{key} is not a list")
+        return value[:MAX_NAMES]
+
+    def opt_str(self, key: str, *, newlines: bool = False) -> str:
+        value = self.obj.get(key)
+        if not isinstance(value, str):
+            return ""
+        return self._cut(sanitize(value[: self.limits.max_text_chars + 1], newlines=newlines))
+
+    def text(self, key: str = "text") -> str:
+        value = self.obj.get(key)
+        if not isinstance(value, str):
+            raise Garbled(f"{key} is not a string")
+        return self._cut(sanitize(value[: self.limits.max_text_chars + 1]))
+
+    def _cut(self, text: str) -> str:
+        limit = self.limits.max_text_chars
+        return text if len(text) <= limit else text[:limit] + TRUNCATED
+
+    def integer(self, key: str) -> int:
+        value = self.obj.get(key)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise Garbled(f"{key} is not an integer")
+        return value
+
+    def opt_int(self, key: str) -> int | None:
+        value = self.obj.get(key)
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    def flag(self, key: str) -> bool:
+        return self.obj.get(key) is True
+
+    def ts(self) -> float | None:
+        """A time the clock can show, or None (shown as now): 1e20, NaN, 10**400 are not."""
+        value = self.obj.get("ts")
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            return None
+        try:
+            ts = float(value)
+        except OverflowError:
+            return None
+        return ts if math.isfinite(ts) and 0.0 <= ts <= MAX_TS else None
+
+
+# --------------------------------------------------------------------------- decoders
+
+
+def _limits(f: _Fields) -> Limits:
+    given = f.obj.get("limits")
+    if not isinstance(given, dict):
+        return Limits()
+    values: dict[str, int] = {}
+    for spec in fields(Limits):
+        value = given.get(spec.name)
+        if isinstance(value, int) and not isinstance(value, bool):
+            low, high = _LIMIT_RANGES[spec.name]
+            values[spec.name] = min(max(value, low), high)
+    return Limits(**values)
+
+
+def _welcome(f: _Fields) -> Welcome:
+    motd = f.obj.get("motd")
+    lines = motd[:MAX_MOTD_LINES] if isinstance(motd, list) else []
+    return Welcome(
+        f.nick("nick"),
+        f.opt_str("server"),
+        tuple(f._cut(sanitize(line, newlines=False)) for line in lines if isinstance(line, str)),
+        _limits(f),
+    )
+
+
+def _msg(f: _Fields) -> Msg:
+    return Msg(
+        f.room(),
+        f.nick("from"),
+        f.text(),
+        f.ts(),
+        f.integer("mid"),
+        action=f.flag("action"),
+        history=f.flag("history"),
+    )
+
+
+def _history(f: _Fields) -> History:
+    room = f.room()
+    messages = f.obj.get("messages")
+    if not isinstance(messages, list):
+        raise Garbled("messages is not a list")
+    good = []
+    for m in messages:
+        if not isinstance(m, dict):
+            continue
+        try:
+            good.append(_msg(_Fields({**m, "room": room}, f.limits)))
+        except Garbled:
+            continue
+    return History(
+        room, tuple(good), len(messages), f.opt_int("id"), f.flag("more"), f.opt_int("start")
+    )
+
+
+def _rooms(f: _Fields) -> Rooms:
+    infos = []
+    for info in f._list("rooms"):
+        if not isinstance(info, dict):
+            continue
+        one = _Fields(info, f.limits)
+        try:
+            infos.append(RoomInfo(one.room(), one.opt_int("members"), one.opt_str("topic")))
+        except Garbled:
+            continue
+    return Rooms(tuple(infos))
+
+
+DECODERS: dict[str, Callable[[_Fields], Frame]] = {
+    "welcome": _welcome,
+    "joined": lambda f: Joined(f.room(), f.opt_str("topic"), f.nicks("members")),
+    "join": lambda f: Join(f.room(), f.nick("nick")),
+    "part": lambda f: Part(f.room(), f.nick("nick"), f.opt_str("reason")),
+    "msg": _msg,
+    "privmsg": lambda f: PrivMsg(
+        f.nick("from"), f.nick("to"), f.text(), f.ts(), action=f.flag("action")
+    ),
+    "nick": lambda f: Nick(f.nick("old"), f.nick("new")),
+    "who": lambda f: Who(f.room(), f.nicks("members")),
+    "rooms": _rooms,
+    "topic": lambda f: Topic(f.room(), f.opt_str("topic"), f.opt_str("by")),
+    "pong": lambda f: Pong(),
+    "ping": lambda f: Ping(),
+    "quit": lambda f: Quit(f.nick("nick"), f.opt_str("reason")),
+    "error": lambda f: Error(f.opt_str("code") or "error", f.opt_str("message"), f.opt_int("id")),
+    "skipped": lambda f: Skipped(f.opt_int("count")),
+    "shutdown": lambda f: Shutdown(f.opt_str("reason")),
+    "notice": lambda f: Notice(f.text()),
+    "history": _history,
+    "history_end": lambda f: HistoryEnd(f.room()),
+    "whois": lambda f: Whois(f.nick("nick"), f.rooms("rooms"), f.opt_str("away")),
+    "away": lambda f: Away(f.flag("away")),
+    "stats": lambda f: Stats(f.opt_int("users"), f.opt_int("rooms")),
+}
+
+
+def parse(line: str) -> dict[str, Any]:
+    """One received line as a JSON object with a string ``type``.
+
+    Raises:
+        Garbled: not JSON (or nested too deep to parse), not an object, no type.
+    """
+    try:
+        obj = json.loads(line)
+    except (ValueError, RecursionError):
+        raise Garbled("not valid JSON") from None
+    if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
+        raise Garbled("not an object with a type")
+    return obj
+
+
+def decode(obj: dict[str, Any], limits: Limits) -> Frame | None:
+    """The typed frame for a parsed object; None for a type this client does not know.
+
+    Raises:
+        Garbled: a field is missing, of the wrong type, or not a valid name.
+    """
+    decoder = DECODERS.get(obj["type"])
+    return None if decoder is None else decoder(_Fields(obj, limits))
