@@ -15,7 +15,7 @@ DB     ?=
 SERVER ?= localhost:$(PORT)
 PYTEST_ARGS ?=
 
-.PHONY: help install run-server run-server-plain run-client test test-fast e2e lint bench bench-quick stress clean
+.PHONY: help install run-server run-server-plain run-client test test-fast e2e lint bench bench-quick bench-cluster stress clean
 
 help:
 	@echo "make run-server   start chatd on $(HOST):$(PORT) with TLS (IRC on $(IRC_PORT), IRC+TLS on $(IRC_TLS_PORT))"
@@ -73,6 +73,10 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(BIN)/python -m bench.run --quick
+
+# N=1000 over 3 nodes sharing a real redis-server, against one node (docs/cluster.md).
+bench-cluster: $(STAMP)
+	$(BIN)/python -m bench.cluster $(BENCH_CLUSTER_ARGS)
 
 stress: $(STAMP)
 	$(BIN)/python -m bench.stress $(STRESS_ARGS)

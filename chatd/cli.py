@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from chatd import __version__
-from chatd.certs import TlsUnavailable, setup_tls
+from chatd.certs import TlsSetup, TlsUnavailable, setup_tls
 from chatd.codecs.base import Codec
 from chatd.codecs.irc import IrcCodec
 from chatd.config import DEFAULT_PORT, Config, ConfigError, field_types, parse_duration
 from chatd.fdlimit import raise_fd_limit
-from chatd.history import MEMORY, HistoryError, default_path, open_store
+from chatd.history import MEMORY, HistoryError, SqliteHistory, default_path, open_store
 from chatd.server import Server
 from chatd.streams import StreamFactory
 from chatd.tls import TlsStream, sniffer
@@ -233,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     _raise_fd_limit(config.max_clients + 64)
 
+    if config.cluster:
+        return _main_cluster(config)
     try:
         history = open_store(
             config.db,
@@ -250,15 +252,62 @@ def main(argv: list[str] | None = None) -> int:
 
     cert_dir = default_path().parent if history.path == MEMORY else Path(history.path).parent
     try:
-        tls = setup_tls(config, cert_dir)
+        tls = _start_tls(config, cert_dir)
+    except TlsUnavailable as exc:
+        print(f"chatd: cannot turn TLS on: {exc}", file=sys.stderr)
+        history.close()
+        return 2
+    server = Server(config, history=history, next_mid=next_mid)
+    return _serve(config, server, history, tls)
+
+
+def _start_tls(config: Config, cert_dir: Path) -> TlsSetup | None:
+    """The TLS set-up (None: off, said why).
+
+    Raises:
+        TlsUnavailable: TLS was asked for (--tls on, a certificate, --require-tls) and
+            cannot be on.
+    """
+    try:
+        return setup_tls(config, cert_dir)
     except TlsUnavailable as exc:
         if config.tls == "on" or config.tls_cert or config.require_tls:
-            print(f"chatd: cannot turn TLS on: {exc}", file=sys.stderr)
-            history.close()
-            return 2
-        tls = None
+            raise
         print(f"chatd: TLS is off: {exc}", flush=True)
-    server = Server(config, history=history, next_mid=next_mid)
+        return None
+
+
+def _main_cluster(config: Config) -> int:
+    """``--cluster``: history and shared state in Redis (chatd/cluster.py, hiredis)."""
+    try:
+        from chatd.cluster import Cluster
+        from chatd.redis_link import parse_url
+
+        parse_url(config.cluster)
+    except ImportError:
+        print("chatd: --cluster needs hiredis: pip install 'chatd[cluster]'", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"chatd: --cluster: {exc}", file=sys.stderr)
+        return 2
+    try:  # (no history database: the certificate is kept in the default data directory)
+        tls = _start_tls(config, default_path().parent)
+    except TlsUnavailable as exc:
+        print(f"chatd: cannot turn TLS on: {exc}", file=sys.stderr)
+        return 2
+    server = Server(config)
+    cluster = Cluster(server)
+    cluster.start()
+    print(f"chatd: cluster node {cluster.node} via {config.cluster}", flush=True)
+    try:
+        return _serve(config, server, None, tls)
+    finally:
+        cluster.close()
+
+
+def _serve(
+    config: Config, server: Server, history: SqliteHistory | None, tls: TlsSetup | None
+) -> int:
     failed = f"{config.host}:{config.port} (native)"
     try:
         if tls is None:
@@ -320,7 +369,8 @@ def main(argv: list[str] | None = None) -> int:
         logger.critical("%s; stopping (nothing unstored was sent)", exc)
         status = 3
     finally:
-        history.close()  # never raises
+        if history is not None:
+            history.close()  # never raises
     if server.storage_failure is not None:
         status = 3  # --on-storage-failure stop, and storage failed
     logger.info("stopped; %s", _summary(server.stats))

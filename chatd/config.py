@@ -228,6 +228,28 @@ class Config:
         "marked more), a join replay (the newest that fit), the rooms list (shortened)",
     )
 
+    # --- cluster (docs/cluster.md) ------------------------------------------------------------
+    cluster: str = _opt(
+        "",
+        "share rooms, nicks and history with other chatd nodes through Redis at this URL "
+        "(redis://HOST:PORT/DB; needs the 'cluster' extra: hiredis). Off when empty: "
+        "single-node mode with SQLite history",
+    )
+    cluster_ttl_seconds: float = _opt(
+        10.0,
+        "a node that has not refreshed its liveness key in Redis for this long is dead: "
+        "its nicks are freed and the other nodes announce its users' quits",
+    )
+    cluster_timeout_seconds: float = _opt(
+        3.0,
+        "a Redis reply slower than this means Redis is away: shared commands are refused "
+        "with cluster_unavailable until the link is back",
+    )
+    # ~150 bytes a message in Redis: 10,000 messages x 1,000 rooms is about 1.5 GB.
+    cluster_stream_maxlen: int = _opt(
+        10000, "messages kept per room in its Redis stream (XADD MAXLEN ~)"
+    )
+
     # --- logging -----------------------------------------------------------------------------
     log_level: str = _opt("info", "debug, info, warning or error")
 
@@ -250,6 +272,7 @@ class Config:
             "max_password_failures",
             "password_guess_burst",
             "history_max_limit",
+            "cluster_stream_maxlen",
             "max_reply_bytes",
         ]
         for name in positive:
@@ -272,6 +295,9 @@ class Config:
             "history_max_per_room",
             "max_clients_per_ip",
         ]
+        for name in ("cluster_ttl_seconds", "cluster_timeout_seconds"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, not {getattr(self, name)}")
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, not {getattr(self, name)}")

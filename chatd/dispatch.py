@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
+from typing import Protocol
 
 from chatd.codecs import pick_codec
 from chatd.config import Config
@@ -42,6 +43,15 @@ from chatd.storekeeper import HistoryStore, StoreKeeper  # noqa: E402
 __all__ = ["Dispatcher", "HistoryStore", "public_reason"]
 
 logger = logging.getLogger(__name__)
+
+
+class ClusterHooks(Protocol):
+    """What the dispatcher hands to the cluster layer (chatd/cluster.py) when on."""
+
+    def submit(self, cid: int, command: object, wall: float) -> None: ...
+    def departed(self, cid: int, reason: str) -> None: ...
+    def replay(self, action: Replay) -> None: ...
+    def fetch_history(self, action: FetchHistory) -> None: ...
 
 
 class Dispatcher:
@@ -79,6 +89,7 @@ class Dispatcher:
         self._close = close
         self.stats = stats
         self._password_required = config.password is not None
+        self.cluster: ClusterHooks | None = None  # set by chatd.cluster when --cluster
 
     def execute(self, conn: Connection, frame: bytes | object, wall: float) -> None:
         """One frame from ``conn``: a line, or the framer's LINE_TOO_LONG marker."""
@@ -109,6 +120,9 @@ class Dispatcher:
             if isinstance(command, Echo):
                 self.deliver_one(conn, command.event, command.rid)
                 continue
+            if self.cluster is not None:
+                self.cluster.submit(conn.cid, command, wall)
+                continue
             actions = self.hub.handle(conn.cid, command, wall)
             if self._password_required and isinstance(command, Hello):
                 self._on_hello(conn, actions)
@@ -116,6 +130,8 @@ class Dispatcher:
 
     def departed(self, cid: int, reason: str, wall: float) -> None:
         """Tell the hub a connection is gone (at the end of a turn, never mid fan-out)."""
+        if self.cluster is not None:
+            self.cluster.departed(cid, public_reason(reason))
         self.apply(self.hub.handle(cid, Disconnected(public_reason(reason)), wall))
 
     def apply(self, actions: Iterable[Action]) -> None:
@@ -131,11 +147,23 @@ class Dispatcher:
                     if conn is not None:
                         self._close(conn, reason, flush)
                 case Replay():
-                    self._replay(action)
+                    if self.cluster is not None:
+                        self.cluster.replay(action)
+                    else:
+                        self._replay(action)
                 case FetchHistory():
-                    self._fetch_history(action)
+                    if self.cluster is not None:
+                        self.cluster.fetch_history(action)
+                    else:
+                        self._fetch_history(action)
                 case _:
                     raise TypeError(f"unknown action {action!r}")
+
+    def password_attempt(self, cid: int, actions: list[Action]) -> None:
+        """What a ``hello`` got, for the password-guess throttle (the cluster's path)."""
+        conn = self._open.get(cid)
+        if conn is not None and self._password_required:
+            self._on_hello(conn, actions)
 
     def deliver_one(self, conn: Connection, event: Event, rid: object = None) -> None:
         self.fanout.deliver(Deliver((conn.cid,), event, rid=rid))
@@ -233,6 +261,19 @@ class Dispatcher:
             return
         reply = HistoryReply(action.room, tuple(page), more=more, start=start)
         self.deliver_one(conn, reply, action.rid)
+
+    def fit(
+        self, cid: int, messages: list[Message], *, replay: bool = False, newest: bool = True
+    ) -> list[Message]:
+        """What of ``messages`` one reply to ``cid`` may carry (the cluster's replies):
+        ``max_reply_bytes``, and no replay on top of a backlog, as below."""
+        conn = self._open.get(cid)
+        if conn is None:
+            return []
+        budget = self.config.max_reply_bytes
+        if replay and conn.out.size > self.config.out_high_water_bytes:
+            budget = 0
+        return self._fit(conn, messages, budget, newest)
 
     def _fit(
         self, conn: Connection, messages: list[Message], budget: int, newest: bool = True

@@ -246,6 +246,43 @@ class Hub:
         client = self._clients.get(cid)
         return [room.name for room in client.rooms.values()] if client else []
 
+    # ------------------------------------------------------------------ cluster view
+    # What other chatd nodes report (chatd/cluster.py) enters the hub as clients with
+    # ids of their own (negative): they are members, nicks and who entries like local
+    # ones; deliveries to them reach no connection here (their own node delivers).
+
+    def add_remote(self, cid: int, nick: str, user: str, realname: str, now: float) -> bool:
+        """Register a client of another node (its node has claimed the nick cluster-wide).
+        False (nothing changed) if the nick is held here; no welcome is sent."""
+        if fold(nick) in self._nicks or nick_skeleton(nick) in self._skeletons:
+            return False
+        client = _Client(cid, connected_at=now, last_active=now, nick=nick)
+        client.user, client.realname = user, realname
+        self._clients[cid] = client
+        self._nicks[fold(nick)] = client
+        self._skeletons[nick_skeleton(nick)] = client
+        return True
+
+    def nick_holder(self, nick: str) -> int | None:
+        """The id of the client holding ``nick`` (or one too much like it), or None."""
+        client = self._nicks.get(fold(nick)) or self._skeletons.get(nick_skeleton(nick))
+        return client.cid if client is not None else None
+
+    def member_info(self, cid: int) -> MemberInfo | None:
+        client = self._clients.get(cid)
+        return client.info() if client is not None and client.nick is not None else None
+
+    def room_cids(self, room: str) -> tuple[int, ...]:
+        """The members of ``room`` (any spelling), or () if it does not exist."""
+        found = self._rooms.get(fold(room))
+        return found.cids if found is not None else ()
+
+    def set_topic(self, room: str, topic: str) -> None:
+        """Silently set an existing room's topic (a node catching up with the cluster)."""
+        found = self._rooms.get(fold(room))
+        if found is not None:
+            found.topic = topic
+
     # ------------------------------------------------------------------ entry points
 
     def connect(self, cid: int, now: float) -> list[Action]:

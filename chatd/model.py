@@ -110,6 +110,7 @@ class ErrorCode(StrEnum):
     TIMEOUT = "timeout"
     SLOW_CONSUMER = "slow_consumer"
     HISTORY_OFF = "history_off"
+    CLUSTER_UNAVAILABLE = "cluster_unavailable"
     STORAGE_UNAVAILABLE = "storage_unavailable"
 
 

@@ -169,6 +169,11 @@ class Server:
         return [(listener.name, *listener.address) for listener in self._listeners]
 
     @property
+    def dispatcher(self) -> Dispatcher:
+        """Where the cluster layer (chatd/cluster.py) hooks in."""
+        return self._dispatch
+
+    @property
     def connections(self) -> int:
         return len(self._open) + len(self._closing)
 

@@ -26,7 +26,8 @@ def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, argparse.Argumen
         "address",
         nargs="?",
         default="localhost",
-        help=f"HOST[:PORT] of the server (default localhost:{DEFAULT_PORT})",
+        help=f"HOST[:PORT] of the server (default localhost:{DEFAULT_PORT}); for a chatd "
+        "cluster, several separated by commas: the next is tried when one fails",
     )
     parser.add_argument("--host", help="server host (overrides ADDRESS)")
     parser.add_argument("--port", type=int, help="server port (overrides ADDRESS)")
@@ -111,7 +112,9 @@ async def _ask_trust(server: str, fingerprint: str) -> bool:
 def main(argv: list[str] | None = None) -> int:
     args, parser = _parse(argv)
     try:
-        host, port = core.parse_address(args.address)
+        first, *rest = args.address.split(",")
+        host, port = core.parse_address(first)
+        others = tuple(core.parse_address(more) for more in rest)
     except ValueError as exc:
         parser.error(str(exc))
     host = args.host or host
@@ -161,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         known_servers=trust.known_servers_path(ui.history_path().parent),
         ask_trust=_ask_trust if sys.stdin.isatty() else None,
+        others=others,
     )
     try:
         return asyncio.run(app.run(opts))

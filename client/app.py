@@ -95,6 +95,9 @@ class Options:
     tls: trust.Policy | None = None
     known_servers: Path | None = None
     ask_trust: trust.Ask | None = None
+    # More nodes of the same chatd cluster (``chat host1,host2``): tried in turn when the
+    # current one cannot be reached; the usual resume and gap fill make the move seamless.
+    others: tuple[tuple[str, int], ...] = ()
 
 
 class ChatApp:
@@ -103,6 +106,7 @@ class ChatApp:
     def __init__(self, opts: Options) -> None:
         self.opts = opts
         self.where = f"{opts.host}:{opts.port}"
+        self._node = 0  # which of the cluster's nodes (host, then ``others``) we use
         self.state = ChatState(opts.nick, opts.room, server=self.where, password=opts.password)
         self._saved_rooms: list[str] = []
         if opts.rooms_file is not None:
@@ -137,10 +141,19 @@ class ChatApp:
         Raises:
             Fatal: the connection or the registration failed.
         """
-        try:
-            link = await self._open()
-        except net.ConnectError as exc:
-            raise Fatal(str(exc)) from None
+        nodes = [(self.opts.host, self.opts.port), *self.opts.others]
+        for index, (host, port) in enumerate(nodes):
+            try:
+                link = await self._open(host, port)
+                break
+            except trust.TrustError as exc:  # never quietly on to the next node
+                raise Fatal(str(exc)) from None
+            except net.ConnectError as exc:
+                if index == len(nodes) - 1:
+                    raise Fatal(str(exc)) from None
+        self._node = index
+        if index:
+            self.where = self.state.server = f"{host}:{port}"
         self.link = link
         self._connected_at = self._last_rx = self._now()
         lines = self._received(link)
@@ -174,15 +187,15 @@ class ChatApp:
             else f"{self.where} closed the connection during registration"
         )
 
-    async def _open(self) -> net.Link:
+    async def _open(self, host: str, port: int) -> net.Link:
         """Connect over TLS (or plain text) as the trust policy allows."""
         opts = self.opts
         known = trust.KnownServers(opts.known_servers)
         if opts.tls is None:
-            link = await net.connect(opts.host, opts.port, opts.connect_timeout)
+            link = await net.connect(host, port, opts.connect_timeout)
         else:
             link = await trust.open_link(
-                opts.host, opts.port, opts.connect_timeout, opts.tls, known, opts.ask_trust
+                host, port, opts.connect_timeout, opts.tls, known, opts.ask_trust
             )
         self.state.transport = link.transport
         return link
@@ -335,23 +348,32 @@ class ChatApp:
                     pass
             self.state.link = f"reconnecting (attempt {attempt})"
             self.refresh()
+            nodes = [(self.opts.host, self.opts.port), *self.opts.others]
+            host, port = nodes[self._node]
             try:
-                link = await self._open()
+                link = await self._open(host, port)
             except trust.TrustError as exc:  # a changed key: say so loudly, keep trying
                 logger.warning("reconnect attempt %d refused: %s", attempt, exc)
                 out = Output()
                 out.error(str(exc))
                 await self.apply(out)
+                self._node = (self._node + 1) % len(nodes)  # another node may be trusted
                 self.delay = self.opts.backoff_max
                 continue
             except net.ConnectError as exc:
                 logger.info("reconnect attempt %d failed: %s", attempt, exc)
-                self.delay = min(
-                    max(self.delay, self.opts.backoff_first) * 2, self.opts.backoff_max
-                )
+                self._node = (self._node + 1) % len(nodes)  # the next node of the cluster
+                if self._node == 0:  # a whole round failed: back off
+                    self.delay = min(
+                        max(self.delay, self.opts.backoff_first) * 2, self.opts.backoff_max
+                    )
+                else:
+                    self.delay = 0.0
                 continue
             if self.delay == 0.0:
                 self.delay = self.opts.backoff_first
+            if f"{host}:{port}" != self.state.server:
+                self.state.server = f"{host}:{port}"  # "connected to ..." shows the move
             self.link = link
             self._connected_at = self._last_rx = self._now()
             await self.apply(self.state.connected())

@@ -1,0 +1,585 @@
+"""What chatd keeps in Redis, and how a node's hub learns what the other nodes do.
+
+Every node keeps its own clients, loop and :class:`~chatd.hub.Hub`. The hub stays pure:
+clients of other nodes enter it as clients with negative ids (:meth:`Hub.add_remote`),
+and what they do is replayed into it as ordinary commands (``Join``, ``Part``, ``Nick``,
+``Topic``, ``Disconnected``) - so rooms, ``who``, ``whois``, nick checks and the events
+local members see come from the same code as in single-node mode. Deliveries to a
+negative id reach no connection here: the user's own node delivers to it.
+
+One order for everybody. A local client's shared command (hello, join, part, topic,
+nick, say) is not applied here at once: it runs as a Lua script in Redis
+(:mod:`chatd.cluster_scripts`) that writes the shared state and publishes the event on
+one channel. Every node applies the event where it sees it in the channel; the node that
+sent it applies it where the script's reply arrives - on the same RESP3 connection, next
+to its own push - so every node applies every change in the same order. A room message
+is stored (``XADD``) by that same script before it is published: store before deliver,
+and its stream id is its cluster-wide ``mid``.
+
+When Redis is away, shared commands get ``cluster_unavailable`` and nothing else changes:
+connections stay, ``who`` shows the last known view. When it is back, one ``SYNC`` script
+re-registers the node, rewrites its users, and returns everything the node missed (the
+other nodes' users, topics, the room messages after the last one it delivered).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections import deque
+from dataclasses import replace
+from typing import Any
+
+import hiredis
+
+from chatd.cluster_scripts import CHANNEL, PREFIX, SCRIPTS, mid_of, sha, stream_id
+from chatd.cluster_sync import RemoteView, _message, _nick_keys
+from chatd.connection import Connection, State
+from chatd.hub import MAX_TOPIC_CHARS
+from chatd.model import (
+    Action,
+    Deliver,
+    Error,
+    ErrorCode,
+    FetchHistory,
+    Hello,
+    HistoryEnd,
+    HistoryReply,
+    Join,
+    Message,
+    Nick,
+    Part,
+    PrivateMessage,
+    PrivMsg,
+    Replay,
+    Say,
+    Store,
+    Topic,
+)
+from chatd.names import clean_line, fold, nfkc, room_problem, valid_nick
+from chatd.redis_link import LINK_DOWN, RedisLink, parse_url
+from chatd.server import Server
+
+__all__ = ["Cluster"]
+
+logger = logging.getLogger(__name__)
+
+UNAVAILABLE = "the cluster's store (Redis) is unreachable: not sent; try again shortly"
+#: A command in flight when the link was lost: Redis may have run it (TCP may yet deliver
+#: it); if it did, its result (a message) reaches everyone as usual.
+UNCONFIRMED = "the cluster's store (Redis) stopped answering: not confirmed; it may still arrive"
+#: Commands of one client waiting behind its command in flight; beyond: refused.
+MAX_WAITING = 256
+TOO_MANY = "too many commands waiting for the cluster's store; slow down"
+SHA = {name: sha(text) for name, text in SCRIPTS.items()}
+
+
+def _stream(room: str) -> str:
+    return PREFIX + "s:" + fold(room)
+
+
+class Cluster(RemoteView):
+    """The cluster layer of one node: a :class:`RedisLink` and the hub's remote view."""
+
+    def __init__(self, server: Server) -> None:
+        config = server.config
+        self.config = config
+        self.hub = server.hub
+        self.dispatch = server.dispatcher
+        self.loop = server.loop
+        self._server = server
+        self.node = uuid.uuid4().hex[:12]
+        self.link = RedisLink(
+            server.loop,
+            parse_url(config.cluster),
+            config.cluster_timeout_seconds,
+            self._up,
+            self._down,
+            self._push,
+        )
+        self.ready = False  # link up and synchronised: shared commands are accepted
+        self._registered = False  # this node id has been in Redis (reaped if it vanishes)
+        self._up_since = 0.0
+        self._local: dict[int, dict[str, Any]] = {}  # cid -> {n, u, r, rooms}: ours
+        self._claims: set[str] = set()  # folded nicks being claimed by local clients
+        self._released: list[str] = []  # nick keys to free once Redis is back
+        self._remote: dict[tuple[str, int], int] = {}  # (node, cid) -> hub id (< 0)
+        self._next_rcid = -1
+        self._last: dict[str, int] = {}  # folded room -> mid of the last message here
+        self._replay: list[Message] = []  # the replay of the join being applied
+        self._inflight: dict[int, int] = {}  # cid -> its commands waiting for Redis
+        self._queued: dict[int, deque[tuple[object, float]]] = {}  # its next commands
+        self.dispatch.cluster = self
+        ttl = config.cluster_ttl_seconds
+        self._ttl_ms = max(1, int(ttl * 1000))
+        self.loop.call_at(self.loop.now + ttl / 3, self._heartbeat)
+
+    def start(self) -> None:
+        self.link.start()
+
+    def close(self) -> None:
+        """Leave the cluster: this node's users quit everywhere at once."""
+        self.link.finish("EVALSHA", SHA["leave"], 0, self.node, CHANNEL)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _wall(self) -> float:
+        return time.time()
+
+    def _open(self, cid: int) -> Connection | None:
+        conn = self._server.connection(cid)
+        return conn if conn is not None and conn.state is State.OPEN else None
+
+    def _apply(self, actions: list[Action]) -> None:
+        self.dispatch.apply(actions)
+
+    def _error(self, cid: int, code: str, why: str, rid: object) -> None:
+        self._apply([Deliver((cid,), Error(code, why), rid=rid)])
+
+    def _unavailable(self, cid: int, rid: object, in_flight: bool = False) -> None:
+        why = UNCONFIRMED if in_flight else UNAVAILABLE
+        self._error(cid, ErrorCode.CLUSTER_UNAVAILABLE, why, rid)
+
+    def _script(self, cid: int, name: str, callback: Any, keys: list[str], args: list[Any]) -> None:
+        self._send(cid, callback, "EVALSHA", SHA[name], len(keys), *keys, *args)
+
+    def _send(self, cid: int, callback: Any, *args: Any) -> None:
+        """A command for ``cid``'s sake; its later commands wait until the reply (they
+        were checked against what this one changes)."""
+        self._inflight[cid] = self._inflight.get(cid, 0) + 1
+
+        def answered(reply: object) -> None:
+            try:
+                callback(reply)
+            finally:
+                left = self._inflight[cid] - 1
+                if left:
+                    self._inflight[cid] = left
+                else:
+                    del self._inflight[cid]
+                    self._drain(cid)
+
+        self.link.command(answered, *args)
+
+    def _drain(self, cid: int) -> None:
+        queue = self._queued.get(cid)
+        while queue and not self._inflight.get(cid):
+            command, wall = queue.popleft()
+            self._run(cid, command, wall)
+        if queue is not None and not queue:
+            del self._queued[cid]
+
+    def _user_json(self, cid: int) -> str:
+        return json.dumps(self._local[cid], separators=(",", ":"))
+
+    def _event(self, kind: str, body: dict[str, Any]) -> str:
+        return f"{kind} {self.node} - " + json.dumps(body, separators=(",", ":"))
+
+    # ------------------------------------------------------------------ local commands
+
+    def submit(self, cid: int, command: object, wall: float) -> None:
+        """A command from a local client (the dispatcher's hook), in the client's order:
+        behind its commands still waiting for Redis."""
+        if self._inflight.get(cid):
+            queue = self._queued.setdefault(cid, deque())
+            if len(queue) >= MAX_WAITING:
+                rid = getattr(command, "rid", None)
+                self._error(cid, ErrorCode.CLUSTER_UNAVAILABLE, TOO_MANY, rid)
+                return
+            queue.append((command, wall))
+            return
+        self._run(cid, command, wall)
+
+    def _run(self, cid: int, command: object, wall: float) -> None:
+        hub = self.hub
+        if not hub.is_registered(cid) and not isinstance(command, Hello):
+            self._apply(hub.handle(cid, command, wall))  # type: ignore[arg-type]
+            return
+        match command:
+            case Hello():
+                self._hello(cid, command, wall)
+            case Join():
+                self._join(cid, command, wall)
+            case Part():
+                self._part(cid, command, wall)
+            case Topic(topic=str()):
+                self._topic(cid, command, wall)
+            case Nick():
+                self._nick(cid, command, wall)
+            case Say():
+                self._say(cid, command, wall)
+            case PrivMsg():
+                self._privmsg(cid, command, wall)
+            case _:
+                self._apply(hub.handle(cid, command, wall))  # type: ignore[arg-type]
+
+    def _hello(self, cid: int, cmd: Hello, wall: float) -> None:
+        hub = self.hub
+        holder = hub.nick_holder(cmd.nick)
+        if hub.is_registered(cid) or not valid_nick(cmd.nick) or (holder or 0) > 0:
+            self._apply(hub.handle(cid, replace(cmd, autojoin=()), wall))  # its refusal
+            return
+        # Held by another node's user: Redis decides (free if that node is dead).
+        if fold(cmd.nick) in self._claims:
+            self._error(cid, ErrorCode.NICK_TAKEN, f'nick "{cmd.nick}" is already in use', cmd.rid)
+            return
+        if not self.ready:
+            self._unavailable(cid, cmd.rid)
+            return
+        password = self.config.password
+        if password is not None and cmd.password != password:
+            refused = hub.handle(cid, replace(cmd, autojoin=()), wall)  # counted, refused
+            self.dispatch.password_attempt(cid, refused)
+            self._apply(refused)
+            return
+        self._claim_nick(cid, cmd, None)
+
+    def _claim_nick(self, cid: int, cmd: Hello, seen: tuple[float, float] | None) -> None:
+        """Claim ``cmd.nick`` in Redis for a hello. Held by another node: look again a
+        heartbeat later; if that node did not refresh its liveness key meanwhile (its
+        time left ran down with the clock) it is dead: wait for the key to expire and
+        take the nick - a user whose node died keeps their nick on another node. If it
+        refreshed, refuse. (Redis alone grants the nick: a wrong guess costs time only.)"""
+        hub = self.hub
+        user = {"n": cmd.nick, "u": cmd.user, "r": cmd.realname, "rooms": []}
+        key = fold(cmd.nick)
+        self._claims.add(key)
+        ttl = self.config.cluster_ttl_seconds
+
+        def retry(left: float) -> None:
+            look = (left, self.loop.now)
+            self._claims.add(key)  # still ours while we wait
+            self._inflight[cid] = self._inflight.get(cid, 0) + 1  # its next commands wait
+
+            def again() -> None:
+                self._claims.discard(key)
+                self._inflight[cid] -= 1
+                if self._open(cid) is not None and self.ready:
+                    self._claim_nick(cid, cmd, look)
+                elif self._open(cid) is not None:
+                    self._unavailable(cid, cmd.rid)
+                if not self._inflight[cid]:
+                    del self._inflight[cid]
+                    self._drain(cid)
+
+            wait = ttl / 3 + 0.25 if seen is None else left + 0.05
+            self.loop.call_at(self.loop.now + wait, again)
+
+        def done(reply: object) -> None:
+            self._claims.discard(key)
+            if reply is LINK_DOWN or isinstance(reply, hiredis.ReplyError):
+                self._released.extend(_nick_keys(cmd.nick))  # if it ran: freed on SYNC
+                self._unavailable(cid, cmd.rid, in_flight=True)
+            elif (
+                isinstance(reply, int)
+                and reply < 0
+                and self._open(cid) is not None
+                and (seen is None or -reply / 1000 <= seen[0] - (self.loop.now - seen[1]) + 0.1)
+            ):
+                retry(-reply / 1000)  # first look, or its time kept running out
+            elif reply != 1:
+                why = f'nick "{cmd.nick}" is already in use (on another node)'
+                self._error(cid, ErrorCode.NICK_TAKEN, why, cmd.rid)
+            elif self._open(cid) is None:
+                self._released.extend(_nick_keys(cmd.nick))
+                self._publish_quit(cid, "connection lost", user, announce=True)
+            else:
+                self._local[cid] = user
+                self._evict(cmd.nick, self._wall())
+                welcome = hub.handle(cid, replace(cmd, autojoin=()), self._wall())
+                self.dispatch.password_attempt(cid, welcome)
+                self._apply(welcome)
+                for room in cmd.autojoin:
+                    self._join(cid, Join(room), self._wall())
+
+        body = {"cid": cid, "n": cmd.nick, "u": cmd.user, "r": cmd.realname}
+        self._script(
+            cid,
+            "claim",
+            done,
+            [*_nick_keys(cmd.nick), self._users_key()],
+            [self.node, cid, json.dumps(user), CHANNEL, self._event("hello", body)],
+        )
+
+    def _users_key(self, node: str | None = None) -> str:
+        return PREFIX + "users:" + (node or self.node)
+
+    def _join(self, cid: int, cmd: Join, wall: float) -> None:
+        hub = self.hub
+        name = nfkc(cmd.room)
+        rooms = [fold(r) for r in hub.rooms_of(cid)]
+        if (
+            room_problem(name) is not None
+            or fold(name) in rooms
+            or len(rooms) >= self.config.max_rooms_per_client
+        ):
+            self._apply(hub.handle(cid, cmd, wall))  # refused, or already there
+            return
+        if not self.ready:
+            self._unavailable(cid, cmd.rid)
+            return
+        user = self._local[cid]
+        user["rooms"] = [*user["rooms"], name]
+
+        def done(reply: object) -> None:
+            if reply is LINK_DOWN or isinstance(reply, hiredis.ReplyError):
+                # Not applied here; SYNC writes what is true here back to Redis.
+                user["rooms"] = [r for r in user["rooms"] if fold(r) != fold(name)]
+                self._unavailable(cid, cmd.rid, in_flight=True)
+                return
+            if self._open(cid) is None or not hub.is_registered(cid):
+                return
+            assert isinstance(reply, list)
+            stored = [_message(entry, name) for entry in reversed(reply)]
+            newest = stored[-1].mid if stored else 0
+            stored = [m for m in stored if not m.notice]  # history keeps no notices
+            # The newest before the join (later ones arrive live): where a catch-up
+            # after an outage starts (0: the room's stream was empty).
+            self._last[fold(name)] = max(self._last.get(fold(name), 0), newest)
+            self._replay = stored[max(0, len(stored) - self.config.history_replay) :]
+            self._apply(hub.handle(cid, cmd, self._wall()))  # -> Replay -> self.replay
+            self._replay = []
+
+        self._update(done, cid, self._event("join", {"cid": cid, "room": name}), _stream(name))
+
+    def _update(
+        self,
+        callback: Any,
+        cid: int,
+        event: str,
+        stream: str = "",
+        topic: tuple[str, str] | None = None,
+        release: tuple[str, ...] = (),
+    ) -> None:
+        user = self._user_json(cid) if cid in self._local else ""
+        keys = [self._users_key(), stream or PREFIX + "none", *release]
+        count = max(1, self.config.history_replay) if stream else 0  # 1: the newest mid
+        tkey, tvalue = topic if topic is not None else ("", "")
+        args = [self.node, cid, user, CHANNEL, event, count, tkey, tvalue]
+        self._script(cid, "update", callback, keys, args)
+
+    def _part(self, cid: int, cmd: Part, wall: float) -> None:
+        hub = self.hub
+        room = cmd.room if cmd.room is not None else (hub.rooms_of(cid) or [""])[-1]
+        names = {fold(r): r for r in hub.rooms_of(cid)}
+        key = fold(nfkc(room))
+        if key not in names:
+            self._apply(hub.handle(cid, cmd, wall))  # not in that room: refused
+            return
+        if not self.ready:
+            self._unavailable(cid, cmd.rid)
+            return
+        user = self._local[cid]
+        before = user["rooms"]
+        user["rooms"] = [r for r in before if fold(r) != key]
+        emptied = hub.room_cids(room) == (cid,)
+        reason = clean_line(cmd.reason)[:200]
+
+        def done(reply: object) -> None:
+            if reply is LINK_DOWN or isinstance(reply, hiredis.ReplyError):
+                user["rooms"] = before  # not applied here; SYNC writes it back
+                self._unavailable(cid, cmd.rid, in_flight=True)
+            elif self._open(cid) is not None:
+                self._apply(hub.handle(cid, replace(cmd, room=names[key]), self._wall()))
+
+        event = self._event("part", {"cid": cid, "room": names[key], "why": reason})
+        self._update(done, cid, event, topic=(key, "") if emptied else None)
+
+    def _topic(self, cid: int, cmd: Topic, wall: float) -> None:
+        hub = self.hub
+        assert cmd.topic is not None
+        names = {fold(r): r for r in hub.rooms_of(cid)}
+        room = cmd.room if cmd.room is not None else (hub.rooms_of(cid) or [""])[-1]
+        key = fold(nfkc(room))
+        topic = clean_line(cmd.topic)
+        if key not in names or len(topic) > MAX_TOPIC_CHARS:
+            self._apply(hub.handle(cid, cmd, wall))  # refused
+            return
+        if not self.ready:
+            self._unavailable(cid, cmd.rid)
+            return
+
+        def done(reply: object) -> None:
+            if reply is LINK_DOWN or isinstance(reply, hiredis.ReplyError):
+                self._unavailable(cid, cmd.rid, in_flight=True)
+            elif self._open(cid) is not None:
+                self._apply(hub.handle(cid, replace(cmd, room=names[key]), self._wall()))
+
+        event = self._event("topic", {"cid": cid, "room": names[key], "topic": topic})
+        self._update(done, cid, event, topic=(key, topic))
+
+    def _nick(self, cid: int, cmd: Nick, wall: float) -> None:
+        hub = self.hub
+        old = hub.nick_of(cid)
+        assert old is not None
+        holder = hub.nick_holder(cmd.nick)
+        if cmd.nick == old or not valid_nick(cmd.nick) or holder not in (None, cid):
+            self._apply(hub.handle(cid, cmd, wall))  # nothing to do, or refused
+            return
+        if fold(cmd.nick) in self._claims:
+            self._error(cid, ErrorCode.NICK_TAKEN, f'nick "{cmd.nick}" is already in use', cmd.rid)
+            return
+        if not self.ready:
+            self._unavailable(cid, cmd.rid)
+            return
+        key = fold(cmd.nick)
+        self._claims.add(key)
+        user = self._local[cid]
+        user["n"] = cmd.nick
+
+        def done(reply: object) -> None:
+            self._claims.discard(key)
+            if reply is LINK_DOWN or isinstance(reply, hiredis.ReplyError):
+                user["n"] = hub.nick_of(cid) or old
+                self._released.extend(_nick_keys(cmd.nick))  # if it ran: freed on SYNC
+                self._unavailable(cid, cmd.rid, in_flight=True)
+            elif reply != 1:
+                user["n"] = hub.nick_of(cid) or old
+                why = f'nick "{cmd.nick}" is already in use (on another node)'
+                self._error(cid, ErrorCode.NICK_TAKEN, why, cmd.rid)
+            elif self._open(cid) is not None:
+                self._apply(hub.handle(cid, cmd, self._wall()))
+
+        old_keys = [k for k in _nick_keys(old) if k not in _nick_keys(cmd.nick)]
+        self._script(
+            cid,
+            "claim",
+            done,
+            [*_nick_keys(cmd.nick), self._users_key(), *old_keys],
+            [self.node, cid, self._user_json(cid), CHANNEL,
+             self._event("nick", {"cid": cid, "n": cmd.nick})],
+        )  # fmt: skip
+
+    def _say(self, cid: int, cmd: Say, wall: float) -> None:
+        actions = self.hub.handle(cid, cmd, wall)  # checks it; the mid comes from Redis
+        stored = [a.message for a in actions if isinstance(a, Store)]
+        if not stored:
+            self._apply(actions)  # refused
+            return
+        if not self.ready:
+            self._unavailable(cid, cmd.rid)
+            return
+        message = stored[0]
+        body = {"room": message.room, "n": message.sender, "t": message.text, "ts": message.ts}
+        if message.action:
+            body["me"] = 1
+        if message.notice:
+            body["no"] = 1
+
+        def done(reply: object) -> None:
+            if reply is LINK_DOWN or isinstance(reply, hiredis.ReplyError):
+                self._unavailable(cid, cmd.rid, in_flight=True)  # it may still have been stored
+                return
+            assert isinstance(reply, bytes)
+            self._deliver(replace(message, mid=mid_of(reply)), cid, cmd.rid)
+
+        data = json.dumps(body, separators=(",", ":"))
+        args = [self.config.cluster_stream_maxlen, data, CHANNEL, self.node]
+        self._script(cid, "say", done, [_stream(message.room)], args)
+
+    def _deliver(self, message: Message, sender: int | None, rid: object) -> None:
+        """A stored room message to the room's members here, once, in stream order."""
+        key = fold(message.room)
+        if message.mid <= self._last.get(key, 0):
+            return
+        cids = self.hub.room_cids(message.room)
+        if not any(cid > 0 for cid in cids):
+            return  # nobody here: its node(s) deliver; nothing to remember
+        self._last[key] = message.mid
+        reply_to = sender if rid is not None else None
+        self._apply([Deliver(cids, message, rid, True, reply_to, message.room)])
+
+    def _privmsg(self, cid: int, cmd: PrivMsg, wall: float) -> None:
+        hub = self.hub
+        target = hub.nick_holder(cmd.to)
+        actions = hub.handle(cid, cmd, wall)
+        if (
+            target is None
+            or target >= 0
+            or any(isinstance(a, Deliver) and isinstance(a.event, Error) for a in actions)
+        ):
+            self._apply(actions)  # local, or refused
+            return
+        if not self.ready:
+            self._unavailable(cid, cmd.rid)
+            return
+        where = next((k for k, v in self._remote.items() if v == target), None)
+        event = next(a.event for a in actions if isinstance(a, Deliver) and target in a.cids)
+        assert where is not None and isinstance(event, PrivateMessage)
+        body = {
+            "cid": where[1], "s": event.sender, "to": event.to, "t": event.text,
+            "ts": event.ts, "no": event.notice, "me": event.action,
+        }  # fmt: skip
+
+        def done(reply: object) -> None:
+            if reply is LINK_DOWN or isinstance(reply, hiredis.ReplyError):
+                self._unavailable(cid, cmd.rid, in_flight=True)
+            elif reply == 0:
+                why = f"nobody called {cmd.to[:40]} is here"
+                self._error(cid, ErrorCode.NO_SUCH_NICK, why, cmd.rid)
+            else:
+                self._apply(actions)  # the sender's echo (and away notice)
+
+        payload = self._event("pm", body)
+        self._send(cid, done, "PUBLISH", PREFIX + "pm:" + where[0], payload)
+
+    # ------------------------------------------------------------------ departures
+
+    def departed(self, cid: int, reason: str) -> None:
+        """A local client is gone (the hub forgets it next)."""
+        self._queued.pop(cid, None)
+        user = self._local.pop(cid, None)
+        if user is None:
+            return
+        self._publish_quit(cid, reason, user, announce=self.ready)
+
+    def _publish_quit(self, cid: int, reason: str, user: dict[str, Any], announce: bool) -> None:
+        keys = _nick_keys(user["n"])
+        if not announce:
+            self._released.extend(keys)  # SYNC rewrites our users and frees these
+            return
+        event = self._event("quit", {"cid": cid, "why": reason.removeprefix("quit: ")})
+        self._update(lambda reply: None, cid, event, release=keys)
+
+    # ------------------------------------------------------------------ history
+
+    def replay(self, action: Replay) -> None:
+        if action.cid < 0:
+            return  # a remote client's join: its node replays
+        replay = self.dispatch.fit(action.cid, self._replay, replay=True)
+        for message in replay:
+            self._apply([Deliver((action.cid,), message)])
+        self._apply([Deliver((action.cid,), HistoryEnd(action.room, len(replay)))])
+
+    def fetch_history(self, action: FetchHistory) -> None:
+        cid, rid, room = action.cid, action.rid, action.room
+        if action.before is not None and action.before <= (action.after or 0) + 1:
+            self._apply([Deliver((cid,), HistoryReply(room, ()), rid=rid)])  # nothing between
+            return
+        if not self.ready:
+            self._unavailable(cid, rid)
+            return
+        if action.after is not None:
+            start = "(" + stream_id(action.after)
+            end = "(" + stream_id(action.before) if action.before is not None else "+"
+            args: list[Any] = ["XRANGE", _stream(room), start, end]
+        else:
+            end = "(" + stream_id(action.before) if action.before is not None else "+"
+            args = ["XREVRANGE", _stream(room), end, "-"]
+
+        def done(reply: object) -> None:
+            if reply is LINK_DOWN:
+                self._unavailable(cid, rid, in_flight=True)
+                return
+            if not isinstance(reply, list):  # a range Redis refuses: nothing in it
+                logger.warning("cluster: history %s refused by Redis: %s", args, reply)
+                reply = []
+            entries = reply if action.after is not None else list(reversed(reply))
+            messages = [m for e in entries if not (m := _message(e, room)).notice]
+            page = self.dispatch.fit(cid, messages, newest=action.after is None)
+            more = len(page) < len(messages)
+            self._apply([Deliver((cid,), HistoryReply(room, tuple(page), more=more), rid=rid)])
+
+        self._send(cid, done, *args, "COUNT", action.limit)
