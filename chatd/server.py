@@ -390,7 +390,12 @@ class Server:
                 if conn.state is State.CLOSING:
                     self._finalize(conn)  # nothing more can be sent to it
                 continue
-            if not conn.out.size and conn.mask == READ and conn.stream is None:
+            stream = conn.stream  # (a TLS stream holds bytes only before its handshake)
+            if (
+                not conn.out.size
+                and conn.mask == READ
+                and (stream is None or not stream.buffered_bytes)
+            ):
                 flow = conn.flow  # the usual case: all sent, reading on, nothing owed
                 if not flow.skipped and flow.over_soft_since is None:
                     continue

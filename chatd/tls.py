@@ -144,6 +144,12 @@ class TlsStream:
 
     def send(self, app: bytes) -> None:
         """Encrypt ``app`` now, or hold it until the handshake is done."""
+        if self._ready and not self._closed and not self._finished:
+            try:  # the fan-out's path, once per recipient: no further call
+                self._ssl.write(app)
+            except ssl.SSLError as exc:  # writing after the peer broke the session
+                self._fail(exc, "TLS write failed")
+            return
         if not app or self._closed or self._finished:
             return
         if not self._ready:
@@ -156,7 +162,7 @@ class TlsStream:
 
     def data_to_send(self) -> bytes:
         """The wire bytes OpenSSL produced since the last call (``b""`` if none)."""
-        return self._out.read() if self._out.pending else b""
+        return self._out.read()  # (b"" when empty)
 
     def close(self) -> None:
         """Send ``close_notify`` (once). Held plaintext of an unfinished handshake is dropped."""
@@ -217,9 +223,10 @@ class TlsStream:
 
     def _read(self) -> bytes:
         chunks: list[bytes] = []
+        sslobj, incoming = self._ssl, self._in
         while True:
             try:
-                chunk = self._ssl.read(_READ_CHUNK)
+                chunk = sslobj.read(_READ_CHUNK)
             except ssl.SSLWantReadError:
                 break
             except ssl.SSLZeroReturnError:  # the peer's close_notify
@@ -234,6 +241,8 @@ class TlsStream:
                 self._finished = True
                 break
             chunks.append(chunk)
+            if not incoming.pending and not sslobj.pending():
+                break  # all read: spare the SSLWantReadError that would say so
         if len(chunks) == 1:
             return chunks[0]
         return b"".join(chunks)
