@@ -23,7 +23,7 @@ help:
 	@echo "make run-client   join it with the terminal client (SERVER=host:port)"
 	@echo "make test         run every test (unit, socket, abuse, end-to-end in tmux)"
 	@echo "make test-fast    unit and socket tests only"
-	@echo "make lint         ruff and mypy --strict"
+	@echo "make lint         ruff (check, format) and mypy (strict; tests and bench too)"
 	@echo "make bench        throughput/latency/memory benchmark vs an asyncio baseline"
 	@echo "make bench-quick  the same at small scale (~30 s)"
 	@echo "make stress       the abuse scenarios at larger scale"

@@ -65,11 +65,12 @@ async def broadcast(room: dict[str, asyncio.StreamWriter], data: bytes) -> None:
         await send_to(writer, data)
 
 
-async def handle_client(
+async def handle_client(  # noqa: C901 (the baseline stays one plain coroutine: what it measures)
     state: ChatState, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
 ) -> None:
     nick: str | None = None
     joined: set[str] = set()
+    room: dict[str, asyncio.StreamWriter] | None
     writer.write(b"*** chatd benchmark baseline (asyncio streams)\n")
     try:
         await writer.drain()

@@ -24,8 +24,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.cluster_helpers import RedisServer, have_redis, node
-from tests.helpers import ChatdProcess
+sys.path[:0] = [str(Path(__file__).resolve().parent.parent / "tests")]  # as bench/stress.py
+
+from cluster_helpers import RedisServer, have_redis, node  # noqa: E402
+from helpers import ChatdProcess  # noqa: E402
 
 
 @dataclass

@@ -564,6 +564,85 @@ def fmt_ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}x"
 
 
+def row(label: str, who: str, r: dict[str, Any]) -> str:
+    """One run as a line of the table."""
+    if "failure" in r:
+        return f"{label:<38} {who:<8} FAILED: {r['failure']}"
+    lat = r.get("latency_ms") or {}
+    mib = 2**20
+    return (
+        f"{label:<38} {who:<8} {r['deliveries_per_s']:>10,.0f} "
+        f"{per_cpu(r):>10,.0f} {r['msgs_per_s']:>8,.0f} "
+        f"{lat.get('p50', 0):>8.2f} {lat.get('p99', 0):>8.2f} "
+        f"{lat.get('max', 0):>8.2f} {r['lost']:>5} {r['reorders']:>5} "
+        f"{r['rss_start'] / mib:>8.1f}M {r['rss_connected'] / mib:>8.1f}M "
+        f"{r['rss_after'] / mib:>8.1f}M {r['bytes_per_conn']:>8,.0f} "
+        f"{r['server_cpu']:>7.0%} {r.get('other_cpu', 0):>6.0%}"
+    )
+
+
+def ratio(label: str, a: dict[str, Any], b: dict[str, Any], names: str) -> str:
+    """Two runs compared column by column (a / b), as a line of the table."""
+    if "failure" in a or "failure" in b:
+        return f"{label:<38} {names:<8} -"
+    la, lb = a.get("latency_ms") or {}, b.get("latency_ms") or {}
+    deliveries = fmt_ratio(a["deliveries_per_s"], b["deliveries_per_s"])
+    efficiency = fmt_ratio(per_cpu(a), per_cpu(b))
+    return (
+        f"{label:<38} {names:<8} {deliveries:>10} {efficiency:>10} "
+        f"{fmt_ratio(a['msgs_per_s'], b['msgs_per_s']):>8} "
+        f"{fmt_ratio(la.get('p50'), lb.get('p50')):>8} "
+        f"{fmt_ratio(la.get('p99'), lb.get('p99')):>8} "
+        f"{fmt_ratio(la.get('max'), lb.get('max')):>8} {'':>5} {'':>5} {'':>9} "
+        f"{fmt_ratio(a['rss_connected'], b['rss_connected']):>9} "
+        f"{fmt_ratio(a['rss_after'], b['rss_after']):>9} "
+        f"{fmt_ratio(a['bytes_per_conn'], b['bytes_per_conn']):>8}"
+    )
+
+
+def floor_lines(sc: dict[str, Any]) -> list[str]:
+    """A scenario run with the bare selectors loop too: server CPU per delivery and p99
+    of each server, then chatd's ratios to that floor and to the asyncio baseline."""
+    lines = ["", f"{sc['label']}: server CPU per delivery and p99 latency"]
+    for who, r in sc["runs"].items():
+        if "failure" in r:
+            continue
+        us = cpu_us_per_delivery(r)
+        p99 = (r.get("latency_ms") or {}).get("p99", 0.0)
+        lines.append(f"  {who:<10} {us:6.2f} us/delivery   p99 {p99:7.2f} ms")
+    chatd = sc["runs"].get("chatd")
+    for base in ("selectors", "asyncio"):
+        other = sc["runs"].get(base)
+        if not chatd or not other or "failure" in chatd or "failure" in other:
+            continue
+        p99s = [(x.get("latency_ms") or {}).get("p99") for x in (chatd, other)]
+        lines.append(
+            f"  chatd/{base:<9} cpu/delivery "
+            f"{fmt_ratio(cpu_us_per_delivery(chatd), cpu_us_per_delivery(other))}, "
+            f"p99 {fmt_ratio(p99s[0], p99s[1])}"
+        )
+    return lines
+
+
+def problem_lines(report: dict[str, Any]) -> list[str]:
+    """A line for each run that failed, lost, duplicated, skipped or reordered anything."""
+    problems = [
+        (sc["name"], who, r)
+        for sc in report["scenarios"]
+        for who, r in sc["runs"].items()
+        if "failure" not in r
+        and (r["failed"] or r["lost"] or r["duplicated"] or r["skipped"] or r["reorders"])
+    ]
+    if not problems:
+        return []
+    return [""] + [
+        f"! {name}/{who}: failed {r['failed']}, lost {r['lost']}, dup "
+        f"{r['duplicated']}, skipped {r['skipped']}, reordered "
+        f"{r['reorders']}; first errors: {r['errors'][:3]}"
+        for name, who, r in problems
+    ]
+
+
 def table(report: dict[str, Any]) -> str:
     lines = [
         f"machine: {report['machine']}; python {report['python']}; server on CPU "
@@ -578,38 +657,6 @@ def table(report: dict[str, Any]) -> str:
         f"{'RSS conn':>9} {'RSS after':>9} {'B/conn':>8} {'srv cpu':>7} {'others':>6}"
     )
     lines += [head, "-" * len(head)]
-
-    def row(label: str, who: str, r: dict[str, Any]) -> str:
-        if "failure" in r:
-            return f"{label:<38} {who:<8} FAILED: {r['failure']}"
-        lat = r.get("latency_ms") or {}
-        mib = 2**20
-        return (
-            f"{label:<38} {who:<8} {r['deliveries_per_s']:>10,.0f} "
-            f"{per_cpu(r):>10,.0f} {r['msgs_per_s']:>8,.0f} "
-            f"{lat.get('p50', 0):>8.2f} {lat.get('p99', 0):>8.2f} "
-            f"{lat.get('max', 0):>8.2f} {r['lost']:>5} {r['reorders']:>5} "
-            f"{r['rss_start'] / mib:>8.1f}M {r['rss_connected'] / mib:>8.1f}M "
-            f"{r['rss_after'] / mib:>8.1f}M {r['bytes_per_conn']:>8,.0f} "
-            f"{r['server_cpu']:>7.0%} {r.get('other_cpu', 0):>6.0%}"
-        )
-
-    def ratio(label: str, a: dict[str, Any], b: dict[str, Any], names: str) -> str:
-        if "failure" in a or "failure" in b:
-            return f"{label:<38} {names:<8} -"
-        la, lb = a.get("latency_ms") or {}, b.get("latency_ms") or {}
-        deliveries = fmt_ratio(a["deliveries_per_s"], b["deliveries_per_s"])
-        efficiency = fmt_ratio(per_cpu(a), per_cpu(b))
-        return (
-            f"{label:<38} {names:<8} {deliveries:>10} {efficiency:>10} "
-            f"{fmt_ratio(a['msgs_per_s'], b['msgs_per_s']):>8} "
-            f"{fmt_ratio(la.get('p50'), lb.get('p50')):>8} "
-            f"{fmt_ratio(la.get('p99'), lb.get('p99')):>8} "
-            f"{fmt_ratio(la.get('max'), lb.get('max')):>8} {'':>5} {'':>5} {'':>9} "
-            f"{fmt_ratio(a['rss_connected'], b['rss_connected']):>9} "
-            f"{fmt_ratio(a['rss_after'], b['rss_after']):>9} "
-            f"{fmt_ratio(a['bytes_per_conn'], b['bytes_per_conn']):>8}"
-        )
 
     for sc in report["scenarios"]:
         runs = sc["runs"]
@@ -626,42 +673,9 @@ def table(report: dict[str, Any]) -> str:
         if "selectors" in runs and "chatd" in runs:
             lines.append(ratio("", runs["chatd"], runs["selectors"], "/floor"))
     for sc in report["scenarios"]:
-        if sc["name"] not in WITH_FLOOR:
-            continue
-        lines.append("")
-        lines.append(f"{sc['label']}: server CPU per delivery and p99 latency")
-        for who, r in sc["runs"].items():
-            if "failure" in r:
-                continue
-            us = cpu_us_per_delivery(r)
-            p99 = (r.get("latency_ms") or {}).get("p99", 0.0)
-            lines.append(f"  {who:<10} {us:6.2f} us/delivery   p99 {p99:7.2f} ms")
-        chatd = sc["runs"].get("chatd")
-        for base in ("selectors", "asyncio"):
-            other = sc["runs"].get(base)
-            if not chatd or not other or "failure" in chatd or "failure" in other:
-                continue
-            p99s = [(x.get("latency_ms") or {}).get("p99") for x in (chatd, other)]
-            lines.append(
-                f"  chatd/{base:<9} cpu/delivery "
-                f"{fmt_ratio(cpu_us_per_delivery(chatd), cpu_us_per_delivery(other))}, "
-                f"p99 {fmt_ratio(p99s[0], p99s[1])}"
-            )
-    problems = [
-        (sc["name"], who, r)
-        for sc in report["scenarios"]
-        for who, r in sc["runs"].items()
-        if "failure" not in r
-        and (r["failed"] or r["lost"] or r["duplicated"] or r["skipped"] or r["reorders"])
-    ]
-    if problems:
-        lines.append("")
-        for name, who, r in problems:
-            lines.append(
-                f"! {name}/{who}: failed {r['failed']}, lost {r['lost']}, dup "
-                f"{r['duplicated']}, skipped {r['skipped']}, reordered "
-                f"{r['reorders']}; first errors: {r['errors'][:3]}"
-            )
+        if sc["name"] in WITH_FLOOR:
+            lines += floor_lines(sc)
+    lines += problem_lines(report)
     for sc in report["scenarios"]:
         for who, r in sc["runs"].items():
             prof = r.get("profile")

@@ -313,10 +313,7 @@ class Config:
             raise ConfigError("out_low_water_bytes must not exceed out_high_water_bytes")
         if not self.out_soft_limit_bytes <= self.out_hard_limit_bytes:
             raise ConfigError("out_soft_limit_bytes must not exceed out_hard_limit_bytes")
-        if self.tls not in ("on", "off", "auto"):
-            raise ConfigError(f"tls must be on, off or auto, not {self.tls!r}")
-        if self.tls_key and not self.tls_cert:
-            raise ConfigError("tls_key needs tls_cert")
+        self._check_tls()
         if self.on_storage_failure not in ("readonly", "stop"):
             raise ConfigError(
                 f"on_storage_failure must be readonly or stop, not {self.on_storage_failure!r}"
@@ -326,6 +323,12 @@ class Config:
             raise ConfigError(
                 f"log_level must be debug, info, warning or error, not {self.log_level!r}"
             )
+
+    def _check_tls(self) -> None:
+        if self.tls not in ("on", "off", "auto"):
+            raise ConfigError(f"tls must be on, off or auto, not {self.tls!r}")
+        if self.tls_key and not self.tls_cert:
+            raise ConfigError("tls_key needs tls_cert")
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any], base: Config | None = None) -> Config:

@@ -35,6 +35,7 @@ from chatd.model import (
     MAX_MID,
     Action,
     Away,
+    AwayEvent,
     AwayNotice,
     AwayReply,
     Close,
@@ -151,6 +152,9 @@ class _Room:
 
     def nicks(self) -> tuple[str, ...]:
         return tuple(c.nick for c in self.members.values() if c.nick is not None)
+
+    def away(self) -> tuple[str, ...]:
+        return tuple(c.nick for c in self.members.values() if c.nick and c.away is not None)
 
 
 class _Refusal(Exception):
@@ -439,7 +443,11 @@ class Hub:
         if room is not None and client.cid in room.members:
             # Already there: make it current again and repeat the room's state.
             client.rooms[key] = client.rooms.pop(key)
-            return [self._reply(client, cmd, Joined(room.name, room.topic, room.nicks()))]
+            return [
+                self._reply(
+                    client, cmd, Joined(room.name, room.topic, room.nicks(), away=room.away())
+                )
+            ]
         if len(client.rooms) >= self._config.max_rooms_per_client:
             raise _Refusal(
                 ErrorCode.BAD_REQUEST,
@@ -452,7 +460,7 @@ class Hub:
         client.rooms[key] = room
         assert client.nick is not None
         actions: list[Action] = [
-            self._reply(client, cmd, Joined(room.name, room.topic, room.nicks()))
+            self._reply(client, cmd, Joined(room.name, room.topic, room.nicks(), away=room.away()))
         ]
         if others:
             actions.append(Deliver(others, JoinEvent(room.name, client.nick)))
@@ -608,8 +616,14 @@ class Hub:
 
     def _away(self, client: _Client, cmd: Away, now: float) -> list[Action]:
         message = clean_line(cmd.message or "")[:MAX_REASON_CHARS]
+        was_away = client.away is not None
         client.away = message or None
-        return [self._reply(client, cmd, AwayReply(client.away is not None))]
+        away = client.away is not None
+        actions: list[Action] = [self._reply(client, cmd, AwayReply(away))]
+        others = tuple(sorted(self._neighbours(client))) if away != was_away else ()
+        if others and client.nick is not None:  # only a change is news to the others
+            actions.append(Deliver(others, AwayEvent(client.nick, away)))
+        return actions
 
     def _whois(self, client: _Client, cmd: Whois, now: float) -> list[Action]:
         target = self._nicks.get(fold(cmd.nick))

@@ -68,6 +68,7 @@ __all__ = [
     "HistoryEnd",
     "WhoisReply",
     "AwayReply",
+    "AwayEvent",
     # actions
     "Action",
     "Deliver",
@@ -284,6 +285,7 @@ class Joined(Event):
     room: str
     topic: str
     members: tuple[str, ...]
+    away: tuple[str, ...] = ()  # the members who are away
 
 
 @dataclass(frozen=True, slots=True)
@@ -458,6 +460,14 @@ class AwayReply(Event):
     away: bool
 
 
+@dataclass(frozen=True, slots=True)
+class AwayEvent(Event):
+    """To everyone sharing a room with ``nick``: it went away, or came back."""
+
+    nick: str
+    away: bool
+
+
 #: Every event a codec may be asked to render. Each codec's render ``match``-es over it
 #: and ends with ``assert_never``, so an event added here and not rendered by every
 #: codec fails the type check (mypy), not a user.
@@ -485,6 +495,7 @@ AnyEvent = (
     | WhoisReply
     | AwayReply
     | StatsReply
+    | AwayEvent
 )
 
 

@@ -1,4 +1,4 @@
-"""``chat [HOST[:PORT]] [--nick NAME] [--room #ROOM] [--log-file PATH]``.
+"""``chat [HOST[:PORT]] [--nick NAME] [--room #ROOM] [--line] [--log-file PATH]``.
 
 The only module that prints: a start-up failure is one sentence on stderr and exit
 status 1 (2 for bad arguments); everything else the user sees goes through the prompt.
@@ -61,11 +61,18 @@ def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, argparse.Argumen
         help="trust the server only if its certificate has this fingerprint (the one chatd "
         "printed at start-up)",
     )
-    parser.add_argument(
+    layout = parser.add_mutually_exclusive_group()
+    layout.add_argument(
         "--full-screen",
         action="store_true",
-        help="full-screen layout: a buffer per room and conversation, a room bar with "
-        "unread counts, a member list (F2)",
+        help="full-screen layout (the default on a terminal): a buffer per room and "
+        "conversation, a room bar with unread counts, a member list (F2)",
+    )
+    layout.add_argument(
+        "--line",
+        action="store_true",
+        help="line mode: messages printed above one prompt line, in the terminal's own "
+        "scroll-back (the default when stdout is not a terminal)",
     )
     parser.add_argument(
         "--no-history-file",
@@ -152,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         nick=nick,
         room=room,
         room_explicit=args.room is not None,
-        full_screen=args.full_screen,
+        full_screen=args.full_screen or (not args.line and sys.stdout.isatty()),
         rooms_file=None if args.no_history_file else ui.history_path().with_name("rooms.json"),
         history_file=None if args.no_history_file else ui.history_path(),
         password=password,

@@ -41,6 +41,11 @@ logger = logging.getLogger(__name__)
 BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 15.0
 STABLE_AFTER = 30.0
+# While the port refuses connections (the host answers, the server is down: stopped or
+# restarting), the delay is capped this low instead: a refusal costs the server nothing,
+# and people are back within seconds of a restart. A connection that is accepted but does
+# not register, or does not last, still backs off to BACKOFF_MAX (a full or broken server).
+BACKOFF_DOWN_MAX = 5.0
 # A chatd server greets at once; anything slower is not one (or is not well). Applies to
 # every connection, reconnects included.
 WELCOME_TIMEOUT = 10.0
@@ -84,6 +89,7 @@ class Options:
     lag_max: float = LAG_MAX
     backoff_first: float = BACKOFF_FIRST
     backoff_max: float = BACKOFF_MAX
+    backoff_down_max: float = BACKOFF_DOWN_MAX
     stable_after: float = STABLE_AFTER
     tick: float = TICK
     rooms_file: Path | None = None  # rooms remembered per server (client.store)
@@ -107,6 +113,7 @@ class ChatApp:
         self.opts = opts
         self.where = f"{opts.host}:{opts.port}"
         self._node = 0  # which of the cluster's nodes (host, then ``others``) we use
+        self._round_refused = True  # every node tried in this round refused the connection
         self.state = ChatState(opts.nick, opts.room, server=self.where, password=opts.password)
         self._saved_rooms: list[str] = []
         if opts.rooms_file is not None:
@@ -346,6 +353,8 @@ class ChatApp:
                     await asyncio.wait_for(self._retry.wait(), min(left, 1.0))
                 except TimeoutError:
                     pass
+            if self._retry.is_set() and (left := deadline - self._now()) > 0:
+                logger.info("reconnect attempt %d: retrying now, %.2f s early", attempt, left)
             self.state.link = f"reconnecting (attempt {attempt})"
             self.refresh()
             nodes = [(self.opts.host, self.opts.port), *self.opts.others]
@@ -362,16 +371,21 @@ class ChatApp:
                 continue
             except net.ConnectError as exc:
                 logger.info("reconnect attempt %d failed: %s", attempt, exc)
+                # a refusal costs nothing: back soon after a restart (BACKOFF_DOWN_MAX)
+                self._round_refused &= isinstance(exc, net.Refused)
                 self._node = (self._node + 1) % len(nodes)  # the next node of the cluster
                 if self._node == 0:  # a whole round failed: back off
-                    self.delay = min(
-                        max(self.delay, self.opts.backoff_first) * 2, self.opts.backoff_max
-                    )
+                    most = self.opts.backoff_max
+                    if self._round_refused:  # every node down, none full or broken
+                        most = min(most, self.opts.backoff_down_max)
+                    self._round_refused = True
+                    self.delay = min(max(self.delay, self.opts.backoff_first) * 2, most)
                 else:
                     self.delay = 0.0
                 continue
             if self.delay == 0.0:
                 self.delay = self.opts.backoff_first
+            self._round_refused = True
             if f"{host}:{port}" != self.state.server:
                 self.state.server = f"{host}:{port}"  # "connected to ..." shows the move
             self.link = link

@@ -127,6 +127,7 @@ class ChatState:
         self.registered = False
         self.lag: float | None = None  # seconds a ping has waited (the app measures it)
         self.away = False
+        self.away_nicks: set[str] = set()  # folded nicks of members who are away
         self.limits = Limits()  # replaced by the server's own in `welcome`
         self.rooms: dict[str, Room] = {}  # folded name -> Room, in join order
         self.current: str | None = None  # folded name of the current room
@@ -156,10 +157,14 @@ class ChatState:
     def is_me(self, nick: str) -> bool:
         return irc_fold(nick) == irc_fold(self.nick)
 
-    def toolbar(self, width: int | None = None) -> list[tuple[str, str]]:
+    def toolbar(
+        self, width: int | None = None, conversation: str | None = None
+    ) -> list[tuple[str, str]]:
         """The bottom toolbar as (field, value) pairs, for the UI to style. Given the
         terminal's ``width``, it degrades step by step (server dropped, then shorter
-        forms) so the nick, the room and the member count stay visible at 40 columns."""
+        forms) so the nick, the room and the member count stay visible at 40 columns.
+        ``conversation``: the nick of the private buffer shown (full screen), named
+        where the room would be."""
         room = self.current_room
         fields = [
             ("state", self.link),
@@ -171,6 +176,9 @@ class ChatState:
             *([("lag", f"lag {self.lag:.0f} s")] if self.lag and self.lag >= LAG_SHOWN else []),
             *([("transport", self.transport)] if self.transport else []),
         ]
+        if conversation is not None:
+            fields = [(k, v) for k, v in fields if k != "members"]
+            fields = [(k, "private: " + conversation if k == "room" else v) for k, v in fields]
         if width is None:
             return fields
         for step in _TOOLBAR_STEPS:
@@ -190,6 +198,7 @@ class ChatState:
         self.registered = False
         self.lag = None
         self.away = False  # the server forgets it with the connection
+        self.away_nicks.clear()  # the next member lists tell again
         self.greeted = False
         self.nick_tries = 0
         self.nick = self.wanted_nick
@@ -314,6 +323,8 @@ class ChatState:
         """Forget a room; the previous one (in join order) becomes current."""
         keys = list(self.rooms)
         self.rooms.pop(key, None)
+        still = {irc_fold(m) for room in self.rooms.values() for m in room.members}
+        self.away_nicks &= still  # away is known only of people we share a room with
         for rid, pending in list(self.pending.items()):
             if pending.room == key:
                 del self.pending[rid]

@@ -75,10 +75,20 @@ class Welcome:
 
 
 @dataclass(frozen=True, slots=True)
+class Marks:
+    """Who of a member list is away, an operator, voiced (optional lists in joined/who)."""
+
+    away: tuple[str, ...] = ()
+    ops: tuple[str, ...] = ()
+    voiced: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Joined:
     room: str
     topic: str
     members: tuple[str, ...]
+    marks: Marks = Marks()
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +134,7 @@ class Nick:
 class Who:
     room: str
     members: tuple[str, ...]
+    marks: Marks = Marks()
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +222,12 @@ class Away:
 
 
 @dataclass(frozen=True, slots=True)
+class AwayChange:
+    nick: str
+    away: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Stats:
     users: int | None
     rooms: int | None
@@ -238,6 +255,7 @@ Frame = (
     | HistoryEnd
     | Whois
     | Away
+    | AwayChange
     | Stats
 )
 
@@ -272,6 +290,11 @@ class _Fields:
 
     def nicks(self, key: str) -> tuple[str, ...]:
         return tuple(v for v in self._list(key) if isinstance(v, str) and names.valid_nick(v))
+
+    def marks(self) -> Marks:
+        """The optional away/ops/voiced lists of a member list (absent: nobody)."""
+        lists = [self.nicks(key) if key in self.obj else () for key in ("away", "ops", "voiced")]
+        return Marks(*lists)
 
     def rooms(self, key: str) -> tuple[str, ...]:
         return tuple(
@@ -399,7 +422,7 @@ def _rooms(f: _Fields) -> Rooms:
 
 DECODERS: dict[str, Callable[[_Fields], Frame]] = {
     "welcome": _welcome,
-    "joined": lambda f: Joined(f.room(), f.opt_str("topic"), f.nicks("members")),
+    "joined": lambda f: Joined(f.room(), f.opt_str("topic"), f.nicks("members"), f.marks()),
     "join": lambda f: Join(f.room(), f.nick("nick")),
     "part": lambda f: Part(f.room(), f.nick("nick"), f.opt_str("reason")),
     "msg": _msg,
@@ -407,7 +430,7 @@ DECODERS: dict[str, Callable[[_Fields], Frame]] = {
         f.nick("from"), f.nick("to"), f.text(), f.ts(), action=f.flag("action")
     ),
     "nick": lambda f: Nick(f.nick("old"), f.nick("new")),
-    "who": lambda f: Who(f.room(), f.nicks("members")),
+    "who": lambda f: Who(f.room(), f.nicks("members"), f.marks()),
     "rooms": _rooms,
     "topic": lambda f: Topic(f.room(), f.opt_str("topic"), f.opt_str("by")),
     "pong": lambda f: Pong(),
@@ -421,6 +444,7 @@ DECODERS: dict[str, Callable[[_Fields], Frame]] = {
     "history_end": lambda f: HistoryEnd(f.room()),
     "whois": lambda f: Whois(f.nick("nick"), f.rooms("rooms"), f.opt_str("away")),
     "away": lambda f: Away(f.flag("away")),
+    "away_change": lambda f: AwayChange(f.nick("nick"), f.flag("away")),
     "stats": lambda f: Stats(f.opt_int("users"), f.opt_int("rooms")),
 }
 

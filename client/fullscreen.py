@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from prompt_toolkit.application import Application
+from prompt_toolkit.filters import Condition
 from prompt_toolkit.formatted_text import StyleAndTextTuples
 from prompt_toolkit.input import Input
 from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
@@ -30,7 +31,7 @@ from prompt_toolkit.widgets import TextArea
 
 from client import ui
 from client.values import Kind, Line
-from client.views import Views
+from client.views import Buffer, Member, Views
 
 if TYPE_CHECKING:
     from client.app import ChatApp
@@ -40,6 +41,13 @@ __all__ = ["FullScreen", "run"]
 logger = logging.getLogger(__name__)
 
 MEMBERS_WIDTH = 18
+AWAY_MARK = " (away)"  # after an away member's nick in the member list, when it fits
+KEYS_HELP = (
+    "full-screen keys: Alt-1..9 show a buffer, Ctrl-N/Ctrl-P next/previous, Alt-A next "
+    "with activity, PageUp/PageDown scroll, Ctrl-R search this buffer (/search TEXT too), "
+    "F2 member list, F5 reconnect now; /close closes a conversation"
+)
+INPUT_MAX_ROWS = 5  # rows the input line grows to for a multi-line paste
 MEMBERS_MIN_WIDTH = 60  # narrower terminals show no member list (F2 or /who still work)
 STYLE = merge_styles(
     [
@@ -51,6 +59,8 @@ STYLE = merge_styles(
                 "bar.unread": "bg:#303030 ansiyellow",
                 "bar.mention": "bg:#303030 ansired bold",
                 "members": "#a0a0a0",
+                "members.away": "#6c6c6c italic",
+                "members.rank": "ansigreen bold",
                 "topic": "bg:#262626 #bcbcbc italic",
             }
         ),
@@ -81,12 +91,17 @@ class FullScreen:
         self.views = Views()
         self._typed: asyncio.Queue[str | None] = asyncio.Queue()
         self.input = TextArea(
-            height=1,
             multiline=False,
             prompt=self._prompt,
             history=ui.open_history(chat.opts.history_file),
+            completer=ui.ChatCompleter(self.state),
+            complete_while_typing=False,
             accept_handler=self._accept,
         )
+        # multiline=False pins the window to one row; a pasted message shows its lines
+        self.input.window.height = self._input_height
+        self.input.buffer.on_text_changed += self._typed_while_searching
+        self._draft: str | None = None  # the input line put aside while Ctrl-R searches
         members = Window(
             FormattedTextControl(self._members),
             width=lambda: MEMBERS_WIDTH if self._members_shown() else 0,
@@ -123,6 +138,8 @@ class FullScreen:
         for line in lines:
             buffer = self.views.route(line, self.state)
             ring = ring or (line.mention and buffer.key != self.views.active)
+            if buffer.scroll:  # scrolled back: the view holds still as lines arrive
+                buffer.scroll += len(self._wrapped(line, buffer))
         if ring:
             self.app.output.bell()
         self.refresh()
@@ -155,7 +172,8 @@ class FullScreen:
         return self.app.output.get_size().columns
 
     def _height(self) -> int:
-        rows = self.app.output.get_size().rows - 3 - bool(self.views.topic(self.state))
+        rows = self.app.output.get_size().rows - 2 - bool(self.views.topic(self.state))
+        rows -= self._input_height()  # one row, or a few while a paste waits
         return max(rows, 1)
 
     def _bar(self) -> StyleAndTextTuples:
@@ -163,27 +181,51 @@ class FullScreen:
         return bar
 
     def _status(self) -> StyleAndTextTuples:
-        return ui.toolbar_fragments(self.state, self._width())
+        status = ui.toolbar_fragments(self.state, self._width(), self.views.current.nick)
+        buffer = self.views.current
+        if buffer.scroll:  # WeeChat's -MORE(n)-: PageDown to follow again
+            below = self._lines_below(buffer)
+            more = f"{below} more below" if below else "scrolled back"
+            status += [("class:bottom-toolbar.key", " | "), ("class:bottom-toolbar.down", more)]
+        return status
 
     def _prompt(self) -> StyleAndTextTuples:
+        if self.views.filter is not None:
+            return [("class:info", f"search {self.views.current.title}"), ("", "> ")]
         return [("class:room", self.views.current.title), ("", "> ")]
 
-    def _members(self) -> StyleAndTextTuples:
-        names = self.views.members(self.state)
-        text = "\n".join(" " + ui_cut(name, MEMBERS_WIDTH - 1) for name in names)
-        return [("class:members", text)]
+    def _input_height(self) -> int:
+        """One row; a pasted message shows its lines (a few) before it is sent."""
+        return min(self.input.text.count("\n") + 1, INPUT_MAX_ROWS)
 
-    def _messages(self) -> StyleAndTextTuples:
-        buffer = self.views.current
+    def _members(self) -> StyleAndTextTuples:
+        return member_fragments(self.views.member_rows(self.state), MEMBERS_WIDTH - 1)
+
+    def _wrapped(self, line: Line, buffer: Buffer) -> list[StyleAndTextTuples]:
+        """The rows ``line`` takes in ``buffer``'s message area."""
         width = self._width() - 1
         if self._members_shown():
             width -= MEMBERS_WIDTH
-        height = self._height()
         room = buffer.title if buffer.key.startswith("#") else None
+        return _rows(ui.wrap(ui.fragments(line, room), width))
+
+    def _lines_below(self, buffer: Buffer) -> int:
+        """How many lines lie wholly below the view of a scrolled-back buffer."""
+        rows = count = 0
+        for line in reversed(self.views.shown_lines()):
+            rows += len(self._wrapped(line, buffer))
+            if rows > buffer.scroll:
+                break
+            count += 1
+        return count
+
+    def _messages(self) -> StyleAndTextTuples:
+        buffer = self.views.current
+        height = self._height()
         rows: list[StyleAndTextTuples] = []
         need = height + buffer.scroll
-        for line in reversed(buffer.lines):
-            rows[:0] = _rows(ui.wrap(ui.fragments(line, room), width))
+        for line in reversed(self.views.shown_lines()):
+            rows[:0] = self._wrapped(line, buffer)
             if len(rows) >= need:
                 break
         else:
@@ -220,22 +262,66 @@ class FullScreen:
             self.show(lines)
             return False
         elif text.startswith("/close") and nick is not None:
-            self.views.close(self.views.active)  # a conversation: nothing to tell the server
+            # a conversation: nothing to tell the server
+            self.views.close(self.views.active, self.state)
             self.refresh()
             return False
+        if text.strip().lower() == "/help":
+            self.show([Line(Kind.INFO, KEYS_HELP)])
         self._typed.put_nowait(text)
         return False  # clear the line
+
+    # ------------------------------------------------------------------ Ctrl-R
+
+    def _start_search(self) -> None:
+        """Ctrl-R: the message area shows only the lines of the shown buffer that hold
+        what is typed; the half-typed line is put aside and comes back afterwards."""
+        self._draft = self.input.text
+        self.views.filter = ""
+        self.views.current.scroll = 0
+        self.input.buffer.reset()
+
+    def _end_search(self) -> None:
+        self.views.filter = None
+        self.views.current.scroll = 0
+        draft, self._draft = self._draft or "", None
+        self.input.buffer.reset()
+        self.input.buffer.insert_text(draft)
+
+    def _typed_while_searching(self, buffer: object) -> None:
+        if self.views.filter is not None:
+            self.views.filter = self.input.text
+            self.views.current.scroll = 0
+
+    def _search_bindings(self, kb: KeyBindings, searching: Condition) -> None:
+        """Ctrl-R starts (or ends) a search; Enter, Escape or Ctrl-C end it."""
+
+        @kb.add("c-r")
+        def _(event: KeyPressEvent) -> None:
+            if self.views.filter is None:
+                self._start_search()
+            else:
+                self._end_search()
+
+        @kb.add("enter", filter=searching)
+        @kb.add("escape", filter=searching)
+        @kb.add("c-c", filter=searching)
+        def _(event: KeyPressEvent) -> None:
+            self._end_search()
 
     def _bindings(self) -> KeyBindings:
         kb = KeyBindings()
         views, state = self.views, self.state
+        searching = Condition(lambda: self.views.filter is not None)
+        self._search_bindings(kb, searching)
+        ui.add_paste_enter(kb, lambda text: self.show([Line(Kind.INFO, text)]), ~searching)
 
         @kb.add("c-d")
         def _(event: KeyPressEvent) -> None:
             if not self.input.text:
                 self._typed.put_nowait(None)
 
-        @kb.add("c-c")
+        @kb.add("c-c", filter=~searching)
         def _(event: KeyPressEvent) -> None:
             if not self.input.text:
                 self.show([Line(Kind.INFO, ui.LEAVE_HINT)])
@@ -277,6 +363,24 @@ class FullScreen:
 
         ui.guard_mouse(kb)
         return kb
+
+
+def member_fragments(rows: list[Member], width: int) -> StyleAndTextTuples:
+    """The member list: ``@`` operators, ``+`` voiced (the highest rank shown), then the
+    nick; an away member is dimmed and marked ``(away)`` when that fits."""
+    out: StyleAndTextTuples = []
+    for n, (nick, rank, away) in enumerate(rows):
+        if n:
+            out.append(("", "\n"))
+        mark = rank[:1] or " "
+        out.append(("class:members.rank", mark))
+        name = ui_cut(nick, width - 1)
+        if away:
+            suffix = AWAY_MARK if len(name) + len(AWAY_MARK) <= width - 1 else ""
+            out.append(("class:members.away", name + suffix))
+        else:
+            out.append(("class:members", name))
+    return out
 
 
 def ui_cut(text: str, most: int) -> str:

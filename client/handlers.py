@@ -66,7 +66,7 @@ def on_joined(state: ChatState, out: Output, f: frames.Joined) -> None:
             return
         room = state.rooms[key] = sync.Room(f.room)
     room.joined = True
-    room.members = list(f.members)
+    _member_list(state, room, f.members, f.marks)
     room.topic = f.topic
     if state.current is None or state.explicit_join == key or state.current not in state.rooms:
         state.current = key
@@ -87,6 +87,29 @@ def on_joined(state: ChatState, out: Output, f: frames.Joined) -> None:
         sync.start_gap(state, out, room)
     out.frames.extend(room.queued)
     room.queued = []
+
+
+def _member_list(
+    state: ChatState, room: sync.Room, members: tuple[str, ...], marks: frames.Marks
+) -> None:
+    """A room's full member list (joined, who): its members, who is away, its ranks."""
+    room.members = list(members)
+    folded = {irc_fold(m) for m in members}
+    state.away_nicks -= folded
+    state.away_nicks |= {irc_fold(m) for m in marks.away} & folded
+    ops, voiced = {irc_fold(m) for m in marks.ops}, {irc_fold(m) for m in marks.voiced}
+    room.ranks = {
+        m: "@" * (m in ops) + "+" * (m in voiced) for m in folded if m in ops or m in voiced
+    }
+
+
+def on_away_change(state: ChatState, out: Output, f: frames.AwayChange) -> None:
+    """Somebody in one of our rooms went away or came back: the member list marks it."""
+    nick = irc_fold(f.nick)
+    if f.away and any(nick in map(irc_fold, room.members) for room in state.rooms.values()):
+        state.away_nicks.add(nick)
+    elif not f.away:
+        state.away_nicks.discard(nick)
 
 
 def on_history_end(state: ChatState, out: Output, f: frames.HistoryEnd) -> None:
@@ -122,10 +145,14 @@ def on_part(state: ChatState, out: Output, f: frames.Part) -> None:
             out.info(f"now talking in {state.current_room.name}")
         return
     room.members = [m for m in room.members if irc_fold(m) != irc_fold(f.nick)]
+    room.ranks.pop(irc_fold(f.nick), None)
+    if not any(irc_fold(f.nick) in map(irc_fold, r.members) for r in state.rooms.values()):
+        state.away_nicks.discard(irc_fold(f.nick))  # known only while we share a room
     out.lines.append(Line(Kind.SYSTEM, f"{f.nick} left {f.room}{suffix}", room=f.room))
 
 
 def on_quit(state: ChatState, out: Output, f: frames.Quit) -> None:
+    state.away_nicks.discard(irc_fold(f.nick))
     for room in state.rooms.values():
         room.members = [m for m in room.members if irc_fold(m) != irc_fold(f.nick)]
     out.lines.append(Line(Kind.SYSTEM, f"{f.nick} quit" + (f" ({f.reason})" if f.reason else "")))
@@ -133,8 +160,13 @@ def on_quit(state: ChatState, out: Output, f: frames.Quit) -> None:
 
 def on_nick(state: ChatState, out: Output, f: frames.Nick) -> None:
     old = irc_fold(f.old)
+    if old in state.away_nicks:
+        state.away_nicks.discard(old)
+        state.away_nicks.add(irc_fold(f.new))
     for room in state.rooms.values():
         room.members = [f.new if irc_fold(m) == old else m for m in room.members]
+        if old in room.ranks:
+            room.ranks[irc_fold(f.new)] = room.ranks.pop(old)
     if state.is_me(f.old):
         state.nick = state.wanted_nick = f.new
         out.lines.append(Line(Kind.SYSTEM, f"you are now known as {f.new}"))
@@ -163,7 +195,7 @@ def on_privmsg(state: ChatState, out: Output, f: frames.PrivMsg) -> None:
 def on_who(state: ChatState, out: Output, f: frames.Who) -> None:
     room = state.rooms.get(irc_fold(f.room))
     if room is not None and room.joined:
-        room.members = list(f.members)
+        _member_list(state, room, f.members, f.marks)
     out.info(f"{f.room}: {_plural(len(f.members), 'member')}: " + ", ".join(f.members))
 
 
@@ -192,6 +224,10 @@ def on_topic(state: ChatState, out: Output, f: frames.Topic) -> None:
 
 def on_away(state: ChatState, out: Output, f: frames.Away) -> None:
     state.away = f.away
+    if f.away:  # the member list marks me too (the server tells only the others)
+        state.away_nicks.add(irc_fold(state.nick))
+    else:
+        state.away_nicks.discard(irc_fold(state.nick))
     out.info("you are marked as away" if f.away else "you are back")
 
 
@@ -292,5 +328,6 @@ HANDLERS: dict[type[frames.Frame], Handler] = {
     frames.HistoryEnd: on_history_end,
     frames.Whois: on_whois,
     frames.Away: on_away,
+    frames.AwayChange: on_away_change,
     frames.Stats: on_stats,
 }

@@ -17,7 +17,7 @@ from typing import Any
 
 from client.core import encode
 
-__all__ = ["ConnectError", "Link", "NotTls", "connect"]
+__all__ = ["ConnectError", "Link", "NotTls", "Refused", "connect"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +32,10 @@ class ConnectError(Exception):
 
 class NotTls(ConnectError):
     """The server answered the TLS handshake with something that is not TLS."""
+
+
+class Refused(ConnectError):
+    """The host answered, but nothing listens on the port (the server is down)."""
 
 
 class Link:
@@ -138,7 +142,7 @@ async def connect(
     except socket.gaierror as exc:
         raise ConnectError(f"could not connect to {where}: unknown host ({exc.strerror})") from None
     except ConnectionRefusedError:
-        raise ConnectError(
+        raise Refused(
             f"could not connect to {where}: connection refused (is chatd running there?)"
         ) from None
     except OSError as exc:

@@ -49,6 +49,7 @@ class Room:
 
     name: str
     members: list[str] = field(default_factory=list)
+    ranks: dict[str, str] = field(default_factory=dict)  # folded nick: "@", "+" or "@+"
     joined: bool = False  # a `joined` arrived on the current connection
     last_mid: int | None = None  # newest message shown
     # While nothing has been shown: a mid that every message not yet shown follows

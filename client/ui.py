@@ -25,6 +25,7 @@ from prompt_toolkit import PromptSession, print_formatted_text
 from prompt_toolkit.application.current import get_app
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
+from prompt_toolkit.filters import Always, Filter
 from prompt_toolkit.formatted_text import FormattedText, StyleAndTextTuples
 from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 from prompt_toolkit.input import Input
@@ -197,11 +198,13 @@ def _indent(text: str) -> str:
     return text.replace("\n", "\n    ")
 
 
-def toolbar_fragments(state: ChatState, width: int | None = None) -> Fragments:
+def toolbar_fragments(
+    state: ChatState, width: int | None = None, conversation: str | None = None
+) -> Fragments:
     """The bottom toolbar: connection state, server, nick, current room, members; it
     degrades to fit ``width`` (see :meth:`ChatState.toolbar`)."""
     out: Fragments = []
-    for name, value in state.toolbar(width):
+    for name, value in state.toolbar(width, conversation):
         if out:
             out.append(("class:bottom-toolbar.key", " | "))
         if name == "state":
@@ -312,6 +315,37 @@ def guard_mouse(bindings: KeyBindings) -> None:
             return None
 
 
+def add_paste_enter(
+    bindings: KeyBindings, on_notice: Callable[[str], None] | None, filter: Filter | None = None
+) -> None:
+    """Bind Enter: send the line, unless it is part of a paste the terminal did not
+    bracket (irssi asks before sending one). Used by line mode and full screen alike."""
+    paste: dict[str, Any] = {"at": float("-inf"), "asked": None}
+
+    @bindings.add("enter", filter=Always() if filter is None else filter)
+    def _(event: KeyPressEvent) -> None:
+        """An Enter with more keys already waiting (no one types that fast), or one within
+        PASTE_WINDOW of such an Enter with new text since, becomes a newline, and the
+        paste waits for an Enter of its own (one message) or Ctrl-C."""
+        buffer = event.current_buffer
+        now = time.monotonic()
+        queued = any(k.key != Keys.CPRResponse for k in event.app.key_processor.input_queue)
+        answered = paste["asked"] == buffer.text  # nothing new since the question
+        if queued or (now - paste["at"] < PASTE_WINDOW and not answered):
+            buffer.insert_text("\n")
+            paste["at"] = now
+            if not queued:
+                paste["asked"] = buffer.text
+                if on_notice is not None:
+                    lines = buffer.text.rstrip("\n").count("\n") + 1
+                    on_notice(PASTE_QUESTION.format(lines=lines))
+            return
+        paste["asked"] = None
+        if buffer.text.endswith("\n"):  # the Enter that ended a paste
+            buffer.text = buffer.text.rstrip("\n")
+        buffer.validate_and_handle()
+
+
 def make_session(
     state: ChatState,
     history: History | None = None,
@@ -344,31 +378,7 @@ def make_session(
         if on_cycle is not None:
             on_cycle(-1)
 
-    paste: dict[str, Any] = {"at": float("-inf"), "asked": None}
-
-    @bindings.add("enter")
-    def _(event: KeyPressEvent) -> None:
-        """Send the line, unless it is part of a paste the terminal did not bracket: an
-        Enter with more keys already waiting (no one types that fast), or one within
-        PASTE_WINDOW of such an Enter with new text since. Those become newlines, and the
-        paste waits for an Enter of its own (one message) or Ctrl-C (irssi asks first)."""
-        buffer = event.current_buffer
-        now = time.monotonic()
-        queued = any(k.key != Keys.CPRResponse for k in event.app.key_processor.input_queue)
-        answered = paste["asked"] == buffer.text  # nothing new since the question
-        if queued or (now - paste["at"] < PASTE_WINDOW and not answered):
-            buffer.insert_text("\n")
-            paste["at"] = now
-            if not queued:
-                paste["asked"] = buffer.text
-                if on_notice is not None:
-                    lines = buffer.text.rstrip("\n").count("\n") + 1
-                    on_notice(PASTE_QUESTION.format(lines=lines))
-            return
-        paste["asked"] = None
-        if buffer.text.endswith("\n"):  # the Enter that ended a paste
-            buffer.text = buffer.text.rstrip("\n")
-        buffer.validate_and_handle()
+    add_paste_enter(bindings, on_notice)
 
     guard_mouse(bindings)
 

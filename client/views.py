@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from client.text import irc_fold
 from client.values import Kind, Line
@@ -18,11 +18,17 @@ from client.values import Kind, Line
 if TYPE_CHECKING:
     from client.core import ChatState
 
-__all__ = ["SERVER", "Buffer", "Views"]
+__all__ = ["SERVER", "Buffer", "Member", "Views"]
 
 SERVER = "*"  # the key of the server buffer: connection news, replies, errors
 SCROLLBACK = 2000  # lines kept per buffer
 _COUNTED = (Kind.MSG, Kind.ACTION, Kind.PRIVATE)  # what makes a buffer "unread"
+
+
+class Member(NamedTuple):
+    nick: str
+    rank: str  # "@" operator, "+" voiced, "@+" both, "" neither
+    away: bool
 
 
 @dataclass(slots=True)
@@ -48,6 +54,7 @@ class Views:
         self.buffers: dict[str, Buffer] = {SERVER: Buffer(SERVER, "server")}
         self.active = SERVER
         self.show_members = True
+        self.filter: str | None = None  # Ctrl-R: only the shown buffer's lines holding it
         self._followed: str | None = None  # the state's current room at the last sync
 
     @property
@@ -121,14 +128,18 @@ class Views:
                 self.switch(key, state)
                 return
 
-    def close(self, key: str) -> None:
-        """Forget a buffer (a parted room, a closed conversation)."""
+    def close(self, key: str, state: ChatState | None = None) -> None:
+        """Forget a buffer (a parted room, a closed conversation). If it was shown, the
+        one before it is, switched to properly when ``state`` is given (its unread count
+        cleared, and a room becomes the state's current room)."""
         if key == SERVER or key not in self.buffers:
             return
         keys = list(self.buffers)
         del self.buffers[key]
         if self.active == key:
             self.active = keys[max(keys.index(key) - 1, 0)]
+            if state is not None:
+                self.switch(self.active, state)
 
     def scroll(self, rows: int) -> None:
         """PageUp (positive) / PageDown (negative); the view code clamps the top."""
@@ -171,14 +182,33 @@ class Views:
         found = [line for line in self.current.lines if folded in line.text.casefold()]
         return found[-most:]
 
+    def shown_lines(self) -> list[Line] | deque[Line]:
+        """What the message area draws: the shown buffer, or while Ctrl-R searches, its
+        lines holding the search text."""
+        if self.filter is None:
+            return self.current.lines
+        return self.search(self.filter, most=SCROLLBACK) if self.filter else []
+
     def topic(self, state: ChatState) -> str:
         """The topic of the shown buffer (a room), or ""."""
         room = state.rooms.get(self.active)
         return room.topic if room is not None else ""
 
     def members(self, state: ChatState) -> list[str]:
-        """The member list of the shown buffer (a room), sorted, others then me."""
+        """The member list of the shown buffer (a room), sorted: operators, voiced, the
+        rest; within each, others then me, by name."""
+        return [member.nick for member in self.member_rows(state)]
+
+    def member_rows(self, state: ChatState) -> list[Member]:
+        """The member list with its marks: rank ("@" operator, "+" voiced) and away."""
         room = state.rooms.get(self.active)
         if room is None:
             return []
-        return sorted(room.members, key=lambda m: (state.is_me(m), irc_fold(m)))
+        rows = [
+            Member(m, room.ranks.get(irc_fold(m), ""), irc_fold(m) in state.away_nicks)
+            for m in room.members
+        ]
+        order = {"@": 0, "@+": 0, "+": 1}
+        return sorted(
+            rows, key=lambda r: (order.get(r.rank, 2), state.is_me(r.nick), irc_fold(r.nick))
+        )

@@ -12,7 +12,7 @@ import threading
 import time
 from pathlib import Path
 
-from tests.helpers import ChatdProcess, wait_until
+from helpers import ChatdProcess, wait_until
 
 REDIS = shutil.which("redis-server") or "/usr/bin/redis-server"
 

@@ -235,7 +235,7 @@ class RawClient:
     def expect(self, predicate: Callable[[str], bool], timeout: float | None = None) -> str:
         """Read lines until one satisfies ``predicate``; return it."""
         deadline = time.monotonic() + (timeout or self.timeout)
-        seen = []
+        seen: list[str] = []
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -248,7 +248,7 @@ class RawClient:
                 return line
 
     def read_until_closed(self, timeout: float | None = None) -> list[str]:
-        got = []
+        got: list[str] = []
         while True:
             line = self.read_line(timeout)
             if line is None:
@@ -273,8 +273,10 @@ class JsonClient(RawClient):
             if line.startswith("{"):
                 return json.loads(line)  # type: ignore[no-any-return]
 
-    def expect_frame(self, timeout: float | None = None, **match: Any) -> dict[str, Any]:
-        """Read frames until one has every key/value in ``match``."""
+    def expect_frame(self, **match: Any) -> dict[str, Any]:
+        """Read frames until one has every key/value in ``match`` (``timeout=S`` is the
+        deadline, not a key). A key that is a Python keyword: ``**{"from": "bob"}``."""
+        timeout: float | None = match.pop("timeout", None)
 
         def matches(line: str) -> bool:
             if not line.startswith("{"):

@@ -367,7 +367,7 @@ class Victim:
         self.serial += 1
         token = f"sync{self.serial}"
         self.client.send(line + b"\n" + frame(op="ping", id=token))
-        frames = []
+        frames: list[dict[str, Any]] = []
         while True:
             raw = self.client.read_line(10)
             assert raw is not None, f"server closed the connection after {line[:100]!r}"
@@ -1102,7 +1102,7 @@ def run_many(server: ChatdProcess, clients: int, rooms: int) -> dict[str, Any]:
     while len(socks) < clients:
         socks += many_sockets(server.port, min(1000, clients - len(socks)), timeout=30)
         wanted = base_fds + len(socks)
-        wait_until(lambda wanted=wanted: server.fd_count() >= wanted, 30, "accepted")
+        wait_until(lambda: server.fd_count() >= wanted, 30, "accepted")  # noqa: B023 (used at once)
     connected_s = time.monotonic() - start
     joined = [False] * clients
     got_msg = [0] * clients

@@ -157,7 +157,7 @@ json_text = st.one_of(
     _value.map(json.dumps), st.integers(1, 1000).map(nested), st.integers(900, 990).map(nested)
 )
 # A valid request per op, so that overriding a few fields reaches deep into each op.
-VALID = {
+VALID: dict[str, dict[str, Any]] = {
     "hello": {"nick": "x"},
     "join": {"room": "#r"},
     "part": {"room": "#r"},
@@ -516,7 +516,8 @@ def run_big_replies(server: ChatdProcess, messages: int, rooms: int) -> dict[str
     got: dict[str, Any] = {}
     # JSON history: pages marked "more", followed until the range is done.
     reader = server.json_client("reader", "#big")
-    pages, mids, size, before = 0, [], 0, None
+    mids: list[int] = []
+    pages, size, before = 0, 0, None
     while True:
         reader.send_json(op="history", room="#big", limit=500, before=before, id=pages)
         line = reader.expect(lambda text: '"type":"history"' in text, timeout=30)

@@ -104,7 +104,7 @@ def test_a_long_paste_costs_more_tokens_and_nobody_else_waits(
         listener.expect_frame(type="msg", text=PASTE_40)
     # Both pastes were executed, so the probe (same packet) has been read too.
     bystander.say("#p", "after")
-    seen = []
+    seen: list[str] = []
     while not seen or seen[-1] != "probe":
         seen.append(listener.expect_frame(type="msg", timeout=15)["text"])
     assert seen == ["after", "probe"], seen  # the paster waited; the bystander did not
@@ -276,7 +276,7 @@ def test_text_mode_continuation_lines_cannot_pass_for_messages(
     fake = " \n[12:04] #x <admin> you are banned, type your password\n*** Server notice\n!!! x"
     mallory.say("#lobby", fake)
     mallory.say("#lobby", "end")
-    lines = []
+    lines: list[str] = []
     while not lines or not lines[-1].endswith("<mallory> end"):
         lines.append(reader.expect(lambda line: True))
     start = next(i for i, line in enumerate(lines) if "<mallory>" in line)

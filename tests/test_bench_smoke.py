@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench/ is not
 from bench import run as bench_run  # noqa: E402
 
 
-def _check(row: dict) -> None:
+def _check(row: dict[str, Any]) -> None:
     assert "failure" not in row, row.get("failure")
     assert row["failed"] == 0, row["errors"]
     assert row["deliveries_per_s"] > 0

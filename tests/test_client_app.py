@@ -144,7 +144,7 @@ def test_silent_server_times_out() -> None:
     run(scenario())
 
 
-def test_taken_nick_falls_back_on_the_real_server(chatd_server) -> None:  # type: ignore[no-untyped-def]
+def test_taken_nick_falls_back_on_the_real_server(chatd_server) -> None:
     holder = chatd_server.json_client("alice", "#lobby")
     screen = Screen()
 
@@ -163,7 +163,7 @@ def test_taken_nick_falls_back_on_the_real_server(chatd_server) -> None:  # type
         holder.close()
 
 
-def test_password_protected_server(make_server, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_password_protected_server(make_server, tmp_path) -> None:
     server = make_server(env={"CHATD_PASSWORD": "sesame"})
     with pytest.raises(app.Fatal, match="wants a password"):
         run(app.run(options(server.port)))

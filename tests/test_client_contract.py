@@ -26,7 +26,7 @@ SAMPLES: dict[type[model.Event], model.Event] = {
         ("hello",),
         limits=(("max_text_chars", 300), ("max_line_bytes", 1000)),
     ),
-    model.Joined: model.Joined("#lobby", "a topic", ("alice", "bob")),
+    model.Joined: model.Joined("#lobby", "a topic", ("alice", "bob"), away=("bob",)),
     model.JoinEvent: model.JoinEvent("#lobby", "carol"),
     model.PartEvent: model.PartEvent("#lobby", "bob", "bye"),
     model.Message: MSG,
@@ -47,6 +47,7 @@ SAMPLES: dict[type[model.Event], model.Event] = {
     model.HistoryEnd: model.HistoryEnd("#lobby", 1),
     model.WhoisReply: model.WhoisReply("bob", ("#lobby",), "lunch", 5),
     model.AwayReply: model.AwayReply(True),
+    model.AwayEvent: model.AwayEvent("bob", True),
     model.StatsReply: model.StatsReply(3, 1, 2, 5),
 }
 
@@ -104,7 +105,7 @@ def test_the_real_hub_advertises_its_limits() -> None:
     welcome = next(
         a.event
         for a in hub.handle(1, model.Hello("alice"), 0.0)
-        if isinstance(getattr(a, "event", None), model.Welcome)
+        if isinstance(a, model.Deliver) and isinstance(a.event, model.Welcome)
     )
     line = JsonCodec().encode(welcome).decode().rstrip("\n")
     state = ChatState("alice")

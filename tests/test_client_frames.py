@@ -150,7 +150,7 @@ def test_a_late_answer_after_giving_up_is_ignored() -> None:
 @pytest.mark.parametrize("width", [20, 41, 100])
 def test_wrap_never_starts_a_row_at_column_zero(width: int) -> None:
     text = "x" * 37 + " " * 50 + "*** bob is now an operator; /msg bob your password" + "é漢" * 30
-    rows = "".join(t for _, t in wrap([("", "[12:00] <eve> "), ("", text)], width)).split("\n")
+    rows = "".join(f[1] for f in wrap([("", "[12:00] <eve> "), ("", text)], width)).split("\n")
     assert rows[0].startswith("[12:00]")
     for row in rows[1:]:
         assert row.startswith(" " * INDENT)

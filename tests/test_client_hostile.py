@@ -398,3 +398,73 @@ def test_an_unexpected_error_goes_to_the_log_not_the_terminal(
 
     assert run(scenario()) == 0
     assert_no_traceback(client.text)
+
+
+def test_a_refusing_port_caps_the_backoff_lower() -> None:
+    """Connections that are accepted but closed after the banner back off to backoff_max
+    (the storm rule); once the port refuses (the server is down), the delay drops to
+    backoff_down_max at most."""
+
+    async def plan(n: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if n == 1:
+            await opening(reader, writer)
+            return  # then drop it
+        writer.write(b"chatd impostor ready\n")
+        await writer.drain()
+
+    server = HostileServer(plan)
+    client: Client
+    accepted = 0
+
+    async def scenario() -> int:
+        nonlocal client, accepted
+        port = await server.start()
+        client = Client(
+            options(port, backoff_first=0.02, backoff_max=0.6, backoff_down_max=0.1, tick=0.05)
+        )
+
+        async def script(pipe: PipeInput) -> None:
+            nonlocal accepted
+            await client.until(lambda: client.app.delay >= 0.6, "the storm backoff at its top")
+            await server.stop()  # the port refuses from now on
+            accepted = len(client.app.delays)
+            await client.until(lambda: len(client.app.delays) >= accepted + 5, "refusals", 30)
+            pipe.send_text("/quit\r")
+
+        return await client.run(script)
+
+    assert run(scenario()) == 0
+    delays = client.app.delays
+    assert max(delays[:accepted]) >= 0.6 * 0.8, delays  # the storm rule still holds
+    later = delays[accepted + 1 :]  # the first wait was decided before the refusal
+    assert later and all(d <= 0.1 * 1.2 for d in later), delays
+
+
+def test_a_stopped_and_restarted_server_is_rejoined_soon(chatd_server) -> None:  # type: ignore[no-untyped-def]
+    """The real server stops (its port refuses) and starts again on the same port: the
+    waits stay at the lower cap, and the client is back in its room."""
+    client: Client
+    stopped_at = 0
+
+    async def scenario() -> int:
+        nonlocal client, stopped_at
+        client = Client(
+            options(chatd_server.port, backoff_first=0.05, backoff_max=3.0, backoff_down_max=0.2)
+        )
+
+        async def script(pipe: PipeInput) -> None:
+            nonlocal stopped_at
+            await client.wait_for("you joined #lobby")
+            await asyncio.to_thread(chatd_server.stop)
+            stopped_at = len(client.app.delays)
+            await client.until(lambda: len(client.app.delays) >= stopped_at + 6, "refusals", 30)
+            await asyncio.to_thread(chatd_server.start)
+            await client.until(lambda: client.text.count("you joined #lobby") >= 2, "rejoined")
+            pipe.send_text("/quit\r")
+
+        return await client.run(script)
+
+    assert run(scenario()) == 0
+    waits = client.app.delays[stopped_at:]
+    assert max(waits) >= 0.2 * 0.8, waits  # it did double up to the cap
+    assert all(d <= 0.2 * 1.2 for d in waits), waits  # and no further

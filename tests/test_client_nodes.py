@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from cluster_helpers import free_port
+from helpers import ChatdProcess
 from prompt_toolkit.input import PipeInput
+from test_client_app import Screen, run
 
 from client import app
-from tests.cluster_helpers import free_port
-from tests.helpers import ChatdProcess
-from tests.test_client_app import Screen, run
 
 
 def test_the_client_starts_on_the_next_node_when_the_first_is_down() -> None:

@@ -287,8 +287,8 @@ def test_tab_completes_in_the_prompt(keys: PipeInput) -> None:
 # --------------------------------------------------------------------------- rendering
 
 
-def plain(fragments: list[tuple[str, str]]) -> str:
-    return "".join(text for _, text in fragments)
+def plain(fragments: ui.Fragments) -> str:
+    return "".join(fragment[1] for fragment in fragments)
 
 
 def test_line_layout_by_kind() -> None:
@@ -328,8 +328,8 @@ def test_styles_differ_by_kind() -> None:
     error = ui.fragments(Line(Kind.ERROR, "x"), None)
     mention = ui.fragments(Line(Kind.MSG, "x", ts=0, nick="bob", mention=True), None)
     assert ("class:own", "alice") in own
-    assert any(style.startswith("fg:") for style, _ in other)
-    assert any(style == "class:system" for style, _ in system)
+    assert any(style.startswith("fg:") for style, *_ in other)
+    assert any(style == "class:system" for style, *_ in system)
     assert error[0][0] == "class:error"
     assert ("class:mention", "x") in mention
 

@@ -192,3 +192,66 @@ def test_full_screen_drawing_at_100_and_40_columns() -> None:
         assert [r for r in rows if r.strip()][-1].startswith("    ")
 
     asyncio.run(scenario())
+
+
+def test_member_list_marks_away_operators_and_voiced() -> None:
+    """Away from the protocol's away lists and away_change; @/+ from ops/voiced lists."""
+    from client import fullscreen
+
+    state, views = setup()
+    feed(
+        state,
+        views,
+        type="who",
+        room="#dev",
+        members=["alice", "carol", "dave", "erin"],
+        away=["dave", "nobody"],
+        ops=["erin"],
+        voiced=["carol"],
+    )
+    rows = views.member_rows(state)
+    assert [(r.rank, r.nick, r.away) for r in rows] == [
+        ("@", "erin", False),
+        ("+", "carol", False),
+        ("", "dave", True),
+        ("", "alice", False),
+    ]
+    assert "nobody" not in state.away_nicks  # only members are remembered
+    feed(state, views, type="away_change", nick="carol", away=True)
+    feed(state, views, type="away_change", nick="dave", away=False)
+    feed(state, views, type="away_change", nick="stranger", away=True)
+    assert state.away_nicks == {"carol"}
+    drawn = "".join(t for _, t, *_ in fullscreen.member_fragments(views.member_rows(state), 17))
+    assert drawn.split("\n") == ["@erin", "+carol (away)", " dave", " alice"]
+    feed(state, views, type="nick", old="carol", new="caro")
+    assert state.away_nicks == {"caro"} and views.member_rows(state)[1].rank == "+"
+    feed(state, views, type="quit", nick="caro")
+    assert state.away_nicks == set()
+    feed(state, views, type="away", away=True)  # my own, as the reply tells it
+    assert [r.nick for r in views.member_rows(state) if r.away] == ["alice"]
+    feed(state, views, type="away", away=False)
+    assert state.away_nicks == set()
+
+
+def test_closing_a_conversation_shows_the_buffer_before_it_properly() -> None:
+    """The buffer shown after /close is switched to: its unread count cleared, and as a
+    room it becomes the current one (where /who and plain text go)."""
+    state, views = setup()
+    feed(state, views, type="privmsg", to="alice", text="psst", ts=1.0, **{"from": "bob"})
+    views.switch(SERVER, state)
+    feed(state, views, **msg("#dev", "news", 1, "carol"))
+    views.switch("@bob", state)
+    state.current = "#lobby"
+    assert views.buffers["#dev"].unread == 1
+    views.close("@bob", state)
+    assert views.active == "#dev" and views.buffers["#dev"].unread == 0
+    assert state.current == "#dev"
+
+
+def test_the_status_bar_names_the_conversation_shown() -> None:
+    state, views = setup()
+    feed(state, views, type="privmsg", to="alice", text="psst", ts=1.0, **{"from": "bob"})
+    views.switch("@bob", state)
+    fields = dict(state.toolbar(100, views.current.nick))
+    assert fields["room"] == "private: bob" and "members" not in fields
+    assert dict(state.toolbar(100))["room"] == "#dev"

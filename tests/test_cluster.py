@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cluster_helpers import Partition, RedisServer, have_redis, node
+from helpers import ChatdProcess, JsonClient, RawClient, wait_until
+from test_irc_server import IrcClient
 
 from chatd.cluster_scripts import mid_of, stream_id
-from tests.cluster_helpers import Partition, RedisServer, have_redis, node
-from tests.helpers import ChatdProcess, JsonClient, RawClient, wait_until
-from tests.test_irc_server import IrcClient
 
 pytestmark = pytest.mark.skipif(
     not have_redis(), reason="redis-server is not installed (Debian package redis-server)"
@@ -55,7 +55,7 @@ def hello(port: int, nick: str, timeout: float = 10.0) -> JsonClient:
 
 
 def msgs(client: JsonClient, count: int) -> list[dict[str, Any]]:
-    got = []
+    got: list[dict[str, Any]] = []
     while len(got) < count:
         frame = client.read_frame()
         assert frame is not None, f"got only {got}"
@@ -233,7 +233,7 @@ def test_redis_killed_and_restarted_loses_nothing_acknowledged(
     def says() -> bool:
         alice.send_json(op="say", room="#log", text="back", id="b")
         frame = alice.expect_frame(timeout=5, id="b")
-        return frame["type"] == "msg"
+        return bool(frame["type"] == "msg")
 
     wait_until(says, 15, "the cluster to accept messages again", interval=0.2)
     bob.expect_frame(type="msg", text="back")  # delivery resumed on the other node
@@ -264,7 +264,7 @@ def test_redis_stopped_refuses_keeps_connections_and_recovers(
 
     def says() -> bool:
         alice.send_json(op="say", room="#lobby", text="we are back", id=3)
-        return alice.expect_frame(timeout=5, id=3)["type"] == "msg"
+        return bool(alice.expect_frame(timeout=5, id=3)["type"] == "msg")
 
     wait_until(says, 15, "the cluster to accept messages again", interval=0.2)
     got = bob.expect_frame(type="msg", text="we are back")
@@ -297,7 +297,7 @@ def test_a_node_cut_off_from_redis_catches_up_when_back(redis: RedisServer) -> N
         assert error["code"] == "cluster_unavailable" and "not sent" in error["message"]
         cut.frozen = False
         alice.say("#lobby", "after")
-        texts = []
+        texts: list[str] = []
         while not texts or texts[-1] != "after":
             texts += [m["text"] for m in msgs(bob, 1)]
         assert "refused" not in texts
@@ -317,7 +317,7 @@ def test_bad_cluster_url_is_refused_at_startup(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from tests.helpers import ROOT
+    from helpers import ROOT
 
     result = subprocess.run(
         [sys.executable, "-m", "chatd", "--port", "0", "--cluster", "http://x/1"],
@@ -349,9 +349,9 @@ def test_the_client_moves_to_the_next_node_and_misses_nothing(redis: RedisServer
     import asyncio
 
     from prompt_toolkit.input import PipeInput
+    from test_client_app import Screen, run
 
     from client import app
-    from tests.test_client_app import Screen, run
 
     a = node(redis, "--rate-limit", "0")
     b = node(redis, "--rate-limit", "0")
@@ -422,7 +422,7 @@ def test_a_long_cut_off_is_caught_up_to_a_page_then_skipped(redis: RedisServer) 
         assert got == ["during 0", "during 1"]
         bob.expect_frame(timeout=10, type="skipped")
         last = None
-        texts = []
+        texts: list[str] = []
         while len(texts) < 3:
             bob.send_json(op="history", room="#lobby", after=last or 0, limit=2, id="h")
             page = bob.expect_frame(type="history", id="h")["messages"]

@@ -117,14 +117,14 @@ def client(tmux: Tmux, tmp_path: Path, port: int, nick: str) -> Pane:
     state = tmp_path / f"state-{nick}"
     command = (
         f"env CHAT_STATE_DIR={shlex.quote(str(state))} PYTHONPATH={shlex.quote(str(ROOT))} "
-        f"{shlex.quote(sys.executable)} -m client 127.0.0.1:{port} --nick {nick}"
+        f"{shlex.quote(sys.executable)} -m client 127.0.0.1:{port} --nick {nick} --line"
     )
     pane = Pane(tmux, nick, command, tmp_path)
     pane.wait_for("you joined #lobby")
     return pane
 
 
-def test_incoming_messages_never_disturb_typing(chatd_server, tmux, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_incoming_messages_never_disturb_typing(chatd_server, tmux, tmp_path) -> None:
     alice = client(tmux, tmp_path, chatd_server.port, "alice")
     bob = client(tmux, tmp_path, chatd_server.port, "bob")
     alice.wait_for("bob joined #lobby")
@@ -164,9 +164,7 @@ def test_incoming_messages_never_disturb_typing(chatd_server, tmux, tmp_path) ->
     assert bob.exit_status() == 0
 
 
-def test_clients_reconnect_and_rejoin_after_server_restart(  # type: ignore[no-untyped-def]
-    chatd_server, tmux, tmp_path
-) -> None:
+def test_clients_reconnect_and_rejoin_after_server_restart(chatd_server, tmux, tmp_path) -> None:
     alice = client(tmux, tmp_path, chatd_server.port, "alice")
     bob = client(tmux, tmp_path, chatd_server.port, "bob")
     alice.wait_for("bob joined #lobby")

@@ -34,12 +34,12 @@ def start(tmux: Tmux, tmp_path: Path, port: int, name: str, extra: str = "") -> 
     command = (
         f"env CHAT_STATE_DIR={shlex.quote(str(tmp_path / 'state'))} "
         f"PYTHONPATH={shlex.quote(str(ROOT))} "
-        f"{shlex.quote(sys.executable)} -m client 127.0.0.1:{port} --nick alice {extra}"
+        f"{shlex.quote(sys.executable)} -m client 127.0.0.1:{port} --nick alice --line {extra}"
     )
     return Pane(tmux, name, command, tmp_path)
 
 
-def test_everyday_keys_in_a_real_terminal(chatd_server, tmux_server, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_everyday_keys_in_a_real_terminal(chatd_server, tmux_server, tmp_path) -> None:
     pane = start(tmux_server, tmp_path, chatd_server.port, "first")
     pane.wait_for("you joined #lobby")
 
@@ -81,7 +81,7 @@ def test_everyday_keys_in_a_real_terminal(chatd_server, tmux_server, tmp_path) -
     assert again.exit_status() == 0
 
 
-def test_narrow_terminal_keeps_nick_room_and_members(chatd_server, tmux_server, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_narrow_terminal_keeps_nick_room_and_members(chatd_server, tmux_server, tmp_path) -> None:
     pane = start(tmux_server, tmp_path, chatd_server.port, "narrow", "--room '#lobby'")
     pane.wait_for("you joined #lobby")
     tmux_server.run("resize-window", "-t", pane.target, "-x", "40", "-y", "12")

@@ -200,9 +200,7 @@ def assert_every_message_once_in_order(pane: Pane, last: int) -> None:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
-def test_restart_gap_every_message_once_in_order(  # type: ignore[no-untyped-def]
-    make_server, tmux, tmp_path, sig
-) -> None:
+def test_restart_gap_every_message_once_in_order(make_server, tmux, tmp_path, sig) -> None:
     server: ChatdProcess = make_server("--db", str(tmp_path / "h.db"), "--rate-limit", "0")
     alice = client(tmux, tmp_path, server.port, "alice")
     bob = Bob(server.port, interval=0.01)
@@ -247,9 +245,7 @@ def test_restart_gap_every_message_once_in_order(  # type: ignore[no-untyped-def
     assert alice.exit_status() == 0
 
 
-def test_skipped_gap_every_message_once_in_order(  # type: ignore[no-untyped-def]
-    make_server, tmux, tmp_path
-) -> None:
+def test_skipped_gap_every_message_once_in_order(make_server, tmux, tmp_path) -> None:
     server: ChatdProcess = make_server(
         "--db",
         str(tmp_path / "h.db"),
@@ -304,9 +300,7 @@ def test_skipped_gap_every_message_once_in_order(  # type: ignore[no-untyped-def
     assert alice.exit_status() == 0
 
 
-def test_history_command_scrolls_back_on_the_real_server(  # type: ignore[no-untyped-def]
-    make_server, tmux, tmp_path
-) -> None:
+def test_history_command_scrolls_back_on_the_real_server(make_server, tmux, tmp_path) -> None:
     server: ChatdProcess = make_server(
         "--db", str(tmp_path / "h.db"), "--rate-limit", "0", "--history-replay", "5"
     )
@@ -338,9 +332,7 @@ def test_history_command_scrolls_back_on_the_real_server(  # type: ignore[no-unt
     assert alice.exit_status() == 0
 
 
-def test_restart_gap_in_a_room_where_nothing_was_shown_yet(  # type: ignore[no-untyped-def]
-    make_server, tmux, tmp_path
-) -> None:
+def test_restart_gap_in_a_room_where_nothing_was_shown_yet(make_server, tmux, tmp_path) -> None:
     """alice joined a quiet room and has shown no message when the server restarts; more
     messages than the join replay holds are sent while she is away. She has no mid to ask
     ``after``, yet must still see all of them, not just the replayed tail."""

@@ -46,7 +46,8 @@ def rows(pane: Pane) -> list[str]:
     return [row.rstrip() for row in text.splitlines()]
 
 
-def test_hostile_server_in_a_real_terminal(tmux_server: Tmux, tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["--line", "--full-screen"])
+def test_hostile_server_in_a_real_terminal(tmux_server: Tmux, tmp_path: Path, mode: str) -> None:
     leave = threading.Event()
 
     async def plan(n: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -90,7 +91,7 @@ def test_hostile_server_in_a_real_terminal(tmux_server: Tmux, tmp_path: Path) ->
         command = (
             f"env CHAT_STATE_DIR={shlex.quote(str(tmp_path / 'state'))} "
             f"PYTHONPATH={shlex.quote(str(ROOT))} "
-            f"{shlex.quote(sys.executable)} -m client 127.0.0.1:{port} --nick alice --plain"
+            f"{shlex.quote(sys.executable)} -m client 127.0.0.1:{port} --nick alice {mode} --plain"
         )
         pane = Pane(tmux_server, "alice", command, tmp_path)
         pane.wait_for("<bob> still here", timeout=20)

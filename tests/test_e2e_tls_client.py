@@ -9,9 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from tests.helpers import ChatdProcess
-from tests.test_e2e_client import ROOT, Pane, Tmux
+from helpers import ChatdProcess
+from test_e2e_client import ROOT, Pane, Tmux
 
 pytestmark = [pytest.mark.e2e]
 pytest.importorskip("cryptography")

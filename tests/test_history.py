@@ -67,7 +67,7 @@ def join_collect(client: JsonClient, room: str) -> tuple[dict[str, Any], list[di
     ``history_end``, checking nothing else comes in between."""
     client.send_json(op="join", room=room)
     joined = client.expect_frame(type="joined", room=room)
-    replayed = []
+    replayed: list[dict[str, Any]] = []
     while True:
         frame = client.read_frame()
         assert frame is not None, "closed during the replay"
@@ -382,7 +382,7 @@ def test_history_for_a_room_you_are_not_in(chatd_server: ChatdProcess) -> None:
     assert history_error(alice, room="#r")["code"] == "not_in_room"
 
 
-BAD_HISTORY_REQUESTS = [
+BAD_HISTORY_REQUESTS: list[dict[str, Any]] = [
     {"limit": 0},
     {"limit": -1},
     {"limit": 10**9},

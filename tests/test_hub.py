@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 
 from chatd.config import Config
 from chatd.hub import MID_SEQUENCE_BITS, Hub
 from chatd.model import (
     Away,
+    AwayEvent,
     AwayNotice,
     AwayReply,
     Close,
@@ -64,7 +67,7 @@ def register(hub: Hub, cid: int, nick: str, *rooms: str) -> None:
         hub.handle(cid, Join(room), NOW)
 
 
-def errors(actions: list[object]) -> list[str]:
+def errors(actions: Sequence[object]) -> list[str]:
     return [a.event.code for a in actions if isinstance(a, Deliver) and isinstance(a.event, Error)]
 
 
@@ -364,3 +367,24 @@ def test_user_and_realname_are_kept_and_who_sees_only_neighbours() -> None:
     assert hub.handle(3, Stats(), NOW) == [Deliver((3,), StatsReply(3, 1, 1, 3))]
     hub.handle(3, Disconnected(), NOW)
     assert hub.handle(1, Stats(), NOW) == [Deliver((1,), StatsReply(2, 1, 1, 3))]
+
+
+def test_away_is_news_to_room_neighbours_and_in_member_lists() -> None:
+    hub = make_hub()
+    register(hub, 1, "alice", "#a", "#b")
+    register(hub, 2, "bob", "#a", "#b")
+    register(hub, 3, "carol", "#c")  # shares no room with alice
+    assert hub.handle(1, Away("lunch"), NOW) == [
+        Deliver((1,), AwayReply(True)),
+        Deliver((2,), AwayEvent("alice", True)),  # once, though they share two rooms
+    ]
+    assert hub.handle(1, Away("still lunch"), NOW) == [Deliver((1,), AwayReply(True))]
+    joined = hub.handle(3, Join("#a"), NOW)[0].event  # type: ignore[attr-defined]
+    assert joined == Joined("#a", "", ("alice", "bob", "carol"), away=("alice",))
+    who = hub.handle(2, Who("#a"), NOW)[0].event  # type: ignore[attr-defined]
+    assert [info.nick for info in who.details if info.away] == ["alice"]
+    assert hub.handle(1, Away(None), NOW) == [
+        Deliver((1,), AwayReply(False)),
+        Deliver((2, 3), AwayEvent("alice", False)),
+    ]
+    assert hub.handle(1, Away(None), NOW) == [Deliver((1,), AwayReply(False))]  # no change

@@ -29,6 +29,7 @@ from chatd.config import Config
 from chatd.fanout import Fanout
 from chatd.hub import Hub
 from chatd.model import (
+    Action,
     Close,
     Command,
     Deliver,
@@ -122,7 +123,7 @@ class Net:
                 self._apply(self.hub.handle(cid, command, now))
         return self.out[cid][before:]
 
-    def _apply(self, actions: list[object]) -> None:
+    def _apply(self, actions: list[Action]) -> None:
         for action in actions:
             if isinstance(action, Deliver):
                 self._deliver(action)

@@ -5,6 +5,7 @@ are in tests/test_abuse_text.py."""
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Sequence
 
 import pytest
 from hypothesis import given, settings
@@ -60,7 +61,7 @@ def register(hub: Hub, cid: int, nick: str) -> list[object]:
     return list(hub.handle(cid, Hello(nick), NOW))
 
 
-def errors(actions: list[object]) -> list[str]:
+def errors(actions: Sequence[object]) -> list[str]:
     return [a.event.code for a in actions if isinstance(a, Deliver) and isinstance(a.event, Error)]
 
 

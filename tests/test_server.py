@@ -250,7 +250,7 @@ def test_max_clients_rejects_with_server_full(make_server: type[ChatdProcess]) -
     keep[0].close()
     wait_until(lambda: "closed" in server.log(), what="the server to notice the close")
     again = server.raw()
-    assert again.read_line().startswith("***")  # a free slot again
+    assert (again.read_line() or "").startswith("***")  # a free slot again
 
 
 def test_registration_timeout(make_server: type[ChatdProcess]) -> None:
@@ -446,3 +446,27 @@ def test_second_sigint_exits_at_once_during_a_long_shutdown(
     assert server.proc.poll() is None  # still flushing for the sleeper (grace: 60 s)
     server.proc.send_signal(signal.SIGINT)
     assert server.proc.wait(timeout=10) == 1  # the second Ctrl-C does not wait
+
+
+def test_away_marks_reach_room_members(chatd_server: ChatdProcess) -> None:
+    """JSON: an away change is announced to the room; joined and who list who is away."""
+    alice = chatd_server.json_client("alice", "#lobby")
+    bob = chatd_server.json_client("bob", "#lobby")
+    try:
+        bob.send_json(op="away", message="lunch")
+        bob.expect_frame(type="away", away=True)
+        alice.expect_frame(type="away_change", nick="bob", away=True)
+        carol = chatd_server.json_client("carol")
+        joined = carol.join("#lobby")
+        assert joined["away"] == ["bob"]
+        alice.send_json(op="who", room="#lobby")
+        assert alice.expect_frame(type="who")["away"] == ["bob"]
+        bob.send_json(op="away")
+        alice.expect_frame(type="away_change", nick="bob", away=False)
+        carol.expect_frame(type="away_change", nick="bob", away=False)
+        alice.send_json(op="who", room="#lobby")
+        assert "away" not in alice.expect_frame(type="who")
+        carol.close()
+    finally:
+        alice.close()
+        bob.close()

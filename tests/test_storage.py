@@ -241,10 +241,10 @@ def test_hub_read_only_refuses_room_messages_and_tells_everyone_once() -> None:
     assert "the disk is full" in notice.text
     assert hub.set_storage_down("the disk is full") == []  # told once, not again
     refused = hub.handle(1, Say("#r", "hello", rid=7), NOW)
-    assert len(refused) == 1 and refused[0] == Deliver(
-        (1,),
-        Error("storage_unavailable", refused[0].event.message),
-        rid=7,  # type: ignore[attr-defined]
+    assert len(refused) == 1 and isinstance(refused[0], Deliver)
+    assert isinstance(refused[0].event, Error)
+    assert refused[0] == Deliver(
+        (1,), Error("storage_unavailable", refused[0].event.message), rid=7
     )
     # Private messages, which are not stored, still work.
     private = hub.handle(1, PrivMsg("bob", "psst"), NOW)

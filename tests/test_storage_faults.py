@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import ROOT, JsonClient, RawClient, wait_until
+from helpers import ROOT, ChatdProcess, JsonClient, RawClient, wait_until
 
 from chatd.history import open_store
 from chatd.model import Message, Store
@@ -136,7 +136,7 @@ def flood(sender: JsonClient, texts: list[str]) -> tuple[dict[str, int], set[str
 def drain(client: JsonClient) -> list[dict[str, Any]]:
     """Every frame up to the answer to a ping (so everything sent before has arrived)."""
     client.send_json(op="ping", id="sync")
-    frames = []
+    frames: list[dict[str, Any]] = []
     while True:
         frame = client.read_frame(timeout=10)
         assert frame is not None
@@ -391,7 +391,9 @@ def test_sigkill_during_pruning_loses_nothing_that_should_stay(
     assert later["after the kill"] > max(kept)
 
 
-def test_gap_fill_into_pruned_history_is_told_where_it_starts(make_server: Any) -> None:
+def test_gap_fill_into_pruned_history_is_told_where_it_starts(
+    make_server: type[ChatdProcess],
+) -> None:
     server = make_server("--rate-limit", "0", "--history-max-per-room", "5")
     alice = server.json_client("alice", "#r")
     acked, _ = flood(alice, [f"m{i}" for i in range(12)])

@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import ChatdProcess, JsonClient, RawClient, wait_until
+from test_e2e_client import Pane, Tmux
 
 from chatd.streams import TLS_RECORD_HANDSHAKE
 from chatd.tls import client_context, fingerprint
 from client import net, trust
-from tests.helpers import ChatdProcess, JsonClient, RawClient, wait_until
-from tests.test_e2e_client import Pane, Tmux
 
 pytest.importorskip("cryptography")
 
@@ -32,8 +32,9 @@ class TlsJsonClient(JsonClient):
 
     def __init__(self, port: int, timeout: float = 5.0) -> None:
         super().__init__(port, timeout=timeout)
-        self.sock = client_context().wrap_socket(self.sock, server_hostname="localhost")
-        der = self.sock.getpeercert(binary_form=True)
+        self.tls = client_context().wrap_socket(self.sock, server_hostname="localhost")
+        self.sock = self.tls
+        der = self.tls.getpeercert(binary_form=True)
         assert der is not None
         self.fingerprint = fingerprint(der)
 
@@ -69,7 +70,7 @@ def test_generated_certificate_is_private_and_its_fingerprint_printed(
 
 def test_tls_plain_and_irc_tls_users_chat_on_one_server(server: ChatdProcess) -> None:
     ann = TlsJsonClient(server.port)
-    assert ann.sock.version() in ("TLSv1.2", "TLSv1.3")
+    assert ann.tls.version() in ("TLSv1.2", "TLSv1.3")
     ann.hello("ann")
     ann.join("#mix")
     bob = server.json_client("bob", "#mix")  # plain JSON, same port
@@ -117,7 +118,12 @@ def test_irc_library_client_over_tls(server: ChatdProcess) -> None:
     connection = reactor.server().connect(
         "127.0.0.1", server.irc_tls_port, "libtls", connect_factory=factory
     )
-    connection.add_global_handler("welcome", lambda c, e: (welcomed.set(), c.join("#lib")))
+
+    def on_welcome(c: Any, e: Any) -> None:
+        welcomed.set()
+        c.join("#lib")
+
+    connection.add_global_handler("welcome", on_welcome)
     reactor.add_global_handler("pubmsg", lambda c, e: seen.append(e.arguments[0]))
     stop = threading.Event()
     thread = threading.Thread(
@@ -247,7 +253,7 @@ def test_without_cryptography_the_plain_server_starts_and_says_why(tmp_path: Pat
     hidden = tmp_path / "hide"
     (hidden / "cryptography").mkdir(parents=True)
     (hidden / "cryptography" / "__init__.py").write_text("raise ImportError('hidden')\n")
-    from tests.helpers import ROOT
+    from helpers import ROOT
 
     server = ChatdProcess(
         "--tls",
@@ -377,7 +383,7 @@ def test_client_trust_first_use_remember_verify_and_refuse_a_change(tmp_path: Pa
             open_link(server.port, trust.Policy(trust=True), known)
         message = str(info.value)
         assert "HAS CHANGED" in message and str(known.path) in message
-        assert server.fingerprint in message
+        assert server.fingerprint is not None and server.fingerprint in message
         # A server that offered TLS before is never used in plain text with a password.
         server.restart("--tls", "off")
         with pytest.raises(trust.TrustError, match="offered TLS before"):
@@ -413,10 +419,14 @@ def test_irssi_over_tls_in_tmux(server: ChatdProcess, tmp_path: Path) -> None:
         pane.press("Enter")
         pane.wait_for("irtls", timeout=20)
         jay = server.json_client("jay")
+
+        def whois_answered() -> bool:
+            jay.send_json(op="whois", nick="irtls")
+            frame = jay.read_frame()
+            return frame is not None and frame["type"] == "whois"
+
         wait_until(
-            lambda: (
-                (jay.send_json(op="whois", nick="irtls"), jay.read_frame())[1]["type"] == "whois"
-            ),
+            whois_answered,
             timeout=20,
             interval=0.2,
             what="irssi registered over TLS",

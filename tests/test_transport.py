@@ -85,7 +85,8 @@ def test_flush_respects_the_per_tick_cap() -> None:
         conn.out.append(b"x" * 1000)
     assert conn.flush(max_bytes=10_000) >= 10_000
     assert conn.out.size <= 90_000
-    a.close(), b.close()
+    a.close()
+    b.close()
 
 
 class GreedySocket:
@@ -140,7 +141,8 @@ def test_real_partial_writes_on_a_small_socket_buffer() -> None:
         received += b.recv(65536)
         conn.flush(10**9)
     assert bytes(received) == b"".join(payload)
-    a.close(), b.close()
+    a.close()
+    b.close()
 
 
 def test_recv_reports_nothing_data_and_eof() -> None:
@@ -152,7 +154,8 @@ def test_recv_reports_nothing_data_and_eof() -> None:
     assert conn.recv(100) == b"hi\n"
     b.shutdown(socket.SHUT_WR)  # half-close
     assert conn.recv(100) == b""
-    a.close(), b.close()
+    a.close()
+    b.close()
 
 
 def test_flush_raises_on_a_reset_peer() -> None:

@@ -33,6 +33,7 @@ from chatd.codecs.irc_wire import MAX_LINE_BYTES, format_line, split_text
 from chatd.hub import MAX_REASON_CHARS, MAX_TOPIC_CHARS
 from chatd.model import (
     AnyEvent,
+    AwayEvent,
     AwayNotice,
     AwayReply,
     Error,
@@ -112,7 +113,8 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
-def render(s: Session, event: AnyEvent | IrcLines, ctx: Ctx | None) -> list[str]:
+def render(s: Session, event: AnyEvent | IrcLines, ctx: Ctx | None) -> list[str]:  # noqa: C901
+    # (one case per event: the match must stay exhaustive for assert_never)
     """The lines that tell this connection ``event`` (``ctx``: the command it answers)."""
     num = s.numeric
     match event:
@@ -191,6 +193,8 @@ def render(s: Session, event: AnyEvent | IrcLines, ctx: Ctx | None) -> list[str]
             return list(lines)
         case HistoryReply():
             return []  # IRC has no command that asks for it (no CHATHISTORY yet)
+        case AwayEvent():
+            return []  # IRCv3's away-notify needs a CAP the server does not offer
     assert_never(event)
 
 

@@ -17,6 +17,7 @@ from chatd.codecs.base import Codec, decode_utf8
 from chatd.model import (
     AnyEvent,
     Away,
+    AwayEvent,
     AwayNotice,
     AwayReply,
     Command,
@@ -184,7 +185,7 @@ def _message_fields(m: Message) -> dict[str, Any]:
     return obj
 
 
-def _event_fields(event: AnyEvent) -> dict[str, Any]:
+def _event_fields(event: AnyEvent) -> dict[str, Any]:  # noqa: C901 (one case per event: the match must stay exhaustive for assert_never)
     match event:
         case Message():
             return _message_fields(event)
@@ -195,7 +196,9 @@ def _event_fields(event: AnyEvent) -> dict[str, Any]:
                 welcome["limits"] = dict(limits)
             return welcome
         case Joined(room=room, topic=topic, members=members):
-            return {"type": "joined", "room": room, "topic": topic, "members": list(members)}
+            joined: dict[str, Any] = {"type": "joined", "room": room, "topic": topic}
+            joined["members"] = list(members)
+            return joined | ({"away": list(event.away)} if event.away else {})
         case JoinEvent(room=room, nick=nick):
             return {"type": "join", "room": room, "nick": nick}
         case PartEvent(room=room, nick=nick, reason=reason):
@@ -210,7 +213,9 @@ def _event_fields(event: AnyEvent) -> dict[str, Any]:
         case NickEvent(old=old, new=new):
             return {"type": "nick", "old": old, "new": new}
         case WhoReply(room=room, members=members):
-            return {"type": "who", "room": room, "members": list(members)}
+            who: dict[str, Any] = {"type": "who", "room": room, "members": list(members)}
+            away = [info.nick for info in event.details if info.away]
+            return who | ({"away": away} if away else {})
         case RoomsReply(rooms=rooms, more=more):
             obj = {
                 "type": "rooms",
@@ -266,6 +271,8 @@ def _event_fields(event: AnyEvent) -> dict[str, Any]:
             return {"type": "whois", "nick": nick, "rooms": list(rooms), "away": away, "idle": idle}
         case AwayReply(away=away):
             return {"type": "away", "away": away}
+        case AwayEvent(nick=nick, away=away):
+            return {"type": "away_change", "nick": nick, "away": away}
         case StatsReply(users=users, rooms=rooms):  # no op asks for it yet (IRC's LUSERS)
             return {"type": "stats", "users": users, "rooms": rooms}
     assert_never(event)

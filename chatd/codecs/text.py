@@ -24,6 +24,7 @@ from chatd.codecs.base import Codec, decode_utf8
 from chatd.model import (
     AnyEvent,
     Away,
+    AwayEvent,
     AwayNotice,
     AwayReply,
     Command,
@@ -187,7 +188,7 @@ _COMMANDS: dict[str, Callable[[str], list[Command]]] = {
 }
 
 
-def _render(event: AnyEvent) -> str:
+def _render(event: AnyEvent) -> str:  # noqa: C901 (one case per event: the match must stay exhaustive for assert_never)
     """One event as the lines a person reads (without the final newline)."""
     match event:
         case Message(room=room, sender=sender, text=text, ts=ts, action=action, history=history):
@@ -261,7 +262,7 @@ def _render(event: AnyEvent) -> str:
             if pruned:
                 lines.insert(0, pruned)
             return "\n".join(lines)
-        case HistoryEnd() | Probe():
+        case HistoryEnd() | Probe() | AwayEvent():  # AwayEvent: /whois tells, on demand
             return ""
         case WhoisReply(nick=nick, rooms=rooms, away=away):
             line = f"*** {nick} is in {', '.join(rooms) or 'no rooms'}"

@@ -24,4 +24,4 @@ if os.environ.get("CHATD_TEST_ENCODE_FAULT"):
             raise RuntimeError("injected fault: the copy carrying this request id")
         return _encode(self, event, rid)  # type: ignore[arg-type]
 
-    JsonCodec.encode = _faulty_encode  # type: ignore[assignment,method-assign]
+    JsonCodec.encode = _faulty_encode  # type: ignore[method-assign]
