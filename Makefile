@@ -10,6 +10,7 @@ HOST   ?= 0.0.0.0
 PORT   ?= 7777
 IRC_PORT ?= 6667
 IRC_TLS_PORT ?= 6697
+WEB_PORT ?= 8080
 # Room history for `make run-server` lives in the user's data directory by default.
 DB     ?=
 SERVER ?= localhost:$(PORT)
@@ -48,6 +49,13 @@ run-server: $(STAMP)
 run-server-plain:
 	$(PYTHON) -m chatd --host $(HOST) --port $(PORT) --irc-port $(IRC_PORT) --tls off \
 		$(if $(DB),--db $(DB))
+# The server needs the standard library alone: no virtualenv required.
+# The web port needs h11 and wsproto (the 'web' extra): the venv's Python has them after
+# `make install`, else this Python may; with neither, the server runs without the web port.
+WEB_PY = $(shell for py in $(BIN)/python $(PYTHON); do $$py -c 'import h11, wsproto' 2>/dev/null && echo $$py && break; done)
+run-server:
+	@$(if $(WEB_PY),,echo "(no web port: no h11/wsproto here; make install, or pip install 'chatd[web]')")
+	$(or $(WEB_PY),$(PYTHON)) -m chatd --host $(HOST) --port $(PORT) --irc-port $(IRC_PORT) $(if $(WEB_PY),--web-port $(WEB_PORT)) $(if $(DB),--db $(DB))
 
 run-client: $(STAMP)
 	$(BIN)/python -m client $(SERVER)
@@ -70,9 +78,11 @@ lint: $(STAMP)
 BENCH_ARGS ?= --repeat 2
 bench: $(STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+	$(BIN)/python -m bench.web
 
 bench-quick: $(STAMP)
 	$(BIN)/python -m bench.run --quick
+	$(BIN)/python -m bench.web --n 100 --duration 3 --idle 200
 
 # N=1000 over 3 nodes sharing a real redis-server, against one node (docs/cluster.md).
 bench-cluster: $(STAMP)

@@ -100,7 +100,15 @@ def slow_consumers(quick: bool) -> tuple[dict[str, Any], list[str]]:
 
 def churn(quick: bool) -> tuple[dict[str, Any], list[str]]:
     cycles = 2400 if quick else 12000
-    server = ChatdProcess(*abuse.MANY_HOSTS, "--rate-limit", "0", "--register-timeout-seconds", "5")
+    server = ChatdProcess(
+        *abuse.MANY_HOSTS,
+        "--rate-limit",
+        "0",
+        "--register-timeout-seconds",
+        "5",
+        "--nick-hold-seconds",
+        "0",
+    )
     try:
         got = abuse.run_churn(server, cycles=cycles)
         abuse.server_healthy(server)

@@ -80,6 +80,11 @@ class Admission:
 
     # ------------------------------------------------------------------ passwords
 
+    @property
+    def guesses(self) -> Throttle:
+        """The per-address guess budget (account logins spend from it too: chatd.accounts)."""
+        return self._guesses
+
     def guess_delay(self, host: str) -> float:
         """Seconds ``host``'s next password guess must wait (0: none)."""
         return self._guesses.delay(host)

@@ -17,11 +17,12 @@ import socket
 import sys
 import tomllib
 import types
-from dataclasses import MISSING, fields
+from dataclasses import MISSING, fields, replace
 from pathlib import Path
 from typing import Any
 
 from chatd import __version__
+from chatd.accounts_store import AccountStore, AccountStoreError
 from chatd.certs import TlsSetup, TlsUnavailable, setup_tls
 from chatd.codecs.base import Codec
 from chatd.codecs.irc import IrcCodec
@@ -46,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
         "name with underscores (max_line_bytes = 8192). Flags win over the file. "
         "Set a server password with --password-file or CHATD_PASSWORD. "
         "Tools for the history file, safe while the server runs: 'chatd backup PATH', "
-        "'chatd export --room ROOM' (chatd backup --help).",
+        "'chatd export --room ROOM' (chatd backup --help). Accounts, also while it runs: "
+        "'chatd account add|list|passwd|delete NAME' (docs/accounts.md).",
     )
     parser.add_argument("--version", action="version", version=f"chatd {__version__}")
     parser.add_argument("--config", metavar="FILE", help="TOML file of settings")
@@ -158,6 +160,7 @@ def listen_irc(
     name: str = "irc",
     make_stream: StreamFactory | None = None,
     turn_away: bytes | None = None,
+    handshake_seconds: float | None = None,
 ) -> tuple[str, int]:
     """Open the IRC listener on ``server``'s loop; returns the bound address.
 
@@ -181,6 +184,7 @@ def listen_irc(
         banner=b"",
         make_stream=make_stream,
         turn_away=turn_away,
+        handshake_seconds=handshake_seconds,
     )
 
 
@@ -214,8 +218,29 @@ def _plain_refusal(config: Config) -> bytes:
     ).encode()
 
 
+def _listen_web(server: Server, host: str, port: int) -> str:
+    """Start the web port (its libraries load only now); the URL to open."""
+    from chatd.web import WebUnavailable, lan_address, listen_web
+
+    try:
+        bound_host, bound_port = listen_web(server, host, port)
+    except WebUnavailable as exc:
+        print(f"chatd: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    shown = bound_host
+    if bound_host in ("0.0.0.0", "::", ""):
+        shown = lan_address() or socket.gethostname() or "localhost"
+    if ":" in shown:
+        shown = f"[{shown}]"
+    return f"http://{shown}:{bound_port}/"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["account"]:  # chatd account add|list|delete|passwd (chatd/account_cli.py)
+        from chatd.account_cli import account_main
+
+        return account_main(argv[1:])
     if argv and argv[0] in SUBCOMMANDS:
         from chatd.backup import main as tool_main
 
@@ -257,8 +282,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"chatd: cannot turn TLS on: {exc}", file=sys.stderr)
         history.close()
         return 2
-    server = Server(config, history=history, next_mid=next_mid)
-    return _serve(config, server, history, tls)
+    try:
+        accounts = AccountStore(history.path) if config.accounts != "off" else None
+    except AccountStoreError as exc:
+        print(f"chatd: {exc}", file=sys.stderr)
+        history.close()
+        return 2
+    server = Server(config, history=history, next_mid=next_mid, accounts=accounts)
+    try:
+        return _serve(config, server, history, tls)
+    finally:
+        if accounts is not None:
+            accounts.close()
 
 
 def _start_tls(config: Config, cert_dir: Path) -> TlsSetup | None:
@@ -295,6 +330,9 @@ def _main_cluster(config: Config) -> int:
     except TlsUnavailable as exc:
         print(f"chatd: cannot turn TLS on: {exc}", file=sys.stderr)
         return 2
+    # The nick hold (docs/accounts.md) is single-node: a cluster mirrors other nodes'
+    # users in each hub, and their departures must show at once.
+    config = replace(config, nick_hold_seconds=0)
     server = Server(config)
     cluster = Cluster(server)
     cluster.start()
@@ -305,20 +343,14 @@ def _main_cluster(config: Config) -> int:
         cluster.close()
 
 
-def _serve(
-    config: Config, server: Server, history: SqliteHistory | None, tls: TlsSetup | None
-) -> int:
-    failed = f"{config.host}:{config.port} (native)"
-    try:
-        if tls is None:
-            host, port = server.listen(config.host, config.port)
-        else:
-            refusal = _plain_refusal(config) if config.require_tls else None
-            host, port = server.listen(
-                config.host, config.port, sniff_stream=sniffer(tls.context, refusal)
-            )
-        if config.irc_port is not None:
-            failed = f"{config.host}:{config.irc_port} (irc)"
+def _listen_irc_ports(server: Server, config: Config, tls: TlsSetup | None) -> None:
+    """The IRC port (turning everyone away with --require-tls) and the IRC TLS port.
+
+    Raises:
+        OSError: a port cannot be opened (``err.filename`` names it).
+    """
+    if config.irc_port is not None:
+        try:
             if config.require_tls:
                 line = b"ERROR :This server requires TLS: use its TLS port"
                 port_hint = f" {config.irc_tls_port}" if config.irc_tls_port else ""
@@ -326,22 +358,26 @@ def _serve(
                 listen_irc(server, config.host, config.irc_port, turn_away=refused)
             else:
                 listen_irc(server, config.host, config.irc_port)
-        if config.irc_tls_port is not None and tls is not None:
-            failed = f"{config.host}:{config.irc_tls_port} (irc-tls)"
-            context = tls.context
+        except OSError as exc:
+            exc.filename = f"{config.host}:{config.irc_port} (irc)"
+            raise
+    if config.irc_tls_port is not None and tls is not None:
+        context = tls.context
+        try:
             listen_irc(
                 server,
                 config.host,
                 config.irc_tls_port,
                 name="irc-tls",
                 make_stream=lambda: TlsStream(context),
+                handshake_seconds=config.tls_handshake_seconds,
             )
-    except OSError as exc:
-        print(f"chatd: cannot listen on {failed}: {exc.strerror}", file=sys.stderr)
-        return 2
-    for name, bound_host, bound_port in server.addresses:
-        print(f"chatd: listening on {bound_host}:{bound_port} ({name})", flush=True)
-    print(f"chatd: {_how_to_join(host, port)}", flush=True)
+        except OSError as exc:
+            exc.filename = f"{config.host}:{config.irc_tls_port} (irc-tls)"
+            raise
+
+
+def _say_tls(config: Config, tls: TlsSetup | None) -> None:
     if tls is not None:
         made = " (made just now)" if tls.generated else ""
         print(f"chatd: TLS on; certificate {tls.cert_file}{made}", flush=True)
@@ -350,6 +386,39 @@ def _serve(
             print("chatd: plain-text logins are refused (--require-tls)", flush=True)
     elif config.irc_tls_port is not None:
         print("chatd: no IRC TLS port: TLS is off", flush=True)
+
+
+def _serve(
+    config: Config, server: Server, history: SqliteHistory | None, tls: TlsSetup | None
+) -> int:
+    web_url = ""
+    failed = f"{config.host}:{config.port} (native)"
+    try:
+        if tls is None:
+            host, port = server.listen(config.host, config.port)
+        else:
+            refusal = _plain_refusal(config) if config.require_tls else None
+            host, port = server.listen(
+                config.host,
+                config.port,
+                sniff_stream=sniffer(tls.context, refusal),
+                handshake_seconds=config.tls_handshake_seconds,
+            )
+        failed = ""
+        _listen_irc_ports(server, config, tls)
+        if config.web_port is not None:
+            failed = f"{config.host}:{config.web_port} (web)"
+            web_url = _listen_web(server, config.host, config.web_port)
+    except OSError as exc:
+        where = failed or exc.filename
+        print(f"chatd: cannot listen on {where}: {exc.strerror}", file=sys.stderr)
+        return 2
+    for name, bound_host, bound_port in server.addresses:
+        print(f"chatd: listening on {bound_host}:{bound_port} ({name})", flush=True)
+    print(f"chatd: {_how_to_join(host, port)}", flush=True)
+    _say_tls(config, tls)
+    if web_url:
+        print(f"chatd: in a browser, open:  {web_url}", flush=True)
     print("chatd: press Ctrl-C to stop", flush=True)
 
     def on_signal(signum: int, frame: types.FrameType | None) -> None:

@@ -28,6 +28,17 @@ def _opt(default: Any, help: str, *, cli: bool = True) -> Any:  # noqa: A002 - m
     return field(default=default, metadata={"help": help, "cli": cli})
 
 
+#: Settings that take one of a few words (accounts and nick hold: docs/accounts.md).
+_CHOICES = {"accounts": ("off", "optional", "required"), "registration": ("open", "closed")}
+
+
+def _check_choices(config: Config) -> None:
+    for name, allowed in _CHOICES.items():
+        if getattr(config, name) not in allowed:
+            words = ", ".join(allowed[:-1]) + " or " + allowed[-1]
+            raise ConfigError(f"{name} must be {words}, not {getattr(config, name)!r}")
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     # --- where to listen -------------------------------------------------------------
@@ -40,6 +51,14 @@ class Config:
         DEFAULT_PORT, "port for the native protocol (text and JSON); 0 picks a free one"
     )
     irc_port: int | None = _opt(None, "also listen for IRC clients on this port (off unless set)")
+    web_port: int | None = _opt(
+        None,
+        "also serve the web client (HTTP and WebSocket) on this port (off unless set; "
+        "needs the 'web' extra: h11 and wsproto)",
+    )
+    web_max_header_bytes: int = _opt(
+        16384, "longest HTTP request head on the web port (h11's default); longer gets 431"
+    )
     server_name: str = _opt(
         socket.gethostname() or "chatd",
         "the server's name, shown to clients (default: the host name)",
@@ -196,6 +215,22 @@ class Config:
         None, "(set with --password-file or CHATD_PASSWORD only)", cli=False
     )
 
+    # --- accounts and nick hold (docs/accounts.md) ------------------------------------
+    accounts: str = _opt(
+        "optional",
+        "off: no accounts; optional: anyone may chat, registered nicks are kept for "
+        "their owners; required: only logged-in users get in",
+    )
+    registration: str = _opt(
+        "open",
+        "open: users register their own nick; closed: only 'chatd account add' creates accounts",
+    )
+    nick_hold_seconds: float = _opt(
+        60.0,
+        "a connection that drops without quit keeps its nick and rooms this long, for a "
+        "hello with its resume token (or its account) to take back (0: no hold)",
+    )
+
     # --- history ---------------------------------------------------------------------------
     db: str = _opt(
         "",
@@ -274,6 +309,7 @@ class Config:
             "history_max_limit",
             "cluster_stream_maxlen",
             "max_reply_bytes",
+            "web_max_header_bytes",
         ]
         for name in positive:
             if getattr(self, name) < 1:
@@ -294,6 +330,7 @@ class Config:
             "send_buffer_bytes",
             "history_max_per_room",
             "max_clients_per_ip",
+            "nick_hold_seconds",
         ]
         for name in ("cluster_ttl_seconds", "cluster_timeout_seconds"):
             if getattr(self, name) <= 0:
@@ -305,7 +342,7 @@ class Config:
             raise ConfigError(
                 f"password_guess_rate must be positive, not {self.password_guess_rate}"
             )
-        for name in ("port", "irc_port", "irc_tls_port"):
+        for name in ("port", "irc_port", "irc_tls_port", "web_port"):
             value = getattr(self, name)
             if value is not None and not 0 <= value <= 65535:
                 raise ConfigError(f"{name} must be 0..65535, not {value}")
@@ -319,6 +356,7 @@ class Config:
                 f"on_storage_failure must be readonly or stop, not {self.on_storage_failure!r}"
             )
         parse_duration(self.history_max_age, "history_max_age")
+        _check_choices(self)
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
             raise ConfigError(
                 f"log_level must be debug, info, warning or error, not {self.log_level!r}"

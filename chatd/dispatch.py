@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
+from chatd.accounts import AccountGate
 from chatd.codecs import pick_codec
 from chatd.config import Config
 from chatd.connection import Connection, State
@@ -22,6 +23,7 @@ from chatd.hub import Hub
 from chatd.model import (
     Action,
     Close,
+    DeleteAccount,
     Deliver,
     Disconnected,
     Echo,
@@ -35,6 +37,7 @@ from chatd.model import (
     Message,
     ProtocolError,
     Replay,
+    SaveAccount,
     Store,
 )
 from chatd.ratelimit import command_cost  # noqa: E402
@@ -76,6 +79,7 @@ class Dispatcher:
         stats: dict[str, int],
         on_hello: Callable[[Connection, list[Action]], None],
         request_stop: Callable[[str], None],
+        gate: AccountGate | None = None,
     ) -> None:
         self.config = config
         self.hub = hub
@@ -89,6 +93,7 @@ class Dispatcher:
         self._close = close
         self.stats = stats
         self._password_required = config.password is not None
+        self._gate = gate  # accounts: passwords stop there, before the hub
         self.cluster: ClusterHooks | None = None  # set by chatd.cluster when --cluster
 
     def execute(self, conn: Connection, frame: bytes | object, wall: float) -> None:
@@ -120,6 +125,8 @@ class Dispatcher:
             if isinstance(command, Echo):
                 self.deliver_one(conn, command.event, command.rid)
                 continue
+            if self._gate is not None:
+                command = self._gate.prepare(conn.cid, conn.host, command)
             if self.cluster is not None:
                 self.cluster.submit(conn.cid, command, wall)
                 continue
@@ -156,6 +163,8 @@ class Dispatcher:
                         self.cluster.fetch_history(action)
                     else:
                         self._fetch_history(action)
+                case SaveAccount() | DeleteAccount():
+                    self._write_account(action)
                 case _:
                     raise TypeError(f"unknown action {action!r}")
 
@@ -164,6 +173,13 @@ class Dispatcher:
         conn = self._open.get(cid)
         if conn is not None and self._password_required:
             self._on_hello(conn, actions)
+
+    def _write_account(self, action: SaveAccount | DeleteAccount) -> None:
+        error = self._gate.carry_out(action) if self._gate is not None else None
+        if error is not None and isinstance(action, SaveAccount):
+            conn = self._open.get(action.cid)
+            if conn is not None:
+                self.deliver_one(conn, error, action.rid)
 
     def deliver_one(self, conn: Connection, event: Event, rid: object = None) -> None:
         self.fanout.deliver(Deliver((conn.cid,), event, rid=rid))

@@ -159,9 +159,10 @@ class SqliteHistory:
         self._identity: tuple[int, int] | None = None
         self._lock()
         try:
-            # timeout=0: nobody else may hold the write lock; waiting would only hide that.
+            # timeout: `chatd account` (chatd.accounts_store, same file) may hold the write
+            # lock for one short transaction; another chatd is kept out by _lock.
             # isolation_level=None: we issue BEGIN/COMMIT ourselves.
-            self._db = sqlite3.connect(path, timeout=0, isolation_level=None)
+            self._db = sqlite3.connect(path, timeout=2.0, isolation_level=None)
         except sqlite3.Error as exc:
             self._unlock()
             raise describe(path, exc) from None
@@ -249,7 +250,10 @@ class SqliteHistory:
                     f"this chatd understands ({SCHEMA_VERSION}); upgrade chatd"
                 )
             if version == 0:
-                tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+                # (chatd.accounts_store may have made its table first: chatd account add)
+                tables = db.execute(
+                    "SELECT count(*) FROM sqlite_master WHERE tbl_name != 'chatd_accounts'"
+                ).fetchone()[0]
                 if tables:
                     raise HistoryError(
                         f"history database {self.path} is an SQLite file but "

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chatd.config import Config
+from chatd.hub_accounts import AccountRules, _Refusal
 from chatd.model import (
     MAX_MID,
     Action,
@@ -42,12 +43,14 @@ from chatd.model import (
     Command,
     Deliver,
     Disconnected,
+    DropAccount,
     Error,
     ErrorCode,
     Event,
     FetchHistory,
     Hello,
     History,
+    Identify,
     Join,
     Joined,
     JoinEvent,
@@ -64,18 +67,19 @@ from chatd.model import (
     PrivMsg,
     Quit,
     QuitEvent,
+    Register,
     Replay,
     RoomInfo,
     Rooms,
     RoomsReply,
     Say,
+    SetPassword,
     Stats,
     StatsReply,
     Store,
     Topic,
     TopicEvent,
     Users,
-    Welcome,
     Who,
     Whois,
     WhoisReply,
@@ -118,6 +122,12 @@ class _Client:
     password_failures: int = 0
     away: str | None = None
     last_active: float = 0.0
+    # accounts and nick hold (chatd.hub_accounts)
+    account: str | None = None
+    token: str = ""
+    held_until: float | None = None
+    held_reason: str = ""
+    kept: list[PrivateMessage] = field(default_factory=list)
     user: str = ""  # IRC's USER username and real name ("": show the nick)
     realname: str = ""
 
@@ -157,25 +167,23 @@ class _Room:
         return tuple(c.nick for c in self.members.values() if c.nick and c.away is not None)
 
 
-class _Refusal(Exception):
-    """Internal: a command is refused with an error reply to its sender."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code, self.message = code, message
-
-
-class Hub:
+class Hub(AccountRules):
     """All chat state of one server.
 
     Args:
         config: limits and settings (server name, password, history replay, …).
         next_mid: the first message id to hand out (history resumes the sequence).
+        new_token: a fresh unguessable resume token per call (randomness is injected:
+            the server passes ``secrets``; tests pass something predictable).
     """
 
-    def __init__(self, config: Config, next_mid: int = 1) -> None:
+    def __init__(
+        self, config: Config, next_mid: int = 1, new_token: Callable[[], str] | None = None
+    ) -> None:
         self._config = config
         self._next_mid = next_mid
+        self._new_token = new_token or _no_token
+        self._held: dict[int, _Client] = {}  # dropped connections' sessions, by old cid
         self._storage_down: str | None = None  # why room messages are refused, if they are
         self._clients: dict[int, _Client] = {}
         self._nicks: dict[str, _Client] = {}  # folded nick -> registered client
@@ -197,6 +205,10 @@ class Hub:
             History: self._history,
             Away: self._away,
             Whois: self._whois,
+            Register: self._register,
+            Identify: self._identify,
+            SetPassword: self._set_password,
+            DropAccount: self._drop_account,
             Users: self._users,
             Stats: self._stats,
         }
@@ -300,11 +312,11 @@ class Hub:
         if client is None:  # already gone (a second Disconnected, say): nothing to do
             return []
         if isinstance(command, Disconnected):
-            return self._depart(client, command.reason)
+            return self._dropped(client, command.reason, now)
         handler = self._handlers.get(type(command))
         if handler is None:
             raise TypeError(f"the hub does not handle {command!r}")
-        if client.nick is None and not isinstance(command, Hello | Ping | Quit):
+        if client.nick is None and not isinstance(command, Hello | Ping | Quit | Identify):
             return self._error(
                 client, command, ErrorCode.NOT_REGISTERED, "say hello first: pick a nick"
             )
@@ -398,6 +410,9 @@ class Hub:
                 if left <= 0:
                     refusal.append(Close(client.cid, "too many wrong passwords"))
                 return refusal
+        admitted = self._admit(client, cmd)  # login, policy, resume (hub_accounts)
+        if admitted is not None:
+            return admitted
         self._check_new_nick(cmd.nick, client)
         client.nick = cmd.nick
         self._nicks[fold(cmd.nick)] = client
@@ -405,9 +420,7 @@ class Hub:
         client.user = clean_line(cmd.user)[:NICK_MAX]
         client.realname = clean_line(cmd.realname)[:MAX_REASON_CHARS]
         self._max_users = max(self._max_users, len(self._nicks))
-        motd = tuple(line for line in self._config.motd.split("\\n") if line)
-        welcome = Welcome(cmd.nick, self._config.server_name, motd, self._census(), self._limits())
-        actions: list[Action] = [self._reply(client, cmd, welcome)]
+        actions: list[Action] = [self._welcome(client, cmd)]
         if self._storage_down is not None:
             actions.append(Deliver((client.cid,), self._storage_notice()))
         for room in cmd.autojoin:
@@ -429,6 +442,8 @@ class Hub:
             raise _Refusal(ErrorCode.BAD_NICK, _bad_nick_message(nick))
         holder = self._nicks.get(fold(nick))
         if holder is not None and holder is not client:
+            if holder.held_until is not None:
+                raise self._held_refusal(nick)
             raise _Refusal(ErrorCode.NICK_TAKEN, f'nick "{nick}" is already in use')
         twin = self._skeletons.get(nick_skeleton(nick))
         if twin is not None and twin is not client:
@@ -505,6 +520,7 @@ class Hub:
             round(now, 3),
             mid,
             action=cmd.action,
+            account=client.account,
             notice=cmd.notice,
         )
         actions: list[Action] = [Store(message, client.cid, cmd.rid)]
@@ -518,8 +534,10 @@ class Hub:
         text = self._check_text(cmd.text)
         assert client.nick is not None
         event = PrivateMessage(
-            client.nick, target.nick, text, round(now, 3), cmd.notice, cmd.action
+            client.nick, target.nick, text, round(now, 3), cmd.notice, cmd.action, client.account
         )
+        if target.held_until is not None:
+            return self._keep_for_held(client, target, cmd, event)
         actions: list[Action] = []
         if target is not client:
             actions.append(Deliver((target.cid,), event))
@@ -534,6 +552,8 @@ class Hub:
         assert old is not None
         if cmd.nick == old:
             return []
+        if fold(cmd.nick) != fold(old):
+            self._check_registered_nick(cmd.nick, client.account, cmd.verified)
         self._check_new_nick(cmd.nick, client)
         del self._nicks[fold(old)]
         del self._skeletons[nick_skeleton(old)]
@@ -554,14 +574,16 @@ class Hub:
         return [self._reply(client, cmd, WhoReply(room.name, room.nicks(), details))]
 
     def _users(self, client: _Client, cmd: Users, now: float) -> list[Action]:
-        seen = [client] + [self._clients[cid] for cid in sorted(self._neighbours(client))]
+        others = (self._clients.get(cid) or self._held.get(cid) for cid in self._neighbours(client))
+        seen = [client] + sorted((c for c in others if c), key=lambda c: c.cid)
         details = tuple(c.info() for c in seen if c.nick is not None)
         members = tuple(info.nick for info in details)
         return [self._reply(client, cmd, WhoReply("*", members, details))]
 
     def _census(self) -> StatsReply:
-        users = len(self._nicks)
-        return StatsReply(users, len(self._clients) - users, len(self._rooms), self._max_users)
+        users = len(self._nicks)  # held sessions (hub_accounts) count as users
+        online = users - len(self._held)
+        return StatsReply(users, len(self._clients) - online, len(self._rooms), self._max_users)
 
     def _stats(self, client: _Client, cmd: Stats, now: float) -> list[Action]:
         return [self._reply(client, cmd, self._census())]
@@ -632,7 +654,12 @@ class Hub:
         rooms = tuple(room.name for room in target.rooms.values())
         idle = max(0, int(now - target.last_active))
         info = target.info()
-        reply = WhoisReply(target.nick, rooms, target.away, idle, info.user, info.realname)
+        away = target.away
+        if target.held_until is not None:
+            away = "lost the connection; the nick is held for them"
+        reply = WhoisReply(
+            target.nick, rooms, away, idle, info.user, info.realname, account=target.account
+        )
         return [self._reply(client, cmd, reply)]
 
     # ------------------------------------------------------------------ leaving
@@ -648,8 +675,13 @@ class Hub:
             del self._skeletons[nick_skeleton(client.nick)]
         for room in list(client.rooms.values()):
             self._leave(client, room)
-        del self._clients[client.cid]
+        self._clients.pop(client.cid, None)
+        self._held.pop(client.cid, None)
         return actions
+
+
+def _no_token() -> str:
+    return ""  # no token source: sessions cannot be resumed by token
 
 
 def _bad_nick_message(nick: str) -> str:

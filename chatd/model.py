@@ -40,6 +40,11 @@ __all__ = [
     "Whois",
     "Disconnected",
     "Echo",
+    "Register",
+    "Identify",
+    "SetPassword",
+    "DropAccount",
+    "Verified",
     # events
     "Event",
     "AnyEvent",
@@ -69,6 +74,7 @@ __all__ = [
     "WhoisReply",
     "AwayReply",
     "AwayEvent",
+    "AccountEvent",
     # actions
     "Action",
     "Deliver",
@@ -76,6 +82,8 @@ __all__ = [
     "Replay",
     "FetchHistory",
     "Close",
+    "SaveAccount",
+    "DeleteAccount",
     # errors
     "ProtocolError",
     "ErrorCode",
@@ -113,6 +121,17 @@ class ErrorCode(StrEnum):
     HISTORY_OFF = "history_off"
     CLUSTER_UNAVAILABLE = "cluster_unavailable"
     STORAGE_UNAVAILABLE = "storage_unavailable"
+    # accounts (docs/accounts.md)
+    NICK_HELD = "nick_held"
+    NICK_REGISTERED = "nick_registered"
+    BAD_LOGIN = "bad_login"
+    THROTTLED = "throttled"
+    ACCOUNTS_OFF = "accounts_off"
+    ACCOUNT_REQUIRED = "account_required"
+    REGISTRATION_CLOSED = "registration_closed"
+    ACCOUNT_EXISTS = "account_exists"
+    NOT_LOGGED_IN = "not_logged_in"
+    ACCOUNTS_BUSY = "accounts_busy"
 
 
 class ProtocolError(Exception):
@@ -149,6 +168,10 @@ class Hello(Command):
     # What IRC's USER says (username, real name); empty: the nick is shown instead.
     user: str = ""
     realname: str = ""
+    resume: str | None = None  # the token of a dropped session: take it back
+    account: str | None = None  # log in to this account (default: the nick's)
+    account_password: str | None = None  # never reaches the hub: see Verified
+    verified: Verified | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +204,7 @@ class PrivMsg(Command):
 @dataclass(frozen=True, slots=True)
 class Nick(Command):
     nick: str
+    verified: Verified | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,6 +300,9 @@ class Welcome(Event):
     # Limits a client should respect, as (name, value) pairs: max_text_chars,
     # max_line_bytes, history_max_limit, max_rooms_per_client (docs/protocol.md).
     limits: tuple[tuple[str, int], ...] = ()
+    resume: str = ""  # present it in a later hello to take this session back
+    account: str | None = None
+    resumed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,6 +342,7 @@ class Message(Event):
     action: bool = False
     history: bool = False
     notice: bool = False  # sent as IRC's NOTICE (history does not keep it)
+    account: str | None = None  # the sender's account, when logged in (not stored)
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,6 +353,7 @@ class PrivateMessage(Event):
     ts: float
     notice: bool = False
     action: bool = False
+    account: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -453,6 +482,7 @@ class WhoisReply(Event):
     idle_seconds: int = 0
     user: str = ""
     realname: str = ""
+    account: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -466,6 +496,15 @@ class AwayEvent(Event):
 
     nick: str
     away: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AccountEvent(Event):
+    """To one client: ``what`` happened to its account (registered, identified,
+    password_changed, dropped)."""
+
+    account: str | None
+    what: str
 
 
 #: Every event a codec may be asked to render. Each codec's render ``match``-es over it
@@ -496,6 +535,7 @@ AnyEvent = (
     | AwayReply
     | StatsReply
     | AwayEvent
+    | AccountEvent
 )
 
 
@@ -572,3 +612,67 @@ class Close(Action):
     cid: int
     reason: str
     flush: bool = True
+
+
+# --------------------------------------------------------------------------- accounts
+# (docs/accounts.md) Passwords stop at the server's account gate (chatd.accounts): it
+# checks or hashes them, and hands the hub the same command with the password fields
+# emptied and ``verified`` filled in. The hub trusts ``verified`` only: codecs never set it.
+
+
+@dataclass(frozen=True, slots=True)
+class Verified:
+    """What the account gate found out for one command (set by the server only)."""
+
+    owner: str | None = None  # the account registered under the nick concerned
+    account: str | None = None  # credentials were given and are right: this account
+    error: str | None = None  # credentials were given and refused (or throttled)
+    message: str = ""
+    secret: bytes | None = None  # a new password's hash record, opaque to the hub
+
+
+@dataclass(frozen=True, slots=True)
+class Register(Command):
+    """Register the nick one holds as an account, with this password."""
+
+    password: str | None
+    verified: Verified | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Identify(Command):
+    """Log in (also before registration: IRC SASL). ``account`` None: the nick's."""
+
+    account: str | None
+    password: str | None
+    verified: Verified | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SetPassword(Command):
+    password: str | None  # the current one
+    new_password: str | None
+    verified: Verified | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DropAccount(Command):
+    password: str | None
+    verified: Verified | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SaveAccount(Action):
+    """Create (``create``) or update account ``name`` with the hash record ``secret``.
+    On failure the server tells ``cid`` (the request ``rid``)."""
+
+    name: str
+    secret: bytes
+    create: bool
+    cid: int
+    rid: object = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteAccount(Action):
+    name: str

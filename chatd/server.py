@@ -28,6 +28,8 @@ import socket
 import time
 from collections.abc import Callable
 
+from chatd.accounts import AccountGate, new_token
+from chatd.accounts_store import AccountStore
 from chatd.admission import Admission
 from chatd.codecs import Codec, TextCodec
 from chatd.config import Config
@@ -44,6 +46,7 @@ from chatd.listeners import (
     open_socket,
     refuse,
 )
+from chatd.login_throttle import LoginThrottle
 from chatd.loop import READ, Loop
 from chatd.model import Action, Error, ErrorCode, Event, Probe, Shutdown, Skipped
 from chatd.outpolicy import OutputPolicy, Verdict
@@ -80,9 +83,10 @@ class Server:
         next_mid: int = 1,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        accounts: AccountStore | None = None,
     ) -> None:
         self.config = config
-        self.hub = Hub(config, next_mid=next_mid)
+        self.hub = Hub(config, next_mid=next_mid, new_token=new_token)
         self._history = history
         self._keeper = StoreKeeper(history, clock()) if history is not None else None
         self._clock = clock
@@ -116,6 +120,9 @@ class Server:
             "dropped_deliveries": 0,  # not encodable for one recipient (a bug; logged)
         }
         self._admission = Admission(config, clock, self.stats)
+        # Accounts (docs/accounts.md): logins spend from the same guess budget per address.
+        throttle = LoginThrottle(clock, self._admission.guesses)
+        self.gate = AccountGate(config, accounts, throttle, self.hub.account_of, self.hub.nick_of)
         self._fanout = Fanout(self._open.get, fallback, self.stats, self._commit)
         self._dispatch = Dispatcher(
             config,
@@ -127,12 +134,14 @@ class Server:
             self.stats,
             self._note_login,
             self.request_stop,
+            gate=self.gate,
         )
         self._housekeeping_turns = 0
         # Without a rate limit every line read runs at once; with one, input may have to
         # wait, and what waits is bounded by max_input_backlog_bytes.
         self._recv_size = min(config.recv_chunk_bytes, config.max_input_backlog_bytes)
-        if self._keeper is not None or self._password_required:
+        holds = config.nick_hold_seconds > 0  # held nicks expire here (docs/accounts.md)
+        if self._keeper is not None or self._password_required or holds:
             self.loop.call_at(self.loop.now + _HOUSEKEEPING_SECONDS, self._housekeeping)
 
     # ------------------------------------------------------------------ set-up
@@ -148,16 +157,25 @@ class Server:
         make_stream: StreamFactory | None = None,
         sniff_stream: StreamSniffer | None = None,
         turn_away: bytes | None = None,
+        handshake_seconds: float | None = None,
     ) -> tuple[str, int]:
         """Open a listening socket; returns the bound (host, port).
 
-        ``make_stream``/``sniff_stream``/``turn_away``: see :class:`~chatd.listeners.Listener`.
+        ``make_stream``/``sniff_stream``/``turn_away``/``handshake_seconds``: see
+        :class:`~chatd.listeners.Listener`.
         """
         sock = open_socket(host, port, self.config.listen_backlog)
         if banner is None:
             banner = native_banner(self.config.server_name) if make_codec is None else b""
         listener = Listener(
-            sock, name, make_codec, banner, make_stream, sniff_stream, turn_away=turn_away
+            sock,
+            name,
+            make_codec,
+            banner,
+            make_stream,
+            sniff_stream,
+            turn_away=turn_away,
+            handshake_seconds=handshake_seconds,
         )
         self._listeners.append(listener)
         listener.start(self.loop, self, self.config)
@@ -290,10 +308,10 @@ class Server:
                 conn.stream = listener.make_stream()
             if listener.banner:
                 conn.queue(listener.banner)
-        if listener.sniff_stream is not None or listener.make_stream is not None:
+        if listener.handshake_seconds is not None:
             # A stalled handshake is cut sooner than a slow typist (OpenSSL keeps
             # kilobytes for it); the timer is gone once it fires, handshake or not.
-            call_at(now + config.tls_handshake_seconds, self._on_handshake_timeout, conn)
+            call_at(now + listener.handshake_seconds, self._on_handshake_timeout, conn)
         self.loop.update(conn)
 
     def _login_wait(self, conn: Connection, now: float) -> bool:
@@ -458,12 +476,14 @@ class Server:
     # ------------------------------------------------------------------ timers
 
     def _housekeeping(self) -> None:
-        """Storage upkeep (probes after a failure, pruning); password-guess episodes."""
+        """Storage upkeep (probes after a failure, pruning); password-guess episodes;
+        nick holds that ran out."""
         now = self.loop.now
         if self._keeper is not None:
             change = self._keeper.upkeep(now, self._wall())
             if change is not None:
                 self._dispatch.storage_state(change)
+        self._dispatch.apply(self.hub.expire(self._wall()))  # nick holds that ran out
         self._housekeeping_turns += 1
         if self._housekeeping_turns % 4 == 0:
             self._admission.sweep()

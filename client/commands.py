@@ -157,6 +157,39 @@ def _whois(state: ChatState, out: Output, rest: str) -> None:
         state.send(out, {"op": "whois", "nick": rest})
 
 
+def _register(state: ChatState, out: Output, rest: str) -> None:
+    if not rest or " " in rest:
+        usage(out, "register")
+    else:
+        state.send(out, {"op": "register", "password": rest})
+
+
+def _identify(state: ChatState, out: Output, rest: str) -> None:
+    words = rest.split()
+    if len(words) not in (1, 2):
+        usage(out, "identify")
+        return
+    frame: Request = {"op": "identify", "password": words[-1]}
+    if len(words) == 2:
+        frame["account"] = words[0]
+    state.send(out, frame)
+
+
+def _passwd(state: ChatState, out: Output, rest: str) -> None:
+    words = rest.split()
+    if len(words) != 2:
+        usage(out, "passwd")
+    else:
+        state.send(out, {"op": "passwd", "password": words[0], "new_password": words[1]})
+
+
+def _unregister(state: ChatState, out: Output, rest: str) -> None:
+    if not rest or " " in rest:
+        usage(out, "unregister")
+    else:
+        state.send(out, {"op": "unregister", "password": rest})
+
+
 def _reconnect(state: ChatState, out: Output, rest: str) -> None:
     out.reconnect = True
     out.info("reconnecting now")
@@ -193,6 +226,11 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command("away", "/away [text]", "set or clear an away message", _away),
     Command("whois", "/whois NICK", "where a nick is, and whether it is away", _whois),
+    # accounts (docs/accounts.md); client/ui.py keeps these lines out of the history file
+    Command("register", "/register PASSWORD", "register your nick as an account", _register),
+    Command("identify", "/identify [ACCOUNT] PASSWORD", "log in to your account", _identify),
+    Command("passwd", "/passwd OLD NEW", "change your account's password", _passwd),
+    Command("unregister", "/unregister PASSWORD", "delete your account", _unregister),
     Command("reconnect", "/reconnect", "drop the connection and connect again now", _reconnect),
     Command("quit", "/quit [reason]", "leave (Ctrl-D too)", _quit),
     Command("help", "/help", "this list", _help),

@@ -119,6 +119,8 @@ class ChatState:
         self, nick: str, room: str = DEFAULT_ROOM, server: str = "", password: str | None = None
     ) -> None:
         self.password = password
+        self.resume_token = ""  # from welcome: takes the session back (docs/accounts.md)
+        self.account = ""  # logged in as ("": not)
         self.wanted_nick = nick
         self.nick = nick
         self.server = server
@@ -169,7 +171,7 @@ class ChatState:
         fields = [
             ("state", self.link),
             ("server", self.server),
-            ("nick", self.nick),
+            ("nick", self.nick + (f" ({self.account})" if self.account else "")),
             *([("away", "away")] if self.away else []),
             ("room", room.name if room else "(no room)"),
             ("members", f"{len(room.members)} here" if room and room.joined else "-"),
@@ -208,6 +210,8 @@ class ChatState:
         frame: Request = {"op": "hello", "nick": self.nick}
         if self.password is not None:
             frame["password"] = self.password
+        if self.resume_token:  # a reconnect: the server kept our nick and rooms for us
+            frame["resume"] = self.resume_token
         return frame
 
     def disconnected(self, reason: str = "connection lost") -> Output:

@@ -72,6 +72,9 @@ class Welcome:
     server: str
     motd: tuple[str, ...]
     limits: Limits
+    resume: str = ""  # the token that takes this session back (docs/accounts.md)
+    account: str = ""  # logged in as ("": not)
+    resumed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +217,16 @@ class Whois:
     nick: str
     rooms: tuple[str, ...]
     away: str
+    account: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """Something happened to my account: registered, identified, password_changed,
+    dropped (then ``account`` is "")."""
+
+    account: str
+    event: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +267,7 @@ Frame = (
     | History
     | HistoryEnd
     | Whois
+    | Account
     | Away
     | AwayChange
     | Stats
@@ -374,6 +388,9 @@ def _welcome(f: _Fields) -> Welcome:
         f.opt_str("server"),
         tuple(f._cut(sanitize(line, newlines=False)) for line in lines if isinstance(line, str)),
         _limits(f),
+        resume=f.opt_str("resume"),
+        account=f.opt_str("account"),
+        resumed=f.flag("resumed"),
     )
 
 
@@ -442,7 +459,10 @@ DECODERS: dict[str, Callable[[_Fields], Frame]] = {
     "notice": lambda f: Notice(f.text()),
     "history": _history,
     "history_end": lambda f: HistoryEnd(f.room()),
-    "whois": lambda f: Whois(f.nick("nick"), f.rooms("rooms"), f.opt_str("away")),
+    "whois": lambda f: Whois(
+        f.nick("nick"), f.rooms("rooms"), f.opt_str("away"), f.opt_str("account")
+    ),
+    "account": lambda f: Account(f.opt_str("account"), f.opt_str("event")),
     "away": lambda f: Away(f.flag("away")),
     "away_change": lambda f: AwayChange(f.nick("nick"), f.flag("away")),
     "stats": lambda f: Stats(f.opt_int("users"), f.opt_int("rooms")),

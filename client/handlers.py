@@ -39,6 +39,9 @@ def on_welcome(state: ChatState, out: Output, f: frames.Welcome) -> None:
         return
     state.nick = f.nick
     state.limits = f.limits
+    state.resume_token, state.account = f.resume, f.account
+    if f.resumed:
+        out.info("the server kept your session while you were away")
     state.registered = True
     state.link = "connected"
     if not state.is_me(state.wanted_nick):
@@ -234,8 +237,14 @@ def on_away(state: ChatState, out: Output, f: frames.Away) -> None:
 def on_whois(state: ChatState, out: Output, f: frames.Whois) -> None:
     out.info(
         f"{f.nick} is in {', '.join(f.rooms) if f.rooms else 'no rooms'}"
+        + (f"; logged in as {f.account}" if f.account else "; not logged in")
         + (f"; away: {f.away}" if f.away else "")
     )
+
+
+def on_account(state: ChatState, out: Output, f: frames.Account) -> None:
+    state.account = f.account
+    out.info(f"account {f.event}: " + (f"logged in as {f.account}" if f.account else "logged out"))
 
 
 def on_stats(state: ChatState, out: Output, f: frames.Stats) -> None:
@@ -271,7 +280,8 @@ def on_notice(state: ChatState, out: Output, f: frames.Notice) -> None:
 def on_error(state: ChatState, out: Output, f: frames.Error) -> None:
     code, message = f.code, f.message
     if not state.registered:
-        if code == "nick_taken" and state.nick_tries < MAX_NICK_TRIES:
+        taken = code in ("nick_taken", "nick_registered")  # (registered: /identify, /nick)
+        if taken and state.nick_tries < MAX_NICK_TRIES:
             state.nick_tries += 1
             state.nick = state.fallback_nick()
             out.frames.append(state.hello())
@@ -308,6 +318,7 @@ Handler = Callable[["ChatState", "Output", Any], None]
 
 HANDLERS: dict[type[frames.Frame], Handler] = {
     frames.Welcome: on_welcome,
+    frames.Account: on_account,
     frames.Joined: on_joined,
     frames.Join: on_join,
     frames.Part: on_part,

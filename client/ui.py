@@ -286,7 +286,16 @@ def open_history(path: Path | None) -> History:
     except OSError as exc:
         logger.warning("input history not kept: cannot write %s: %s", path, exc)
         return InMemoryHistory()
-    return FileHistory(str(path))
+    return _NoSecretsHistory(str(path))
+
+
+class _NoSecretsHistory(FileHistory):
+    """A file history that never writes a line carrying a password (/register …)."""
+
+    def store_string(self, string: str) -> None:
+        secret = ("/register", "/identify", "/passwd", "/unregister")
+        if not string.lstrip().lower().startswith(secret):
+            super().store_string(string)
 
 
 # --------------------------------------------------------------------------- session

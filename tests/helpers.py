@@ -47,6 +47,7 @@ class ChatdProcess:
         env: dict[str, str] | None = None,
         port: int = 0,
         irc: bool = False,
+        web: bool = False,
         preexec: Callable[[], None] | None = None,
     ) -> None:
         # History off the disk unless a test asks for a file: servers started by tests
@@ -62,6 +63,7 @@ class ChatdProcess:
         self.env = env
         self.port = port
         self.irc_port: int | None = 0 if irc else None
+        self.web_port: int | None = 0 if web else None
         self.preexec = preexec
         self.proc: subprocess.Popen[str] | None = None
         self.stdout_lines: list[str] = []
@@ -82,6 +84,8 @@ class ChatdProcess:
         ]
         if self.irc_port is not None:
             cmd += ["--irc-port", str(self.irc_port)]
+        if self.web_port is not None:
+            cmd += ["--web-port", str(self.web_port)]
         env = {**os.environ, "PYTHONPATH": str(ROOT), **(self.env or {})}
         env.pop("CHATD_PASSWORD", None) if "CHATD_PASSWORD" not in (self.env or {}) else None
         self.stderr_path = Path(f"/tmp/chatd-test-{os.getpid()}-{id(self)}.log")
@@ -110,6 +114,8 @@ class ChatdProcess:
                     self.irc_port = int(match.group(2))
                 elif match.group(3) == "irc-tls":
                     self.irc_tls_port = int(match.group(2))
+                elif match.group(3) == "web":
+                    self.web_port = int(match.group(2))
             if line.startswith("chatd: fingerprint "):
                 self.fingerprint = line.split()[-1]
             if "press Ctrl-C" in line:

@@ -643,6 +643,8 @@ def test_garbage_random_text_is_relayed_clean(victim: Victim, text: str) -> None
 
 SLOW_LIMITS = (
     *MANY_HOSTS,
+    "--nick-hold-seconds",  # cut sleepers must leave the room now, not after the hold
+    "0",
     "--out-high-water-bytes",
     "8192",
     "--out-low-water-bytes",
@@ -933,7 +935,15 @@ def run_churn(server: ChatdProcess, cycles: int, batch: int = 100) -> dict[str, 
 
 @pytest.mark.slow
 def test_churn_leaves_nothing_behind(make_server) -> None:
-    server = make_server(*MANY_HOSTS, "--rate-limit", "0", "--register-timeout-seconds", "5")
+    server = make_server(
+        *MANY_HOSTS,
+        "--rate-limit",
+        "0",
+        "--register-timeout-seconds",
+        "5",
+        "--nick-hold-seconds",
+        "0",
+    )
     got = run_churn(server, cycles=2400)
     print("churn:", got)
     assert got["fds_after"] <= got["fds_before"] + 1, got  # +1: the observer

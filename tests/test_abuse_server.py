@@ -73,7 +73,8 @@ def frames_until(
 def test_nested_id_with_a_neighbour_leaving_in_the_same_turn(make_server) -> None:
     """The crash of issue 10: a deeply nested id, waiting in the tick's batch, is encoded
     when a neighbour's departure materialises it (``_tell_hub_departures``)."""
-    server = make_server("--rate-limit", "0")
+    # No nick hold: the departure must be announced in that same turn (accounts issue).
+    server = make_server("--rate-limit", "0", "--nick-hold-seconds", "0")
     observer = server.json_client("obs", "#r")
     leaver = server.json_client("leaver", "#r")
     attacker = server.json_client("att", "#r")
@@ -97,7 +98,7 @@ def test_encoding_bug_costs_one_delivery_not_the_loop(make_server) -> None:
         "PYTHONPATH": f"{FAULTS}{os.pathsep}{ROOT}",
         "CHATD_TEST_ENCODE_FAULT": "1",
     }
-    server = make_server("--rate-limit", "0", env=env)
+    server = make_server("--rate-limit", "0", "--nick-hold-seconds", "0", env=env)
     observer = server.json_client("obs", "#r")
     texter = server.text_client("texter")
     texter.send_line("/join #r")

@@ -227,6 +227,7 @@ def test_a_nick_that_looks_like_another_is_refused(irc_server: ChatdProcess) -> 
     mallory.send_json(op="hello", nick="aIice")
     error = mallory.expect_frame(type="error")
     assert error["code"] == "nick_taken" and "looks too much like" in error["message"]
+    alice.send_json(op="quit")  # a plain close would be a drop: the nick is held (accounts)
     alice.close()
 
     def welcomed() -> bool:  # free once the server has seen alice leave

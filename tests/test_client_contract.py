@@ -25,6 +25,8 @@ SAMPLES: dict[type[model.Event], model.Event] = {
         "chatd",
         ("hello",),
         limits=(("max_text_chars", 300), ("max_line_bytes", 1000)),
+        resume="token",
+        account="alice",
     ),
     model.Joined: model.Joined("#lobby", "a topic", ("alice", "bob"), away=("bob",)),
     model.JoinEvent: model.JoinEvent("#lobby", "carol"),
@@ -49,6 +51,7 @@ SAMPLES: dict[type[model.Event], model.Event] = {
     model.AwayReply: model.AwayReply(True),
     model.AwayEvent: model.AwayEvent("bob", True),
     model.StatsReply: model.StatsReply(3, 1, 2, 5),
+    model.AccountEvent: model.AccountEvent("alice", "identified"),
 }
 
 

@@ -209,7 +209,14 @@ def test_json_error_carries_the_request_id() -> None:
         ),
         (
             WhoisReply("bob", ("#a",), None, 5),
-            {"type": "whois", "nick": "bob", "rooms": ["#a"], "away": None, "idle": 5},
+            {
+                "type": "whois",
+                "nick": "bob",
+                "rooms": ["#a"],
+                "away": None,
+                "idle": 5,
+                "account": None,
+            },
         ),
         (AwayReply(True), {"type": "away", "away": True}),
         (

@@ -228,7 +228,7 @@ def test_everything_but_hello_needs_registration() -> None:
 
 
 def test_nick_taken_and_freed() -> None:
-    hub = make_hub()
+    hub = make_hub(nick_hold_seconds=0)  # with a hold: tests/test_hub_accounts.py
     register(hub, 1, "alice")
     hub.connect(2, NOW)
     assert errors(hub.handle(2, Hello("ALICE"), NOW)) == ["nick_taken"]
@@ -309,6 +309,10 @@ def test_disconnect_cleans_every_room_and_nick() -> None:
         register(hub, cid, f"user{cid}", "#a", f"#r{cid}")
     for cid in range(1, 51):
         hub.handle(cid, Disconnected("reset"), NOW)
+    assert hub.stats() == {"clients": 0, "registered": 50, "rooms": 51}  # nicks held
+    hub.expire(NOW + 59)
+    assert hub.stats()["registered"] == 50
+    hub.expire(NOW + 60)
     assert hub.stats() == {"clients": 0, "registered": 0, "rooms": 0}
 
 
@@ -348,7 +352,7 @@ def test_unknown_command_type_is_a_bug_not_a_refusal() -> None:
 
 
 def test_user_and_realname_are_kept_and_who_sees_only_neighbours() -> None:
-    hub = make_hub()
+    hub = make_hub(nick_hold_seconds=0)  # (a held session still counts as a user)
     hub.connect(1, NOW)
     hub.handle(1, Hello("ann", user="annie", realname="Ann\x1b[31m Example"), NOW)
     hub.handle(1, Join("#a"), NOW)

@@ -306,7 +306,7 @@ def test_cap_negotiation_suspends_registration_until_cap_end() -> None:
     [ack] = codec.decode(b"CAP REQ :server-time echo-message")
     assert isinstance(ack, Echo) and isinstance(ack.event, IrcLines)
     assert ack.event.lines == (":srv CAP * ACK :server-time echo-message",)
-    [nak] = codec.decode(b"CAP REQ :server-time sasl")
+    [nak] = codec.decode(b"CAP REQ :server-time batch")
     assert isinstance(nak, Echo) and isinstance(nak.event, IrcLines)
     assert "NAK" in nak.event.lines[0]
     assert codec.caps == {"server-time", "echo-message"}

@@ -138,7 +138,9 @@ def test_text_mode_errors_are_lines_of_their_own(chatd_server: ChatdProcess) -> 
     other.expect(lambda line: "You joined #lobby" in line)
 
 
-def test_half_closed_client_gets_its_replies_then_is_closed(chatd_server: ChatdProcess) -> None:
+def test_half_closed_client_gets_its_replies_then_is_closed(make_server) -> None:
+    # No nick hold: the departure is announced at once (the hold: test_accounts_server)
+    chatd_server = make_server("--nick-hold-seconds", "0")
     watcher = chatd_server.json_client("watcher", "#lobby")
     piped = RawClient(chatd_server.port)  # like: printf 'bob\nhello\n' | nc host port
     piped.send(b"bob\nhello from a pipe\n")
@@ -149,7 +151,9 @@ def test_half_closed_client_gets_its_replies_then_is_closed(chatd_server: ChatdP
     assert watcher.expect_frame(type="quit")["nick"] == "bob"
 
 
-def test_reset_mid_line_is_cleaned_up_and_announced(chatd_server: ChatdProcess) -> None:
+def test_reset_mid_line_is_cleaned_up_and_announced(make_server) -> None:
+    # No nick hold: the departure is announced at once (the hold: test_accounts_server)
+    chatd_server = make_server("--nick-hold-seconds", "0")
     watcher = chatd_server.json_client("watcher", "#a")
     victim = chatd_server.json_client("victim", "#a", "#b")
     victim.send(b'{"op":"say","room":"#a","te')  # mid-line

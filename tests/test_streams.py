@@ -116,7 +116,8 @@ class StreamClient:
 
 
 def test_sniffed_stream_and_plain_peers_share_a_room() -> None:
-    inproc = InProcessServer()
+    # No nick hold (accounts): alice's close is announced at once.
+    inproc = InProcessServer(Config(host="127.0.0.1", port=0, rate_limit=0, nick_hold_seconds=0))
     port = inproc.listen(sniff_stream=sniff)
     with inproc:
         wrapped = StreamClient(inproc, port)

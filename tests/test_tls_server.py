@@ -5,6 +5,7 @@ that proves nothing readable crosses the wire."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import re
 import shutil
@@ -343,10 +344,16 @@ def test_password_and_message_never_cross_the_wire_in_clear(tmp_path: Path, use_
 # --------------------------------------------------------------------------- the client's trust
 
 
+_NICKS = itertools.count(1)
+
+
 def open_link(port: int, policy: trust.Policy, known: trust.KnownServers) -> net.Link:
+    # A new nick each time: a nick just left is held a while for its owner (accounts).
+    nick = f"tofu{next(_NICKS)}"
+
     async def go() -> net.Link:
         link = await trust.open_link("127.0.0.1", port, 5.0, policy, known, None)
-        await link.send({"op": "hello", "nick": "tofu"})
+        await link.send({"op": "hello", "nick": nick})
         first = ""
         async for line in link.lines():
             if line.startswith("{"):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from chatd.codecs import irc_accounts
 from chatd.codecs.irc_render import motd_lines
 from chatd.codecs.irc_session import (
     CHANNEL_MODES,
@@ -123,6 +124,8 @@ def _privmsg(s: Session, msg: IrcMessage) -> list[Command]:
             return []  # CTCP VERSION, PING, …: nobody here would answer
         text, action = body[7:], True
     text = strip_formatting(text)
+    if fold(msg.params[0]) == fold(irc_accounts.NICKSERV):
+        return irc_accounts.nickserv(s, text)
     targets, refused = _targets(s, msg)
     if not targets:
         return refused
@@ -246,4 +249,7 @@ _HANDLERS: dict[str, Callable[[Session, IrcMessage], list[Command]]] = {
     "MOTD": _motd,
     "LUSERS": _lusers,
     "TAGMSG": _nothing,  # client tags: not relayed
+    "AUTHENTICATE": irc_accounts.authenticate,
+    "NICKSERV": irc_accounts.nickserv_command,
+    "NS": irc_accounts.nickserv_command,
 }

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import NamedTuple, assert_never
 
 from chatd import __version__
+from chatd.codecs import irc_accounts
 from chatd.codecs.irc_session import (
     CHANNEL_MODES,
     HOST,
@@ -32,6 +33,7 @@ from chatd.codecs.irc_session import (
 from chatd.codecs.irc_wire import MAX_LINE_BYTES, format_line, split_text
 from chatd.hub import MAX_REASON_CHARS, MAX_TOPIC_CHARS
 from chatd.model import (
+    AccountEvent,
     AnyEvent,
     AwayEvent,
     AwayNotice,
@@ -84,6 +86,13 @@ ERROR_NUMERICS: dict[tuple[str, str], Numeric] = {
     (ErrorCode.BAD_PASSWORD, ""): Numeric("464", with_target=False),
     (ErrorCode.ALREADY_REGISTERED, ""): Numeric("462", with_target=False),
     (ErrorCode.NOT_REGISTERED, ""): Numeric("451", with_target=False),
+    # accounts (docs/accounts.md); SASL and NickServ errors: irc_accounts
+    (ErrorCode.NICK_REGISTERED, ""): Numeric("433"),
+    (ErrorCode.NICK_HELD, ""): Numeric("401"),
+    (ErrorCode.BAD_LOGIN, ""): Numeric("464", with_target=False),
+    (ErrorCode.THROTTLED, ""): Numeric("464", with_target=False),
+    (ErrorCode.ACCOUNT_REQUIRED, ""): Numeric("464", with_target=False),
+    (ErrorCode.ACCOUNTS_BUSY, ""): Numeric("433"),
     # WHO and NAMES of nobody or nothing: an empty list, not an error
     (ErrorCode.NO_SUCH_NICK, "WHO"): _END_WHO,
     (ErrorCode.NO_SUCH_ROOM, "WHO"): _END_WHO,
@@ -195,13 +204,19 @@ def render(s: Session, event: AnyEvent | IrcLines, ctx: Ctx | None) -> list[str]
             return []  # IRC has no command that asks for it (no CHATHISTORY yet)
         case AwayEvent():
             return []  # IRCv3's away-notify needs a CAP the server does not offer
+        case AccountEvent():
+            return irc_accounts.render_account(s, event, ctx)
     assert_never(event)
 
 
-def _tags(s: Session, ts: float, mid: int | None = None) -> dict[str, str] | None:
+def _tags(
+    s: Session, ts: float, mid: int | None = None, account: str | None = None
+) -> dict[str, str] | None:
     tags = {}
     if "server-time" in s.caps:
         tags["time"] = _iso(ts)
+    if account is not None and "account-tag" in s.caps:
+        tags["account"] = account
     if mid is not None and "message-tags" in s.caps:
         tags["msgid"] = str(mid)
     return tags or None
@@ -242,7 +257,8 @@ def _message(s: Session, m: Message, own: bool) -> list[str]:
         stamp = datetime.fromtimestamp(m.ts).strftime("%Y-%m-%d %H:%M")
         text = "\n".join(f"[{stamp}] {line}" for line in text.split("\n") if line.strip())
     command = "NOTICE" if m.notice else "PRIVMSG"
-    return _texts(command, m.room, m.sender, text, m.action, _tags(s, m.ts, m.mid))
+    tags = _tags(s, m.ts, m.mid, m.account)
+    return _texts(command, m.room, m.sender, text, m.action, tags)
 
 
 def _private(s: Session, m: PrivateMessage) -> list[str]:
@@ -250,7 +266,7 @@ def _private(s: Session, m: PrivateMessage) -> list[str]:
     echo = s.is_me(m.sender) and not s.is_me(m.to)
     if echo and "echo-message" not in s.caps:
         return []
-    return _texts(command, m.to, m.sender, m.text, m.action, _tags(s, m.ts))
+    return _texts(command, m.to, m.sender, m.text, m.action, _tags(s, m.ts, None, m.account))
 
 
 def _server_notice(s: Session, text: str) -> list[str]:
@@ -328,6 +344,8 @@ def _whois_lines(s: Session, w: WhoisReply, ctx: Ctx | None) -> list[str]:
             for chunk in split_text(" ".join(w.rooms), MAX_LINE_BYTES - head)
         ]
     lines.append(num("312", w.nick, s.server, trailing=f"chatd {__version__}"))
+    if w.account:
+        lines.append(num("330", w.nick, w.account, trailing="is logged in as"))
     if w.away:
         lines.append(num("301", w.nick, trailing=w.away))
     lines.append(num("317", w.nick, str(w.idle_seconds), trailing="seconds idle"))
@@ -385,6 +403,8 @@ def _error_lines(s: Session, code: str, message: str, ctx: Ctx | None) -> list[s
     command, target = (ctx.command, ctx.target) if ctx else ("", "")
     if command == "NOTICE":
         return []  # RFC 2812 3.3.2: never answer a NOTICE with an error
+    if ctx is not None and command in irc_accounts.ACCOUNT_COMMANDS:
+        return irc_accounts.account_error_lines(s, message, ctx)
     if code in _CLOSING:
         return [format_line("ERROR", trailing=f"Closing link: {message}")]
     numeric = ERROR_NUMERICS.get((code, command)) or ERROR_NUMERICS.get((code, ""))

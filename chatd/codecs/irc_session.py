@@ -19,6 +19,7 @@ from typing import NamedTuple
 
 from chatd.codecs.irc_wire import IrcMessage, format_line
 from chatd.model import (
+    AccountEvent,
     Command,
     Echo,
     Error,
@@ -50,7 +51,14 @@ __all__ = [
 
 #: What CAP LS offers. Only what is implemented: multi-prefix is trivially honoured
 #: (chatd has no channel operators, so NAMES never carries a prefix at all).
-CAPABILITIES = ("echo-message", "message-tags", "multi-prefix", "server-time")
+CAPABILITIES = (
+    "echo-message",
+    "message-tags",
+    "multi-prefix",
+    "server-time",
+    "account-tag",  # accounts: chatd/codecs/irc_accounts.py
+    "sasl",
+)
 
 MAX_TARGETS = 4  # PRIVMSG/NOTICE a,b,c,d (TARGMAX)
 HOST = "chatd"  # the host part of every nick!user@host: chatd keeps peers' addresses private
@@ -62,7 +70,7 @@ CHANNEL_MODES = "n"
 USERLEN = NICK_MAX  # the longest username kept from USER
 
 #: Commands allowed before registration is complete (others get 451).
-REGISTRATION = frozenset({"CAP", "PASS", "NICK", "USER", "PING", "PONG", "QUIT"})
+REGISTRATION = frozenset({"CAP", "PASS", "NICK", "USER", "PING", "PONG", "QUIT", "AUTHENTICATE"})
 
 
 # mIRC formatting: bold, colour (with up to two numbers, fg[,bg]), hex colour, reset,
@@ -129,6 +137,10 @@ class Session:
         self.caps: frozenset[str] = frozenset()
         self.rooms: dict[str, str] = {}  # folded -> name, from Joined/PartEvent
         self.motd: tuple[str, ...] = ()
+        # SASL (chatd.codecs.irc_accounts)
+        self.sasl_mechanism: str | None = None
+        self.sasl_data = ""
+        self.logged_in = False
 
     @property
     def targmax(self) -> dict[str, int]:
@@ -171,6 +183,8 @@ class Session:
                 self.nick = new
             case Error() if self.nick is None:
                 self.hello_sent = False  # refused: wait for another NICK (or PASS)
+            case AccountEvent(account=account):
+                self.logged_in = account is not None
 
     # ------------------------------------------------------------------ formatting
 
@@ -196,10 +210,16 @@ class Session:
             return []
         self.hello_sent = True
         password = self.password if self.password_required else None
+        account = account_password = None
+        if self.password is not None and not self.password_required:
+            # No server password: PASS is the account's (ergo's "PASS account:password").
+            account, _, account_password = self.password.rpartition(":")
         return [
             Hello(
                 self.wanted,
                 password=password,
+                account=account or None,
+                account_password=account_password,
                 user=self.username,
                 realname=self.realname,
                 rid=Ctx("NICK", self.wanted),

@@ -15,12 +15,14 @@ from typing import Any, assert_never, cast
 
 from chatd.codecs.base import Codec, decode_utf8
 from chatd.model import (
+    AccountEvent,
     AnyEvent,
     Away,
     AwayEvent,
     AwayNotice,
     AwayReply,
     Command,
+    DropAccount,
     Error,
     ErrorCode,
     Event,
@@ -28,6 +30,7 @@ from chatd.model import (
     History,
     HistoryEnd,
     HistoryReply,
+    Identify,
     Join,
     Joined,
     JoinEvent,
@@ -45,9 +48,11 @@ from chatd.model import (
     ProtocolError,
     Quit,
     QuitEvent,
+    Register,
     Rooms,
     RoomsReply,
     Say,
+    SetPassword,
     Shutdown,
     Skipped,
     StatsReply,
@@ -129,7 +134,14 @@ class _Request:
 
 
 def _hello(r: _Request) -> Command:
-    return Hello(r.text("nick"), password=r.opt_text("password"), rid=r.rid)
+    return Hello(
+        r.text("nick"),
+        password=r.opt_text("password"),
+        resume=r.opt_text("resume"),
+        account=r.opt_text("account"),
+        account_password=r.opt_text("account_password"),
+        rid=r.rid,
+    )
 
 
 def _say(r: _Request) -> Command:
@@ -166,6 +178,11 @@ _OPS: dict[str, Callable[[_Request], Command]] = {
     "whois": lambda r: Whois(r.text("nick"), rid=r.rid),
     "ping": lambda r: Ping(rid=r.rid),
     "quit": lambda r: Quit(r.opt_text("reason", "") or "", rid=r.rid),
+    # accounts (docs/accounts.md)
+    "register": lambda r: Register(r.text("password"), rid=r.rid),
+    "identify": lambda r: Identify(r.opt_text("account"), r.text("password"), rid=r.rid),
+    "passwd": lambda r: SetPassword(r.text("password"), r.text("new_password"), rid=r.rid),
+    "unregister": lambda r: DropAccount(r.text("password"), rid=r.rid),
 }
 
 
@@ -182,6 +199,8 @@ def _message_fields(m: Message) -> dict[str, Any]:
         obj["action"] = True
     if m.history:
         obj["history"] = True
+    if m.account is not None:
+        obj["account"] = m.account
     return obj
 
 
@@ -194,6 +213,12 @@ def _event_fields(event: AnyEvent) -> dict[str, Any]:  # noqa: C901 (one case pe
             welcome["motd"] = list(motd)
             if limits:
                 welcome["limits"] = dict(limits)
+            if event.resume:
+                welcome["resume"] = event.resume
+            if event.account is not None:
+                welcome["account"] = event.account
+            if event.resumed:
+                welcome["resumed"] = True
             return welcome
         case Joined(room=room, topic=topic, members=members):
             joined: dict[str, Any] = {"type": "joined", "room": room, "topic": topic}
@@ -209,6 +234,8 @@ def _event_fields(event: AnyEvent) -> dict[str, Any]:  # noqa: C901 (one case pe
                 obj["notice"] = True
             if action:
                 obj["action"] = True
+            if event.account is not None:
+                obj["account"] = event.account
             return obj
         case NickEvent(old=old, new=new):
             return {"type": "nick", "old": old, "new": new}
@@ -268,7 +295,16 @@ def _event_fields(event: AnyEvent) -> dict[str, Any]:  # noqa: C901 (one case pe
         case HistoryEnd(room=room):
             return {"type": "history_end", "room": room}
         case WhoisReply(nick=nick, rooms=rooms, away=away, idle_seconds=idle):
-            return {"type": "whois", "nick": nick, "rooms": list(rooms), "away": away, "idle": idle}
+            return {
+                "type": "whois",
+                "nick": nick,
+                "rooms": list(rooms),
+                "away": away,
+                "idle": idle,
+                "account": event.account,
+            }
+        case AccountEvent(account=account, what=what):
+            return {"type": "account", "account": account, "event": what}
         case AwayReply(away=away):
             return {"type": "away", "away": away}
         case AwayEvent(nick=nick, away=away):

@@ -22,12 +22,14 @@ from typing import assert_never, cast
 
 from chatd.codecs.base import Codec, decode_utf8
 from chatd.model import (
+    AccountEvent,
     AnyEvent,
     Away,
     AwayEvent,
     AwayNotice,
     AwayReply,
     Command,
+    DropAccount,
     Echo,
     Error,
     ErrorCode,
@@ -36,6 +38,7 @@ from chatd.model import (
     History,
     HistoryEnd,
     HistoryReply,
+    Identify,
     Join,
     Joined,
     JoinEvent,
@@ -53,9 +56,11 @@ from chatd.model import (
     ProtocolError,
     Quit,
     QuitEvent,
+    Register,
     Rooms,
     RoomsReply,
     Say,
+    SetPassword,
     Shutdown,
     Skipped,
     StatsReply,
@@ -87,6 +92,10 @@ Commands (anything else you type is said to your current room):
   /history [N]         the last N messages of the current room
   /away [text]         set (or clear) an away message
   /whois NICK          about somebody
+  /register PASSWORD   register your nick as an account (docs/accounts.md)
+  /identify [NAME] PW  log in to your account (or account NAME)
+  /passwd OLD NEW      change your account's password
+  /unregister PASSWORD delete your account
   /ping                check the server is there
   /quit [reason]       leave
   //text               say "/text" literally"""
@@ -164,6 +173,34 @@ def _cmd_whois(arg: str) -> list[Command]:
     return [Whois(arg.split()[0])]
 
 
+def _cmd_register(arg: str) -> list[Command]:
+    if not arg or " " in arg:
+        raise _usage("/register PASSWORD   (one word)")
+    return [Register(arg)]
+
+
+def _cmd_identify(arg: str) -> list[Command]:
+    words = arg.split()
+    if len(words) == 1:
+        return [Identify(None, words[0])]
+    if len(words) == 2:
+        return [Identify(words[0], words[1])]
+    raise _usage("/identify [ACCOUNT] PASSWORD")
+
+
+def _cmd_passwd(arg: str) -> list[Command]:
+    words = arg.split()
+    if len(words) != 2:
+        raise _usage("/passwd OLD NEW")
+    return [SetPassword(words[0], words[1])]
+
+
+def _cmd_unregister(arg: str) -> list[Command]:
+    if not arg or " " in arg:
+        raise _usage("/unregister PASSWORD")
+    return [DropAccount(arg)]
+
+
 _COMMANDS: dict[str, Callable[[str], list[Command]]] = {
     "join": _cmd_join,
     "j": _cmd_join,
@@ -185,6 +222,10 @@ _COMMANDS: dict[str, Callable[[str], list[Command]]] = {
     "quit": lambda arg: [Quit(arg)],
     "exit": lambda arg: [Quit(arg)],
     "help": lambda arg: [Echo(Notice(HELP))],
+    "register": _cmd_register,
+    "identify": _cmd_identify,
+    "passwd": _cmd_passwd,
+    "unregister": _cmd_unregister,
 }
 
 
@@ -213,8 +254,12 @@ def _render(event: AnyEvent) -> str:  # noqa: C901 (one case per event: the matc
             if by:
                 return f"{room} -- {by} set the topic: {topic}"
             return f"*** Topic of {room}: {topic or '(none)'}"
+        case Welcome(nick=nick, server=server, motd=motd, resumed=True):
+            return f"*** Welcome back, {nick}: your session was kept (rooms follow)."
         case Welcome(nick=nick, server=server, motd=motd):
             lines = [f"*** Welcome to {server}, {nick}! Type /help for commands."]
+            if event.account:
+                lines.append(f"*** You are logged in as {event.account}.")
             lines += [f"*** {line}" for line in motd]
             return "\n".join(lines)
         case Joined(room=room, topic=topic, members=members):
@@ -266,9 +311,17 @@ def _render(event: AnyEvent) -> str:  # noqa: C901 (one case per event: the matc
             return ""
         case WhoisReply(nick=nick, rooms=rooms, away=away):
             line = f"*** {nick} is in {', '.join(rooms) or 'no rooms'}"
+            line += f"; logged in as {event.account}" if event.account else ""
             return line + (f"; away: {away}" if away else "")
         case AwayReply(away=away):
             return "*** You are marked as away." if away else "*** You are back."
+        case AccountEvent(account=account, what=what):
+            return {
+                "registered": f"*** Account {account} registered; you are logged in.",
+                "identified": f"*** You are logged in as {account}.",
+                "password_changed": f"*** Password of {account} changed.",
+                "dropped": "*** Your account is deleted; you are logged out.",
+            }.get(what, f"*** account: {what}")
         case StatsReply(users=users, rooms=rooms):  # no command asks for it yet
             return f"*** {users} users in {rooms} rooms"
     assert_never(event)
@@ -282,6 +335,9 @@ class TextCodec(Codec):
         self._password_required = password_required
         self._registered = False
         self._nick_for_password: str | None = None
+        # A registered nick was refused: the next line is its account password.
+        self._asked: tuple[str, str | None] | None = None  # (nick, server password)
+        self._nick_for_login: tuple[str, str | None] | None = None
 
     def decode(self, line: bytes) -> list[Command]:
         text = decode_utf8(line).strip()
@@ -302,9 +358,15 @@ class TextCodec(Codec):
         return [Say(None, text)]
 
     def _decode_registration(self, text: str) -> list[Command]:
+        if self._nick_for_login is not None:
+            (nick, password), self._nick_for_login = self._nick_for_login, None
+            if not text.startswith("/"):  # a /command (/nick other, /quit) cancels
+                self._asked = (nick, password)
+                return [Hello(nick, password=password, account_password=text, autojoin=(LOBBY,))]
         if self._nick_for_password is not None:
             # The password prompt: this line is the password, whatever it looks like. The
             # nick stays until the hub welcomes us or refuses the nick (see observe).
+            self._asked = (self._nick_for_password, text)
             return [Hello(self._nick_for_password, password=text, autojoin=(LOBBY,))]
         if text.startswith("/"):
             name, arg = _split1(text[1:])
@@ -323,6 +385,7 @@ class TextCodec(Codec):
                 raise ProtocolError(ErrorCode.BAD_NICK, f'"{shown}" is not a valid nick')
             self._nick_for_password = nick
             return [Echo(Notice("This server has a password: type it on the next line."))]
+        self._asked = (nick, None)
         return [Hello(nick, autojoin=(LOBBY,))]
 
     def observe(self, event: Event) -> None:
@@ -335,6 +398,9 @@ class TextCodec(Codec):
             and event.code != ErrorCode.BAD_PASSWORD
         ):
             self._nick_for_password = None  # the nick was refused: ask for another
+            login_codes = (ErrorCode.NICK_REGISTERED, ErrorCode.BAD_LOGIN, ErrorCode.THROTTLED)
+            if event.code in login_codes and self._asked is not None:
+                self._nick_for_login = self._asked  # ask for the account's password
 
     def encode(self, event: Event, rid: object = None) -> bytes:
         text = _render(cast(AnyEvent, event))  # the open base -> the closed union
@@ -344,6 +410,11 @@ class TextCodec(Codec):
 
     def _next_step(self, code: str) -> str:
         """During registration, what the next line must be (after observe has run)."""
+        if self._nick_for_login is not None:  # (an error goes to this connection alone)
+            return (
+                f"\n*** Type the password of account {self._nick_for_login[0]} on the next "
+                "line (it is not shown to anyone), or /nick ANOTHER."
+            )
         if code == ErrorCode.BAD_PASSWORD and self._nick_for_password is not None:
             return f"\n*** Type the password for {self._nick_for_password} on the next line."
         if code in (ErrorCode.BAD_NICK, ErrorCode.NICK_TAKEN):

@@ -1,0 +1,265 @@
+"""Hostile HTTP and WebSocket against a real chatd process, while other users chat.
+
+Every attack gets its answer (a status, a close code, or the registration timeout), the
+server's memory and descriptors stay bounded, and the chat goes on meanwhile.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+from collections.abc import Iterator
+
+import pytest
+from helpers import ChatdProcess, JsonClient, many_sockets, wait_until
+
+pytest.importorskip("wsproto")
+from wsclient import WsClient, masked_frame  # noqa: E402
+from wsproto.frame_protocol import Opcode  # noqa: E402
+
+TIMEOUT = 3  # registration timeout of these servers, seconds
+
+
+@pytest.fixture
+def server() -> Iterator[ChatdProcess]:
+    # The crowds here connect from 127.0.0.1 but stand for many hosts: no per-address limit
+    # (test_per_address_limit_counts_web_connections checks it on the web port).
+    s = ChatdProcess(
+        "--register-timeout-seconds", str(TIMEOUT), "--max-clients-per-ip", "0", web=True
+    )  # fmt: skip
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+@pytest.fixture
+def chatters(server: ChatdProcess) -> Iterator[tuple[JsonClient, JsonClient]]:
+    alice, bob = JsonClient(server.port), JsonClient(server.port)
+    alice.hello("alice")
+    alice.join("#lobby")
+    bob.hello("bob")
+    bob.join("#lobby")
+    yield alice, bob
+    alice.close()
+    bob.close()
+
+
+def chat_works(pair: tuple[JsonClient, JsonClient], text: str) -> None:
+    alice, bob = pair
+    alice.say("#lobby", text)
+    bob.expect_frame(type="msg", text=text)
+
+
+def http(port: int, request: bytes, timeout: float = 5.0) -> bytes:
+    """Send ``request``; everything the server says until it closes or goes quiet."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(request)
+        s.shutdown(socket.SHUT_WR) if request.endswith(b"\r\n\r\n") else None
+        got = b""
+        try:
+            while chunk := s.recv(65536):
+                got += chunk
+        except (TimeoutError, ConnectionResetError):
+            pass
+        return got
+
+
+def closed_within(sock: socket.socket, seconds: float) -> bytes:
+    """What the server sent before it closed ``sock`` (fails if it stays open)."""
+    sock.settimeout(seconds)
+    got = b""
+    try:
+        while chunk := sock.recv(65536):
+            got += chunk
+    except ConnectionResetError:
+        pass
+    return got
+
+
+def test_hostile_http_requests(
+    server: ChatdProcess, chatters: tuple[JsonClient, JsonClient]
+) -> None:
+    port = server.web_port
+    assert port
+    host = f"Host: 127.0.0.1:{port}\r\n".encode()
+    # Oversized headers: 431, closed.
+    big = b"GET / HTTP/1.1\r\n" + host + b"X-Filler: " + b"f" * 40000 + b"\r\n\r\n"
+    assert http(port, big).startswith(b"HTTP/1.1 431 ")
+    chat_works(chatters, "after the oversized headers")
+    # A request line that never ends: 431 as soon as it passes the limit.
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(b"GET /" + b"a" * 20000)
+        assert closed_within(s, 5).startswith(b"HTTP/1.1 431 ")
+    # ... and one that trickles below the limit: cut by the registration timeout.
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(b"GET /aaaa")
+        start = time.monotonic()
+        assert closed_within(s, TIMEOUT + 5) == b""
+        assert time.monotonic() - start < TIMEOUT + 4
+    chat_works(chatters, "after the endless request line")
+    # Path traversal, plain and encoded: never a file outside the allowlist.
+    for path in (
+        b"/../../etc/passwd",
+        b"/%2e%2e/%2e%2e/etc/passwd",
+        b"/%2E%2E%2F%2E%2E%2Fetc%2Fpasswd",
+        b"/..%c0%af..%c0%afetc/passwd",
+        b"/static/..%252f..%252fetc/passwd",
+        b"/./app.js/../../../../etc/passwd",
+        b"http://127.0.0.1/../../etc/passwd",
+        b"*",
+    ):
+        answer = http(port, b"GET " + path + b" HTTP/1.1\r\n" + host + b"\r\n")
+        assert answer.startswith((b"HTTP/1.1 404 ", b"HTTP/1.1 400 ")), (path, answer[:80])
+        assert b"root:" not in answer
+    chat_works(chatters, "after the traversal attempts")
+
+
+def test_a_thousand_half_open_upgrades(
+    server: ChatdProcess, chatters: tuple[JsonClient, JsonClient]
+) -> None:
+    port = server.web_port
+    assert port
+    fds_before = server.fd_count()
+    rss_before = server.rss_kib()
+    half = (
+        f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+    ).encode()  # ... and never the blank line that ends it
+    socks = many_sockets(port, 1000)
+    try:
+        for s in socks:
+            s.sendall(half)
+        wait_until(lambda: server.fd_count() >= fds_before + 1000, timeout=20)
+        chat_works(chatters, "while a thousand upgrades hang")
+        grown = server.rss_kib() - rss_before
+        assert grown < 40 * 1024, f"{grown} KiB for 1000 half-open upgrades"
+        start = time.monotonic()
+        for s in socks:  # every one is cut by the registration timeout
+            assert closed_within(s, TIMEOUT + 20) == b""
+        assert time.monotonic() - start < TIMEOUT + 20
+    finally:
+        for s in socks:
+            s.close()
+    wait_until(lambda: server.fd_count() <= fds_before + 5, timeout=10)
+    chat_works(chatters, "after the half-open upgrades")
+
+
+def test_websocket_users_chat_with_tcp_users(
+    server: ChatdProcess, chatters: tuple[JsonClient, JsonClient]
+) -> None:
+    alice, _ = chatters
+    ws = WsClient(server.web_port or 0)
+    assert ws.rejected is None
+    ws.send_json(op="hello", nick="wendy")
+    ws.expect_frame(type="welcome", nick="wendy")
+    ws.send_json(op="join", room="#lobby")
+    ws.expect_frame(type="history_end", room="#lobby")
+    ws.send_json(op="say", room="#lobby", text="from a websocket")
+    alice.expect_frame(type="msg", text="from a websocket", **{"from": "wendy"})
+    alice.say("#lobby", "to a websocket")
+    ws.expect_frame(type="msg", text="to a websocket")
+    ws.send_text("not json")
+    assert ws.expect_frame(type="error")["code"] == "bad_json"
+    ws.send_text("x" * 10000)
+    assert ws.expect_frame(type="error")["code"] == "line_too_long"
+    ws.send_json(op="say", room="#lobby", text="still here")
+    alice.expect_frame(type="msg", text="still here")
+    ws.close()
+
+
+def test_cross_site_upgrade_is_refused(server: ChatdProcess) -> None:
+    ws = WsClient(server.web_port or 0, origin="http://evil.example")
+    assert ws.rejected == 403
+    ws.close()
+
+
+@pytest.mark.parametrize(
+    "attack,code",
+    [
+        (b"\x81\xff" + struct.pack("!Q", 1 << 63) + b"\x00" * 4, 1002),  # 2^63 bytes
+        (masked_frame(Opcode.TEXT, b'{"op":"ping"}', mask=False), 1002),  # unmasked
+        (masked_frame(Opcode.PING, b"") * 20000, 1008),  # a ping flood
+        (masked_frame(Opcode.BINARY, b"\x00"), 1003),
+        (masked_frame(Opcode.TEXT, b"\xff\xfe"), 1007),  # not UTF-8
+        (masked_frame(Opcode.PING, b"x" * 200), 1002),  # a control frame over 125 bytes
+    ],
+)
+def test_bad_frames_are_closed_with_their_code(
+    server: ChatdProcess, chatters: tuple[JsonClient, JsonClient], attack: bytes, code: int
+) -> None:
+    ws = WsClient(server.web_port or 0)
+    ws.send_raw(attack)
+    assert ws.wait_closed().code == code
+    ws.close()
+    chat_works(chatters, f"after close code {code}")
+
+
+def test_a_frame_claiming_2_to_the_62_bytes_costs_nothing(
+    server: ChatdProcess, chatters: tuple[JsonClient, JsonClient]
+) -> None:
+    ws = WsClient(server.web_port or 0)
+    rss_before = server.rss_kib()
+    ws.send_raw(b"\x81\xff" + struct.pack("!Q", 1 << 62) + b"\x00" * 4)
+    for _ in range(64):
+        ws.send_raw(b"a" * 65536)  # 4 MiB of a message that is never kept
+    chat_works(chatters, "while a giant frame streams")
+    assert server.rss_kib() - rss_before < 8 * 1024
+    assert ws.wait_closed(TIMEOUT + 10)  # never registered: the timeout ends it
+    ws.close()
+
+
+def test_a_websocket_that_never_reads_is_a_slow_consumer(make_server: type[ChatdProcess]) -> None:
+    server = make_server(
+        "--rate-limit", "0", "--out-soft-limit-bytes", "65536",
+        "--out-hard-limit-bytes", "131072", "--send-buffer-bytes", "4096", web=True,
+    )  # fmt: skip
+    ws = WsClient(server.web_port or 0)
+    ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    ws.send_json(op="hello", nick="sleepy")
+    ws.send_json(op="join", room="#lobby")
+    talker = JsonClient(server.port)
+    talker.hello("talker")
+    talker.join("#lobby")
+    for n in range(400):
+        talker.say("#lobby", f"{n} " + "x" * 1500)
+    talker.expect_frame(type="quit", nick="sleepy", timeout=30)
+    assert "slow consumer" in server.log()
+    talker.close()
+    ws.close()
+
+
+def test_websocket_messages_are_rate_limited_like_lines(
+    server: ChatdProcess, chatters: tuple[JsonClient, JsonClient]
+) -> None:
+    """Default limit: 10 commands/s after a burst of 30. 60 messages at once take >= 3 s
+    to be executed (a lower bound: a slow machine only makes it longer)."""
+    alice, _ = chatters
+    ws = WsClient(server.web_port or 0)
+    ws.send_json(op="hello", nick="flood")
+    ws.send_json(op="join", room="#lobby")
+    ws.expect_frame(type="history_end")
+    start = time.monotonic()
+    for n in range(60):
+        ws.send_json(op="say", room="#lobby", text=f"flood {n}")
+    alice.expect_frame(type="msg", text="flood 29")
+    alice.expect_frame(type="msg", text="flood 59", timeout=20)
+    assert time.monotonic() - start >= 2.5
+    chat_works(chatters, "after the websocket flood")
+    ws.close()
+
+
+def test_per_address_limit_counts_web_connections(make_server: type[ChatdProcess]) -> None:
+    server = make_server("--max-clients-per-ip", "3", web=True)
+    tcp = JsonClient(server.port)
+    tcp.hello("tcp")
+    sockets = [WsClient(server.web_port or 0) for _ in range(2)]  # 3 from this address
+    assert all(ws.rejected is None for ws in sockets)
+    with socket.create_connection(("127.0.0.1", server.web_port or 0)) as s:
+        assert closed_within(s, 5) == b""  # the fourth: closed at once, no upgrade
+    for ws in sockets:  # the three admitted ones are unharmed
+        ws.send_json(op="ping")
+        ws.expect_frame(type="pong")
+        ws.close()
+    tcp.close()
