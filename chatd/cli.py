@@ -17,18 +17,22 @@ import socket
 import sys
 import tomllib
 import types
+from collections.abc import Callable
 from dataclasses import MISSING, fields, replace
 from pathlib import Path
 from typing import Any
 
-from chatd import __version__
+from chatd import __version__, discovery
 from chatd.accounts_store import AccountStore, AccountStoreError
 from chatd.certs import TlsSetup, TlsUnavailable, setup_tls
 from chatd.codecs.base import Codec
 from chatd.codecs.irc import IrcCodec
 from chatd.config import DEFAULT_PORT, Config, ConfigError, field_types, parse_duration
+from chatd.ctl import CtlServer, default_path
 from chatd.fdlimit import raise_fd_limit
-from chatd.history import MEMORY, HistoryError, SqliteHistory, default_path, open_store
+from chatd.history import MEMORY, HistoryError, SqliteHistory, open_store
+from chatd.history import default_path as data_path
+from chatd.moderation_store import ModerationStore
 from chatd.server import Server
 from chatd.streams import StreamFactory
 from chatd.tls import TlsStream, sniffer
@@ -63,13 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         kind = kinds[f.name][0]
         default = f.default if f.default is not MISSING else None
-        if kind is bool:  # --require-tls / --no-require-tls
+        if kind is bool:  # --announce / --no-announce
             parser.add_argument(
                 "--" + f.name.replace("_", "-"),
                 dest=f.name,
                 action=argparse.BooleanOptionalAction,
                 default=None,
-                help=f.metadata.get("help", "") + f" (default: {'on' if default else 'off'})",
+                help=f.metadata.get("help", "")
+                + ("" if default is None else f" (default: {'on' if default else 'off'})"),
             )
             continue
         parser.add_argument(
@@ -207,17 +212,6 @@ def _how_to_join(host: str, port: int) -> str:
 SUBCOMMANDS = ("backup", "export")
 
 
-def _plain_refusal(config: Config) -> bytes:
-    """What a plain-text client of the native port is told when TLS is required."""
-    host = config.server_name
-    port = config.port
-    return (
-        f"*** {host} requires an encrypted connection; plain text is refused.\n"
-        f"*** Connect with:  chat {host}:{port}   or:  openssl s_client -quiet "
-        f"-connect {host}:{port}   or:  ncat --ssl {host} {port}\n"
-    ).encode()
-
-
 def _listen_web(server: Server, host: str, port: int) -> str:
     """Start the web port (its libraries load only now); the URL to open."""
     from chatd.web import WebUnavailable, lan_address, listen_web
@@ -235,12 +229,27 @@ def _listen_web(server: Server, host: str, port: int) -> str:
     return f"http://{shown}:{bound_port}/"
 
 
+def _plain_refusal(config: Config) -> bytes:
+    """What a plain-text client of the native port is told when TLS is required."""
+    host = config.server_name
+    port = config.port
+    return (
+        f"*** {host} requires an encrypted connection; plain text is refused.\n"
+        f"*** Connect with:  chat {host}:{port}   or:  openssl s_client -quiet "
+        f"-connect {host}:{port}   or:  ncat --ssl {host} {port}\n"
+    ).encode()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["account"]:  # chatd account add|list|delete|passwd (chatd/account_cli.py)
         from chatd.account_cli import account_main
 
         return account_main(argv[1:])
+    if argv[:1] == ["ctl"]:  # the operator console (chatd/ctl_cli.py)
+        from chatd.ctl_cli import ctl_main
+
+        return ctl_main(argv[1:])
     if argv and argv[0] in SUBCOMMANDS:
         from chatd.backup import main as tool_main
 
@@ -249,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = config_from_args(args, dict(os.environ))
+        oper_credentials = read_oper_credentials(config.oper_password_file)
     except ConfigError as exc:
         parser.error(str(exc))
     logging.basicConfig(
@@ -259,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     _raise_fd_limit(config.max_clients + 64)
 
     if config.cluster:
-        return _main_cluster(config)
+        return _main_cluster(config, args, oper_credentials)
     try:
         history = open_store(
             config.db,
@@ -275,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
 
-    cert_dir = default_path().parent if history.path == MEMORY else Path(history.path).parent
+    cert_dir = data_path().parent if history.path == MEMORY else Path(history.path).parent
     try:
         tls = _start_tls(config, cert_dir)
     except TlsUnavailable as exc:
@@ -288,10 +298,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"chatd: {exc}", file=sys.stderr)
         history.close()
         return 2
-    server = Server(config, history=history, next_mid=next_mid, accounts=accounts)
+    moderation = ModerationStore(history.path)
+    server = Server(
+        config,
+        history=history,
+        next_mid=next_mid,
+        accounts=accounts,
+        moderation=moderation,
+        oper_credentials=oper_credentials,
+    )
     try:
-        return _serve(config, server, history, tls)
+        return _serve(config, server, history, tls, lambda: _reload(server, args))
     finally:
+        moderation.close()
         if accounts is not None:
             accounts.close()
 
@@ -312,7 +331,9 @@ def _start_tls(config: Config, cert_dir: Path) -> TlsSetup | None:
         return None
 
 
-def _main_cluster(config: Config) -> int:
+def _main_cluster(
+    config: Config, args: argparse.Namespace, oper_credentials: dict[str, str]
+) -> int:
     """``--cluster``: history and shared state in Redis (chatd/cluster.py, hiredis)."""
     try:
         from chatd.cluster import Cluster
@@ -325,20 +346,20 @@ def _main_cluster(config: Config) -> int:
     except ValueError as exc:
         print(f"chatd: --cluster: {exc}", file=sys.stderr)
         return 2
-    try:  # (no history database: the certificate is kept in the default data directory)
-        tls = _start_tls(config, default_path().parent)
-    except TlsUnavailable as exc:
-        print(f"chatd: cannot turn TLS on: {exc}", file=sys.stderr)
-        return 2
     # The nick hold (docs/accounts.md) is single-node: a cluster mirrors other nodes'
     # users in each hub, and their departures must show at once.
     config = replace(config, nick_hold_seconds=0)
-    server = Server(config)
+    try:  # (no history database: the certificate is kept in the default data directory)
+        tls = _start_tls(config, data_path().parent)
+    except TlsUnavailable as exc:
+        print(f"chatd: cannot turn TLS on: {exc}", file=sys.stderr)
+        return 2
+    server = Server(config, oper_credentials=oper_credentials)
     cluster = Cluster(server)
     cluster.start()
     print(f"chatd: cluster node {cluster.node} via {config.cluster}", flush=True)
     try:
-        return _serve(config, server, None, tls)
+        return _serve(config, server, None, tls, lambda: _reload(server, args))
     finally:
         cluster.close()
 
@@ -389,7 +410,11 @@ def _say_tls(config: Config, tls: TlsSetup | None) -> None:
 
 
 def _serve(
-    config: Config, server: Server, history: SqliteHistory | None, tls: TlsSetup | None
+    config: Config,
+    server: Server,
+    history: SqliteHistory | None,
+    tls: TlsSetup | None,
+    reload: Callable[[], list[str]],
 ) -> int:
     web_url = ""
     failed = f"{config.host}:{config.port} (native)"
@@ -415,9 +440,16 @@ def _serve(
         return 2
     for name, bound_host, bound_port in server.addresses:
         print(f"chatd: listening on {bound_host}:{bound_port} ({name})", flush=True)
+    _open_console(server, history.path if history is not None else "", port, reload)
     print(f"chatd: {_how_to_join(host, port)}", flush=True)
     _say_tls(config, tls)
+    announcer, why = discovery.start(
+        config, server.addresses, lambda: server.hub.stats()["registered"], server.loop
+    )
+    print(f"chatd: {why}", flush=True)
     if web_url:
+        if announcer is not None:  # the name people can type, announced by mDNS
+            web_url = f"http://{discovery.local_name()}:{web_url.rsplit(':', 1)[1]}"
         print(f"chatd: in a browser, open:  {web_url}", flush=True)
     print("chatd: press Ctrl-C to stop", flush=True)
 
@@ -438,12 +470,85 @@ def _serve(
         logger.critical("%s; stopping (nothing unstored was sent)", exc)
         status = 3
     finally:
+        if announcer is not None:
+            announcer.close()  # the goodbye packets: browsers forget us now
         if history is not None:
             history.close()  # never raises
     if server.storage_failure is not None:
         status = 3  # --on-storage-failure stop, and storage failed
     logger.info("stopped; %s", _summary(server.stats))
     return status
+
+
+def read_oper_credentials(path: str | None) -> dict[str, str]:
+    """``--oper-password-file``: one ``NAME PASSWORD`` per line (``#`` comments)."""
+    if path is None:
+        return {}
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+        loose = Path(path).stat().st_mode & 0o077
+    except OSError as exc:
+        raise ConfigError(f"cannot read operator password file {path}: {exc.strerror}") from None
+    if loose:
+        logger.warning("%s can be read by other users: chmod 600 it", path)
+    credentials: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        name, _, password = line.strip().partition(" ")
+        if not password.strip():
+            raise ConfigError(f"{path}:{number}: expected NAME PASSWORD")
+        credentials[name] = password.strip()
+    return credentials
+
+
+#: What ``chatd ctl reload`` changes in a running server; the rest needs a restart.
+LIVE_SETTINGS = (
+    "motd",
+    "operators",
+    "oper_password_file",
+    "max_text_chars",
+    "max_message_lines",
+    "max_rooms_per_client",
+    "history_replay",
+    "history_max_limit",
+    "rate_limit",
+    "rate_burst",
+    "nick_hold_seconds",
+)
+
+
+def _reload(server: Server, args: argparse.Namespace) -> list[str]:
+    """Re-read the config file (and the operator credentials); apply what can change live."""
+    new = config_from_args(args, dict(os.environ))
+    credentials = read_oper_credentials(new.oper_password_file)
+    old = server.config
+    changed = [name for name in LIVE_SETTINGS if getattr(new, name) != getattr(old, name)]
+    config = replace(old, **{name: getattr(new, name) for name in LIVE_SETTINGS})
+    server.config = config
+    server.hub.reconfigure(config, credentials)
+    later = [
+        f.name
+        for f in fields(Config)
+        if f.name not in LIVE_SETTINGS and getattr(new, f.name) != getattr(old, f.name)
+    ]
+    if later:
+        logger.warning("reload: %s change only after a restart", ", ".join(later))
+    logger.info("reloaded the configuration; changed: %s", ", ".join(changed) or "nothing")
+    return changed
+
+
+def _open_console(server: Server, db_path: str, port: int, reload: Callable[[], list[str]]) -> None:
+    path = default_path(server.config.ctl_socket, db_path, port)
+    if path is None:
+        logger.info("no operator console (ctl_socket off, or no $XDG_RUNTIME_DIR)")
+        return
+    try:
+        server.ctl = CtlServer(server, path, reload)
+    except OSError as exc:
+        print(f"chatd: no operator console at {path}: {exc}", file=sys.stderr)
+        return
+    print(f"chatd: operator console on {path} (chatd ctl --socket {path} …)", flush=True)
 
 
 def _summary(stats: dict[str, Any]) -> str:

@@ -64,6 +64,14 @@ class Config:
         "the server's name, shown to clients (default: the host name)",
     )
     motd: str = _opt("", "message of the day shown after registration (\\n separates lines)")
+    # --- LAN discovery (docs/discovery.md) ----------------------------------------------
+    announce: bool | None = _opt(
+        None,
+        "announce the server on the LAN by multicast DNS (DNS-SD: _chatd._tcp, _irc._tcp), "
+        "so 'chat' finds it without an address; needs the 'discovery' extra (zeroconf). "
+        "Default: on, except on a loopback-only listener; --announce forces it, "
+        "--no-announce turns it off",
+    )
 
     # --- TLS (docs/tls.md) -------------------------------------------------------------
     tls: str = _opt(
@@ -231,6 +239,23 @@ class Config:
         "hello with its resume token (or its account) to take back (0: no hold)",
     )
 
+    # --- moderation (docs/moderation.md) ---------------------------------------------------
+    operators: str = _opt(
+        "",
+        "accounts that are server operators while logged in, comma-separated (in the TOML "
+        'file also a list: operators = ["ada"])',
+    )
+    oper_password_file: str | None = _opt(
+        None,
+        "file of operator credentials, one 'NAME PASSWORD' per line, for IRC's OPER and "
+        "/oper (never on the command line)",
+    )
+    ctl_socket: str = _opt(
+        "",
+        "Unix socket of the operator console 'chatd ctl' (mode 0600; default: next to the "
+        "database, or under $XDG_RUNTIME_DIR with --db :memory:; 'off': none)",
+    )
+
     # --- history ---------------------------------------------------------------------------
     db: str = _opt(
         "",
@@ -382,6 +407,8 @@ class Config:
         checked: dict[str, Any] = {}
         for name, value in values.items():
             kind, optional = kinds[name]
+            if kind is str and isinstance(value, list) and all(isinstance(v, str) for v in value):
+                value = ",".join(value)  # operators = ["ada", "bob"]
             if value is None and optional:
                 checked[name] = value
             elif kind is float and isinstance(value, int | float) and not isinstance(value, bool):

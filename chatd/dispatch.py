@@ -31,15 +31,21 @@ from chatd.model import (
     ErrorCode,
     Event,
     FetchHistory,
+    FetchModLog,
     Hello,
     HistoryEnd,
     HistoryReply,
+    LogModeration,
     Message,
+    ModLogReply,
     ProtocolError,
     Replay,
     SaveAccount,
+    SaveRoom,
+    SaveServerBans,
     Store,
 )
+from chatd.moderation_store import ModerationStore
 from chatd.ratelimit import command_cost  # noqa: E402
 from chatd.storekeeper import HistoryStore, StoreKeeper  # noqa: E402
 
@@ -94,6 +100,7 @@ class Dispatcher:
         self.stats = stats
         self._password_required = config.password is not None
         self._gate = gate  # accounts: passwords stop there, before the hub
+        self.moderation: ModerationStore | None = None  # set by the server (moderation)
         self.cluster: ClusterHooks | None = None  # set by chatd.cluster when --cluster
 
     def execute(self, conn: Connection, frame: bytes | object, wall: float) -> None:
@@ -147,6 +154,7 @@ class Dispatcher:
                 case Deliver():
                     self.fanout.deliver(action)
                 case Store():
+                    self.stats["messages"] += 1
                     if self.keeper is not None:
                         self.keeper.append(action)
                 case Close(cid=cid, reason=reason, flush=flush):
@@ -163,6 +171,8 @@ class Dispatcher:
                         self.cluster.fetch_history(action)
                     else:
                         self._fetch_history(action)
+                case SaveRoom() | SaveServerBans() | LogModeration() | FetchModLog():
+                    self._moderation(action)
                 case SaveAccount() | DeleteAccount():
                     self._write_account(action)
                 case _:
@@ -173,6 +183,18 @@ class Dispatcher:
         conn = self._open.get(cid)
         if conn is not None and self._password_required:
             self._on_hello(conn, actions)
+
+    def _moderation(self, action: SaveRoom | SaveServerBans | LogModeration | FetchModLog) -> None:
+        """Moderation's store (docs/moderation.md): write a change, or answer a modlog."""
+        if not isinstance(action, FetchModLog):
+            if self.moderation is not None:
+                self.moderation.carry_out(action)
+            return
+        conn = self._open.get(action.cid)
+        if conn is not None:
+            store = self.moderation
+            log = store.modlog(action.room, action.limit) if store is not None else ()
+            self.deliver_one(conn, ModLogReply(log), action.rid)
 
     def _write_account(self, action: SaveAccount | DeleteAccount) -> None:
         error = self._gate.carry_out(action) if self._gate is not None else None

@@ -48,6 +48,7 @@ from chatd.historyfile import (
     free_bytes,
 )
 from chatd.model import MAX_MID, Message
+from chatd.moderation_store import create_tables
 from chatd.names import fold
 
 __all__ = [
@@ -65,7 +66,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 MEMORY = ":memory:"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _KIND = {False: "say", True: "me"}
 
 
@@ -98,6 +99,8 @@ def _v1_to_v2(db: sqlite3.Connection) -> None:
 # MIGRATIONS[2] and bump SCHEMA_VERSION.
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {0: _create_v1, 1: _v1_to_v2}
 _MIGRATIONS = MIGRATIONS  # the old name
+# 2 -> 3: moderation's rooms, bans and audit log (chatd/moderation_store.py)
+MIGRATIONS[2] = create_tables
 
 
 def default_path() -> Path:
@@ -252,7 +255,8 @@ class SqliteHistory:
             if version == 0:
                 # (chatd.accounts_store may have made its table first: chatd account add)
                 tables = db.execute(
-                    "SELECT count(*) FROM sqlite_master WHERE tbl_name != 'chatd_accounts'"
+                    "SELECT count(*) FROM sqlite_master WHERE tbl_name NOT IN "
+                    "('chatd_accounts', 'chatd_rooms', 'chatd_bans', 'chatd_modlog')"
                 ).fetchone()[0]
                 if tables:
                     raise HistoryError(

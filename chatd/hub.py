@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from chatd.config import Config
@@ -35,10 +35,13 @@ from chatd.hub_accounts import AccountRules, _Refusal
 from chatd.model import (
     MAX_MID,
     Action,
+    Announce,
     Away,
     AwayEvent,
     AwayNotice,
     AwayReply,
+    Ban,
+    BanList,
     Close,
     Command,
     Deliver,
@@ -51,14 +54,20 @@ from chatd.model import (
     Hello,
     History,
     Identify,
+    Invite,
     Join,
     Joined,
     JoinEvent,
+    Kick,
+    Kill,
     MemberInfo,
     Message,
+    Mode,
+    ModLog,
     Nick,
     NickEvent,
     Notice,
+    Oper,
     Part,
     PartEvent,
     Ping,
@@ -79,12 +88,15 @@ from chatd.model import (
     Store,
     Topic,
     TopicEvent,
+    Unban,
     Users,
     Who,
     Whois,
     WhoisReply,
     WhoReply,
 )
+from chatd.moderation import CONSOLE_CID, RoomRules
+from chatd.moderation_powers import ModerationPowers
 from chatd.names import (
     NICK_MAX,
     NICK_RULE,
@@ -130,6 +142,8 @@ class _Client:
     kept: list[PrivateMessage] = field(default_factory=list)
     user: str = ""  # IRC's USER username and real name ("": show the nick)
     realname: str = ""
+    address: str = ""  # the peer's address (moderation: bans; whois for operators)
+    oper: str | None = None  # OPER name: a server operator (chatd.moderation)
 
     def info(self) -> MemberInfo:
         assert self.nick is not None
@@ -144,6 +158,11 @@ class _Room:
     topic: str = ""
     members: dict[int, _Client] = field(default_factory=dict)  # join order
     _cids: tuple[int, ...] | None = None
+    # moderation (chatd.moderation): saved rules; operators, voiced, invited (folded nicks)
+    rules: RoomRules = field(default_factory=RoomRules)
+    ops: set[int] = field(default_factory=set)
+    voices: set[int] = field(default_factory=set)
+    invited: set[str] = field(default_factory=set)
 
     @property
     def cids(self) -> tuple[int, ...]:
@@ -159,6 +178,8 @@ class _Room:
     def remove(self, client: _Client) -> None:
         del self.members[client.cid]
         self._cids = None
+        self.ops.discard(client.cid)
+        self.voices.discard(client.cid)
 
     def nicks(self) -> tuple[str, ...]:
         return tuple(c.nick for c in self.members.values() if c.nick is not None)
@@ -167,7 +188,7 @@ class _Room:
         return tuple(c.nick for c in self.members.values() if c.nick and c.away is not None)
 
 
-class Hub(AccountRules):
+class Hub(AccountRules, ModerationPowers):
     """All chat state of one server.
 
     Args:
@@ -211,7 +232,19 @@ class Hub(AccountRules):
             DropAccount: self._drop_account,
             Users: self._users,
             Stats: self._stats,
+            # moderation (chatd.moderation)
+            Kick: self._kick,
+            Ban: self._ban,
+            Unban: self._unban,
+            BanList: self._ban_list,
+            Mode: self._mode,
+            Invite: self._invite,
+            Oper: self._oper,
+            Kill: self._kill,
+            Announce: self._announce,
+            ModLog: self._modlog,
         }
+        self._init_moderation()
 
     # ------------------------------------------------------------------ introspection
 
@@ -301,10 +334,22 @@ class Hub(AccountRules):
 
     # ------------------------------------------------------------------ entry points
 
-    def connect(self, cid: int, now: float) -> list[Action]:
-        """A connection was accepted."""
-        self._clients[cid] = _Client(cid, connected_at=now, last_active=now)
+    def connect(self, cid: int, now: float, address: str = "") -> list[Action]:
+        """A connection was accepted (from ``address``, for bans and operators' whois)."""
+        self._clients[cid] = _Client(cid, connected_at=now, last_active=now, address=address)
         return []
+
+    def console(self, command: Command, now: float) -> list[Action]:
+        """``command`` from the operator console (``chatd ctl``): a server operator whose
+        replies go to :data:`~chatd.moderation.CONSOLE_CID`."""
+        client = _Client(CONSOLE_CID, now, nick="console")
+        handler = self._handlers.get(type(command))
+        if handler is None:
+            raise TypeError(f"the hub does not handle {command!r}")
+        try:
+            return handler(client, command, now)
+        except _Refusal as refusal:
+            return self._error(client, command, refusal.code, refusal.message)
 
     def handle(self, cid: int, command: Command, now: float) -> list[Action]:
         """Carry out ``command`` from ``cid``; return what the server must do."""
@@ -322,6 +367,9 @@ class Hub(AccountRules):
             )
         client.last_active = now
         try:
+            if isinstance(command, Hello | Identify):
+                if banned := self._server_ban_gate(client, command, now):
+                    return banned
             return handler(client, command, now)
         except _Refusal as refusal:
             return self._error(client, command, refusal.code, refusal.message)
@@ -458,25 +506,26 @@ class Hub(AccountRules):
         if room is not None and client.cid in room.members:
             # Already there: make it current again and repeat the room's state.
             client.rooms[key] = client.rooms.pop(key)
-            return [
-                self._reply(
-                    client, cmd, Joined(room.name, room.topic, room.nicks(), away=room.away())
-                )
-            ]
+            joined = Joined(
+                room.name, room.topic, room.nicks(), self._prefixes(room), away=room.away()
+            )
+            return [self._reply(client, cmd, joined)]
         if len(client.rooms) >= self._config.max_rooms_per_client:
             raise _Refusal(
                 ErrorCode.BAD_REQUEST,
                 f"you are in {len(client.rooms)} rooms already; part one first",
             )
+        rules = room.rules if room is not None else self._room_rules(key, client)
+        self._check_join(client, rules, name, cmd.key, now)
         if room is None:
-            room = self._rooms[key] = _Room(name)
+            room = self._rooms[key] = _Room(name, topic=rules.topic, rules=rules)
         others = room.cids
         room.add(client)
         client.rooms[key] = room
         assert client.nick is not None
-        actions: list[Action] = [
-            self._reply(client, cmd, Joined(room.name, room.topic, room.nicks(), away=room.away()))
-        ]
+        saved = self._joined(client, room)
+        joined = Joined(room.name, room.topic, room.nicks(), self._prefixes(room), away=room.away())
+        actions: list[Action] = [self._reply(client, cmd, joined), *saved]
         if others:
             actions.append(Deliver(others, JoinEvent(room.name, client.nick)))
         # Always, even with history_replay 0: history_end tells the client the replay
@@ -505,6 +554,7 @@ class Hub(AccountRules):
     def _say(self, client: _Client, cmd: Say, now: float) -> list[Action]:
         room = self._room_of(client, cmd.room)
         text = self._check_text(cmd.text)
+        self._check_speak(client, room, now)
         if self._storage_down is not None:
             raise _Refusal(
                 ErrorCode.STORAGE_UNAVAILABLE,
@@ -570,8 +620,13 @@ class Hub(AccountRules):
 
     def _who(self, client: _Client, cmd: Who, now: float) -> list[Action]:
         room = self._room_of(client, None) if cmd.room is None else self._existing_room(cmd.room)
-        details = tuple(c.info() for c in room.members.values() if c.nick is not None)
-        return [self._reply(client, cmd, WhoReply(room.name, room.nicks(), details))]
+        details = tuple(
+            replace(c.info(), prefix=self._prefix(room, c.cid), oper=self.is_server_operator(c))
+            for c in room.members.values()
+            if c.nick is not None
+        )
+        reply = WhoReply(room.name, room.nicks(), details, self._prefixes(room))
+        return [self._reply(client, cmd, reply)]
 
     def _users(self, client: _Client, cmd: Users, now: float) -> list[Action]:
         others = (self._clients.get(cid) or self._held.get(cid) for cid in self._neighbours(client))
@@ -583,7 +638,9 @@ class Hub(AccountRules):
     def _census(self) -> StatsReply:
         users = len(self._nicks)  # held sessions (hub_accounts) count as users
         online = users - len(self._held)
-        return StatsReply(users, len(self._clients) - online, len(self._rooms), self._max_users)
+        opers = sum(1 for c in self._clients.values() if c.nick and self.is_server_operator(c))
+        rooms = len(self._rooms)
+        return StatsReply(users, len(self._clients) - online, rooms, self._max_users, opers)
 
     def _stats(self, client: _Client, cmd: Stats, now: float) -> list[Action]:
         return [self._reply(client, cmd, self._census())]
@@ -606,6 +663,7 @@ class Hub(AccountRules):
             )
             return [self._reply(client, cmd, TopicEvent(room.name, room.topic, ""))]
         room = self._room_of(client, cmd.room)
+        self._check_topic(client, room)
         topic = clean_line(cmd.topic)
         if len(topic) > MAX_TOPIC_CHARS:
             raise _Refusal(
@@ -613,7 +671,8 @@ class Hub(AccountRules):
             )
         room.topic = topic
         assert client.nick is not None
-        return self._to_room(room, client, cmd, TopicEvent(room.name, topic, client.nick))
+        event = TopicEvent(room.name, topic, client.nick)
+        return self._to_room(room, client, cmd, event) + self._save(room)
 
     def _ping(self, client: _Client, cmd: Ping, now: float) -> list[Action]:
         return [self._reply(client, cmd, Pong(cmd.token))]
@@ -657,8 +716,17 @@ class Hub(AccountRules):
         away = target.away
         if target.held_until is not None:
             away = "lost the connection; the nick is held for them"
+        oper = self.is_server_operator(client)
         reply = WhoisReply(
-            target.nick, rooms, away, idle, info.user, info.realname, account=target.account
+            target.nick,
+            rooms,
+            away,
+            idle,
+            info.user,
+            info.realname,
+            account=target.account,
+            address=(target.address or None) if oper else None,
+            oper=self.is_server_operator(target),
         )
         return [self._reply(client, cmd, reply)]
 

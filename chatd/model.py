@@ -73,8 +73,8 @@ __all__ = [
     "HistoryEnd",
     "WhoisReply",
     "AwayReply",
-    "AwayEvent",
     "AccountEvent",
+    "AwayEvent",
     # actions
     "Action",
     "Deliver",
@@ -88,6 +88,30 @@ __all__ = [
     "ProtocolError",
     "ErrorCode",
     "MAX_MID",
+    # moderation (chatd.model_moderation)
+    "Kick",
+    "Ban",
+    "Unban",
+    "BanList",
+    "Mode",
+    "Invite",
+    "Oper",
+    "Kill",
+    "Announce",
+    "ModLog",
+    "BanInfo",
+    "KickEvent",
+    "ModeEvent",
+    "BanListReply",
+    "InviteEvent",
+    "OperEvent",
+    "ModLogEntry",
+    "ModLogReply",
+    "RoomState",
+    "SaveRoom",
+    "SaveServerBans",
+    "LogModeration",
+    "FetchModLog",
 ]
 
 
@@ -132,6 +156,18 @@ class ErrorCode(StrEnum):
     ACCOUNT_EXISTS = "account_exists"
     NOT_LOGGED_IN = "not_logged_in"
     ACCOUNTS_BUSY = "accounts_busy"
+    # moderation (docs/moderation.md)
+    NOT_OPERATOR = "not_operator"
+    NOT_SERVER_OPERATOR = "not_server_operator"
+    BANNED = "banned"
+    INVITE_ONLY = "invite_only"
+    BAD_KEY = "bad_key"
+    MUTED = "muted"
+    CANNOT_SEND = "cannot_send"
+    BAD_MODE = "bad_mode"
+    NOT_IN_THAT_ROOM = "not_in_that_room"
+    ALREADY_IN_ROOM = "already_in_room"
+    KILLED = "killed"
 
 
 class ProtocolError(Exception):
@@ -177,6 +213,7 @@ class Hello(Command):
 @dataclass(frozen=True, slots=True)
 class Join(Command):
     room: str
+    key: str | None = None  # a +k room's key
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,6 +326,7 @@ class StatsReply(Event):
     unregistered: int  # connections that have not said hello yet
     rooms: int
     max_users: int  # the most registered users at once since the server started
+    operators: int = 0  # server operators online (moderation)
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,6 +350,7 @@ class Joined(Event):
     room: str
     topic: str
     members: tuple[str, ...]
+    prefixes: tuple[str, ...] = ()  # per member: "@", "+", "@+" or "" (moderation)
     away: tuple[str, ...] = ()  # the members who are away
 
 
@@ -370,6 +409,8 @@ class MemberInfo:
     user: str
     realname: str
     away: bool = False
+    prefix: str = ""  # "@" operator, "+" voiced, "@+" both (moderation)
+    oper: bool = False  # a server operator
 
 
 @dataclass(frozen=True, slots=True)
@@ -377,6 +418,7 @@ class WhoReply(Event):
     room: str  # "*": the answer to Users
     members: tuple[str, ...]
     details: tuple[MemberInfo, ...] = ()  # the same members, for IRC's WHO
+    prefixes: tuple[str, ...] = ()  # per member: "@", "+", "@+" or "" (moderation)
 
 
 @dataclass(frozen=True, slots=True)
@@ -483,18 +525,12 @@ class WhoisReply(Event):
     user: str = ""
     realname: str = ""
     account: str | None = None
+    address: str | None = None  # shown to server operators only (moderation)
+    oper: bool = False  # is a server operator
 
 
 @dataclass(frozen=True, slots=True)
 class AwayReply(Event):
-    away: bool
-
-
-@dataclass(frozen=True, slots=True)
-class AwayEvent(Event):
-    """To everyone sharing a room with ``nick``: it went away, or came back."""
-
-    nick: str
     away: bool
 
 
@@ -506,6 +542,37 @@ class AccountEvent(Event):
     account: str | None
     what: str
 
+
+@dataclass(frozen=True, slots=True)
+class AwayEvent(Event):
+    """To everyone sharing a room with ``nick``: it went away, or came back."""
+
+    nick: str
+    away: bool
+
+
+# Moderation's commands, events and actions live in a file of their own (it imports the
+# base classes above, so it is imported here, after them).
+from chatd.model_moderation import (  # noqa: E402
+    Announce,
+    Ban,
+    BanInfo,
+    BanList,
+    BanListReply,
+    Invite,
+    InviteEvent,
+    Kick,
+    KickEvent,
+    Kill,
+    Mode,
+    ModeEvent,
+    ModLog,
+    ModLogEntry,
+    ModLogReply,
+    Oper,
+    OperEvent,
+    Unban,
+)
 
 #: Every event a codec may be asked to render. Each codec's render ``match``-es over it
 #: and ends with ``assert_never``, so an event added here and not rendered by every
@@ -534,8 +601,14 @@ AnyEvent = (
     | WhoisReply
     | AwayReply
     | StatsReply
-    | AwayEvent
     | AccountEvent
+    | KickEvent
+    | ModeEvent
+    | BanListReply
+    | InviteEvent
+    | OperEvent
+    | ModLogReply
+    | AwayEvent
 )
 
 
@@ -676,3 +749,45 @@ class SaveAccount(Action):
 @dataclass(frozen=True, slots=True)
 class DeleteAccount(Action):
     name: str
+
+
+# --------------------------------------------------------------------------- moderation
+# (docs/moderation.md; its commands and events: chatd.model_moderation)
+
+
+@dataclass(frozen=True, slots=True)
+class RoomState:
+    """What persists of a registered room."""
+
+    name: str
+    founder: str
+    modes: str
+    key: str | None
+    topic: str
+    bans: tuple[BanInfo, ...] = ()
+    quiets: tuple[BanInfo, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SaveRoom(Action):
+    state: RoomState
+
+
+@dataclass(frozen=True, slots=True)
+class SaveServerBans(Action):
+    bans: tuple[BanInfo, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class LogModeration(Action):
+    entry: ModLogEntry
+
+
+@dataclass(frozen=True, slots=True)
+class FetchModLog(Action):
+    """Answer ``cid`` with a ModLogReply of the newest ``limit`` entries (of ``room``)."""
+
+    cid: int
+    room: str | None
+    limit: int
+    rid: object = None

@@ -26,7 +26,8 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from chatd.accounts import AccountGate, new_token
 from chatd.accounts_store import AccountStore
@@ -49,11 +50,15 @@ from chatd.listeners import (
 from chatd.login_throttle import LoginThrottle
 from chatd.loop import READ, Loop
 from chatd.model import Action, Error, ErrorCode, Event, Probe, Shutdown, Skipped
+from chatd.moderation_store import ModerationStore
 from chatd.outpolicy import OutputPolicy, Verdict
 from chatd.ratelimit import TokenBucket
 from chatd.storekeeper import HistoryStore, StoreKeeper
 from chatd.streams import StreamError, StreamFactory, StreamSniffer
 from chatd.throttle import address_key
+
+if TYPE_CHECKING:
+    from chatd.ctl import CtlServer
 
 __all__ = ["Server", "HistoryStore", "Listener", "SNIFF_SECONDS"]
 
@@ -84,9 +89,17 @@ class Server:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         accounts: AccountStore | None = None,
+        moderation: ModerationStore | None = None,
+        oper_credentials: dict[str, str] | None = None,
     ) -> None:
         self.config = config
         self.hub = Hub(config, next_mid=next_mid, new_token=new_token)
+        # moderation (docs/moderation.md): what the store kept, and who may OPER
+        self.moderation = moderation
+        if moderation is not None:
+            self.hub.load_moderation(*moderation.load())
+        self.hub.set_operators(_names(config.operators), oper_credentials or {})
+        self.ctl: CtlServer | None = None  # the operator console (chatd.ctl), when on
         self._history = history
         self._keeper = StoreKeeper(history, clock()) if history is not None else None
         self._clock = clock
@@ -118,6 +131,7 @@ class Server:
             "protocol_errors": 0,
             "bugs": 0,
             "dropped_deliveries": 0,  # not encodable for one recipient (a bug; logged)
+            "messages": 0,  # room messages accepted (chatd ctl stats)
         }
         self._admission = Admission(config, clock, self.stats)
         # Accounts (docs/accounts.md): logins spend from the same guess budget per address.
@@ -136,6 +150,7 @@ class Server:
             self.request_stop,
             gate=self.gate,
         )
+        self._dispatch.moderation = moderation
         self._housekeeping_turns = 0
         # Without a rate limit every line read runs at once; with one, input may have to
         # wait, and what waits is bounded by max_input_backlog_bytes.
@@ -236,11 +251,17 @@ class Server:
         if self._dirty:
             self._flush_dirty(now)
 
+    def apply(self, actions: Iterable[Action]) -> None:
+        """Carry out the hub's ``actions`` (for the operator console, chatd.ctl)."""
+        self._dispatch.apply(actions)
+
     def close(self) -> None:
         """Release every socket at once (no goodbyes)."""
         for conn in [*self._open.values(), *self._closing.values()]:
             self._finalize(conn)
         self._close_listeners()
+        if self.ctl is not None:
+            self.ctl.close()
         self.loop.close()
         # The history store's owner (the CLI) commits and closes it: a commit that failed
         # in the loop must not be retried here, on the way out.
@@ -292,7 +313,7 @@ class Server:
         self._admission.opened(host)
         self._open[cid] = conn
         self.stats["accepted"] += 1
-        self.hub.connect(cid, self._wall())
+        self.hub.connect(cid, self._wall(), conn.host)
         level = self._admission.log_level(host)
         logger.log(level, "#%d connected from %s (%s)", cid, peer, listener.name)
         call_at = self.loop.call_at
@@ -589,3 +610,7 @@ class Server:
             conn.bytes_out,
             f", {conn.out.size}B unsent" if conn.out.size else "",
         )
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from chatd import names
 from chatd.config import DEFAULT_PORT
-from client import app, core, trust, ui
+from client import app, core, discovery, trust, ui
 
 
 def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, argparse.ArgumentParser]:
@@ -25,9 +25,12 @@ def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, argparse.Argumen
     parser.add_argument(
         "address",
         nargs="?",
-        default="localhost",
-        help=f"HOST[:PORT] of the server (default localhost:{DEFAULT_PORT}); for a chatd "
-        "cluster, several separated by commas: the next is tried when one fails",
+        help="HOST[:PORT] of the server (default: the one server found on the LAN, a list "
+        f"if several answer, else localhost:{DEFAULT_PORT}; see docs/discovery.md); for a "
+        "chatd cluster, several separated by commas: the next is tried when one fails",
+    )
+    parser.add_argument(
+        "--list", action="store_true", help="list the chatd servers on the LAN and exit"
     )
     parser.add_argument("--host", help="server host (overrides ADDRESS)")
     parser.add_argument("--port", type=int, help="server port (overrides ADDRESS)")
@@ -118,12 +121,20 @@ async def _ask_trust(server: str, fingerprint: str) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     args, parser = _parse(argv)
+    if args.list:
+        return discovery.list_servers(print)
     try:
-        first, *rest = args.address.split(",")
+        first, *rest = (args.address or "localhost").split(",")
         host, port = core.parse_address(first)
         others = tuple(core.parse_address(more) for more in rest)
     except ValueError as exc:
         parser.error(str(exc))
+    if args.address is None and args.host is None and args.port is None:
+        found = discovery.find_server((host, port), print, input)
+        if found is None:
+            print("chat: no server picked", file=sys.stderr)
+            return 1
+        host, port = found if isinstance(found, tuple) else (found.host, found.port)
     host = args.host or host
     port = args.port if args.port is not None else port
     if not 0 < port < 65536:

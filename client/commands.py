@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from chatd import names
-from client import sync
+from client import moderation, sync
 from client.text import irc_fold, normalize_room, sanitize, valid_nick
 
 if TYPE_CHECKING:
@@ -195,6 +195,20 @@ def _reconnect(state: ChatState, out: Output, rest: str) -> None:
     out.info("reconnecting now")
 
 
+def _moderate(name: str) -> Callable[[ChatState, Output, str], None]:
+    """/kick, /ban, /op … (client/moderation.py builds the request)."""
+
+    def run(state: ChatState, out: Output, rest: str) -> None:
+        room = state.current_room
+        request = moderation.frame(name, rest, room.name if room else None)
+        if isinstance(request, str):
+            out.error(request)
+        else:
+            state.send(out, cast("Request", request))  # ("args" of mode is a list)
+
+    return run
+
+
 def _quit(state: ChatState, out: Output, rest: str) -> None:
     out.quit = True
     if state.registered:
@@ -232,6 +246,8 @@ COMMANDS: tuple[Command, ...] = (
     Command("passwd", "/passwd OLD NEW", "change your account's password", _passwd),
     Command("unregister", "/unregister PASSWORD", "delete your account", _unregister),
     Command("reconnect", "/reconnect", "drop the connection and connect again now", _reconnect),
+    # moderation (docs/moderation.md)
+    *(Command(name, *moderation.USAGE[name], _moderate(name)) for name in moderation.USAGE),
     Command("quit", "/quit [reason]", "leave (Ctrl-D too)", _quit),
     Command("help", "/help", "this list", _help),
 )

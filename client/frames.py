@@ -24,6 +24,7 @@ from typing import Any
 
 from chatd import names
 from chatd.config import Config
+from client import moderation
 from client.text import sanitize
 
 __all__ = ["DECODERS", "Frame", "Garbled", "Limits", "decode", "parse"]
@@ -246,6 +247,23 @@ class Stats:
     rooms: int | None
 
 
+@dataclass(frozen=True, slots=True)
+class Kick:
+    """Somebody (maybe me) was kicked from a room (docs/moderation.md)."""
+
+    room: str
+    nick: str
+    by: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Moderation:
+    """Another moderation event (mode, bans, mutes, invite, oper, modlog), as one line."""
+
+    text: str
+
+
 Frame = (
     Welcome
     | Joined
@@ -271,6 +289,8 @@ Frame = (
     | Away
     | AwayChange
     | Stats
+    | Kick
+    | Moderation
 )
 
 
@@ -466,6 +486,12 @@ DECODERS: dict[str, Callable[[_Fields], Frame]] = {
     "away": lambda f: Away(f.flag("away")),
     "away_change": lambda f: AwayChange(f.nick("nick"), f.flag("away")),
     "stats": lambda f: Stats(f.opt_int("users"), f.opt_int("rooms")),
+    # moderation (client/moderation.py)
+    "kick": lambda f: Kick(f.room(), f.nick("nick"), f.opt_str("by"), f.opt_str("reason")),
+    **{
+        kind: (lambda f: Moderation(f._cut(sanitize(moderation.describe(f.obj), newlines=False))))
+        for kind in moderation.EVENT_TYPES
+    },
 }
 
 

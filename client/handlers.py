@@ -154,6 +154,15 @@ def on_part(state: ChatState, out: Output, f: frames.Part) -> None:
     out.lines.append(Line(Kind.SYSTEM, f"{f.nick} left {f.room}{suffix}", room=f.room))
 
 
+def on_kick(state: ChatState, out: Output, f: frames.Kick) -> None:
+    why = f"kicked by {f.by}" + (f": {f.reason}" if f.reason else "")
+    on_part(state, out, frames.Part(f.room, f.nick, why))  # the member is gone, as on part
+
+
+def on_moderation(state: ChatState, out: Output, f: frames.Moderation) -> None:
+    out.info(f.text)
+
+
 def on_quit(state: ChatState, out: Output, f: frames.Quit) -> None:
     state.away_nicks.discard(irc_fold(f.nick))
     for room in state.rooms.values():
@@ -341,4 +350,6 @@ HANDLERS: dict[type[frames.Frame], Handler] = {
     frames.Away: on_away,
     frames.AwayChange: on_away_change,
     frames.Stats: on_stats,
+    frames.Kick: on_kick,
+    frames.Moderation: on_moderation,
 }

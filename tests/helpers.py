@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,7 @@ class ChatdProcess:
         irc: bool = False,
         web: bool = False,
         preexec: Callable[[], None] | None = None,
+        wrap: Sequence[str] = (),
     ) -> None:
         # History off the disk unless a test asks for a file: servers started by tests
         # must not share (or lock) the user's ~/.local/share/chatd/history.db.
@@ -65,12 +66,14 @@ class ChatdProcess:
         self.irc_port: int | None = 0 if irc else None
         self.web_port: int | None = 0 if web else None
         self.preexec = preexec
+        self.wrap = list(wrap)  # a command prefix, e.g. ip netns exec NS (tests/netns.py)
         self.proc: subprocess.Popen[str] | None = None
         self.stdout_lines: list[str] = []
         self.start()
 
     def start(self) -> None:
         cmd = [
+            *self.wrap,
             sys.executable,
             "-m",
             "chatd",

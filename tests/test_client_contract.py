@@ -52,6 +52,17 @@ SAMPLES: dict[type[model.Event], model.Event] = {
     model.AwayEvent: model.AwayEvent("bob", True),
     model.StatsReply: model.StatsReply(3, 1, 2, 5),
     model.AccountEvent: model.AccountEvent("alice", "identified"),
+    # moderation (docs/moderation.md)
+    model.KickEvent: model.KickEvent("#lobby", "bob", "alice", "flooding"),
+    model.ModeEvent: model.ModeEvent("#lobby", "alice", "+o", ("bob",)),
+    model.BanListReply: model.BanListReply(
+        "#lobby", (model.BanInfo("bob!*@*", "alice", 1700000000.0, None, "spam"),)
+    ),
+    model.InviteEvent: model.InviteEvent("#lobby", "bob", "alice"),
+    model.OperEvent: model.OperEvent("boss"),
+    model.ModLogReply: model.ModLogReply(
+        (model.ModLogEntry(1700000000.0, "alice", "kick", "bob", "#lobby", "flooding"),)
+    ),
 }
 
 

@@ -18,7 +18,7 @@ from prompt_toolkit.history import FileHistory, InMemoryHistory
 from prompt_toolkit.input import PipeInput, create_pipe_input
 from prompt_toolkit.output import DummyOutput, create_output
 
-from client import ui
+from client import moderation, ui
 from client.core import ChatState, Kind, Line, irc_fold
 
 T = TypeVar("T")
@@ -245,6 +245,7 @@ def complete(state: ChatState, text: str) -> list[str]:
                     "passwd",
                     "unregister",
                     "reconnect",
+                    *moderation.USAGE,  # kick ban unban mute unmute op deop voice mode invite oper
                     "quit",
                     "help",
                 )

@@ -184,10 +184,11 @@ def test_store_schema_is_versioned_and_in_wal_mode(tmp_path: Path) -> None:
     path = tmp_path / "h.db"
     open_store(str(path)).close()
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     assert db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # incremental: pruning shrinks
     tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert tables == {"messages", "meta", "pruned"}
+    moderation = {"chatd_rooms", "chatd_bans", "chatd_modlog"}  # (chatd.moderation_store)
+    assert tables == {"messages", "meta", "pruned"} | moderation
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     columns = [row[1] for row in db.execute("PRAGMA table_info(messages)")]
     assert columns == ["mid", "room_key", "room", "sender", "text", "ts", "kind"]
@@ -201,14 +202,14 @@ def test_store_migration_hook_runs_each_step(
     path = str(tmp_path / "h.db")
     filled(path, range(1, 4)).close()
 
-    def to_v3(db: sqlite3.Connection) -> None:
+    def to_v4(db: sqlite3.Connection) -> None:
         db.execute("ALTER TABLE messages ADD COLUMN edited INTEGER NOT NULL DEFAULT 0")
 
-    monkeypatch.setattr(history_module, "SCHEMA_VERSION", 3)
-    monkeypatch.setitem(history_module.MIGRATIONS, 2, to_v3)
+    monkeypatch.setattr(history_module, "SCHEMA_VERSION", 4)
+    monkeypatch.setitem(history_module.MIGRATIONS, 3, to_v4)
     store = open_store(path)
     assert mids_of(store.recent("#r", 10)) == [1, 2, 3]
-    assert store._db.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert store._db.execute("PRAGMA user_version").fetchone()[0] == 4
     assert store._db.execute("SELECT edited FROM messages WHERE mid = 1").fetchone() == (0,)
 
 

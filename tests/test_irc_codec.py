@@ -347,7 +347,7 @@ def test_registration_flow_against_the_hub() -> None:
     welcome = ["001", "002", "003", "004", "005", "005", *lusers]
     assert numerics(got) == [*welcome, "375", "372", "372", "376"]
     assert got[0] == ":srv 001 bob :Welcome to chatd on srv, bob"
-    assert re.fullmatch(r":srv 004 bob srv chatd-\S+ i n", got[3]), got[3]
+    assert re.fullmatch(r":srv 004 bob srv chatd-\S+ io bikmnoqtv bkoqv", got[3]), got[3]
     isupport = " ".join(line for line in got if " 005 " in line)
     for token in ("CHANTYPES=#", "NICKLEN=24", "CHANNELLEN=33", "CASEMAPPING=rfc1459"):
         assert token in isupport.split(" ")
@@ -598,7 +598,7 @@ def test_part_with_reason() -> None:
         ("FROB x y", ["421"]),
         ("MODE", ["461"]),
         ("MODE #a", ["324"]),
-        ("MODE #a +n", []),
+        ("MODE #a +n", ["482"]),  # a mode change needs a channel operator
         ("MODE #a b", ["368"]),
         ("MODE #a +o taken", ["482"]),
         ("MODE ann", ["221"]),

@@ -556,7 +556,11 @@ def test_the_irc_package_sees_who_lusers_names_and_myinfo(server: ChatdProcess) 
     thread.start()
     try:
         wait_until(lambda: "n_global" in seen and "welcome" in seen, what="welcome burst")
-        assert seen["myinfo"][0][0] == "irc.test" and seen["myinfo"][0][2:] == ["i", "n"]
+        assert seen["myinfo"][0][0] == "irc.test" and seen["myinfo"][0][2:] == [
+            "io",
+            "bikmnoqtv",
+            "bkoqv",
+        ]
         assert seen["luserclient"][0] == ["There are 0 users and 1 invisible on 1 servers"]
         assert seen["n_local"][0][:2] == ["1", "1"]
         jay = server.json_client("jay", "#lib", "#other")

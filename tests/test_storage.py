@@ -86,8 +86,10 @@ def test_a_schema_1_file_is_migrated_keeping_every_message(tmp_path: Path) -> No
     make_v1_file(path, range(1, 301))
     store = open_store(str(path))
     db = store.db
-    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     assert db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # converted: pruning shrinks
+    modlog = db.execute("SELECT count(*) FROM chatd_modlog").fetchone()  # 2 -> 3: moderation
+    assert modlog == (0,)
     assert all_mids(store) == list(range(1, 301))
     assert db.execute("SELECT value FROM meta WHERE key = 'last_mid'").fetchone() == (300,)
     assert store.last_mid() == 300

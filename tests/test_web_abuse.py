@@ -213,7 +213,10 @@ def test_a_frame_claiming_2_to_the_62_bytes_costs_nothing(
 def test_a_websocket_that_never_reads_is_a_slow_consumer(make_server: type[ChatdProcess]) -> None:
     server = make_server(
         "--rate-limit", "0", "--out-soft-limit-bytes", "65536",
-        "--out-hard-limit-bytes", "131072", "--send-buffer-bytes", "4096", web=True,
+        "--out-hard-limit-bytes", "131072", "--send-buffer-bytes", "4096",
+        "--out-soft-limit-seconds", "3",  # cut by the soft-limit timer well within the wait
+        "--nick-hold-seconds", "0",  # a cut connection is announced at once, not held
+        web=True,
     )  # fmt: skip
     ws = WsClient(server.web_port or 0)
     ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from chatd.codecs import irc_accounts
+from chatd.codecs import irc_accounts, irc_moderation
 from chatd.codecs.irc_render import motd_lines
 from chatd.codecs.irc_session import (
-    CHANNEL_MODES,
     REGISTRATION,
     Ctx,
     IrcLines,
@@ -93,12 +92,18 @@ def _join(s: Session, msg: IrcMessage) -> list[Command]:
         return missing
     if msg.params[0] == "0":  # JOIN 0: leave every room
         return [Part(room, "", rid=Ctx("PART", room)) for room in s.rooms.values()]
-    # Keys (JOIN #a,#b k1,k2) are ignored: chatd rooms have none. A room already
+    # Keys (JOIN #a,#b k1,k2) go with the rooms in order (+k rooms). A room already
     # joined is left alone, as IRC servers do.
     rooms, refused = _targets(s, msg)
     if not rooms:
         return refused
-    return [Join(room, rid=Ctx("JOIN", room)) for room in rooms if fold(room) not in s.rooms]
+    keys = msg.params[1].split(",") if len(msg.params) > 1 else []
+    keyed = zip(rooms, keys + [""] * len(rooms), strict=False)
+    return [
+        Join(room, key=key or None, rid=Ctx("JOIN", room))
+        for room, key in keyed
+        if fold(room) not in s.rooms
+    ]
 
 
 def _part(s: Session, msg: IrcMessage) -> list[Command]:
@@ -191,34 +196,6 @@ def _away(s: Session, msg: IrcMessage) -> list[Command]:
     return [Away(msg.params[0] if msg.params else None, rid=Ctx("AWAY"))]
 
 
-_LISTS = {"b": ("368", "ban"), "e": ("349", "exception"), "I": ("347", "invite")}
-
-
-def _mode(s: Session, msg: IrcMessage) -> list[Command]:
-    if (missing := s.need(msg, 1)) is not None:
-        return missing
-    target = msg.params[0]
-    modes = msg.params[1] if len(msg.params) > 1 else ""
-    if target.startswith("#"):
-        if not modes:
-            return s.reply("324", target, "+" + CHANNEL_MODES)
-        if modes.strip("+" + CHANNEL_MODES) == "":
-            return []  # +n: already so (only members send to a room)
-        if modes.lstrip("+") in _LISTS and len(msg.params) == 2:  # list query: empty
-            code, what = _LISTS[modes.lstrip("+")]
-            return s.reply(code, target, trailing=f"End of channel {what} list")
-        return s.reply("482", target, trailing="chatd has no channel modes or operators")
-    if fold(target) != fold(s.me):
-        return s.reply("502", trailing="Can't view or change modes for other users")
-    # Everybody is effectively +i (WHO never lists users outside a channel), so
-    # irssi's automatic "MODE me +i" is a no-op, not an error; nothing else exists.
-    if not modes:
-        return s.reply("221", "+i")
-    if modes.strip("+i") == "":
-        return []
-    return s.reply("501", trailing="chatd has no user modes but +i")
-
-
 def _motd(s: Session, msg: IrcMessage) -> list[Command]:
     return s.lines(*motd_lines(s))
 
@@ -245,7 +222,7 @@ _HANDLERS: dict[str, Callable[[Session, IrcMessage], list[Command]]] = {
     "WHO": _who,
     "WHOIS": _whois,
     "AWAY": _away,
-    "MODE": _mode,
+    **irc_moderation.COMMANDS,  # KICK INVITE OPER KILL KLINE UNKLINE MODE
     "MOTD": _motd,
     "LUSERS": _lusers,
     "TAGMSG": _nothing,  # client tags: not relayed

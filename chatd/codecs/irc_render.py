@@ -18,9 +18,9 @@ from datetime import UTC, datetime
 from typing import NamedTuple, assert_never
 
 from chatd import __version__
-from chatd.codecs import irc_accounts
+from chatd.codecs import irc_accounts, irc_moderation
+from chatd.codecs.irc_moderation import CHANNEL_MODES, PARAM_MODES
 from chatd.codecs.irc_session import (
-    CHANNEL_MODES,
     HOST,
     MAX_TARGETS,
     USER_MODES,
@@ -38,16 +38,22 @@ from chatd.model import (
     AwayEvent,
     AwayNotice,
     AwayReply,
+    BanListReply,
     Error,
     ErrorCode,
     HistoryEnd,
     HistoryReply,
+    InviteEvent,
     Joined,
     JoinEvent,
+    KickEvent,
     MemberInfo,
     Message,
+    ModeEvent,
+    ModLogReply,
     NickEvent,
     Notice,
+    OperEvent,
     PartEvent,
     Pong,
     PrivateMessage,
@@ -62,6 +68,7 @@ from chatd.model import (
     WhoisReply,
     WhoReply,
 )
+from chatd.moderation import MAX_MODES
 from chatd.names import NICK_MAX, ROOM_MAX, fold
 
 __all__ = ["render", "motd_lines", "isupport", "ERROR_NUMERICS"]
@@ -110,11 +117,31 @@ ERROR_NUMERICS: dict[tuple[str, str], Numeric] = {
     (ErrorCode.LINE_TOO_LONG, ""): Numeric("417", with_target=False),
     (ErrorCode.BAD_REQUEST, "JOIN"): Numeric("405"),
     (ErrorCode.BAD_REQUEST, "PRIVMSG"): Numeric("412", with_target=False),
+    # moderation (chatd/codecs/irc_moderation.py; KICK and INVITE: its error_lines)
+    (ErrorCode.NOT_OPERATOR, ""): Numeric("482"),
+    (ErrorCode.NOT_SERVER_OPERATOR, ""): Numeric(
+        "481", with_target=False, text="Permission Denied- You're not an IRC operator"
+    ),
+    (ErrorCode.NOT_SERVER_OPERATOR, "OPER"): Numeric(
+        "491", with_target=False, text="No O-lines for your host"
+    ),
+    (ErrorCode.BAD_PASSWORD, "OPER"): Numeric("464", with_target=False, text="Password incorrect"),
+    (ErrorCode.BANNED, ""): Numeric("465", with_target=False),
+    (ErrorCode.BANNED, "JOIN"): Numeric("474"),
+    (ErrorCode.INVITE_ONLY, ""): Numeric("473"),
+    (ErrorCode.BAD_KEY, ""): Numeric("475"),
+    (ErrorCode.MUTED, ""): Numeric("404"),
+    (ErrorCode.CANNOT_SEND, ""): Numeric("404"),
+    (ErrorCode.BAD_MODE, ""): Numeric("472"),
+    (ErrorCode.NOT_IN_THAT_ROOM, ""): Numeric("441"),
+    (ErrorCode.ALREADY_IN_ROOM, ""): Numeric("443"),
 }
 #: Numerics that close a reply (WHOIS of nobody: 401 then 318).
 _FOLLOWED_BY = {("401", "WHOIS"): Numeric("318", text="End of /WHOIS list")}
 #: Errors that end the connection: IRC's ERROR line.
-_CLOSING = frozenset({ErrorCode.TIMEOUT, ErrorCode.SLOW_CONSUMER, ErrorCode.SERVER_FULL})
+_CLOSING = frozenset(
+    {ErrorCode.TIMEOUT, ErrorCode.SLOW_CONSUMER, ErrorCode.SERVER_FULL, ErrorCode.KILLED}
+)
 
 
 def _iso(ts: float) -> str:
@@ -150,11 +177,11 @@ def render(s: Session, event: AnyEvent | IrcLines, ctx: Ctx | None) -> list[str]
             lines = [format_line("JOIN", room, source=mask(s.me))]
             if topic:
                 lines.append(num("332", room, trailing=topic))
-            return lines + _names_lines(s, room, members)
+            return lines + _names_lines(s, room, members, event.prefixes)
         case WhoReply(room=room, members=members, details=details):
             if ctx is not None and ctx.command == "WHO":
                 return _who_lines(s, room, details, ctx.target)
-            return _names_lines(s, room, members)
+            return _names_lines(s, room, members, event.prefixes)
         case WhoisReply():
             return _whois_lines(s, event, ctx)
         case RoomsReply(rooms=rooms):
@@ -202,10 +229,14 @@ def render(s: Session, event: AnyEvent | IrcLines, ctx: Ctx | None) -> list[str]
             return list(lines)
         case HistoryReply():
             return []  # IRC has no command that asks for it (no CHATHISTORY yet)
-        case AwayEvent():
-            return []  # IRCv3's away-notify needs a CAP the server does not offer
         case AccountEvent():
             return irc_accounts.render_account(s, event, ctx)
+        case KickEvent() | ModeEvent() | BanListReply() | InviteEvent() | OperEvent():
+            return irc_moderation.render(s, event, lambda text: _server_notice(s, text))
+        case ModLogReply():
+            return irc_moderation.render(s, event, lambda text: _server_notice(s, text))
+        case AwayEvent():
+            return []  # IRCv3's away-notify needs a CAP the server does not offer
     assert_never(event)
 
 
@@ -277,8 +308,17 @@ def _server_notice(s: Session, text: str) -> list[str]:
     ]
 
 
-def _names_lines(s: Session, room: str, members: tuple[str, ...]) -> list[str]:
+def _rank(s: Session, prefix: str) -> str:
+    """A member's prefix in NAMES and WHO: all of them with multi-prefix, else the highest."""
+    return prefix if "multi-prefix" in s.caps else prefix[:1]
+
+
+def _names_lines(
+    s: Session, room: str, members: tuple[str, ...], prefixes: tuple[str, ...] = ()
+) -> list[str]:
     head = len(f":{s.server} 353 {s.me} = {room} :".encode())
+    if prefixes:
+        members = tuple(_rank(s, p) + m for m, p in zip(members, prefixes, strict=False))
     lines = [
         s.numeric("353", "=", room, trailing=chunk)
         for chunk in split_text(" ".join(members), MAX_LINE_BYTES - head)
@@ -288,7 +328,7 @@ def _names_lines(s: Session, room: str, members: tuple[str, ...]) -> list[str]:
 
 def _who_line(s: Session, channel: str, who: MemberInfo) -> str:
     # 352 <client> <channel> <username> <host> <server> <nick> <flags> :<hopcount> <realname>
-    flags = "G" if who.away else "H"
+    flags = ("G" if who.away else "H") + ("*" if who.oper else "") + _rank(s, who.prefix)
     return s.numeric(
         "352", channel, who.user, HOST, s.server, who.nick, flags, trailing=f"0 {who.realname}"
     )
@@ -317,7 +357,7 @@ def _lusers_lines(s: Session, stats: StatsReply) -> list[str]:
     num, users = s.numeric, stats.users
     return [
         num("251", trailing=f"There are 0 users and {users} invisible on 1 servers"),
-        num("252", "0", trailing="operator(s) online"),
+        num("252", str(stats.operators), trailing="operator(s) online"),
         num("253", str(stats.unregistered), trailing="unknown connection(s)"),
         num("254", str(stats.rooms), trailing="channels formed"),
         num("255", trailing=f"I have {users + stats.unregistered} clients and 0 servers"),
@@ -344,8 +384,12 @@ def _whois_lines(s: Session, w: WhoisReply, ctx: Ctx | None) -> list[str]:
             for chunk in split_text(" ".join(w.rooms), MAX_LINE_BYTES - head)
         ]
     lines.append(num("312", w.nick, s.server, trailing=f"chatd {__version__}"))
+    if w.oper:
+        lines.append(num("313", w.nick, trailing="is an IRC operator"))
     if w.account:
         lines.append(num("330", w.nick, w.account, trailing="is logged in as"))
+    if w.address:  # (to server operators only)
+        lines.append(num("338", w.nick, w.address, trailing="Is actually using host"))
     if w.away:
         lines.append(num("301", w.nick, trailing=w.away))
     lines.append(num("317", w.nick, str(w.idle_seconds), trailing="seconds idle"))
@@ -363,8 +407,9 @@ def isupport(s: Session) -> list[str]:
         f"TOPICLEN={MAX_TOPIC_CHARS}",
         f"AWAYLEN={MAX_REASON_CHARS}",
         f"CHANLIMIT=#:{rooms}",
-        "PREFIX=",
-        f"CHANMODES=,,,{CHANNEL_MODES}",
+        f"PREFIX={irc_moderation.PREFIX}",
+        f"CHANMODES={irc_moderation.CHANMODES}",
+        f"MODES={MAX_MODES}",
         f"USERLEN={USERLEN}",
         "NETWORK=chatd",
         f"MAXTARGETS={MAX_TARGETS}",
@@ -379,7 +424,7 @@ def _welcome_lines(s: Session, stats: StatsReply | None) -> list[str]:
         num("001", trailing=f"Welcome to chatd on {server}, {me}"),
         num("002", trailing=f"Your host is {server}, running chatd {__version__}"),
         num("003", trailing="This server speaks IRC as one listener of chatd"),
-        num("004", server, f"chatd-{__version__}", USER_MODES, CHANNEL_MODES),
+        num("004", server, f"chatd-{__version__}", USER_MODES, CHANNEL_MODES, PARAM_MODES),
     ]
     for start in range(0, len(tokens), 12):  # at most 13 parameters after the nick
         lines.append(
@@ -405,6 +450,8 @@ def _error_lines(s: Session, code: str, message: str, ctx: Ctx | None) -> list[s
         return []  # RFC 2812 3.3.2: never answer a NOTICE with an error
     if ctx is not None and command in irc_accounts.ACCOUNT_COMMANDS:
         return irc_accounts.account_error_lines(s, message, ctx)
+    if ctx is not None and (lines := irc_moderation.error_lines(s, code, message, ctx)):
+        return lines
     if code in _CLOSING:
         return [format_line("ERROR", trailing=f"Closing link: {message}")]
     numeric = ERROR_NUMERICS.get((code, command)) or ERROR_NUMERICS.get((code, ""))

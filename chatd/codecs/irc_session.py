@@ -26,6 +26,7 @@ from chatd.model import (
     Event,
     Hello,
     Joined,
+    KickEvent,
     Nick,
     NickEvent,
     PartEvent,
@@ -36,7 +37,6 @@ from chatd.names import NICK_MAX, fold
 __all__ = [
     "CAPABILITIES",
     "USER_MODES",
-    "CHANNEL_MODES",
     "USERLEN",
     "clean_username",
     "strip_formatting",
@@ -49,8 +49,8 @@ __all__ = [
     "mask",
 ]
 
-#: What CAP LS offers. Only what is implemented: multi-prefix is trivially honoured
-#: (chatd has no channel operators, so NAMES never carries a prefix at all).
+#: What CAP LS offers. Only what is implemented: multi-prefix shows "@+" for a member
+#: who is both operator and voiced (NAMES, WHO).
 CAPABILITIES = (
     "echo-message",
     "message-tags",
@@ -63,10 +63,9 @@ CAPABILITIES = (
 MAX_TARGETS = 4  # PRIVMSG/NOTICE a,b,c,d (TARGMAX)
 HOST = "chatd"  # the host part of every nick!user@host: chatd keeps peers' addresses private
 
-#: User and channel modes that exist (004, MODE): everybody is +i (WHO lists nobody
-#: outside your rooms); every room is +n (only members may send to it).
-USER_MODES = "i"
-CHANNEL_MODES = "n"
+#: User modes that exist (004, MODE): everybody is +i (WHO lists nobody outside your
+#: rooms); +o is a server operator. Channel modes: chatd.codecs.irc_moderation.
+USER_MODES = "io"
 USERLEN = NICK_MAX  # the longest username kept from USER
 
 #: Commands allowed before registration is complete (others get 451).
@@ -177,7 +176,9 @@ class Session:
                 self.nick, self.motd = nick, motd
             case Joined(room=room):
                 self.rooms[fold(room)] = room
-            case PartEvent(room=room, nick=nick) if self.is_me(nick):
+            case PartEvent(room=room, nick=nick) | KickEvent(room=room, nick=nick) if self.is_me(
+                nick
+            ):
                 self.rooms.pop(fold(room), None)
             case NickEvent(old=old, new=new) if self.is_me(old):
                 self.nick = new

@@ -16,11 +16,16 @@ from typing import Any, assert_never, cast
 from chatd.codecs.base import Codec, decode_utf8
 from chatd.model import (
     AccountEvent,
+    Announce,
     AnyEvent,
     Away,
     AwayEvent,
     AwayNotice,
     AwayReply,
+    Ban,
+    BanInfo,
+    BanList,
+    BanListReply,
     Command,
     DropAccount,
     Error,
@@ -31,13 +36,24 @@ from chatd.model import (
     HistoryEnd,
     HistoryReply,
     Identify,
+    Invite,
+    InviteEvent,
     Join,
     Joined,
     JoinEvent,
+    Kick,
+    KickEvent,
+    Kill,
     Message,
+    Mode,
+    ModeEvent,
+    ModLog,
+    ModLogReply,
     Nick,
     NickEvent,
     Notice,
+    Oper,
+    OperEvent,
     Part,
     PartEvent,
     Ping,
@@ -58,6 +74,7 @@ from chatd.model import (
     StatsReply,
     Topic,
     TopicEvent,
+    Unban,
     Welcome,
     Who,
     Whois,
@@ -162,9 +179,26 @@ def _history(r: _Request) -> Command:
     )
 
 
+def _ban(r: _Request) -> Command:
+    server = r.flag("server")
+    room = None if server else r.text("room")
+    quiet = r.op == "mute"
+    if r.op in ("ban", "mute"):
+        duration, reason = r.opt_int("duration"), r.opt_text("reason", "") or ""
+        return Ban(room, r.text("mask"), duration, reason, quiet=quiet, server=server, rid=r.rid)
+    return Unban(room, r.text("mask"), quiet=r.op == "unmute", server=server, rid=r.rid)
+
+
+def _mode(r: _Request) -> Command:
+    args = r.obj.get("args", [])
+    if not isinstance(args, list) or not all(isinstance(a, str) for a in args) or len(args) > 8:
+        raise r._fail('"args" must be a list of at most 8 strings')
+    return Mode(r.text("target"), r.opt_text("modes", "") or "", tuple(args), rid=r.rid)
+
+
 _OPS: dict[str, Callable[[_Request], Command]] = {
     "hello": _hello,
-    "join": lambda r: Join(r.text("room"), rid=r.rid),
+    "join": lambda r: Join(r.text("room"), key=r.opt_text("key"), rid=r.rid),
     "part": lambda r: Part(r.text("room"), r.opt_text("reason", "") or "", rid=r.rid),
     "say": _say,
     "me": _say,
@@ -183,7 +217,40 @@ _OPS: dict[str, Callable[[_Request], Command]] = {
     "identify": lambda r: Identify(r.opt_text("account"), r.text("password"), rid=r.rid),
     "passwd": lambda r: SetPassword(r.text("password"), r.text("new_password"), rid=r.rid),
     "unregister": lambda r: DropAccount(r.text("password"), rid=r.rid),
+    # moderation (docs/moderation.md)
+    "kick": lambda r: Kick(
+        r.text("room"), r.text("nick"), r.opt_text("reason", "") or "", rid=r.rid
+    ),
+    "ban": _ban,
+    "unban": _ban,
+    "mute": _ban,
+    "unmute": _ban,
+    "bans": lambda r: BanList(
+        None if r.flag("server") else r.text("room"), r.flag("mutes"), r.flag("server"), rid=r.rid
+    ),
+    "mode": _mode,
+    "invite": lambda r: Invite(r.text("nick"), r.text("room"), rid=r.rid),
+    "oper": lambda r: Oper(r.text("name"), r.text("password"), rid=r.rid),
+    "kill": lambda r: Kill(r.text("nick"), r.opt_text("reason", "") or "", rid=r.rid),
+    "announce": lambda r: Announce(r.text("text"), rid=r.rid),
+    "modlog": lambda r: ModLog(r.opt_text("room"), r.opt_int("limit"), rid=r.rid),
 }
+
+
+def _ban_fields(b: BanInfo) -> dict[str, Any]:
+    return {
+        "mask": b.mask,
+        "by": b.by,
+        "set_at": b.set_at,
+        "expires": b.expires,
+        "reason": b.reason,
+    }
+
+
+def _ranks(members: tuple[str, ...], prefixes: tuple[str, ...]) -> dict[str, Any]:
+    ops = [m for m, p in zip(members, prefixes, strict=False) if "@" in p]
+    voiced = [m for m, p in zip(members, prefixes, strict=False) if "+" in p]
+    return {"ops": ops, "voiced": voiced} if ops or voiced else {}
 
 
 def _message_fields(m: Message) -> dict[str, Any]:
@@ -223,7 +290,8 @@ def _event_fields(event: AnyEvent) -> dict[str, Any]:  # noqa: C901 (one case pe
         case Joined(room=room, topic=topic, members=members):
             joined: dict[str, Any] = {"type": "joined", "room": room, "topic": topic}
             joined["members"] = list(members)
-            return joined | ({"away": list(event.away)} if event.away else {})
+            joined |= {"away": list(event.away)} if event.away else {}
+            return joined | _ranks(members, event.prefixes)
         case JoinEvent(room=room, nick=nick):
             return {"type": "join", "room": room, "nick": nick}
         case PartEvent(room=room, nick=nick, reason=reason):
@@ -242,7 +310,8 @@ def _event_fields(event: AnyEvent) -> dict[str, Any]:  # noqa: C901 (one case pe
         case WhoReply(room=room, members=members):
             who: dict[str, Any] = {"type": "who", "room": room, "members": list(members)}
             away = [info.nick for info in event.details if info.away]
-            return who | ({"away": away} if away else {})
+            who |= {"away": away} if away else {}
+            return who | _ranks(members, event.prefixes)
         case RoomsReply(rooms=rooms, more=more):
             obj = {
                 "type": "rooms",
@@ -295,14 +364,18 @@ def _event_fields(event: AnyEvent) -> dict[str, Any]:  # noqa: C901 (one case pe
         case HistoryEnd(room=room):
             return {"type": "history_end", "room": room}
         case WhoisReply(nick=nick, rooms=rooms, away=away, idle_seconds=idle):
-            return {
-                "type": "whois",
-                "nick": nick,
-                "rooms": list(rooms),
-                "away": away,
-                "idle": idle,
-                "account": event.account,
-            }
+            return (
+                {
+                    "type": "whois",
+                    "nick": nick,
+                    "rooms": list(rooms),
+                    "away": away,
+                    "idle": idle,
+                    "account": event.account,
+                }
+                | ({"address": event.address} if event.address else {})
+                | ({"oper": True} if event.oper else {})
+            )
         case AccountEvent(account=account, what=what):
             return {"type": "account", "account": account, "event": what}
         case AwayReply(away=away):
@@ -311,6 +384,32 @@ def _event_fields(event: AnyEvent) -> dict[str, Any]:  # noqa: C901 (one case pe
             return {"type": "away_change", "nick": nick, "away": away}
         case StatsReply(users=users, rooms=rooms):  # no op asks for it yet (IRC's LUSERS)
             return {"type": "stats", "users": users, "rooms": rooms}
+        case KickEvent(room=room, nick=nick, by=by, reason=reason):
+            return {"type": "kick", "room": room, "nick": nick, "by": by, "reason": reason}
+        case ModeEvent(target=target, by=by, modes=modes, args=args):
+            return {"type": "mode", "target": target, "by": by, "modes": modes, "args": list(args)}
+        case BanListReply(room=room, bans=bans, quiet=quiet):
+            kind = "mutes" if quiet else "bans"
+            return {"type": kind, "room": room, kind: [_ban_fields(b) for b in bans]}
+        case InviteEvent(room=room, nick=nick, by=by):
+            return {"type": "invite", "room": room, "nick": nick, "by": by}
+        case OperEvent(name=name):
+            return {"type": "oper", "name": name}
+        case ModLogReply(entries=entries):
+            return {
+                "type": "modlog",
+                "entries": [
+                    {
+                        "ts": e.ts,
+                        "by": e.by,
+                        "action": e.action,
+                        "target": e.target,
+                        "room": e.room,
+                        "reason": e.reason,
+                    }
+                    for e in entries
+                ],
+            }
     assert_never(event)
 
 

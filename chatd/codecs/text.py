@@ -20,6 +20,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import assert_never, cast
 
+from chatd.codecs import text_moderation
 from chatd.codecs.base import Codec, decode_utf8
 from chatd.model import (
     AccountEvent,
@@ -28,6 +29,7 @@ from chatd.model import (
     AwayEvent,
     AwayNotice,
     AwayReply,
+    BanListReply,
     Command,
     DropAccount,
     Echo,
@@ -39,13 +41,18 @@ from chatd.model import (
     HistoryEnd,
     HistoryReply,
     Identify,
+    InviteEvent,
     Join,
     Joined,
     JoinEvent,
+    KickEvent,
     Message,
+    ModeEvent,
+    ModLogReply,
     Nick,
     NickEvent,
     Notice,
+    OperEvent,
     Part,
     PartEvent,
     Ping,
@@ -101,6 +108,11 @@ Commands (anything else you type is said to your current room):
   //text               say "/text" literally"""
 
 
+def _ranked(members: tuple[str, ...], prefixes: tuple[str, ...]) -> list[str]:
+    """Nicks with their operator (@) or voice (+) mark."""
+    return [p[:1] + m for m, p in zip(members, prefixes, strict=False)] or list(members)
+
+
 def _clock(ts: float) -> str:
     return datetime.fromtimestamp(ts).strftime("%H:%M")
 
@@ -122,8 +134,9 @@ def _split1(arg: str) -> tuple[str, str]:
 
 def _cmd_join(arg: str) -> list[Command]:
     if not arg:
-        raise _usage("/join #room")
-    return [Join(arg.split()[0])]
+        raise _usage("/join #room [key]")
+    words = arg.split()
+    return [Join(words[0], key=words[1] if len(words) > 1 else None)]
 
 
 def _cmd_part(arg: str) -> list[Command]:
@@ -221,11 +234,12 @@ _COMMANDS: dict[str, Callable[[str], list[Command]]] = {
     "ping": lambda arg: [Ping(arg)],
     "quit": lambda arg: [Quit(arg)],
     "exit": lambda arg: [Quit(arg)],
-    "help": lambda arg: [Echo(Notice(HELP))],
+    "help": lambda arg: [Echo(Notice(HELP + "\n" + text_moderation.HELP))],
     "register": _cmd_register,
     "identify": _cmd_identify,
     "passwd": _cmd_passwd,
     "unregister": _cmd_unregister,
+    **text_moderation.COMMANDS,  # /kick /ban /mute /op /mode /invite … (docs/moderation.md)
 }
 
 
@@ -264,11 +278,11 @@ def _render(event: AnyEvent) -> str:  # noqa: C901 (one case per event: the matc
             return "\n".join(lines)
         case Joined(room=room, topic=topic, members=members):
             count = len(members)
-            who = ", ".join(members)
+            who = ", ".join(_ranked(members, event.prefixes))
             line = f"*** You joined {room} ({count} member{'s' * (count != 1)}: {who})."
             return line + (f" Topic: {topic}" if topic else "")
         case WhoReply(room=room, members=members):
-            return f"*** {room} ({len(members)}): {', '.join(members)}"
+            return f"*** {room} ({len(members)}): {', '.join(_ranked(members, event.prefixes))}"
         case RoomsReply(rooms=rooms, more=more):
             if not rooms:
                 return "*** No rooms yet: /join #something to make one."
@@ -312,6 +326,8 @@ def _render(event: AnyEvent) -> str:  # noqa: C901 (one case per event: the matc
         case WhoisReply(nick=nick, rooms=rooms, away=away):
             line = f"*** {nick} is in {', '.join(rooms) or 'no rooms'}"
             line += f"; logged in as {event.account}" if event.account else ""
+            line += "; a server operator" if event.oper else ""
+            line += f"; from {event.address}" if event.address else ""
             return line + (f"; away: {away}" if away else "")
         case AwayReply(away=away):
             return "*** You are marked as away." if away else "*** You are back."
@@ -324,6 +340,10 @@ def _render(event: AnyEvent) -> str:  # noqa: C901 (one case per event: the matc
             }.get(what, f"*** account: {what}")
         case StatsReply(users=users, rooms=rooms):  # no command asks for it yet
             return f"*** {users} users in {rooms} rooms"
+        case (
+            KickEvent() | ModeEvent() | BanListReply() | InviteEvent() | OperEvent() | ModLogReply()
+        ):
+            return text_moderation.render(event)
     assert_never(event)
 
 
