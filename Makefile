@@ -9,16 +9,18 @@ STAMP  := $(VENV)/.installed-stamp
 HOST   ?= 0.0.0.0
 PORT   ?= 7777
 IRC_PORT ?= 6667
+IRC_TLS_PORT ?= 6697
 WEB_PORT ?= 8080
 # Room history for `make run-server` lives in the user's data directory by default.
 DB     ?=
 SERVER ?= localhost:$(PORT)
 PYTEST_ARGS ?=
 
-.PHONY: help install run-server run-client test test-fast e2e lint bench bench-quick bench-cluster stress clean
+.PHONY: help install run-server run-server-plain run-client test test-fast e2e lint bench bench-quick bench-cluster stress clean
 
 help:
-	@echo "make run-server   start chatd on $(HOST):$(PORT) (IRC on $(IRC_PORT))"
+	@echo "make run-server   start chatd on $(HOST):$(PORT) with TLS (IRC on $(IRC_PORT), IRC+TLS on $(IRC_TLS_PORT))"
+	@echo "make run-server-plain  the same on the standard library alone, without TLS"
 	@echo "make run-client   join it with the terminal client (SERVER=host:port)"
 	@echo "make test         run every test (unit, socket, abuse, end-to-end in tmux)"
 	@echo "make test-fast    unit and socket tests only"
@@ -38,6 +40,15 @@ install: $(STAMP)
 	@echo "chat and chatd are in $(CURDIR)/$(BIN)/ (run them from there, or: make run-client)."
 	@echo "To have them on your PATH: pipx install .   (or: pip install --user .)"
 
+# TLS needs the 'cryptography' library to make the server's certificate on first start
+# (docs/tls.md), so this uses the virtualenv; run-server-plain needs Python alone.
+run-server: $(STAMP)
+	$(BIN)/python -m chatd --host $(HOST) --port $(PORT) --irc-port $(IRC_PORT) \
+		--tls on --irc-tls-port $(IRC_TLS_PORT) $(if $(DB),--db $(DB))
+
+run-server-plain:
+	$(PYTHON) -m chatd --host $(HOST) --port $(PORT) --irc-port $(IRC_PORT) --tls off \
+		$(if $(DB),--db $(DB))
 # The server needs the standard library alone: no virtualenv required.
 # The web port needs h11 and wsproto (the 'web' extra): the venv's Python has them after
 # `make install`, else this Python may; with neither, the server runs without the web port.

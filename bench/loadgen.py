@@ -53,6 +53,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from chatd.fdlimit import raise_fd_limit
+from chatd.streams import StreamError
+from chatd.tls import TlsStream, client_context
 
 MARK = b"~b"  # starts every benchmark text; "~" is not a nick character
 TILDE, LOWER_B = MARK[0], MARK[1]
@@ -88,6 +90,7 @@ class Spec:
     cpus: list[int] | None = None  # pin workers to these CPUs
     nick_prefix: str = "u"
     nice: int = 0  # niceness increment for the workers (negative needs CAP_SYS_NICE)
+    tls: bool = False  # every client speaks TLS (chatd.tls.TlsStream, client side)
 
     def sender_indices(self) -> list[int]:
         s = min(self.senders, self.n)
@@ -151,6 +154,9 @@ class Client:
         "reorders",
         "lat",
         "skipped",
+        # TLS: the client's stream and its encrypted output
+        "tls",
+        "wire",
     )
 
     def __init__(self, idx: int, member: bool) -> None:
@@ -180,6 +186,8 @@ class Client:
         self.last_seq: list[int] = []
         self.gaps = self.reorders = self.skipped = 0
         self.lat = array("q")
+        self.tls: TlsStream | None = None
+        self.wire = bytearray()
 
 
 class Worker:
@@ -214,6 +222,7 @@ class Worker:
         self.running = False
         self.window_open = False
         self.last_rx = 0
+        self.tls_context = client_context() if spec.tls else None
 
     # ---- plumbing ---------------------------------------------------------------------
 
@@ -229,16 +238,24 @@ class Worker:
         c.mask = mask
 
     def flush(self, c: Client) -> None:
-        if c.out:
+        out = c.out
+        tls = c.tls
+        if tls is not None:  # encrypt what is queued; send the records
+            if out:
+                tls.send(bytes(out))
+                out.clear()
+            c.wire += tls.data_to_send()
+            out = c.wire
+        if out:
             try:
-                n = c.sock.send(c.out)  # type: ignore[union-attr]
+                n = c.sock.send(out)  # type: ignore[union-attr]
             except BlockingIOError:
                 n = 0
             except OSError as exc:
                 self.kill(c, f"send: {exc}")
                 return
-            del c.out[:n]
-        self.set_mask(c, selectors.EVENT_READ | (selectors.EVENT_WRITE if c.out else 0))
+            del out[:n]
+        self.set_mask(c, selectors.EVENT_READ | (selectors.EVENT_WRITE if out else 0))
 
     def kill(self, c: Client, why: str) -> None:
         if c.state == DEAD:
@@ -276,6 +293,8 @@ class Worker:
             self.kill(c, "connect: " + os.strerror(err))
             return
         c.state = HELLO
+        if self.tls_context is not None:  # the hello is held until the handshake is done
+            c.tls = TlsStream(self.tls_context, server_side=False)
         nick = f"{self.spec.nick_prefix}{c.idx}"
         c.out += json.dumps({"op": "hello", "nick": nick}).encode() + b"\n"
         self.flush(c)
@@ -353,15 +372,39 @@ class Worker:
         if n == 0:
             self.kill(c, "closed by server")
             return
+        if c.tls is not None:
+            self.read_tls(c, n)
+            return
         if c.state != READY:
             self.on_handshake(c, bytes(self.view[:n]))
             return
+        self.on_data(c, self.buf, n, None)
+
+    def read_tls(self, c: Client, n: int) -> None:
+        tls = c.tls
+        assert tls is not None
+        try:
+            plain = tls.receive(bytes(self.view[:n]))
+        except StreamError as exc:
+            self.kill(c, f"tls: {exc.reason}")
+            return
+        if c.state != READY:
+            self.flush(c)  # handshake replies, the held hello
+        if not plain:
+            return
+        if c.state != READY:
+            self.on_handshake(c, plain)
+            return
+        self.on_data(c, plain, len(plain), plain)
+
+    def on_data(self, c: Client, buf: bytes | bytearray, n: int, raw: bytes | None) -> None:
+        """Count (and for senders and checkers, parse) ``n`` received bytes in ``buf``."""
         self.last_rx = 1
-        buf = self.buf
         c.count += buf.count(MARK, 0, n) + (c.prev_tilde and buf[0] == LOWER_B)
         c.prev_tilde = buf[n - 1] == TILDE
         if c.sender or c.checker:
-            data = c.tail + self.view[:n].tobytes() if c.tail else self.view[:n].tobytes()
+            chunk = raw if raw is not None else self.view[:n].tobytes()
+            data = c.tail + chunk if c.tail else chunk
             end = data.rfind(b"\n") + 1
             c.tail = data[end:]
             if not end:
@@ -519,6 +562,7 @@ class Worker:
             "lat_us": lat.tobytes(),
             "rtt_us": rtt.tobytes(),
             "cpu_s": self.cpu1 - self.cpu0,
+            "tls": sum(1 for c in self.clients if c.tls is not None and c.tls.ready),
         }
 
 
@@ -575,6 +619,7 @@ class LoadResult:
     rtt_ms: dict[str, float] = field(default_factory=dict)  # senders, own echo
     loadgen_cpu: float = 0.0  # CPU seconds of all workers per second of the window
     errors: list[Any] = field(default_factory=list)
+    tls_clients: int = 0  # clients whose TLS handshake completed
 
 
 class LoadGen:
@@ -654,6 +699,7 @@ class LoadGen:
         r.latency_ms = percentiles(lat) if lat else r.rtt_ms
         r.loadgen_cpu = sum(p["cpu_s"] / p["window_s"] for p in parts if p["window_s"])
         r.errors = self.errors + [d for p in parts for d in p["dead"]][:20]
+        r.tls_clients = sum(p["tls"] for p in parts)
         return r
 
     def close(self) -> None:

@@ -24,6 +24,9 @@ Scenarios (issue 5), each one table row:
   idle10k   10,000 registered idle connections (in no room) + 10 active members
             offering 100 msgs/s: memory per connection, latency
   history   chatd only, N=1000 S=10 saturation with --db :memory: and with --db FILE
+  tls1000   chatd plain and chatd over TLS, N=1000 S=10 saturation (issue 15)
+  tlsrate   the same at 100 msgs/s offered: latency
+  tlsidle   the same with 2000 more registered idle connections: memory per connection
   unbatched N=1000, S=10, 100 msgs/s: one message per loop turn, so nothing batches;
             server CPU per delivery and p99 for chatd, the asyncio baseline and a bare
             selectors loop (bench/baseline_selectors.py), the floor (issue 11)
@@ -67,8 +70,17 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "history": dict(
         n=1000, senders=10, rate=0.0, idle=0, label="N=1000 S=10 saturation, history off vs on"
     ),
+    "tls1000": dict(n=1000, senders=10, rate=0.0, idle=0, label="N=1000 S=10 sat., TLS vs plain"),
+    "tlsrate": dict(
+        n=1000, senders=10, rate=100.0, idle=0, label="N=1000 S=10 100 msg/s, TLS vs plain"
+    ),
+    "tlsidle": dict(
+        n=10, senders=10, rate=100.0, idle=2000, label="2k idle + 10 active, TLS vs plain"
+    ),
     "unbatched": dict(n=1000, senders=10, rate=100.0, idle=0, label="N=1000 100 msg/s, unbatched"),
 }
+#: Scenarios that compare chatd with itself over TLS (whatever --servers says).
+TLS_SCENARIOS = ("tls1000", "tlsrate", "tlsidle")
 # Scenarios that also run the bare selectors loop (bench/baseline_selectors.py).
 WITH_FLOOR = {"unbatched"}
 QUICK: dict[str, dict[str, Any]] = {
@@ -77,6 +89,9 @@ QUICK: dict[str, dict[str, Any]] = {
     "rate1000": dict(n=60, senders=5, rate=50.0),
     "idle10k": dict(n=5, senders=5, rate=50.0, idle=200),
     "history": dict(n=60, senders=5),
+    "tls1000": dict(n=60, senders=5),
+    "tlsrate": dict(n=60, senders=5, rate=50.0),
+    "tlsidle": dict(n=5, senders=5, rate=50.0, idle=200),
     "unbatched": dict(n=60, senders=5, rate=50.0),
 }
 
@@ -94,6 +109,10 @@ def _many_hosts(root: Path) -> list[str]:
 
 
 def server_command(kind: str, db: str, root: Path = ROOT) -> list[str]:
+    if kind == "chatd-tls":  # its certificate is made in $XDG_DATA_HOME (run() sets it)
+        cmd = server_command("chatd", db, root)
+        cmd[cmd.index("--tls") + 1] = "on"
+        return cmd
     if kind == "chatd":
         return [
             sys.executable,
@@ -111,6 +130,8 @@ def server_command(kind: str, db: str, root: Path = ROOT) -> list[str]:
             "warning",
             "--max-clients",
             "20000",
+            "--tls",
+            "off",
             *_many_hosts(root),
             # e.g. CHATD_BENCH_ARGS="--history-max-per-room 1000" to measure retention
             *os.environ.get("CHATD_BENCH_ARGS", "").split(),
@@ -286,7 +307,7 @@ def measure(
         srv.start()
         time.sleep(0.2)
         row["rss_start"] = srv.rss()
-        spec = dataclasses.replace(spec, port=srv.port)
+        spec = dataclasses.replace(spec, port=srv.port, tls=kind == "chatd-tls")
         lg = LoadGen(spec)
         lg.start()
         lg.wait_ready()
@@ -419,6 +440,7 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
     if loadgen_cpus:
         os.sched_setaffinity(0, loadgen_cpus)
     logdir = Path(tempfile.mkdtemp(prefix="chatd-bench-"))
+    os.environ["XDG_DATA_HOME"] = str(logdir)  # chatd-tls makes its certificate there
     servers = opts.servers.split(",")
     report: dict[str, Any] = {
         "machine": machine(),
@@ -444,6 +466,8 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
                     ("off", "chatd", ":memory:"),
                     ("on", "chatd", str(logdir / "history.db")),
                 ]
+            elif name in TLS_SCENARIOS:
+                variants = [("chatd", "chatd", ":memory:"), ("tls", "chatd-tls", ":memory:")]
             else:
                 kinds = servers + (["selectors"] if name in WITH_FLOOR else [])
                 variants = [(kind, kind, ":memory:") for kind in dict.fromkeys(kinds)]
@@ -642,6 +666,8 @@ def table(report: dict[str, Any]) -> str:
             label = ""
         if sc["name"] == "history" and {"on", "off"} <= runs.keys():
             lines.append(ratio("", runs["on"], runs["off"], "on/off"))
+        elif {"chatd", "tls"} <= runs.keys():
+            lines.append(ratio("", runs["tls"], runs["chatd"], "tls/pl"))
         elif {"chatd", "asyncio"} <= runs.keys():
             lines.append(ratio("", runs["chatd"], runs["asyncio"], "ratio"))
         if "selectors" in runs and "chatd" in runs:

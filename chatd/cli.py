@@ -24,14 +24,18 @@ from typing import Any
 
 from chatd import __version__, discovery
 from chatd.accounts_store import AccountStore, AccountStoreError
+from chatd.certs import TlsSetup, TlsUnavailable, setup_tls
 from chatd.codecs.base import Codec
 from chatd.codecs.irc import IrcCodec
 from chatd.config import DEFAULT_PORT, Config, ConfigError, field_types, parse_duration
 from chatd.ctl import CtlServer, default_path
 from chatd.fdlimit import raise_fd_limit
-from chatd.history import HistoryError, SqliteHistory, open_store
+from chatd.history import MEMORY, HistoryError, SqliteHistory, open_store
+from chatd.history import default_path as data_path
 from chatd.moderation_store import ModerationStore
 from chatd.server import Server
+from chatd.streams import StreamFactory
+from chatd.tls import TlsStream, sniffer
 
 __all__ = ["main", "build_parser", "config_from_args"]
 
@@ -153,8 +157,21 @@ def chat_command() -> str:
     return "chat"
 
 
-def listen_irc(server: Server, host: str, port: int) -> tuple[str, int]:
-    """Open the IRC listener on ``server``'s loop; returns the bound address."""
+def listen_irc(
+    server: Server,
+    host: str,
+    port: int,
+    *,
+    name: str = "irc",
+    make_stream: StreamFactory | None = None,
+    turn_away: bytes | None = None,
+    handshake_seconds: float | None = None,
+) -> tuple[str, int]:
+    """Open the IRC listener on ``server``'s loop; returns the bound address.
+
+    ``make_stream``: the byte stream of every connection (TLS on ``--irc-tls-port``);
+    ``turn_away``: what every newcomer is told before it is closed (``--require-tls``).
+    """
     config = server.config
 
     def make_codec() -> Codec:
@@ -164,7 +181,16 @@ def listen_irc(server: Server, host: str, port: int) -> tuple[str, int]:
             max_rooms=config.max_rooms_per_client,
         )
 
-    return server.listen(host, port, name="irc", make_codec=make_codec, banner=b"")
+    return server.listen(
+        host,
+        port,
+        name=name,
+        make_codec=make_codec,
+        banner=b"",
+        make_stream=make_stream,
+        turn_away=turn_away,
+        handshake_seconds=handshake_seconds,
+    )
 
 
 def _how_to_join(host: str, port: int) -> str:
@@ -201,6 +227,17 @@ def _listen_web(server: Server, host: str, port: int) -> str:
     if ":" in shown:
         shown = f"[{shown}]"
     return f"http://{shown}:{bound_port}/"
+
+
+def _plain_refusal(config: Config) -> bytes:
+    """What a plain-text client of the native port is told when TLS is required."""
+    host = config.server_name
+    port = config.port
+    return (
+        f"*** {host} requires an encrypted connection; plain text is refused.\n"
+        f"*** Connect with:  chat {host}:{port}   or:  openssl s_client -quiet "
+        f"-connect {host}:{port}   or:  ncat --ssl {host} {port}\n"
+    ).encode()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -248,6 +285,13 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
 
+    cert_dir = data_path().parent if history.path == MEMORY else Path(history.path).parent
+    try:
+        tls = _start_tls(config, cert_dir)
+    except TlsUnavailable as exc:
+        print(f"chatd: cannot turn TLS on: {exc}", file=sys.stderr)
+        history.close()
+        return 2
     try:
         accounts = AccountStore(history.path) if config.accounts != "off" else None
     except AccountStoreError as exc:
@@ -264,11 +308,27 @@ def main(argv: list[str] | None = None) -> int:
         oper_credentials=oper_credentials,
     )
     try:
-        return _serve(config, server, history, lambda: _reload(server, args))
+        return _serve(config, server, history, tls, lambda: _reload(server, args))
     finally:
         moderation.close()
         if accounts is not None:
             accounts.close()
+
+
+def _start_tls(config: Config, cert_dir: Path) -> TlsSetup | None:
+    """The TLS set-up (None: off, said why).
+
+    Raises:
+        TlsUnavailable: TLS was asked for (--tls on, a certificate, --require-tls) and
+            cannot be on.
+    """
+    try:
+        return setup_tls(config, cert_dir)
+    except TlsUnavailable as exc:
+        if config.tls == "on" or config.tls_cert or config.require_tls:
+            raise
+        print(f"chatd: TLS is off: {exc}", flush=True)
+        return None
 
 
 def _main_cluster(
@@ -289,39 +349,100 @@ def _main_cluster(
     # The nick hold (docs/accounts.md) is single-node: a cluster mirrors other nodes'
     # users in each hub, and their departures must show at once.
     config = replace(config, nick_hold_seconds=0)
+    try:  # (no history database: the certificate is kept in the default data directory)
+        tls = _start_tls(config, data_path().parent)
+    except TlsUnavailable as exc:
+        print(f"chatd: cannot turn TLS on: {exc}", file=sys.stderr)
+        return 2
     server = Server(config, oper_credentials=oper_credentials)
     cluster = Cluster(server)
     cluster.start()
     print(f"chatd: cluster node {cluster.node} via {config.cluster}", flush=True)
     try:
-        return _serve(config, server, None, lambda: _reload(server, args))
+        return _serve(config, server, None, tls, lambda: _reload(server, args))
     finally:
         cluster.close()
+
+
+def _listen_irc_ports(server: Server, config: Config, tls: TlsSetup | None) -> None:
+    """The IRC port (turning everyone away with --require-tls) and the IRC TLS port.
+
+    Raises:
+        OSError: a port cannot be opened (``err.filename`` names it).
+    """
+    if config.irc_port is not None:
+        try:
+            if config.require_tls:
+                line = b"ERROR :This server requires TLS: use its TLS port"
+                port_hint = f" {config.irc_tls_port}" if config.irc_tls_port else ""
+                refused = line + port_hint.encode() + b"\r\n"
+                listen_irc(server, config.host, config.irc_port, turn_away=refused)
+            else:
+                listen_irc(server, config.host, config.irc_port)
+        except OSError as exc:
+            exc.filename = f"{config.host}:{config.irc_port} (irc)"
+            raise
+    if config.irc_tls_port is not None and tls is not None:
+        context = tls.context
+        try:
+            listen_irc(
+                server,
+                config.host,
+                config.irc_tls_port,
+                name="irc-tls",
+                make_stream=lambda: TlsStream(context),
+                handshake_seconds=config.tls_handshake_seconds,
+            )
+        except OSError as exc:
+            exc.filename = f"{config.host}:{config.irc_tls_port} (irc-tls)"
+            raise
+
+
+def _say_tls(config: Config, tls: TlsSetup | None) -> None:
+    if tls is not None:
+        made = " (made just now)" if tls.generated else ""
+        print(f"chatd: TLS on; certificate {tls.cert_file}{made}", flush=True)
+        print(f"chatd: fingerprint {tls.fingerprint}", flush=True)
+        if config.require_tls:
+            print("chatd: plain-text logins are refused (--require-tls)", flush=True)
+    elif config.irc_tls_port is not None:
+        print("chatd: no IRC TLS port: TLS is off", flush=True)
 
 
 def _serve(
     config: Config,
     server: Server,
     history: SqliteHistory | None,
+    tls: TlsSetup | None,
     reload: Callable[[], list[str]],
 ) -> int:
     web_url = ""
     failed = f"{config.host}:{config.port} (native)"
     try:
-        host, port = server.listen(config.host, config.port)
-        if config.irc_port is not None:
-            failed = f"{config.host}:{config.irc_port} (irc)"
-            listen_irc(server, config.host, config.irc_port)
+        if tls is None:
+            host, port = server.listen(config.host, config.port)
+        else:
+            refusal = _plain_refusal(config) if config.require_tls else None
+            host, port = server.listen(
+                config.host,
+                config.port,
+                sniff_stream=sniffer(tls.context, refusal),
+                handshake_seconds=config.tls_handshake_seconds,
+            )
+        failed = ""
+        _listen_irc_ports(server, config, tls)
         if config.web_port is not None:
             failed = f"{config.host}:{config.web_port} (web)"
             web_url = _listen_web(server, config.host, config.web_port)
     except OSError as exc:
-        print(f"chatd: cannot listen on {failed}: {exc.strerror}", file=sys.stderr)
+        where = failed or exc.filename
+        print(f"chatd: cannot listen on {where}: {exc.strerror}", file=sys.stderr)
         return 2
     for name, bound_host, bound_port in server.addresses:
         print(f"chatd: listening on {bound_host}:{bound_port} ({name})", flush=True)
     _open_console(server, history.path if history is not None else "", port, reload)
     print(f"chatd: {_how_to_join(host, port)}", flush=True)
+    _say_tls(config, tls)
     announcer, why = discovery.start(
         config, server.addresses, lambda: server.hub.stats()["registered"], server.loop
     )

@@ -73,6 +73,30 @@ class Config:
         "--no-announce turns it off",
     )
 
+    # --- TLS (docs/tls.md) -------------------------------------------------------------
+    tls: str = _opt(
+        "auto",
+        "on, off or auto: auto turns TLS on when a certificate is given or one can be "
+        "made (the 'cryptography' library is installed), and says why not otherwise",
+    )
+    tls_cert: str = _opt(
+        "",
+        "PEM certificate (chain) to use instead of the self-signed one made on first "
+        "start (kept next to the history database)",
+    )
+    tls_key: str = _opt("", "PEM private key of --tls-cert (default: in the same file)")
+    irc_tls_port: int | None = _opt(
+        None, "also listen for IRC clients over TLS on this port (6697 by convention)"
+    )
+    require_tls: bool = _opt(
+        False, "refuse plain-text logins (the native and IRC plain ports explain how to connect)"
+    )
+    # A handshake is two round trips: on a LAN, milliseconds. Far less than the
+    # registration timeout, since a half-open handshake holds OpenSSL state (kilobytes).
+    tls_handshake_seconds: float = _opt(
+        10.0, "close a connection whose TLS handshake has not finished after this long"
+    )
+
     # --- input limits ----------------------------------------------------------------
     # h11 caps an incomplete event at 16 KiB; Redis an inline request at 64 KiB. A chat
     # line is short; 4 KiB leaves room for a JSON envelope around 2000 characters.
@@ -326,6 +350,7 @@ class Config:
             "keepalive_idle_seconds",
             "idle_ping_seconds",
             "idle_drop_seconds",
+            "tls_handshake_seconds",
             "out_low_water_bytes",
             "send_buffer_bytes",
             "history_max_per_room",
@@ -342,7 +367,7 @@ class Config:
             raise ConfigError(
                 f"password_guess_rate must be positive, not {self.password_guess_rate}"
             )
-        for name in ("port", "irc_port", "web_port"):
+        for name in ("port", "irc_port", "irc_tls_port", "web_port"):
             value = getattr(self, name)
             if value is not None and not 0 <= value <= 65535:
                 raise ConfigError(f"{name} must be 0..65535, not {value}")
@@ -350,6 +375,7 @@ class Config:
             raise ConfigError("out_low_water_bytes must not exceed out_high_water_bytes")
         if not self.out_soft_limit_bytes <= self.out_hard_limit_bytes:
             raise ConfigError("out_soft_limit_bytes must not exceed out_hard_limit_bytes")
+        self._check_tls()
         if self.on_storage_failure not in ("readonly", "stop"):
             raise ConfigError(
                 f"on_storage_failure must be readonly or stop, not {self.on_storage_failure!r}"
@@ -360,6 +386,12 @@ class Config:
             raise ConfigError(
                 f"log_level must be debug, info, warning or error, not {self.log_level!r}"
             )
+
+    def _check_tls(self) -> None:
+        if self.tls not in ("on", "off", "auto"):
+            raise ConfigError(f"tls must be on, off or auto, not {self.tls!r}")
+        if self.tls_key and not self.tls_cert:
+            raise ConfigError("tls_key needs tls_cert")
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any], base: Config | None = None) -> Config:

@@ -273,13 +273,17 @@ class Connection:
 
     def settle_stream(self, first: bytes) -> None:
         """A sniffing listener's connection: choose its stream from ``first`` (no bytes:
-        it stays plain), then greet it."""
+        the peer said nothing in time; the sniffer may still refuse plain text), then
+        greet it."""
         sniffer, self.sniffer = self.sniffer, None
-        if sniffer is not None and first:
+        if sniffer is not None:
             self.stream = sniffer(first)
         greeting, self.greeting = self.greeting, b""
         if greeting:
             self.queue(greeting)
+        if self.stream is not None and self.stream.finished:
+            self.pump()  # it refused this peer (chatd.tls.PlainRefused): its words,
+            self.at_eof = True  # then the end
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -55,6 +55,8 @@ class Listener:
         banner: bytes,
         make_stream: StreamFactory | None = None,
         sniff_stream: StreamSniffer | None = None,
+        turn_away: bytes | None = None,
+        handshake_seconds: float | None = None,
     ) -> None:
         if make_stream is not None and sniff_stream is not None:
             raise ValueError("a listener has make_stream or sniff_stream, not both")
@@ -64,6 +66,12 @@ class Listener:
         self.banner = banner
         self.make_stream = make_stream
         self.sniff_stream = sniff_stream
+        # Every newcomer is told this and closed at accept, like a full server's (the
+        # plain IRC port when TLS is required).
+        self.turn_away = turn_away
+        # A connection whose stream is not ready this long after accept is cut without a
+        # word (a TLS handshake that stalls); None: no such deadline.
+        self.handshake_seconds = handshake_seconds
         self.mask = 0
         self.paused = False  # after EMFILE: not watched for a while
         self.loop: Loop | None = None

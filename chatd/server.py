@@ -119,10 +119,12 @@ class Server:
         self._stop_reason = "server shutting down"
         # Bound once: every connection's registration timer shares it (memory per client).
         self._on_register_timeout = self._register_timeout
+        self._on_handshake_timeout = self._handshake_timeout
         self.stats = {
             "accepted": 0,
             "rejected_full": 0,
             "rejected_per_ip": 0,
+            "turned_away": 0,  # by a listener that refuses everyone (plain IRC, --require-tls)
             "password_failures": 0,
             "slow_consumers": 0,
             "line_too_long": 0,
@@ -169,15 +171,27 @@ class Server:
         banner: bytes | None = None,
         make_stream: StreamFactory | None = None,
         sniff_stream: StreamSniffer | None = None,
+        turn_away: bytes | None = None,
+        handshake_seconds: float | None = None,
     ) -> tuple[str, int]:
         """Open a listening socket; returns the bound (host, port).
 
-        ``make_stream``/``sniff_stream``: see :class:`~chatd.listeners.Listener`.
+        ``make_stream``/``sniff_stream``/``turn_away``/``handshake_seconds``: see
+        :class:`~chatd.listeners.Listener`.
         """
         sock = open_socket(host, port, self.config.listen_backlog)
         if banner is None:
             banner = native_banner(self.config.server_name) if make_codec is None else b""
-        listener = Listener(sock, name, make_codec, banner, make_stream, sniff_stream)
+        listener = Listener(
+            sock,
+            name,
+            make_codec,
+            banner,
+            make_stream,
+            sniff_stream,
+            turn_away=turn_away,
+            handshake_seconds=handshake_seconds,
+        )
         self._listeners.append(listener)
         listener.start(self.loop, self, self.config)
         logger.info("listening on %s:%d (%s)", *listener.address, name)
@@ -275,6 +289,10 @@ class Server:
         """A listener accepted ``sock``: refuse it when full, else make it a connection."""
         config = self.config
         peer = format_peer(addr)
+        if listener.turn_away is not None:  # (the plain IRC port when TLS is required)
+            self.stats["turned_away"] += 1
+            refuse(sock, listener.turn_away)
+            return
         host = address_key(addr[0]) if isinstance(addr, tuple) else peer
         error = self._admission.refusal(self.connections, host, peer)
         if error is not None:  # full, or that address is: told why in its protocol
@@ -311,6 +329,10 @@ class Server:
                 conn.stream = listener.make_stream()
             if listener.banner:
                 conn.queue(listener.banner)
+        if listener.handshake_seconds is not None:
+            # A stalled handshake is cut sooner than a slow typist (OpenSSL keeps
+            # kilobytes for it); the timer is gone once it fires, handshake or not.
+            call_at(now + listener.handshake_seconds, self._on_handshake_timeout, conn)
         self.loop.update(conn)
 
     def _login_wait(self, conn: Connection, now: float) -> bool:
@@ -407,7 +429,12 @@ class Server:
                 if conn.state is State.CLOSING:
                     self._finalize(conn)  # nothing more can be sent to it
                 continue
-            if not conn.out.size and conn.mask == READ and conn.stream is None:
+            stream = conn.stream  # (a TLS stream holds bytes only before its handshake)
+            if (
+                not conn.out.size
+                and conn.mask == READ
+                and (stream is None or not stream.buffered_bytes)
+            ):
                 flow = conn.flow  # the usual case: all sent, reading on, nothing owed
                 if not flow.skipped and flow.over_soft_since is None:
                     continue
@@ -491,6 +518,14 @@ class Server:
     def _sniff_timeout(self, conn: Connection) -> None:
         if conn.state is State.OPEN and conn.sniffer is not None:
             conn.settle_stream(b"")  # it waits to be greeted: plain, and say hello
+            if conn.at_eof:  # its stream refused it (plain text when TLS is required)
+                self._close(conn, "refused by its stream", flush=True)
+
+    def _handshake_timeout(self, conn: Connection) -> None:
+        stream = conn.stream
+        if conn.state is State.OPEN and stream is not None and not stream.ready:
+            # Nothing can be said: there is no session to say it in.
+            self._close(conn, "handshake timeout", flush=False, broken=True)
 
     def _soft(self, conn: Connection) -> None:
         since = conn.flow.over_soft_since  # None, or a later episode: expired() says no

@@ -92,5 +92,6 @@ class Stream(Protocol):
 
 #: Builds the stream of every connection a listener accepts (a WebSocket or TLS-only port).
 StreamFactory = Callable[[], Stream]
-#: Chooses a connection's stream from the first bytes its peer sent; None means plain.
+#: Chooses a connection's stream from the first bytes its peer sent (b"": it said nothing
+#: within the sniffing window); None means plain.
 StreamSniffer = Callable[[bytes], Stream | None]

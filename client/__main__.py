@@ -17,7 +17,7 @@ from pathlib import Path
 
 from chatd import names
 from chatd.config import DEFAULT_PORT
-from client import app, core, discovery, ui
+from client import app, core, discovery, trust, ui
 
 
 def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, argparse.ArgumentParser]:
@@ -46,6 +46,23 @@ def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, argparse.Argumen
         type=Path,
         help="file whose first line is the server's password (or set CHATD_PASSWORD; "
         "never on the command line, where ps would show it)",
+    )
+    parser.add_argument(
+        "--plain",
+        action="store_true",
+        help="connect without TLS (for servers that do not offer it; a password is never "
+        "sent in plain text to a server that offered TLS before)",
+    )
+    parser.add_argument(
+        "--trust",
+        action="store_true",
+        help="trust a server met for the first time without asking (see docs/tls.md)",
+    )
+    parser.add_argument(
+        "--fingerprint",
+        metavar="SHA256:...",
+        help="trust the server only if its certificate has this fingerprint (the one chatd "
+        "printed at start-up)",
     )
     layout = parser.add_mutually_exclusive_group()
     layout.add_argument(
@@ -88,6 +105,20 @@ def _setup_logging(path: Path | None) -> None:
     root.setLevel(logging.DEBUG)
 
 
+async def _ask_trust(server: str, fingerprint: str) -> bool:
+    """First contact with a server: show its fingerprint and ask, as ssh does."""
+    print(
+        f"The identity of {server} is not known yet.\n"
+        f"Its certificate fingerprint is {fingerprint}\n"
+        "Compare it with the one chatd printed when it started (ask its owner)."
+    )
+    try:
+        answer = await asyncio.to_thread(input, "Trust this server and connect? [y/N] ")
+    except EOFError:
+        return False
+    return answer.strip().lower() in ("y", "yes")
+
+
 def main(argv: list[str] | None = None) -> int:
     args, parser = _parse(argv)
     if args.list:
@@ -111,6 +142,12 @@ def main(argv: list[str] | None = None) -> int:
     nick = args.nick or core.default_nick(_login())
     if not core.valid_nick(nick):
         parser.error(f"not a valid nick: {nick!r} ({names.NICK_RULE})")
+    if args.fingerprint is not None and not args.fingerprint.startswith("SHA256:"):
+        parser.error(
+            f"a fingerprint looks like SHA256:... (as chatd prints it), not {args.fingerprint!r}"
+        )
+    if args.plain and (args.trust or args.fingerprint):
+        parser.error("--plain cannot be combined with --trust or --fingerprint")
     room = core.normalize_room(args.room or core.DEFAULT_ROOM)
     if room is None:
         parser.error(f"not a valid room name: {args.room!r}")
@@ -137,6 +174,14 @@ def main(argv: list[str] | None = None) -> int:
         rooms_file=None if args.no_history_file else ui.history_path().with_name("rooms.json"),
         history_file=None if args.no_history_file else ui.history_path(),
         password=password,
+        tls=trust.Policy(
+            plain=args.plain,
+            trust=args.trust,
+            fingerprint=args.fingerprint,
+            has_password=password is not None,
+        ),
+        known_servers=trust.known_servers_path(ui.history_path().parent),
+        ask_trust=_ask_trust if sys.stdin.isatty() else None,
         others=others,
     )
     try:

@@ -27,7 +27,7 @@ from prompt_toolkit.input import Input
 from prompt_toolkit.output import Output as PtOutput
 from prompt_toolkit.patch_stdout import patch_stdout
 
-from client import fullscreen, net, store, ui
+from client import fullscreen, net, store, trust, ui
 from client.core import ChatState, Kind, Line, Output, irc_fold
 
 __all__ = ["Fatal", "Options", "run"]
@@ -95,6 +95,12 @@ class Options:
     rooms_file: Path | None = None  # rooms remembered per server (client.store)
     room_explicit: bool = True  # --room was given: join it first, then the remembered
     full_screen: bool = False  # buffers per room (client.fullscreen) instead of line mode
+    # TLS and trust on first use (client/trust.py); None: plain text, no questions (what
+    # the command line gives by default is TLS first: see client/__main__.py). No
+    # known_servers file: nothing is remembered (every server is new).
+    tls: trust.Policy | None = None
+    known_servers: Path | None = None
+    ask_trust: trust.Ask | None = None
     # More nodes of the same chatd cluster (``chat host1,host2``): tried in turn when the
     # current one cannot be reached; the usual resume and gap fill make the move seamless.
     others: tuple[tuple[str, int], ...] = ()
@@ -145,8 +151,10 @@ class ChatApp:
         nodes = [(self.opts.host, self.opts.port), *self.opts.others]
         for index, (host, port) in enumerate(nodes):
             try:
-                link = await net.connect(host, port, self.opts.connect_timeout)
+                link = await self._open(host, port)
                 break
+            except trust.TrustError as exc:  # never quietly on to the next node
+                raise Fatal(str(exc)) from None
             except net.ConnectError as exc:
                 if index == len(nodes) - 1:
                     raise Fatal(str(exc)) from None
@@ -185,6 +193,19 @@ class ChatApp:
             if not self.state.greeted
             else f"{self.where} closed the connection during registration"
         )
+
+    async def _open(self, host: str, port: int) -> net.Link:
+        """Connect over TLS (or plain text) as the trust policy allows."""
+        opts = self.opts
+        known = trust.KnownServers(opts.known_servers)
+        if opts.tls is None:
+            link = await net.connect(host, port, opts.connect_timeout)
+        else:
+            link = await trust.open_link(
+                host, port, opts.connect_timeout, opts.tls, known, opts.ask_trust
+            )
+        self.state.transport = link.transport
+        return link
 
     # ------------------------------------------------------------------ plumbing
 
@@ -339,7 +360,15 @@ class ChatApp:
             nodes = [(self.opts.host, self.opts.port), *self.opts.others]
             host, port = nodes[self._node]
             try:
-                link = await net.connect(host, port, self.opts.connect_timeout)
+                link = await self._open(host, port)
+            except trust.TrustError as exc:  # a changed key: say so loudly, keep trying
+                logger.warning("reconnect attempt %d refused: %s", attempt, exc)
+                out = Output()
+                out.error(str(exc))
+                await self.apply(out)
+                self._node = (self._node + 1) % len(nodes)  # another node may be trusted
+                self.delay = self.opts.backoff_max
+                continue
             except net.ConnectError as exc:
                 logger.info("reconnect attempt %d failed: %s", attempt, exc)
                 # a refusal costs nothing: back soon after a restart (BACKOFF_DOWN_MAX)

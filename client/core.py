@@ -125,6 +125,7 @@ class ChatState:
         self.nick = nick
         self.server = server
         self.link = "connecting"  # connecting | connected | disconnected | reconnecting …
+        self.transport = ""  # "tls" or "plain", set by the network shell (client/trust.py)
         self.registered = False
         self.lag: float | None = None  # seconds a ping has waited (the app measures it)
         self.away = False
@@ -175,6 +176,7 @@ class ChatState:
             ("room", room.name if room else "(no room)"),
             ("members", f"{len(room.members)} here" if room and room.joined else "-"),
             *([("lag", f"lag {self.lag:.0f} s")] if self.lag and self.lag >= LAG_SHOWN else []),
+            *([("transport", self.transport)] if self.transport else []),
         ]
         if conversation is not None:
             fields = [(k, v) for k, v in fields if k != "members"]

@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 from collections.abc import AsyncIterator
 from typing import Any
 
 from client.core import encode
 
-__all__ = ["ConnectError", "Link", "Refused", "connect"]
+__all__ = ["ConnectError", "Link", "NotTls", "Refused", "connect"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,16 +30,26 @@ class ConnectError(Exception):
     """Connecting failed; ``str()`` is one sentence for the user."""
 
 
+class NotTls(ConnectError):
+    """The server answered the TLS handshake with something that is not TLS."""
+
+
 class Refused(ConnectError):
     """The host answered, but nothing listens on the port (the server is down)."""
 
 
 class Link:
-    """An open connection to the server."""
+    """An open connection to the server (``transport``: ``"tls"`` or ``"plain"``)."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._reader = reader
         self._writer = writer
+        tls = writer.get_extra_info("ssl_object")
+        self.transport = "tls" if tls is not None else "plain"
+        # The server's certificate (DER), for trust on first use (client.trust).
+        self.peer_certificate: bytes | None = (
+            tls.getpeercert(binary_form=True) if tls is not None else None
+        )
 
     async def send(self, frame: dict[str, Any]) -> None:
         """Write one frame and wait for the socket buffer to drain (backpressure).
@@ -98,17 +109,32 @@ class Link:
             logger.info("error while closing: %s", exc)
 
 
-async def connect(host: str, port: int, timeout: float = 5.0) -> Link:
-    """Open a connection to ``host:port``.
+async def connect(
+    host: str, port: int, timeout: float = 5.0, tls: ssl.SSLContext | None = None
+) -> Link:
+    """Open a connection to ``host:port``, over TLS with the context ``tls`` if given.
+
+    The certificate is not checked here: ``client.trust`` pins its fingerprint.
 
     Raises:
+        NotTls: ``tls`` was given and the server does not speak TLS.
         ConnectError: refused, unreachable, unknown host or timed out.
     """
     where = f"{host}:{port}"
     try:
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(host, port, limit=MAX_RECEIVED_LINE), timeout
+            asyncio.open_connection(
+                host,
+                port,
+                limit=MAX_RECEIVED_LINE,
+                ssl=tls,
+                server_hostname=host if tls is not None else None,
+                ssl_handshake_timeout=timeout if tls is not None else None,
+            ),
+            timeout,
         )
+    except ssl.SSLError as exc:
+        raise NotTls(f"TLS handshake with {where} failed: {exc.reason or exc}") from None
     except TimeoutError:
         raise ConnectError(
             f"could not connect to {where}: no answer within {timeout:g} s"
@@ -125,5 +151,5 @@ async def connect(host: str, port: int, timeout: float = 5.0) -> Link:
     sock = writer.get_extra_info("socket")
     if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    logger.info("connected to %s", where)
+    logger.info("connected to %s (%s)", where, "tls" if tls is not None else "plain")
     return Link(reader, writer)

@@ -210,6 +210,8 @@ def toolbar_fragments(
         if name == "state":
             up = value == "connected"
             out.append((f"class:bottom-toolbar.{'up' if up else 'down'}", f" {value}"))
+        elif name == "transport":  # tls (encrypted) or plain
+            out.append((f"class:bottom-toolbar.{'up' if value == 'tls' else 'down'}", value))
         else:
             out.append(("class:bottom-toolbar", value))
     return out

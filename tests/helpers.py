@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-_LISTEN_RE = re.compile(r"listening on (\S+):(\d+) \((\w+)\)")
+_LISTEN_RE = re.compile(r"listening on (\S+):(\d+) \(([\w-]+)\)")
 
 
 def wait_until(
@@ -54,6 +54,13 @@ class ChatdProcess:
         # History off the disk unless a test asks for a file: servers started by tests
         # must not share (or lock) the user's ~/.local/share/chatd/history.db.
         self.args = list(args) if "--db" in args else ["--db", ":memory:", *args]
+        # TLS only for the tests that ask for it (tests/test_tls_server.py): a TLS server
+        # keeps its certificate in the user's data directory, and holds the banner back
+        # for a moment to tell TLS from plain text.
+        if not any(arg.startswith("--tls") for arg in self.args):
+            self.args += ["--tls", "off"]
+        self.irc_tls_port: int | None = None
+        self.fingerprint: str | None = None
         self.env = env
         self.port = port
         self.irc_port: int | None = 0 if irc else None
@@ -108,8 +115,12 @@ class ChatdProcess:
                     self.port = int(match.group(2))
                 elif match.group(3) == "irc":
                     self.irc_port = int(match.group(2))
+                elif match.group(3) == "irc-tls":
+                    self.irc_tls_port = int(match.group(2))
                 elif match.group(3) == "web":
                     self.web_port = int(match.group(2))
+            if line.startswith("chatd: fingerprint "):
+                self.fingerprint = line.split()[-1]
             if "press Ctrl-C" in line:
                 return
         raise RuntimeError("chatd did not start in time")

@@ -89,3 +89,34 @@ def test_fixed_rate_with_idle_connections() -> None:
     assert row["members"] == 3
     # 40 msgs/s for ~1.2 s, each to 3 members: loosely, because timing is the OS's
     assert 20 <= row["sent"] <= 80
+
+
+@pytest.mark.timeout(60)
+def test_tls_against_plain_in_one_run() -> None:
+    pytest.importorskip("cryptography")
+    opts = bench_run.parse_args(
+        [
+            "--quick",
+            "--scenario",
+            "tls1000",
+            "--n",
+            "5",
+            "--senders",
+            "2",
+            "--idle",
+            "5",
+            "--duration",
+            "1",
+            "--warmup",
+            "0.2",
+        ]
+    )
+    report = bench_run.run(opts)
+    (scenario,) = report["scenarios"]
+    assert set(scenario["runs"]) == {"chatd", "tls"}
+    for row in scenario["runs"].values():
+        _check(row)
+        assert row["members"] == 5
+    assert scenario["runs"]["tls"]["tls_clients"] == 10  # every client spoke TLS
+    assert scenario["runs"]["chatd"]["tls_clients"] == 0
+    assert "tls/pl" in bench_run.table(report)

@@ -1,9 +1,10 @@
 """End to end: the real client in a real terminal (tmux) against a hostile impostor.
 
-The impostor (tests/hostile.py) runs in a thread of the test process on 127.0.0.1 port 0.
-It sends every frame that once crashed the client, a message padded to spoof a system
-line, and then closes every later connection right after its banner. The client must
-stay up, print no traceback, never let a row start with the spoofed text, and back off.
+The impostor (tests/hostile.py) runs in a thread of the test process on 127.0.0.1 port 0
+and speaks no TLS (the client runs with --plain). It sends every frame that once crashed
+the client, a message padded to spoof a system line, and then closes every later
+connection right after its banner. The client must stay up, print no traceback, never
+let a row start with the spoofed text, and back off.
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ def test_hostile_server_in_a_real_terminal(tmux_server: Tmux, tmp_path: Path, mo
         command = (
             f"env CHAT_STATE_DIR={shlex.quote(str(tmp_path / 'state'))} "
             f"PYTHONPATH={shlex.quote(str(ROOT))} "
-            f"{shlex.quote(sys.executable)} -m client 127.0.0.1:{port} --nick alice {mode}"
+            f"{shlex.quote(sys.executable)} -m client 127.0.0.1:{port} --nick alice {mode} --plain"
         )
         pane = Pane(tmux_server, "alice", command, tmp_path)
         pane.wait_for("<bob> still here", timeout=20)

@@ -94,7 +94,7 @@ class Rot13Stream:
 
 
 def sniff(first: bytes) -> Stream | None:
-    return Rot13Stream() if first[0] == TLS_RECORD_HANDSHAKE else None
+    return Rot13Stream() if first[:1] == bytes((TLS_RECORD_HANDSHAKE,)) else None
 
 
 class StreamClient:
