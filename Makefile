@@ -19,7 +19,7 @@ PYTEST_ARGS ?=
 .PHONY: help install run-server run-server-plain run-client test test-fast e2e lint bench bench-quick bench-cluster stress clean
 
 help:
-	@echo "make run-server   start chatd on $(HOST):$(PORT) with TLS (IRC on $(IRC_PORT), IRC+TLS on $(IRC_TLS_PORT))"
+	@echo "make run-server   start chatd on $(HOST):$(PORT) with TLS (IRC on $(IRC_PORT), IRC+TLS on $(IRC_TLS_PORT), web on $(WEB_PORT))"
 	@echo "make run-server-plain  the same on the standard library alone, without TLS"
 	@echo "make run-client   join it with the terminal client (SERVER=host:port)"
 	@echo "make test         run every test (unit, socket, abuse, end-to-end in tmux)"
@@ -41,21 +41,15 @@ install: $(STAMP)
 	@echo "To have them on your PATH: pipx install .   (or: pip install --user .)"
 
 # TLS needs the 'cryptography' library to make the server's certificate on first start
-# (docs/tls.md), so this uses the virtualenv; run-server-plain needs Python alone.
+# (docs/tls.md), the web page h11 and wsproto (docs/web.md), LAN announcing zeroconf
+# (docs/discovery.md): so this uses the virtualenv; run-server-plain needs Python alone.
 run-server: $(STAMP)
 	$(BIN)/python -m chatd --host $(HOST) --port $(PORT) --irc-port $(IRC_PORT) \
-		--tls on --irc-tls-port $(IRC_TLS_PORT) $(if $(DB),--db $(DB))
+		--tls on --irc-tls-port $(IRC_TLS_PORT) --web-port $(WEB_PORT) $(if $(DB),--db $(DB))
 
 run-server-plain:
 	$(PYTHON) -m chatd --host $(HOST) --port $(PORT) --irc-port $(IRC_PORT) --tls off \
 		$(if $(DB),--db $(DB))
-# The server needs the standard library alone: no virtualenv required.
-# The web port needs h11 and wsproto (the 'web' extra): the venv's Python has them after
-# `make install`, else this Python may; with neither, the server runs without the web port.
-WEB_PY = $(shell for py in $(BIN)/python $(PYTHON); do $$py -c 'import h11, wsproto' 2>/dev/null && echo $$py && break; done)
-run-server:
-	@$(if $(WEB_PY),,echo "(no web port: no h11/wsproto here; make install, or pip install 'chatd[web]')")
-	$(or $(WEB_PY),$(PYTHON)) -m chatd --host $(HOST) --port $(PORT) --irc-port $(IRC_PORT) $(if $(WEB_PY),--web-port $(WEB_PORT)) $(if $(DB),--db $(DB))
 
 run-client: $(STAMP)
 	$(BIN)/python -m client $(SERVER)

@@ -448,7 +448,11 @@ def _serve(
     print(f"chatd: {_how_to_join(host, port)}", flush=True)
     _say_tls(config, tls)
     announcer, why = discovery.start(
-        config, server.addresses, lambda: server.hub.stats()["registered"], server.loop
+        config,
+        server.addresses,
+        lambda: server.hub.stats()["registered"],
+        server.loop,
+        fingerprint=tls.fingerprint if tls is not None else None,
     )
     print(f"chatd: {why}", flush=True)
     if web_url:

@@ -13,6 +13,7 @@ import getpass
 import logging
 import os
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from chatd import names
@@ -105,18 +106,50 @@ def _setup_logging(path: Path | None) -> None:
     root.setLevel(logging.DEBUG)
 
 
-async def _ask_trust(server: str, fingerprint: str) -> bool:
+def _discovery_line(fingerprint: str, announced: str | None) -> str:
+    """What LAN discovery saw, next to the certificate's fingerprint (docs/discovery.md)."""
+    if announced is None:
+        return ""
+    if announced == fingerprint:
+        return "The server announced on the LAN with this same fingerprint.\n"
+    return (
+        f"WARNING: the server found on the LAN announced {announced},\n"
+        "a different fingerprint: this may be an impostor.\n"
+    )
+
+
+def _trust_asker(announced: str | None) -> Callable[[str, str], Awaitable[bool]]:
+    async def ask(server: str, fingerprint: str) -> bool:
+        return await _ask_trust(server, fingerprint, announced)
+
+    return ask
+
+
+async def _ask_trust(server: str, fingerprint: str, announced: str | None = None) -> bool:
     """First contact with a server: show its fingerprint and ask, as ssh does."""
     print(
         f"The identity of {server} is not known yet.\n"
         f"Its certificate fingerprint is {fingerprint}\n"
-        "Compare it with the one chatd printed when it started (ask its owner)."
+        + _discovery_line(fingerprint, announced)
+        + "Compare it with the one chatd printed when it started (ask its owner)."
     )
     try:
         answer = await asyncio.to_thread(input, "Trust this server and connect? [y/N] ")
     except EOFError:
         return False
     return answer.strip().lower() in ("y", "yes")
+
+
+def _discover(host: str, port: int) -> tuple[str, int, str | None] | None:
+    """No address given: the server found on the LAN (docs/discovery.md), with the TLS
+    fingerprint it announced; (host, port) when nothing answered; None if none was picked."""
+    found = discovery.find_server((host, port), print, input)
+    if found is None:
+        print("chat: no server picked", file=sys.stderr)
+        return None
+    if isinstance(found, tuple):
+        return found[0], found[1], None
+    return found.host, found.port, found.fingerprint
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,12 +162,12 @@ def main(argv: list[str] | None = None) -> int:
         others = tuple(core.parse_address(more) for more in rest)
     except ValueError as exc:
         parser.error(str(exc))
+    announced: str | None = None  # the TLS fingerprint a LAN announcement carried
     if args.address is None and args.host is None and args.port is None:
-        found = discovery.find_server((host, port), print, input)
-        if found is None:
-            print("chat: no server picked", file=sys.stderr)
+        picked = _discover(host, port)
+        if picked is None:
             return 1
-        host, port = found if isinstance(found, tuple) else (found.host, found.port)
+        host, port, announced = picked
     host = args.host or host
     port = args.port if args.port is not None else port
     if not 0 < port < 65536:
@@ -181,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
             has_password=password is not None,
         ),
         known_servers=trust.known_servers_path(ui.history_path().parent),
-        ask_trust=_ask_trust if sys.stdin.isatty() else None,
+        ask_trust=_trust_asker(announced) if sys.stdin.isatty() else None,
         others=others,
     )
     try:

@@ -185,3 +185,12 @@ def test_no_zeroconf_falls_back_to_localhost(monkeypatch: pytest.MonkeyPatch) ->
     ]
     said.clear()
     assert finder.list_servers(said.append) == 2 and "zeroconf" in said[0]
+
+
+def test_the_trust_question_compares_the_announced_fingerprint() -> None:
+    from client.__main__ import _discovery_line
+
+    assert _discovery_line("SHA256:abc", None) == ""
+    assert "same fingerprint" in _discovery_line("SHA256:abc", "SHA256:abc")
+    warning = _discovery_line("SHA256:abc", "SHA256:xyz")
+    assert "WARNING" in warning and "SHA256:xyz" in warning and "impostor" in warning

@@ -340,3 +340,13 @@ def test_nothing_found_says_so_and_falls_back_to_localhost(lan: Lan) -> None:
         "chat: no chatd server answered on the LAN in 2 s; trying localhost:7777",
         "('localhost', 7777)",
     ]
+
+
+def test_a_tls_servers_fingerprint_is_announced_and_listed(lan: Lan, tmp_path: Path) -> None:
+    """With TLS on, the fingerprint chatd prints is in the announcement and in the list,
+    so a person can tell the real room from an impostor announcing the same name."""
+    server = serve(lan, "secure", "--tls", "on", "--db", str(tmp_path / "h.db"))
+    assert server.fingerprint and server.fingerprint.startswith("SHA256:")
+    lines = list_until(lan, lambda ls: listed(ls, "secure") is not None)
+    line = listed(lines, "secure")
+    assert line is not None and f"TLS {server.fingerprint}" in line, lines
