@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import http.client
 import socket
-import ssl
 import time
 from collections.abc import Iterator
 from pathlib import Path
