@@ -212,12 +212,15 @@ def _how_to_join(host: str, port: int) -> str:
 SUBCOMMANDS = ("backup", "export")
 
 
-def _listen_web(server: Server, host: str, port: int) -> str:
-    """Start the web port (its libraries load only now); the URL to open."""
+def _listen_web(server: Server, host: str, port: int, tls: TlsSetup | None = None) -> str:
+    """Start the web port (its libraries load only now); the URL to open (https:// with
+    TLS: the same port also takes https and wss on the server's certificate)."""
     from chatd.web import WebUnavailable, lan_address, listen_web
 
+    context = tls.context if tls is not None else None
+    seconds = server.config.tls_handshake_seconds
     try:
-        bound_host, bound_port = listen_web(server, host, port)
+        bound_host, bound_port = listen_web(server, host, port, context, seconds)
     except WebUnavailable as exc:
         print(f"chatd: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -226,7 +229,8 @@ def _listen_web(server: Server, host: str, port: int) -> str:
         shown = lan_address() or socket.gethostname() or "localhost"
     if ":" in shown:
         shown = f"[{shown}]"
-    return f"http://{shown}:{bound_port}/"
+    scheme = "https" if tls is not None else "http"
+    return f"{scheme}://{shown}:{bound_port}/"
 
 
 def _plain_refusal(config: Config) -> bytes:
@@ -433,7 +437,7 @@ def _serve(
         _listen_irc_ports(server, config, tls)
         if config.web_port is not None:
             failed = f"{config.host}:{config.web_port} (web)"
-            web_url = _listen_web(server, config.host, config.web_port)
+            web_url = _listen_web(server, config.host, config.web_port, tls)
     except OSError as exc:
         where = failed or exc.filename
         print(f"chatd: cannot listen on {where}: {exc.strerror}", file=sys.stderr)
@@ -453,7 +457,8 @@ def _serve(
     print(f"chatd: {why}", flush=True)
     if web_url:
         if announcer is not None:  # the name people can type, announced by mDNS
-            web_url = f"http://{discovery.local_name()}:{web_url.rsplit(':', 1)[1]}"
+            scheme = web_url.split(":", 1)[0]
+            web_url = f"{scheme}://{discovery.local_name()}:{web_url.rsplit(':', 1)[1]}"
         print(f"chatd: in a browser, open:  {web_url}", flush=True)
     print("chatd: press Ctrl-C to stop", flush=True)
 

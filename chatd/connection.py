@@ -29,7 +29,7 @@ from chatd.codecs import Codec
 from chatd.framing import LineFramer, LineTooLong
 from chatd.outpolicy import Flow
 from chatd.ratelimit import TokenBucket
-from chatd.streams import Stream, StreamSniffer
+from chatd.streams import TLS_RECORD_HANDSHAKE, Stream, StreamSniffer
 
 __all__ = ["Connection", "Owner", "State"]
 
@@ -37,6 +37,8 @@ __all__ = ["Connection", "Owner", "State"]
 _IOV_MAX = min(getattr(socket, "SC_IOV_MAX", 1024) or 1024, 1024)
 _READ = selectors.EVENT_READ
 _WRITE = selectors.EVENT_WRITE
+
+_TLS_HELLO = bytes((TLS_RECORD_HANDSHAKE,))
 
 
 class State(enum.Enum):
@@ -66,6 +68,7 @@ class Connection:
         "stream",
         "sniffer",
         "greeting",
+        "handshaking",
         "state",
         "mask",
         "pending",
@@ -111,6 +114,9 @@ class Connection:
         # greeting (banner) waits with it.
         self.sniffer: StreamSniffer | None = None
         self.greeting = b""
+        # Whether the handshake deadline applies: a sniffing listener's connection only
+        # if its first byte opened a TLS handshake (plain HTTP on the web port has none).
+        self.handshaking = True
         self.state = State.OPEN
         self.mask = 0  # the events currently registered with the selector
         self.pending = False  # on the ``dirty`` list: output to flush this loop turn
@@ -278,6 +284,7 @@ class Connection:
         sniffer, self.sniffer = self.sniffer, None
         if sniffer is not None:
             self.stream = sniffer(first)
+            self.handshaking = first[:1] == _TLS_HELLO
         greeting, self.greeting = self.greeting, b""
         if greeting:
             self.queue(greeting)

@@ -523,7 +523,12 @@ class Server:
 
     def _handshake_timeout(self, conn: Connection) -> None:
         stream = conn.stream
-        if conn.state is State.OPEN and stream is not None and not stream.ready:
+        if (
+            conn.state is State.OPEN
+            and stream is not None
+            and conn.handshaking
+            and not stream.ready
+        ):
             # Nothing can be said: there is no session to say it in.
             self._close(conn, "handshake timeout", flush=False, broken=True)
 

@@ -19,7 +19,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-__all__ = ["Stream", "StreamError", "StreamFactory", "StreamSniffer", "TLS_RECORD_HANDSHAKE"]
+__all__ = [
+    "LayeredStream",
+    "Stream",
+    "StreamError",
+    "StreamFactory",
+    "StreamSniffer",
+    "TLS_RECORD_HANDSHAKE",
+]
 
 #: The first byte of a TLS record carrying a handshake (a ClientHello starts with it).
 TLS_RECORD_HANDSHAKE = 0x16
@@ -95,3 +102,72 @@ StreamFactory = Callable[[], Stream]
 #: Chooses a connection's stream from the first bytes its peer sent (b"": it said nothing
 #: within the sniffing window); None means plain.
 StreamSniffer = Callable[[bytes], Stream | None]
+
+
+class LayeredStream:
+    """One stream inside another: ``inner``'s wire bytes are ``outer``'s application bytes
+    (HTTP and WebSocket inside TLS: ``LayeredStream(TlsStream(ctx), WebStream(...))``).
+
+    ``receive`` feeds what the outer yields into the inner; ``send`` goes to the inner and
+    whatever the inner wants written goes through the outer (``data_to_send`` is the
+    outer's). ``ready`` is the outer's: its handshake is the one a deadline waits for (the
+    inner's own phases, HTTP before a WebSocket, are not a handshake). When the inner is
+    finished the outer is closed after the inner's last bytes (a TLS close_notify follows
+    the last HTTP response).
+    """
+
+    __slots__ = ("outer", "inner", "_closed")
+
+    def __init__(self, outer: Stream, inner: Stream) -> None:
+        self.outer = outer
+        self.inner = inner
+        self._closed = False
+
+    def receive(self, wire: bytes) -> bytes:
+        outer, inner = self.outer, self.inner
+        app = outer.receive(wire)  # (a StreamError here: the outer's alert is queued)
+        data = b""
+        try:
+            if app:
+                data = inner.receive(app)
+            if (not wire or outer.finished) and not inner.finished:
+                data += inner.receive(b"")  # the outer ended: so does the inner's input
+        finally:
+            self._pump()  # the inner's answers (or its last words) go out, wrapped
+        return data
+
+    def send(self, app: bytes) -> None:
+        self.inner.send(app)
+        self._pump()
+
+    def data_to_send(self) -> bytes:
+        return self.outer.data_to_send()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self.inner.close()
+        self._pump()
+        if not self._closed:
+            self._closed = True
+            self.outer.close()
+
+    @property
+    def buffered_bytes(self) -> int:
+        return self.outer.buffered_bytes + self.inner.buffered_bytes
+
+    @property
+    def ready(self) -> bool:
+        return self.outer.ready
+
+    @property
+    def finished(self) -> bool:
+        return self.outer.finished or self.inner.finished
+
+    def _pump(self) -> None:
+        wire = self.inner.data_to_send()
+        if wire:
+            self.outer.send(wire)
+        if self.inner.finished and not self._closed:
+            self._closed = True
+            self.outer.close()

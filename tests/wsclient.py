@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import ssl
 import struct
 import time
 from typing import Any
@@ -44,13 +45,23 @@ def masked_frame(opcode: int, payload: bytes, *, fin: bool = True, mask: bool = 
 class WsClient:
     """Connects, upgrades at /ws, and exchanges text messages (JSON helpers too)."""
 
-    def __init__(self, port: int, *, origin: str | None = "same", host: str | None = None) -> None:
+    def __init__(
+        self,
+        port: int,
+        *,
+        origin: str | None = "same",
+        host: str | None = None,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        if tls is not None:  # wss: the handshake is done here
+            self.sock = tls.wrap_socket(self.sock, server_hostname="localhost")
         self.ws = WSConnection(ConnectionType.CLIENT)
         host = host or f"127.0.0.1:{port}"
         extra: list[tuple[bytes, bytes]] = []
         if origin == "same":
-            extra.append((b"Origin", f"http://{host}".encode()))
+            scheme = "https" if tls is not None else "http"
+            extra.append((b"Origin", f"{scheme}://{host}".encode()))
         elif origin is not None:
             extra.append((b"Origin", origin.encode()))
         self.sock.sendall(self.ws.send(Request(host=host, target="/ws", extra_headers=extra)))
