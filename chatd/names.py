@@ -44,6 +44,7 @@ __all__ = [
     "blank",
     "mixed_scripts",
     "fold",
+    "is_bidi_control",
     "clean_text",
     "clean_line",
 ]
@@ -65,6 +66,7 @@ _BIDI = "\u202a-\u202e\u2066-\u2069"
 # Everything a terminal might act on: C0 (but \t and \n), DEL, C1 (ESC is \x1b in C0).
 _CONTROLS_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f" + _BIDI + "]")
 _CONTROLS_AND_NEWLINES_RE = re.compile(r"[\x00-\x1f\x7f-\x9f" + _BIDI + "]")
+_BIDI_RE = re.compile("[" + _BIDI + "]")
 _FOLD = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ[]\\^", "abcdefghijklmnopqrstuvwxyz{}|~")
 
 # Unicode's Default_Ignorable_Code_Point (DerivedCoreProperties.txt, Unicode 14/15):
@@ -177,6 +179,12 @@ def fold(name: str) -> str:
     if name.isascii():  # every nick, most rooms: skip the call
         return name.translate(_FOLD)
     return unicodedata.normalize("NFKC", name).translate(_FOLD)
+
+
+def is_bidi_control(ch: str) -> bool:
+    """Whether ``ch`` reorders what follows it on screen (an embedding, override or
+    isolate): the one set both the server and the terminal client neutralise."""
+    return _BIDI_RE.match(ch) is not None
 
 
 def clean_text(text: str) -> str:

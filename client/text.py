@@ -41,8 +41,7 @@ def _is_unsafe(ch: str) -> bool:
         return ch not in "\n\t"
     if 0x7F <= code < 0xA0:  # DEL and the C1 controls (CSI 0x9b among them)
         return True
-    # Bidi embeddings/overrides/isolates reorder what follows them on screen.
-    if 0x202A <= code <= 0x202E or 0x2066 <= code <= 0x2069:
+    if names.is_bidi_control(ch):  # reorders what follows it on screen
         return True
     return unicodedata.category(ch) == "Cs"  # lone surrogates cannot be written
 
