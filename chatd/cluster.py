@@ -222,11 +222,7 @@ class Cluster(RemoteView):
             self._apply(hub.handle(cid, replace(cmd, autojoin=()), wall))  # its refusal
             return
         # Held by another node's user: Redis decides (free if that node is dead).
-        if fold(cmd.nick) in self._claims:
-            self._error(cid, ErrorCode.NICK_TAKEN, f'nick "{cmd.nick}" is already in use', cmd.rid)
-            return
-        if not self.ready:
-            self._unavailable(cid, cmd.rid)
+        if self._cannot_claim(cid, cmd):
             return
         password = self.config.password
         if password is not None and cmd.password != password:
@@ -410,6 +406,16 @@ class Cluster(RemoteView):
         event = self._event("topic", {"cid": cid, "room": names[key], "topic": topic})
         self._update(done, cid, event, topic=(key, topic))
 
+    def _cannot_claim(self, cid: int, cmd: Hello | Nick) -> bool:
+        """Refuse a nick this node is claiming already, or any claim while Redis is away."""
+        if fold(cmd.nick) in self._claims:
+            self._error(cid, ErrorCode.NICK_TAKEN, f'nick "{cmd.nick}" is already in use', cmd.rid)
+            return True
+        if not self.ready:
+            self._unavailable(cid, cmd.rid)
+            return True
+        return False
+
     def _nick(self, cid: int, cmd: Nick, wall: float) -> None:
         hub = self.hub
         old = hub.nick_of(cid)
@@ -418,11 +424,7 @@ class Cluster(RemoteView):
         if cmd.nick == old or not valid_nick(cmd.nick) or holder not in (None, cid):
             self._apply(hub.handle(cid, cmd, wall))  # nothing to do, or refused
             return
-        if fold(cmd.nick) in self._claims:
-            self._error(cid, ErrorCode.NICK_TAKEN, f'nick "{cmd.nick}" is already in use', cmd.rid)
-            return
-        if not self.ready:
-            self._unavailable(cid, cmd.rid)
+        if self._cannot_claim(cid, cmd):
             return
         key = fold(cmd.nick)
         self._claims.add(key)
