@@ -350,16 +350,16 @@ def _main_cluster(
     except ValueError as exc:
         print(f"chatd: --cluster: {exc}", file=sys.stderr)
         return 2
-    # The nick hold (docs/accounts.md) is single-node: a cluster mirrors other nodes'
-    # users in each hub, and their departures must show at once.
-    config = replace(config, nick_hold_seconds=0)
     try:  # (no history database: the certificate is kept in the default data directory)
         tls = _start_tls(config, data_path().parent)
     except TlsUnavailable as exc:
         print(f"chatd: cannot turn TLS on: {exc}", file=sys.stderr)
         return 2
-    server = Server(config, oper_credentials=oper_credentials)
-    cluster = Cluster(server)
+    from chatd.cluster_accounts import ClusterAccountStore
+
+    accounts = ClusterAccountStore() if config.accounts != "off" else None  # mirror of Redis
+    server = Server(config, accounts=accounts, oper_credentials=oper_credentials)
+    cluster = Cluster(server, accounts)
     cluster.start()
     print(f"chatd: cluster node {cluster.node} via {config.cluster}", flush=True)
     try:

@@ -34,27 +34,33 @@ from typing import Any
 
 import hiredis
 
+from chatd.cluster_accounts import ClusterAccounts, ClusterAccountStore
 from chatd.cluster_scripts import CHANNEL, PREFIX, SCRIPTS, mid_of, sha, stream_id
 from chatd.cluster_sync import RemoteView, _message, _nick_keys
 from chatd.connection import Connection, State
 from chatd.hub import MAX_TOPIC_CHARS
 from chatd.model import (
     Action,
+    Away,
     Deliver,
+    DropAccount,
     Error,
     ErrorCode,
     FetchHistory,
     Hello,
     HistoryEnd,
     HistoryReply,
+    Identify,
     Join,
     Message,
     Nick,
     Part,
     PrivateMessage,
     PrivMsg,
+    Register,
     Replay,
     Say,
+    SetPassword,
     Store,
     Topic,
 )
@@ -83,7 +89,7 @@ def _stream(room: str) -> str:
 class Cluster(RemoteView):
     """The cluster layer of one node: a :class:`RedisLink` and the hub's remote view."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Server, accounts: ClusterAccountStore | None = None) -> None:
         config = server.config
         self.config = config
         self.hub = server.hub
@@ -112,6 +118,7 @@ class Cluster(RemoteView):
         self._inflight: dict[int, int] = {}  # cid -> its commands waiting for Redis
         self._queued: dict[int, deque[tuple[object, float]]] = {}  # its next commands
         self.dispatch.cluster = self
+        self.accounts = ClusterAccounts(self, accounts)  # accounts, nick hold, away
         ttl = config.cluster_ttl_seconds
         self._ttl_ms = max(1, int(ttl * 1000))
         self.loop.call_at(self.loop.now + ttl / 3, self._heartbeat)
@@ -198,6 +205,8 @@ class Cluster(RemoteView):
             self._apply(hub.handle(cid, command, wall))  # type: ignore[arg-type]
             return
         match command:
+            case Hello() if self.accounts.hello(cid, command, wall):
+                pass  # a resume, or refused (chatd.cluster_accounts)
             case Hello():
                 self._hello(cid, command, wall)
             case Join():
@@ -206,8 +215,12 @@ class Cluster(RemoteView):
                 self._part(cid, command, wall)
             case Topic(topic=str()):
                 self._topic(cid, command, wall)
+            case Nick() if self.accounts.nick_refused(cid, command, wall):
+                pass
             case Nick():
                 self._nick(cid, command, wall)
+            case Register() | Identify() | SetPassword() | DropAccount() | Away():
+                self.accounts.run(cid, command, wall)
             case Say():
                 self._say(cid, command, wall)
             case PrivMsg():
@@ -239,7 +252,10 @@ class Cluster(RemoteView):
         take the nick - a user whose node died keeps their nick on another node. If it
         refreshed, refuse. (Redis alone grants the nick: a wrong guess costs time only.)"""
         hub = self.hub
-        user = {"n": cmd.nick, "u": cmd.user, "r": cmd.realname, "rooms": []}
+        account = cmd.verified.account if cmd.verified else None
+        user: dict[str, Any] = {
+            "n": cmd.nick, "u": cmd.user, "r": cmd.realname, "rooms": [], "a": account
+        }  # fmt: skip
         key = fold(cmd.nick)
         self._claims.add(key)
         ttl = self.config.cluster_ttl_seconds
@@ -290,7 +306,7 @@ class Cluster(RemoteView):
                 for room in cmd.autojoin:
                     self._join(cid, Join(room), self._wall())
 
-        body = {"cid": cid, "n": cmd.nick, "u": cmd.user, "r": cmd.realname}
+        body = {"cid": cid, "n": cmd.nick, "u": cmd.user, "r": cmd.realname, "a": account}
         self._script(
             cid,
             "claim",
@@ -531,6 +547,8 @@ class Cluster(RemoteView):
 
     def departed(self, cid: int, reason: str) -> None:
         """A local client is gone (the hub forgets it next)."""
+        if self.accounts.hold(cid, reason):
+            return  # held cluster-wide (chatd.cluster_accounts)
         self._queued.pop(cid, None)
         user = self._local.pop(cid, None)
         if user is None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hiredis
 
@@ -34,6 +34,9 @@ from chatd.model import (
 )
 from chatd.names import fold, nick_skeleton
 from chatd.redis_link import LINK_DOWN, RedisLink
+
+if TYPE_CHECKING:
+    from chatd.cluster_accounts import ClusterAccounts
 
 __all__ = ["RemoteView"]
 
@@ -67,6 +70,7 @@ class RemoteView:
     _next_rcid: int
     _last: dict[str, int]
     _syncing: bool = False
+    accounts: ClusterAccounts
 
     def _apply(self, actions: list[Action]) -> None:
         raise NotImplementedError
@@ -122,6 +126,7 @@ class RemoteView:
             self._synced(json.loads(reply), len(released))
 
         link.command(done, "EVALSHA", sha(SCRIPTS["sync"]), 0, *args)
+        self.accounts.up()
 
     def _synced(self, data: dict[str, Any], released: int) -> None:
         if data.get("reaped"):
@@ -215,6 +220,8 @@ class RemoteView:
         if kind == "reap":
             self._reconcile(node, {})
             return
+        if self.accounts.event(kind, node, body):
+            return  # accounts, holds, away (chatd.cluster_accounts)
         cid = body["cid"]
         if kind == "pm":
             if self._open(cid) is not None:
@@ -222,6 +229,8 @@ class RemoteView:
                     body["s"], body["to"], body["t"], body["ts"], body["no"], body["me"]
                 )
                 self._apply([Deliver((cid,), event)])
+            else:
+                self.accounts.keep(cid, body)  # for a user held here
             return
         if kind == "hello":
             self._add(node, cid, body, wall)
@@ -260,6 +269,7 @@ class RemoteView:
             return None
         self._next_rcid -= 1
         self._remote[(node, cid)] = rcid
+        self.accounts.describe(rcid, user)
         return rcid
 
     def _reconcile(self, node: str, users: dict[int, dict[str, Any]]) -> None:
@@ -278,6 +288,7 @@ class RemoteView:
                     continue
             elif hub.nick_of(found) != user["n"]:
                 self._apply(hub.handle(found, Nick(user["n"]), wall))
+            self.accounts.describe(found, user)
             current = {fold(r): r for r in hub.rooms_of(found)}
             wanted = {fold(r): r for r in user["rooms"]}
             for key, room in current.items():

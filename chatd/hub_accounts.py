@@ -107,6 +107,49 @@ class AccountRules:
     def held_nicks(self) -> list[str]:
         return sorted(c.nick for c in self._held.values() if c.nick)
 
+    # ------------------------------------------------------------------ cluster
+    # (chatd.cluster_accounts)
+
+    def session_token(self, cid: int) -> str:
+        """The resume token of ``cid``'s session ("" if none)."""
+        client = self._clients.get(cid) or self._held.get(cid)
+        return client.token if client is not None else ""
+
+    def describe_remote(self, cid: int, account: str | None, away: str | None) -> None:
+        """Silently set a user's account and away (what another node says of its user)."""
+        client = self._clients.get(cid)
+        if client is not None:
+            client.account, client.away = account, away
+
+    def take_over(self, cid: int, old_cid: int, cmd: Hello) -> list[Action]:
+        """The cluster granted ``cid`` the held session ``old_cid`` (held here, or a user
+        of another node): resume it as a local resume does."""
+        client = self._clients.get(cid)
+        old = self._held.get(old_cid) or self._clients.get(old_cid)
+        if client is None or client.nick is not None or old is None or old.nick is None:
+            return []
+        return self._resume(client, old, cmd)
+
+    def move_session(self, old_cid: int, new_cid: int) -> list[PrivateMessage] | None:
+        """A session held here was resumed on another node: it lives on, silently, as
+        that node's user ``new_cid``. Returns the private messages kept for it (None:
+        no such session any more)."""
+        old = self._held.pop(old_cid, None) or self._clients.pop(old_cid, None)
+        if old is None or old.nick is None:
+            return None
+        self._clients.pop(old_cid, None)
+        kept, old.kept = old.kept, []
+        old.cid, old.held_until, old.token = new_cid, None, ""
+        self._clients[new_cid] = old
+        for room in old.rooms.values():
+            room.members = {new_cid if c == old_cid else c: m for c, m in room.members.items()}
+            room._cids = None
+            for group in (room.ops, room.voices):
+                if old_cid in group:
+                    group.discard(old_cid)
+                    group.add(new_cid)
+        return kept
+
     # ------------------------------------------------------------------ nick hold
 
     def _dropped(self, client: _Client, reason: str, now: float) -> list[Action]:

@@ -1,0 +1,549 @@
+"""Accounts, the nick hold and away, shared by the nodes of a cluster (docs/cluster.md).
+
+Part of :class:`chatd.cluster.Cluster` (its ``accounts``), by the same rule: each change
+is one script in Redis (:mod:`chatd.cluster_account_scripts`) that writes the shared
+state and publishes the event on the one channel; every node applies it in channel order,
+the node that ran it where the reply arrives.
+
+- **Accounts** live in Redis (hash ``chatd:acct``, the same scrypt records as
+  :class:`~chatd.accounts_store.AccountStore`). Each node keeps a mirror of them
+  (:class:`ClusterAccountStore`), loaded when its link comes up and kept current by the
+  channel, so the account gate checks passwords and nick owners as on one node (same
+  passwords module, same per-address throttle - per node). Registering is one atomic
+  script: of two nodes registering one name at once, exactly one wins.
+- **The nick hold**: a local user that drops stays held here (the hub's hold), its nick
+  keys stay this node's, and ``chatd:hold:NICK`` says so with the hash of its resume
+  token and its account. A ``hello`` with the token (or logged in to the account) on
+  *any* node runs ``resume``: the session moves there silently (no quit, no join), the
+  private messages kept for it follow.
+- **Away** and the logged-in account are part of a user's record in Redis (``aw``,
+  ``a``), and a ``look`` event tells the other nodes of a change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+import hiredis
+
+from chatd.accounts_store import Account, AccountStore
+from chatd.cluster_account_scripts import ACCOUNT_SCRIPTS, ACCOUNTS, HOLD
+from chatd.cluster_scripts import CHANNEL, PREFIX, sha
+from chatd.cluster_sync import _message, _nick_keys, _pairs
+from chatd.hub_state import MAX_REASON_CHARS
+from chatd.model import (
+    Away,
+    Deliver,
+    Disconnected,
+    DropAccount,
+    ErrorCode,
+    Hello,
+    Identify,
+    Join,
+    Nick,
+    PrivMsg,
+    Register,
+    Replay,
+    SetPassword,
+    Verified,
+)
+from chatd.names import clean_line, fold, nick_skeleton, valid_nick
+from chatd.redis_link import LINK_DOWN
+
+if TYPE_CHECKING:
+    from chatd.cluster import Cluster
+
+__all__ = ["ClusterAccounts", "ClusterAccountStore", "MAX_ACCOUNTS"]
+
+logger = logging.getLogger(__name__)
+
+#: Accounts a cluster keeps (each node mirrors them all: ~200 bytes each).
+MAX_ACCOUNTS = 100_000
+#: What others see as a held user's away message (whois, a private message's notice).
+HELD_AWAY = "lost the connection; the nick is held for them (messages are kept)"
+#: A hold ends here this much before the hub's own (so the hub never frees a nick that
+#: Redis still gives this node).
+_MARGIN = 0.3
+SHA = {name: sha(text) for name, text in ACCOUNT_SCRIPTS.items()}
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest() if token else ""
+
+
+def _failed(reply: object) -> bool:
+    return reply is LINK_DOWN or isinstance(reply, hiredis.ReplyError)
+
+
+class ClusterAccountStore(AccountStore):
+    """This node's mirror of the cluster's accounts: what the account gate reads.
+    Writes go to Redis (``writer``); the mirror follows the channel."""
+
+    def __init__(self) -> None:  # no SQLite here
+        self.path = "redis"
+        self._records: dict[str, Account] = {}  # folded name -> account
+        self._skeletons: dict[str, str] = {}  # skeleton -> folded name
+        self.writer: Callable[[str, str, bytes | None], None] | None = None
+
+    def load(self, flat: object) -> None:
+        self._records.clear()
+        self._skeletons.clear()
+        for _key, record in _pairs(flat):
+            self.put(record)
+
+    def put(self, record: bytes | str) -> None:
+        data = json.loads(record)
+        name = data["n"]
+        self._records[fold(name)] = Account(name, data["s"].encode(), float(data["c"]))
+        self._skeletons[nick_skeleton(name)] = fold(name)
+
+    def remove(self, name: str) -> None:
+        if self._records.pop(fold(name), None) is not None:
+            if self._skeletons.get(nick_skeleton(name)) == fold(name):
+                del self._skeletons[nick_skeleton(name)]
+
+    def get(self, name: str) -> Account | None:
+        return self._records.get(fold(name))
+
+    def owner(self, nick: str) -> str | None:
+        found = self._records.get(fold(nick))
+        if found is None:
+            key = self._skeletons.get(nick_skeleton(nick))
+            found = self._records.get(key) if key is not None else None
+        return found.name if found is not None else None
+
+    def add(self, name: str, secret: bytes, now: float | None = None) -> bool:
+        """Registration happened in Redis before the hub saw it: true if it did."""
+        found = self.get(name)
+        return found is not None and found.secret == secret
+
+    def set_secret(self, name: str, secret: bytes) -> bool:
+        found = self.get(name)
+        if found is None or self.writer is None:
+            return False
+        self._records[fold(name)] = Account(found.name, secret, found.created)
+        self.writer("set", found.name, secret)
+        return True
+
+    def delete(self, name: str) -> bool:
+        found = self.get(name)
+        if found is None or self.writer is None:
+            return False
+        self.remove(name)
+        self.writer("del", found.name, None)
+        return True
+
+    def names(self) -> list[tuple[str, float]]:
+        return sorted((a.name, a.created) for a in self._records.values())
+
+    def close(self) -> None:
+        pass
+
+
+class ClusterAccounts:
+    """The cluster layer's part for accounts, holds and away (see the module doc)."""
+
+    def __init__(self, cluster: Cluster, store: ClusterAccountStore | None) -> None:
+        self.c = cluster
+        self.store = store
+        if store is not None:
+            store.writer = self._write
+        self.loaded = False  # the mirror is current (loaded since the link came up)
+        self._holds: dict[int, str] = {}  # local cid held here -> its record in Redis
+        self._users: dict[int, dict[str, Any]] = {}  # remote hub id -> its user record
+
+    @property
+    def ready(self) -> bool:
+        return self.c.ready and (self.loaded or self.store is None)
+
+    def _hold_key(self, nick: str) -> str:
+        return HOLD + fold(nick)
+
+    def _eval(self, callback: Any, name: str, keys: list[str], args: list[Any]) -> None:
+        self.c.link.command(callback, "EVALSHA", SHA[name], len(keys), *keys, *args)
+
+    # ------------------------------------------------------------------ link
+
+    def up(self) -> None:
+        """The link is up (SYNC sent): load the scripts, then the accounts' mirror."""
+        self.loaded = False
+        for text in ACCOUNT_SCRIPTS.values():
+            self.c.link.command(None, "SCRIPT", "LOAD", text)
+        if self.store is None:
+            return
+
+        def done(reply: object) -> None:
+            if not _failed(reply) and self.store is not None:
+                self.store.load(reply if isinstance(reply, list) else [])
+                self.loaded = True
+
+        self.c.link.command(done, "HGETALL", ACCOUNTS)
+
+    # ------------------------------------------------------------------ local commands
+
+    def hello(self, cid: int, cmd: Hello, wall: float) -> bool:
+        """Before the cluster's hello: a resume, or an account refusal (before any
+        claim in Redis). False: go on with the ordinary hello."""
+        hub = self.c.hub
+        if hub.is_registered(cid) or not valid_nick(cmd.nick):
+            return False
+        verified = cmd.verified or Verified()
+        if verified.error:
+            return self._refuse(cid, cmd, wall)
+        holder = hub.nick_holder(cmd.nick)
+        if holder is not None and (cmd.resume or verified.account):
+            if holder > 0 and holder not in self._holds:
+                why = f'nick "{cmd.nick[:40]}" is already in use (a live session)'
+                self.c._error(cid, ErrorCode.NICK_TAKEN, why, cmd.rid)
+            else:
+                self._resume(cid, cmd, holder, wall)
+            return True
+        return self._admission(cid, cmd, wall)
+
+    def _admission(self, cid: int, cmd: Hello, wall: float) -> bool:
+        """The hub's account refusals of a hello, decided before the nick is claimed."""
+        verified = cmd.verified or Verified()
+        account, owner = verified.account, verified.owner
+        if (self.c.config.accounts == "required" and account is None) or (
+            owner is not None and (account is None or fold(account) != fold(owner))
+        ):
+            return self._refuse(cid, cmd, wall)
+        holder = self.c.hub.nick_holder(cmd.nick)
+        if holder is not None and (holder in self._holds or self._held_remote(holder)):
+            why = f'nick "{cmd.nick[:40]}" is held for its owner, who lost the connection'
+            self.c._error(cid, ErrorCode.NICK_TAKEN, why, cmd.rid)
+            return True
+        return False
+
+    def _held_remote(self, rcid: int) -> bool:
+        return rcid < 0 and bool(self._users.get(rcid, {}).get("h"))
+
+    def _refuse(self, cid: int, cmd: Hello, wall: float) -> bool:
+        refused = self.c.hub.handle(cid, replace(cmd, autojoin=(), resume=None), wall)
+        self.c.dispatch.password_attempt(cid, refused)
+        self.c._apply(refused)
+        return True
+
+    def nick_refused(self, cid: int, cmd: Nick, wall: float) -> bool:
+        """A registered (or held) nick is refused before it is claimed in Redis."""
+        hub = self.c.hub
+        old = hub.nick_of(cid) or ""
+        verified = cmd.verified or Verified()
+        owner, account = verified.owner, hub.account_of(cid)
+        if fold(cmd.nick) != fold(old) and (
+            verified.error
+            or (owner is not None and (account is None or fold(account) != fold(owner)))
+        ):
+            self.c._apply(hub.handle(cid, cmd, wall))  # the hub's refusal
+            return True
+        holder = hub.nick_holder(cmd.nick)
+        if holder is not None and holder != cid and self._held_remote(holder):
+            why = f'nick "{cmd.nick[:40]}" is held for its owner, who lost the connection'
+            self.c._error(cid, ErrorCode.NICK_TAKEN, why, cmd.rid)
+            return True
+        return False
+
+    def run(self, cid: int, command: object, wall: float) -> None:
+        """register, identify, passwd, unregister, away from a local client."""
+        hub, c = self.c.hub, self.c
+        if not isinstance(command, Away) and not self.ready:
+            c._unavailable(cid, getattr(command, "rid", None))
+            return
+        match command:
+            case Register():
+                self._register(cid, command, wall)
+                return
+            case Away(message=message):
+                c._apply(hub.handle(cid, command, wall))
+                away = clean_line(message or "")[:MAX_REASON_CHARS] or None
+                if cid in c._local:
+                    c._local[cid]["aw"] = away
+            case Identify() | SetPassword() | DropAccount():
+                c._apply(hub.handle(cid, command, wall))
+                if cid in c._local:
+                    c._local[cid]["a"] = hub.account_of(cid)
+        self._look(cid)
+
+    def _look(self, cid: int) -> None:
+        """Tell the other nodes this user's account and away now."""
+        c = self.c
+        user = c._local.get(cid)
+        if user is None or not c.ready:
+            return  # SYNC writes it when Redis is back
+        event = c._event("look", {"cid": cid, "a": user.get("a"), "aw": user.get("aw")})
+        c._update(lambda reply: None, cid, event)
+
+    def _register(self, cid: int, cmd: Register, wall: float) -> None:
+        hub, c, config = self.c.hub, self.c, self.c.config
+        verified = cmd.verified or Verified()
+        nick = hub.nick_of(cid)
+        if (
+            nick is None
+            or self.store is None
+            or config.accounts == "off"
+            or config.registration != "open"
+            or hub.account_of(cid) is not None
+            or verified.owner is not None
+            or verified.error
+            or verified.secret is None
+        ):
+            c._apply(hub.handle(cid, cmd, wall))  # the hub's refusal
+            return
+        store = self.store
+        record = json.dumps({"n": nick, "s": verified.secret.decode(), "c": round(wall, 3)})
+        event = c._event("acct", {"op": "add", "rec": record})
+
+        def done(reply: object) -> None:
+            if _failed(reply):
+                c._unavailable(cid, cmd.rid, in_flight=True)
+            elif reply == 0:
+                why = f"{nick} (or a nick like it) is registered already"
+                c._error(cid, ErrorCode.ACCOUNT_EXISTS, why, cmd.rid)
+            elif reply != 1:
+                why = "this cluster has as many accounts as it keeps; ask the operator"
+                c._error(cid, ErrorCode.REGISTRATION_CLOSED, why, cmd.rid)
+            else:
+                store.put(record)
+                if c._open(cid) is not None and hub.nick_of(cid) == nick:
+                    c._apply(hub.handle(cid, cmd, c._wall()))  # -> registered
+                    if cid in c._local:
+                        c._local[cid]["a"] = hub.account_of(cid)
+                    self._look(cid)
+
+        args = [fold(nick), nick_skeleton(nick), record, MAX_ACCOUNTS, CHANNEL, event]
+        c._send(cid, done, "EVALSHA", SHA["acct_add"], 0, *args)
+
+    def _write(self, op: str, name: str, secret: bytes | None) -> None:
+        """A password changed or an account dropped here (the store's writer)."""
+        record = ""
+        if secret is not None and self.store is not None:
+            found = self.store.get(name)
+            created = found.created if found is not None else 0.0
+            record = json.dumps({"n": name, "s": secret.decode(), "c": created})
+        event = self.c._event("acct", {"op": op, "n": name, "rec": record})
+
+        def done(reply: object) -> None:
+            if _failed(reply):
+                logger.error("cluster: account %s: %s not confirmed by Redis", name, op)
+
+        args = [fold(name), nick_skeleton(name), record, CHANNEL, event]
+        self._eval(done, "acct_set", [], args)
+
+    # ------------------------------------------------------------------ the nick hold
+
+    def hold(self, cid: int, reason: str) -> bool:
+        """A local user dropped (the hub holds it next): hold its nick cluster-wide."""
+        c, hub = self.c, self.c.hub
+        seconds = c.config.nick_hold_seconds
+        user = c._local.get(cid)
+        if seconds <= 0 or user is None or not hub.is_registered(cid):
+            return False  # no hold, or a quit
+        c._queued.pop(cid, None)
+        user["h"] = 1
+        account = hub.account_of(cid)
+        record = json.dumps(
+            {
+                "node": c.node,
+                "cid": str(cid),
+                "t": _digest(hub.session_token(cid)),
+                "a": fold(account) if account else "",
+            }
+        )
+        self._holds[cid] = record
+        if c.ready:
+            keys = [self._hold_key(user["n"]), c._users_key()]
+            px = int(seconds * 1000)
+            event = c._event("hold", {"cid": cid})
+            self._eval(None, "hold_set", keys, [record, px, cid, c._user_json(cid), CHANNEL, event])
+        c.loop.call_at(
+            c.loop.now + max(0.0, seconds - _MARGIN), self._hold_over, cid, record, reason
+        )
+        return True
+
+    def _hold_over(self, cid: int, record: str, reason: str) -> None:
+        c = self.c
+        if self._holds.get(cid) != record:
+            return  # resumed meanwhile
+        del self._holds[cid]
+        user = c._local.pop(cid, None)
+        if user is None:
+            return
+        if c.ready:
+            self._eval(None, "hold_end", [self._hold_key(user["n"])], [record])
+        c._publish_quit(cid, reason, user, announce=c.ready)
+
+    def _resume(self, cid: int, cmd: Hello, holder: int, wall: float) -> None:
+        """Take back a held session (here or on another node) with its token or account."""
+        c, hub = self.c, self.c.hub
+        if not self.ready:
+            c._unavailable(cid, cmd.rid)
+            return
+        verified = cmd.verified or Verified()
+        source = c._local.get(holder) if holder > 0 else self._users.get(holder)
+        if source is None:
+            self._resume_refused(cid, cmd, holder, wall)
+            return
+        rooms = source["rooms"] if holder > 0 else hub.rooms_of(holder)
+        user = {
+            "n": source["n"], "u": source.get("u", ""), "r": source.get("r", ""),
+            "rooms": list(rooms), "a": source.get("a"), "aw": source.get("aw"),
+        }  # fmt: skip
+        streams = [PREFIX + "s:" + fold(room) for room in rooms]
+        keys = [self._hold_key(cmd.nick), *_nick_keys(cmd.nick), c._users_key(), *streams]
+        account = verified.account
+        args = [
+            c.node, cid, _digest(cmd.resume or ""), fold(account) if account else "",
+            json.dumps(user), CHANNEL, max(1, c.config.history_replay),
+        ]  # fmt: skip
+
+        def done(reply: object) -> None:
+            if _failed(reply):
+                c._unavailable(cid, cmd.rid, in_flight=True)
+            elif not isinstance(reply, bytes):
+                self._resume_refused(cid, cmd, holder, c._wall())
+            else:
+                self._resumed(cid, cmd, user, json.loads(reply))
+
+        c._send(cid, done, "EVALSHA", SHA["resume"], len(keys), *keys, *args)
+
+    def _resume_refused(self, cid: int, cmd: Hello, holder: int, wall: float) -> None:
+        """Not a session this token or account may take: an ordinary hello."""
+        c = self.c
+        if c._open(cid) is None:
+            return
+        if holder > 0 and c.hub.nick_holder(cmd.nick) == holder:
+            why = f'nick "{cmd.nick[:40]}" is held for its owner, who lost the connection'
+            c._error(cid, ErrorCode.NICK_TAKEN, why, cmd.rid)
+            return
+        plain = replace(cmd, resume=None)
+        if not self._admission(cid, plain, wall):
+            c._hello(cid, plain, wall)
+
+    def _resumed(self, cid: int, cmd: Hello, user: dict[str, Any], data: dict[str, Any]) -> None:
+        c, hub, wall = self.c, self.c.hub, self.c._wall()
+        node, ocid = data["node"], int(data["ocid"])
+        if node == c.node:
+            self._holds.pop(ocid, None)
+            c._local.pop(ocid, None)
+            old: int | None = ocid
+        else:
+            old = c._remote.pop((node, ocid), None)
+            self._users.pop(old or 0, None)
+        c._local[cid] = user
+        if c._open(cid) is None:  # gone meanwhile: the session is this node's to end
+            if old is not None and old < 0:
+                c._apply(hub.handle(old, Disconnected("connection lost"), wall))
+            c._local.pop(cid)
+            c._publish_quit(cid, "connection lost", user, announce=True)
+            return
+        actions = hub.take_over(cid, old, cmd) if old is not None else []
+        if not actions:  # this node did not see that session: a new one
+            actions = hub.handle(cid, replace(cmd, resume=None, autojoin=()), wall)
+        hub.describe_remote(cid, user.get("a"), user.get("aw"))
+        replays: dict[str, list[Any]] = {}
+        for room, entries in zip(user.get("rooms", []), data.get("msgs") or [], strict=False):
+            stored = [
+                _message(e, room) for e in reversed(entries if isinstance(entries, list) else [])
+            ]
+            if stored:
+                c._last[fold(room)] = max(c._last.get(fold(room), 0), stored[-1].mid)
+            stored = [m for m in stored if not m.notice]
+            replays[fold(room)] = stored[max(0, len(stored) - c.config.history_replay) :]
+        for action in actions:
+            if isinstance(action, Replay):
+                c._replay = replays.get(fold(action.room), [])
+            c._apply([action])
+            c._replay = []
+
+    # ------------------------------------------------------------------ other nodes
+
+    def describe(self, rcid: int, user: dict[str, Any]) -> None:
+        """What another node says of its user (hello, SYNC): account, away, held."""
+        self._users[rcid] = user
+        away = HELD_AWAY if user.get("h") else user.get("aw")
+        self.c.hub.describe_remote(rcid, user.get("a"), away)
+        if len(self._users) > 2 * len(self.c._remote) + 64:
+            alive = set(self.c._remote.values())
+            self._users = {k: v for k, v in self._users.items() if k in alive}
+
+    def event(self, kind: str, node: str, body: dict[str, Any]) -> bool:
+        """An event of another node's on the channel; False: not one of ours."""
+        c = self.c
+        if kind == "acct":
+            if self.store is not None:
+                if body["op"] == "del":
+                    self.store.remove(body["n"])
+                else:
+                    self.store.put(body["rec"])
+            return True
+        if kind == "resume":
+            self._moved(node, body)
+            return True
+        if kind not in ("hold", "look"):
+            return False
+        rcid = c._remote.get((node, body["cid"]))
+        user = self._users.get(rcid) if rcid is not None else None
+        if rcid is None or user is None:
+            return True
+        if kind == "hold":
+            self.describe(rcid, {**user, "h": 1})
+            return True
+        before = user.get("aw")
+        self.describe(rcid, {**user, "a": body.get("a"), "aw": body.get("aw")})
+        if before != body.get("aw") and not user.get("h"):
+            c.hub.describe_remote(rcid, user.get("a"), before)  # the hub tells the room
+            c._apply(c.hub.handle(rcid, Away(body.get("aw")), c._wall()))
+        return True
+
+    def _moved(self, node: str, body: dict[str, Any]) -> None:
+        """A held session was resumed on ``node`` (as its client ``cid``)."""
+        c, hub = self.c, self.c.hub
+        was, ocid, cid = body["node"], int(body["ocid"]), int(body["cid"])
+        if was != c.node:
+            rcid = c._remote.pop((was, ocid), None)
+            if rcid is not None:
+                c._remote[(node, cid)] = rcid
+                seen = self._users.pop(rcid, {})
+                self.describe(rcid, {k: v for k, v in seen.items() if k != "h"})
+            return
+        self._holds.pop(ocid, None)
+        mine = c._local.pop(ocid, None) or {}
+        user = {k: v for k, v in mine.items() if k != "h"}
+        rcid = c._next_rcid
+        kept = hub.move_session(ocid, rcid)
+        if kept is None:  # the hold ended here meanwhile: the user comes back
+            back = c._add(node, cid, user, c._wall()) if user else None
+            if back is not None:
+                for room in user.get("rooms", []):
+                    c._apply(hub.handle(back, Join(room), c._wall()))
+            return
+        c._next_rcid -= 1
+        c._remote[(node, cid)] = rcid
+        self.describe(rcid, user)
+        for pm in kept:  # the private messages kept here follow their owner
+            body = {
+                "cid": cid, "s": pm.sender, "to": pm.to, "t": pm.text,
+                "ts": pm.ts, "no": pm.notice, "me": pm.action,
+            }  # fmt: skip
+            c.link.command(None, "PUBLISH", PREFIX + "pm:" + node, c._event("pm", body))
+
+    def keep(self, cid: int, body: dict[str, Any]) -> bool:
+        """A private message from another node to a user held here: kept for them."""
+        hub, c = self.c.hub, self.c
+        if cid not in self._holds:
+            return False
+        sender = hub.nick_holder(body["s"])
+        nick = c._local.get(cid, {}).get("n")
+        if sender is not None and sender < 0 and nick:
+            command = PrivMsg(nick, body["t"], bool(body.get("no")), bool(body.get("me")))
+            c._apply([a for a in hub.handle(sender, command, c._wall()) if _to_local(a)])
+        return True
+
+
+def _to_local(action: object) -> bool:
+    return not isinstance(action, Deliver) or any(cid > 0 for cid in action.cids)
