@@ -34,7 +34,7 @@ import hiredis
 from chatd.accounts_store import Account, AccountStore
 from chatd.cluster_account_scripts import ACCOUNT_SCRIPTS, ACCOUNTS, HOLD
 from chatd.cluster_scripts import CHANNEL, PREFIX, sha
-from chatd.cluster_sync import _message, _nick_keys, _pairs
+from chatd.cluster_sync import _ignore, _message, _nick_keys, _pairs
 from chatd.hub_state import MAX_REASON_CHARS
 from chatd.model import (
     Away,
@@ -173,7 +173,7 @@ class ClusterAccounts:
         """The link is up (SYNC sent): load the scripts, then the accounts' mirror."""
         self.loaded = False
         for text in ACCOUNT_SCRIPTS.values():
-            self.c.link.command(None, "SCRIPT", "LOAD", text)
+            self.c.link.command(_ignore, "SCRIPT", "LOAD", text)
         if self.store is None:
             return
 
@@ -359,10 +359,9 @@ class ClusterAccounts:
             keys = [self._hold_key(user["n"]), c._users_key()]
             px = int(seconds * 1000)
             event = c._event("hold", {"cid": cid})
-            self._eval(None, "hold_set", keys, [record, px, cid, c._user_json(cid), CHANNEL, event])
-        c.loop.call_at(
-            c.loop.now + max(0.0, seconds - _MARGIN), self._hold_over, cid, record, reason
-        )
+            self._eval(_ignore, "hold_set", keys, [record, px, cid, c._user_json(cid), CHANNEL, event])
+        when = c.loop.now + max(0.0, seconds - _MARGIN)
+        c.loop.call_at(when, lambda: self._hold_over(cid, record, reason))
         return True
 
     def _hold_over(self, cid: int, record: str, reason: str) -> None:
@@ -374,7 +373,7 @@ class ClusterAccounts:
         if user is None:
             return
         if c.ready:
-            self._eval(None, "hold_end", [self._hold_key(user["n"])], [record])
+            self._eval(_ignore, "hold_end", [self._hold_key(user["n"])], [record])
         c._publish_quit(cid, reason, user, announce=c.ready)
 
     def _resume(self, cid: int, cmd: Hello, holder: int, wall: float) -> None:
@@ -530,7 +529,7 @@ class ClusterAccounts:
                 "cid": cid, "s": pm.sender, "to": pm.to, "t": pm.text,
                 "ts": pm.ts, "no": pm.notice, "me": pm.action,
             }  # fmt: skip
-            c.link.command(None, "PUBLISH", PREFIX + "pm:" + node, c._event("pm", body))
+            c.link.command(_ignore, "PUBLISH", PREFIX + "pm:" + node, c._event("pm", body))
 
     def keep(self, cid: int, body: dict[str, Any]) -> bool:
         """A private message from another node to a user held here: kept for them."""

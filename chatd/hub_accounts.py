@@ -155,7 +155,7 @@ class AccountRules:
     def _dropped(self, client: _Client, reason: str, now: float) -> list[Action]:
         """The connection went without quit: hold the session, or depart at once."""
         hold = self._config.nick_hold_seconds
-        if client.nick is None or hold <= 0:
+        if client.nick is None or hold <= 0 or client.cid < 0:  # (< 0: its node holds it)
             return self._depart(client, reason)
         del self._clients[client.cid]
         client.held_until = now + hold

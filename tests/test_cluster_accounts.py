@@ -1,0 +1,230 @@
+"""Accounts, the nick hold and away across cluster nodes: a real redis-server, real chatd
+nodes, real sockets (docs/cluster.md, docs/accounts.md)."""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cluster_helpers import RedisServer, have_redis, node
+from helpers import ChatdProcess, JsonClient, wait_until
+from test_accounts_server import PASSWORD, drop, leave
+
+from chatd.names import nick_skeleton
+
+pytestmark = pytest.mark.skipif(
+    not have_redis(), reason="redis-server is not installed (Debian package redis-server)"
+)
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path, aof="always")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def nodes(redis: RedisServer) -> Iterator[list[ChatdProcess]]:
+    started = [node(redis, "--rate-limit", "0") for _ in range(2)]
+    try:
+        yield started
+    finally:
+        for proc in started:
+            print(f"--- node on {proc.port} ---\n{proc.log()[-4000:]}")
+            proc.stop(signal.SIGKILL if proc.proc and proc.proc.poll() is None else 0)
+
+
+def hello(port: int, nick: str, **fields: Any) -> tuple[JsonClient, dict[str, Any]]:
+    """A hello; the client and its answer (welcome or error)."""
+    client = JsonClient(port)
+    client.send_json(op="hello", nick=nick, **fields)
+    answer = client.expect(lambda line: '"welcome"' in line or '"error"' in line)
+    return client, json.loads(answer)
+
+
+def registered(port: int, nick: str) -> JsonClient:
+    client, welcome = hello(port, nick)
+    assert welcome["type"] == "welcome", welcome
+    client.send_json(op="register", password=PASSWORD, id="r")
+    assert client.expect_frame(type="account", id="r")["event"] == "registered"
+    return client
+
+
+def test_register_on_one_node_log_in_on_another(
+    redis: RedisServer, nodes: list[ChatdProcess]
+) -> None:
+    a, b = nodes
+    leave(registered(a.port, "alice"))
+    stored = json.loads(redis.command("HGET", "chatd:acct", "alice").split(b"\r\n")[1])
+    assert stored["n"] == "alice" and stored["s"].startswith("scrypt$")
+    assert PASSWORD not in redis.command("HGET", "chatd:acct", "alice").decode()
+    # the right password on B: logged in, the account shows on A too
+    alice, welcome = hello(b.port, "alice", account_password=PASSWORD)
+    assert welcome["type"] == "welcome" and welcome["account"] == "alice", welcome
+    bob = a.json_client("bob")
+    bob.send_json(op="whois", nick="alice", id="w")
+    assert bob.expect_frame(type="whois", id="w").get("account") == "alice"
+    # a wrong one on B: refused
+    mallory, refused = hello(b.port, "alice2", account="alice", account_password="guess-guess")
+    assert refused["code"] == "bad_login"
+    # identify later, on B, after a hello as someone else
+    me, welcome = hello(b.port, "al")
+    me.send_json(op="identify", account="alice", password=PASSWORD, id="i")
+    assert me.expect_frame(type="account", id="i")["account"] == "alice"
+
+
+def test_a_registered_nick_cannot_be_taken_on_another_node(nodes: list[ChatdProcess]) -> None:
+    a, b = nodes
+    leave(registered(a.port, "alice"))
+    for nick in ("alice", "ALICE", "aIice"):
+        stranger, refused = hello(b.port, nick)
+        assert refused["code"] == "nick_registered", refused
+        stranger.close()
+    stranger, _ = hello(b.port, "mallory")
+    stranger.send_json(op="nick", nick="alice", id="n")
+    assert stranger.expect_frame(type="error", id="n")["code"] == "nick_registered"
+    # and the nick was not claimed in Redis on the way: alice gets it at once
+    alice, welcome = hello(a.port, "alice", account_password=PASSWORD)
+    assert welcome["type"] == "welcome"
+
+
+def test_redis_decides_a_registration_not_the_nodes_mirror(
+    redis: RedisServer, nodes: list[ChatdProcess]
+) -> None:
+    """Two nodes registering one name at once cannot both hold it as a nick (nick claims
+    are exclusive cluster-wide), so the race is a node whose mirror has not seen the
+    other's account yet: here an account written to Redis behind every node's back.
+    The node's mirror says the name is free; the script refuses; no second account."""
+    a, b = nodes
+    record = json.dumps({"n": "Zed", "s": "scrypt$16384$8$1$00$00", "c": 1.0})
+    redis.command("HSET", "chatd:acct", "zed", record)
+    for port in (a.port, b.port):
+        zed, welcome = hello(port, "zed")
+        assert welcome["type"] == "welcome", welcome  # the mirror does not know it
+        zed.send_json(op="register", password=PASSWORD, id="r")
+        assert zed.expect_frame(type="error", id="r")["code"] == "account_exists"
+        leave(zed)
+    assert json.loads(redis.command("HGET", "chatd:acct", "zed").split(b"\r\n")[1])["n"] == "Zed"
+    # a look-alike too (one skeleton per account), written behind the nodes' backs
+    redis.command("HSET", "chatd:acctsk", nick_skeleton("bobby"), "b0bby")
+    bobby, _ = hello(b.port, "bobby")
+    bobby.send_json(op="register", password=PASSWORD, id="r")
+    assert bobby.expect_frame(type="error", id="r")["code"] == "account_exists"
+
+
+def test_a_dropped_users_nick_is_held_cluster_wide_and_resumed_via_another_node(
+    redis: RedisServer, nodes: list[ChatdProcess]
+) -> None:
+    a, b = nodes
+    alice, welcome = hello(a.port, "alice")
+    token = welcome["resume"]
+    alice.send_json(op="join", room="#lobby")
+    alice.expect_frame(type="joined")
+    bob = b.json_client("bob", "#lobby")
+    alice.expect_frame(type="join", nick="bob")
+    alice.send_json(op="away", message="lunch", id="aw")
+    alice.expect_frame(id="aw")
+    drop(alice)
+    wait_until(lambda: redis.command("EXISTS", "chatd:hold:alice") == b":1\r\n", 10, "the hold")
+    # nobody on B takes the nick (at once: no heartbeat wait); nor with a forged token
+    for fields in ({}, {"resume": "forged-" + token[7:]}):
+        stranger, refused = hello(b.port, "alice", **fields)
+        assert refused["type"] == "error" and refused["code"] == "nick_taken", refused
+        stranger.close()
+    # private messages to her meanwhile: bob (B) is told they are kept
+    bob.send_json(op="msg", to="alice", text="are you there?", id="p")
+    bob.expect_frame(type="privmsg", id="p")
+    note = bob.expect_frame(type="notice", nick="alice")
+    assert "held" in note["away"]
+    carol = a.json_client("carol")
+    carol.send_json(op="msg", to="alice", text="from A too", id="q")
+    carol.expect_frame(type="privmsg", id="q")
+    # she comes back through B with her token: her session, silently
+    back, welcome = hello(b.port, "alice", resume=token)
+    assert welcome["type"] == "welcome" and welcome["resumed"] is True, welcome
+    assert back.expect_frame(type="joined")["room"] == "#lobby"
+    texts = {back.expect_frame(type="privmsg")["text"] for _ in range(2)}
+    assert texts == {"are you there?", "from A too"}
+    bob.send_json(op="say", room="#lobby", text="welcome back", id="s")
+    back.expect_frame(type="msg", text="welcome back")
+    # nobody saw her leave or come back; she is in the room everywhere, once
+    for client in (bob, carol):
+        client.send_json(op="who", room="#lobby", id="who")
+    who = bob.expect_frame(type="who", id="who")
+    assert sorted(who["members"]) == ["alice", "bob"]
+    assert redis.command("EXISTS", "chatd:hold:alice") == b":0\r\n"
+    back.send_json(op="say", room="#lobby", text="hi again", id="h")
+    assert bob.expect_frame(type="msg", text="hi again")["from"] == "alice"
+
+
+def test_the_hold_ends_with_a_quit_everywhere(redis: RedisServer) -> None:
+    a = node(redis, "--nick-hold-seconds", "1")
+    b = node(redis, "--nick-hold-seconds", "1")
+    try:
+        alice = a.json_client("alice", "#lobby")
+        bob = b.json_client("bob", "#lobby")
+        alice.expect_frame(type="join", nick="bob")
+        drop(alice)
+        assert bob.expect_frame(timeout=10, type="quit", nick="alice")
+        again, welcome = hello(b.port, "alice")
+        assert welcome["type"] == "welcome"
+    finally:
+        a.stop(signal.SIGKILL)
+        b.stop(signal.SIGKILL)
+
+
+def test_a_held_session_resumes_with_the_account_password_on_another_node(
+    nodes: list[ChatdProcess],
+) -> None:
+    a, b = nodes
+    alice = registered(a.port, "alice")
+    drop(alice)
+    bob = b.json_client("bob")
+    wait_until(lambda: _whois_away(bob, "alice"), 10, "alice held")
+    back, welcome = hello(b.port, "alice", account_password=PASSWORD)
+    assert welcome["type"] == "welcome" and welcome["resumed"] is True, welcome
+    assert welcome["account"] == "alice"
+
+
+def _whois_away(client: JsonClient, nick: str) -> bool:
+    client.send_json(op="whois", nick=nick, id="wa")
+    return bool(client.expect_frame(type="whois", id="wa").get("away"))
+
+
+def test_away_set_on_one_node_shows_on_another(nodes: list[ChatdProcess]) -> None:
+    a, b = nodes
+    alice = a.json_client("alice", "#lobby")
+    bob = b.json_client("bob", "#lobby")
+    alice.expect_frame(type="join", nick="bob")
+    alice.send_json(op="away", message="gone fishing", id="aw")
+    alice.expect_frame(id="aw")
+    wait_until(lambda: _whois_away(bob, "alice"), 10, "alice away on B")
+    bob.send_json(op="whois", nick="alice", id="w")
+    assert bob.expect_frame(type="whois", id="w")["away"] == "gone fishing"
+
+
+def test_redis_away_register_and_login_get_cluster_unavailable(
+    redis: RedisServer, nodes: list[ChatdProcess]
+) -> None:
+    a, _ = nodes
+    leave(registered(a.port, "alice"))
+    me, _ = hello(a.port, "bob")
+    redis.kill()
+    wait_until(lambda: "Redis away" in a.log(), 10, "the node to notice")
+    me.send_json(op="register", password=PASSWORD, id="r")
+    assert me.expect_frame(type="error", id="r")["code"] == "cluster_unavailable"
+    me.send_json(op="identify", account="alice", password=PASSWORD, id="i")
+    assert me.expect_frame(type="error", id="i")["code"] == "cluster_unavailable"
+    redis.start()
+    wait_until(lambda: a.log().count("in sync") >= 2, 10, "the node back in sync")
+    # nothing half-registered: bob has no account, and may register now
+    assert redis.command("HEXISTS", "chatd:acct", "bob") == b":0\r\n"
+    me.send_json(op="register", password=PASSWORD, id="r2")
+    me.expect(lambda line: '"r2"' in line)
