@@ -355,7 +355,7 @@ def _main_cluster(
     except TlsUnavailable as exc:
         print(f"chatd: cannot turn TLS on: {exc}", file=sys.stderr)
         return 2
-    from chatd.cluster_accounts import ClusterAccountStore
+    from chatd.cluster_account_store import ClusterAccountStore
 
     accounts = ClusterAccountStore() if config.accounts != "off" else None  # mirror of Redis
     server = Server(config, accounts=accounts, oper_credentials=oper_credentials)

@@ -34,7 +34,8 @@ from typing import Any
 
 import hiredis
 
-from chatd.cluster_accounts import ClusterAccounts, ClusterAccountStore
+from chatd.cluster_account_store import ClusterAccountStore
+from chatd.cluster_accounts import ClusterAccounts
 from chatd.cluster_scripts import CHANNEL, PREFIX, SCRIPTS, mid_of, sha, stream_id
 from chatd.cluster_sync import RemoteView, _message, _nick_keys
 from chatd.connection import Connection, State

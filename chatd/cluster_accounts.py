@@ -25,16 +25,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import hiredis
 
-from chatd.accounts_store import Account, AccountStore
 from chatd.cluster_account_scripts import ACCOUNT_SCRIPTS, ACCOUNTS, HOLD
+from chatd.cluster_account_store import ClusterAccountStore
 from chatd.cluster_scripts import CHANNEL, PREFIX, sha
-from chatd.cluster_sync import _ignore, _message, _nick_keys, _pairs
+from chatd.cluster_sync import _ignore, _message, _nick_keys
 from chatd.hub_state import MAX_REASON_CHARS
 from chatd.model import (
     Away,
@@ -58,7 +57,7 @@ from chatd.redis_link import LINK_DOWN
 if TYPE_CHECKING:
     from chatd.cluster import Cluster
 
-__all__ = ["ClusterAccounts", "ClusterAccountStore", "MAX_ACCOUNTS"]
+__all__ = ["ClusterAccounts", "MAX_ACCOUNTS"]
 
 logger = logging.getLogger(__name__)
 
@@ -78,71 +77,6 @@ def _digest(token: str) -> str:
 
 def _failed(reply: object) -> bool:
     return reply is LINK_DOWN or isinstance(reply, hiredis.ReplyError)
-
-
-class ClusterAccountStore(AccountStore):
-    """This node's mirror of the cluster's accounts: what the account gate reads.
-    Writes go to Redis (``writer``); the mirror follows the channel."""
-
-    def __init__(self) -> None:  # no SQLite here
-        self.path = "redis"
-        self._records: dict[str, Account] = {}  # folded name -> account
-        self._skeletons: dict[str, str] = {}  # skeleton -> folded name
-        self.writer: Callable[[str, str, bytes | None], None] | None = None
-
-    def load(self, flat: object) -> None:
-        self._records.clear()
-        self._skeletons.clear()
-        for _key, record in _pairs(flat):
-            self.put(record)
-
-    def put(self, record: bytes | str) -> None:
-        data = json.loads(record)
-        name = data["n"]
-        self._records[fold(name)] = Account(name, data["s"].encode(), float(data["c"]))
-        self._skeletons[nick_skeleton(name)] = fold(name)
-
-    def remove(self, name: str) -> None:
-        if self._records.pop(fold(name), None) is not None:
-            if self._skeletons.get(nick_skeleton(name)) == fold(name):
-                del self._skeletons[nick_skeleton(name)]
-
-    def get(self, name: str) -> Account | None:
-        return self._records.get(fold(name))
-
-    def owner(self, nick: str) -> str | None:
-        found = self._records.get(fold(nick))
-        if found is None:
-            key = self._skeletons.get(nick_skeleton(nick))
-            found = self._records.get(key) if key is not None else None
-        return found.name if found is not None else None
-
-    def add(self, name: str, secret: bytes, now: float | None = None) -> bool:
-        """Registration happened in Redis before the hub saw it: true if it did."""
-        found = self.get(name)
-        return found is not None and found.secret == secret
-
-    def set_secret(self, name: str, secret: bytes) -> bool:
-        found = self.get(name)
-        if found is None or self.writer is None:
-            return False
-        self._records[fold(name)] = Account(found.name, secret, found.created)
-        self.writer("set", found.name, secret)
-        return True
-
-    def delete(self, name: str) -> bool:
-        found = self.get(name)
-        if found is None or self.writer is None:
-            return False
-        self.remove(name)
-        self.writer("del", found.name, None)
-        return True
-
-    def names(self) -> list[tuple[str, float]]:
-        return sorted((a.name, a.created) for a in self._records.values())
-
-    def close(self) -> None:
-        pass
 
 
 class ClusterAccounts:
@@ -359,7 +293,9 @@ class ClusterAccounts:
             keys = [self._hold_key(user["n"]), c._users_key()]
             px = int(seconds * 1000)
             event = c._event("hold", {"cid": cid})
-            self._eval(_ignore, "hold_set", keys, [record, px, cid, c._user_json(cid), CHANNEL, event])
+            self._eval(
+                _ignore, "hold_set", keys, [record, px, cid, c._user_json(cid), CHANNEL, event]
+            )
         when = c.loop.now + max(0.0, seconds - _MARGIN)
         c.loop.call_at(when, lambda: self._hold_over(cid, record, reason))
         return True

@@ -14,6 +14,7 @@ from cluster_helpers import RedisServer, have_redis, node
 from helpers import ChatdProcess, JsonClient, wait_until
 from test_accounts_server import PASSWORD, drop, leave
 
+from chatd.cluster_accounts import MAX_ACCOUNTS
 from chatd.names import nick_skeleton
 
 pytestmark = pytest.mark.skipif(
@@ -137,7 +138,11 @@ def test_a_dropped_users_nick_is_held_cluster_wide_and_resumed_via_another_node(
     for fields in ({}, {"resume": "forged-" + token[7:]}):
         stranger, refused = hello(b.port, "alice", **fields)
         assert refused["type"] == "error" and refused["code"] == "nick_taken", refused
+        assert "held for its owner" in refused["message"]
         stranger.close()
+    stranger, _ = hello(b.port, "mallory")
+    stranger.send_json(op="nick", nick="Alice", id="n")
+    assert "held for its owner" in stranger.expect_frame(type="error", id="n")["message"]
     # private messages to her meanwhile: bob (B) is told they are kept
     bob.send_json(op="msg", to="alice", text="are you there?", id="p")
     bob.expect_frame(type="privmsg", id="p")
@@ -228,3 +233,13 @@ def test_redis_away_register_and_login_get_cluster_unavailable(
     assert redis.command("HEXISTS", "chatd:acct", "bob") == b":0\r\n"
     me.send_json(op="register", password=PASSWORD, id="r2")
     me.expect(lambda line: '"r2"' in line)
+
+
+def test_the_number_of_accounts_is_bounded(redis: RedisServer, nodes: list[ChatdProcess]) -> None:
+    """Every node mirrors every account: the cluster keeps at most MAX_ACCOUNTS."""
+    fill = "for i = 1, tonumber(ARGV[1]) do redis.call('HSET', KEYS[1], 'x' .. i, '{}') end"
+    redis.command("EVAL", fill, "1", "chatd:acct", str(MAX_ACCOUNTS))
+    late, _ = hello(nodes[0].port, "late")
+    late.send_json(op="register", password=PASSWORD, id="r")
+    assert late.expect_frame(type="error", id="r")["code"] == "registration_closed"
+    assert redis.command("HEXISTS", "chatd:acct", "late") == b":0\r\n"
