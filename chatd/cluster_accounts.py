@@ -89,6 +89,7 @@ class ClusterAccounts:
             store.writer = self._write
         self.loaded = False  # the mirror is current (loaded since the link came up)
         self._holds: dict[int, str] = {}  # local cid held here -> its record in Redis
+        self._until: dict[int, float] = {}  # local cid held here -> when its hold ends
         self._users: dict[int, dict[str, Any]] = {}  # remote hub id -> its user record
 
     @property
@@ -108,6 +109,8 @@ class ClusterAccounts:
         self.loaded = False
         for text in ACCOUNT_SCRIPTS.values():
             self.c.link.command(_ignore, "SCRIPT", "LOAD", text)
+        for cid in list(self._holds):
+            self._write_hold(cid)
         if self.store is None:
             return
 
@@ -289,25 +292,35 @@ class ClusterAccounts:
             }
         )
         self._holds[cid] = record
-        if c.ready:
-            keys = [self._hold_key(user["n"]), c._users_key()]
-            px = int(seconds * 1000)
-            event = c._event("hold", {"cid": cid})
-            self._eval(
-                _ignore, "hold_set", keys, [record, px, cid, c._user_json(cid), CHANNEL, event]
-            )
         when = c.loop.now + max(0.0, seconds - _MARGIN)
+        self._until[cid] = when
+        if c.ready:
+            self._write_hold(cid)
         c.loop.call_at(when, lambda: self._hold_over(cid, record, reason))
         return True
+
+    def _write_hold(self, cid: int) -> None:
+        """The hold in Redis (again, after Redis was away: it may have lost it)."""
+        c = self.c
+        px = int((self._until[cid] - c.loop.now + _MARGIN) * 1000)
+        user = c._local.get(cid)
+        if user is None or px <= 0:
+            return
+        keys = [self._hold_key(user["n"]), c._users_key()]
+        event = c._event("hold", {"cid": cid})
+        args = [self._holds[cid], px, cid, c._user_json(cid), CHANNEL, event]
+        self._eval(_ignore, "hold_set", keys, args)
 
     def _hold_over(self, cid: int, record: str, reason: str) -> None:
         c = self.c
         if self._holds.get(cid) != record:
             return  # resumed meanwhile
         del self._holds[cid]
+        self._until.pop(cid, None)
         user = c._local.pop(cid, None)
         if user is None:
             return
+        c._apply(c.hub.end_hold(cid))  # the hub frees it now, with Redis (not later)
         if c.ready:
             self._eval(_ignore, "hold_end", [self._hold_key(user["n"])], [record])
         c._publish_quit(cid, reason, user, announce=c.ready)
@@ -364,6 +377,7 @@ class ClusterAccounts:
         node, ocid = data["node"], int(data["ocid"])
         if node == c.node:
             self._holds.pop(ocid, None)
+            self._until.pop(ocid, None)
             c._local.pop(ocid, None)
             old: int | None = ocid
         else:
@@ -447,6 +461,7 @@ class ClusterAccounts:
                 self.describe(rcid, {k: v for k, v in seen.items() if k != "h"})
             return
         self._holds.pop(ocid, None)
+        self._until.pop(ocid, None)
         mine = c._local.pop(ocid, None) or {}
         user = {k: v for k, v in mine.items() if k != "h"}
         rcid = c._next_rcid

@@ -121,6 +121,11 @@ class AccountRules:
         if client is not None:
             client.account, client.away = account, away
 
+    def end_hold(self, cid: int) -> list[Action]:
+        """End ``cid``'s hold now (the cluster ends it with Redis): the usual quit."""
+        client = self._held.get(cid)
+        return self._depart(client, client.held_reason) if client is not None else []
+
     def take_over(self, cid: int, old_cid: int, cmd: Hello) -> list[Action]:
         """The cluster granted ``cid`` the held session ``old_cid`` (held here, or a user
         of another node): resume it as a local resume does."""

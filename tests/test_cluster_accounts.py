@@ -96,6 +96,26 @@ def test_a_registered_nick_cannot_be_taken_on_another_node(nodes: list[ChatdProc
     assert welcome["type"] == "welcome"
 
 
+def test_passwd_and_unregister_on_one_node_count_on_the_other(
+    redis: RedisServer, nodes: list[ChatdProcess]
+) -> None:
+    a, b = nodes
+    alice = registered(a.port, "alice")
+    alice.send_json(op="passwd", password=PASSWORD, new_password="n3w-passw0rd", id="p")
+    assert alice.expect_frame(type="account", id="p")["event"] == "password_changed"
+    leave(alice)
+    old, refused = hello(b.port, "alice", account_password=PASSWORD)
+    assert refused["code"] == "bad_login"
+    back, welcome = hello(b.port, "alice", account_password="n3w-passw0rd")
+    assert welcome["account"] == "alice", welcome
+    back.send_json(op="unregister", password="n3w-passw0rd", id="u")
+    assert back.expect_frame(type="account", id="u")["event"] == "dropped"
+    leave(back)
+    assert redis.command("HEXISTS", "chatd:acct", "alice") == b":0\r\n"
+    free, welcome = hello(a.port, "alice")  # anybody's again, on every node
+    assert welcome["type"] == "welcome", welcome
+
+
 def test_redis_decides_a_registration_not_the_nodes_mirror(
     redis: RedisServer, nodes: list[ChatdProcess]
 ) -> None:
@@ -243,3 +263,20 @@ def test_the_number_of_accounts_is_bounded(redis: RedisServer, nodes: list[Chatd
     late.send_json(op="register", password=PASSWORD, id="r")
     assert late.expect_frame(type="error", id="r")["code"] == "registration_closed"
     assert redis.command("HEXISTS", "chatd:acct", "late") == b":0\r\n"
+
+
+def test_a_held_session_resumed_on_its_own_node_gets_other_nodes_messages(
+    nodes: list[ChatdProcess],
+) -> None:
+    a, b = nodes
+    alice, welcome = hello(a.port, "alice")
+    bob = b.json_client("bob")
+    drop(alice)
+    wait_until(lambda: _whois_away(bob, "alice"), 10, "alice held")
+    bob.send_json(op="msg", to="alice", text="kept on A", id="p")
+    bob.expect_frame(type="privmsg", id="p")
+    back, again = hello(a.port, "alice", resume=welcome["resume"])
+    assert again["resumed"] is True, again
+    assert back.expect_frame(type="privmsg")["text"] == "kept on A"
+    back.send_json(op="msg", to="bob", text="back", id="m")
+    assert bob.expect_frame(type="privmsg", text="back")["from"] == "alice"
