@@ -280,3 +280,17 @@ def test_a_held_session_resumed_on_its_own_node_gets_other_nodes_messages(
     assert back.expect_frame(type="privmsg")["text"] == "kept on A"
     back.send_json(op="msg", to="bob", text="back", id="m")
     assert bob.expect_frame(type="privmsg", text="back")["from"] == "alice"
+
+
+def test_a_node_started_later_knows_the_accounts(
+    redis: RedisServer, nodes: list[ChatdProcess]
+) -> None:
+    leave(registered(nodes[0].port, "alice"))
+    late = node(redis)
+    try:
+        stranger, refused = hello(late.port, "alice")
+        assert refused["code"] == "nick_registered", refused
+        alice, welcome = hello(late.port, "alice", account_password=PASSWORD)
+        assert welcome["account"] == "alice", welcome
+    finally:
+        late.stop(signal.SIGKILL)
