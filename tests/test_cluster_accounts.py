@@ -81,17 +81,25 @@ def test_register_on_one_node_log_in_on_another(
     assert me.expect_frame(type="account", id="i")["account"] == "alice"
 
 
-def test_a_registered_nick_cannot_be_taken_on_another_node(nodes: list[ChatdProcess]) -> None:
+def test_a_registered_nick_cannot_be_taken_on_another_node(
+    redis: RedisServer, nodes: list[ChatdProcess]
+) -> None:
     a, b = nodes
     leave(registered(a.port, "alice"))
+    strangers = []
     for nick in ("alice", "ALICE", "aIice"):
         stranger, refused = hello(b.port, nick)
         assert refused["code"] == "nick_registered", refused
-        stranger.close()
+        strangers.append(stranger)
     stranger, _ = hello(b.port, "mallory")
     stranger.send_json(op="nick", nick="alice", id="n")
     assert stranger.expect_frame(type="error", id="n")["code"] == "nick_registered"
-    # and the nick was not claimed in Redis on the way: alice gets it at once
+    # refused before the nick was claimed in Redis: nobody holds it there, nobody on A
+    assert redis.command("EXISTS", "chatd:nick:f:alice") == b":0\r\n"
+    probe = a.json_client("probe")
+    probe.send_json(op="whois", nick="alice", id="w")
+    assert probe.expect_frame(type="error", id="w")["code"] == "no_such_nick"
+    # alice gets it at once
     alice, welcome = hello(a.port, "alice", account_password=PASSWORD)
     assert welcome["type"] == "welcome"
 
