@@ -149,9 +149,12 @@ def test_redis_decides_a_registration_not_the_nodes_mirror(
 
 
 def test_a_dropped_users_nick_is_held_cluster_wide_and_resumed_via_another_node(
-    redis: RedisServer, nodes: list[ChatdProcess]
+    redis: RedisServer, nodes: list[ChatdProcess], request: pytest.FixtureRequest
 ) -> None:
     a, b = nodes
+    c = node(redis)  # a third node: sees the hold and the move from outside
+    request.addfinalizer(lambda: c.stop(signal.SIGKILL))
+    dave = c.json_client("dave")
     alice, welcome = hello(a.port, "alice")
     token = welcome["resume"]
     alice.send_json(op="join", room="#lobby")
@@ -188,13 +191,18 @@ def test_a_dropped_users_nick_is_held_cluster_wide_and_resumed_via_another_node(
     bob.send_json(op="say", room="#lobby", text="welcome back", id="s")
     back.expect_frame(type="msg", text="welcome back")
     # nobody saw her leave or come back; she is in the room everywhere, once
-    for client in (bob, carol):
-        client.send_json(op="who", room="#lobby", id="who")
-    who = bob.expect_frame(type="who", id="who")
-    assert sorted(who["members"]) == ["alice", "bob"]
+    bob.send_json(op="who", room="#lobby", id="who")
+    assert sorted(bob.expect_frame(type="who", id="who")["members"]) == ["alice", "bob"]
     assert redis.command("EXISTS", "chatd:hold:alice") == b":0\r\n"
     back.send_json(op="say", room="#lobby", text="hi again", id="h")
     assert bob.expect_frame(type="msg", text="hi again")["from"] == "alice"
+    # A and the third node see her where she is now: she gets private messages on B
+    for name, sender in (("carol", carol), ("dave", dave)):
+        sender.send_json(op="msg", to="alice", text=f"hello from {name}", id="x")
+        sender.expect_frame(type="privmsg", id="x")
+        assert back.expect_frame(type="privmsg")["text"] == f"hello from {name}"
+        sender.send_json(op="whois", nick="alice", id="w")
+        assert sender.expect_frame(type="whois", id="w")["away"] == "lunch"  # not "held"
 
 
 def test_the_hold_ends_with_a_quit_everywhere(redis: RedisServer) -> None:
