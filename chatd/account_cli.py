@@ -40,6 +40,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--config", metavar="FILE", help="take the file from this TOML file's 'db' (as chatd)"
     )
+    parser.add_argument(
+        "--cluster",
+        metavar="URL",
+        default="",
+        help="a cluster's accounts: its Redis, redis://HOST:PORT/DB (instead of --db)",
+    )
     sub = parser.add_subparsers(dest="action", required=True)
     for name, text in (
         ("add", "create an account (asks for its password)"),
@@ -69,6 +75,8 @@ def _read_password(name: str) -> str:
 
 def account_main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
+    if args.cluster:
+        return _cluster_main(args)
     try:
         path = _db_path(args)  # --db, else the config file's db, else the default
     except ToolError as exc:
@@ -78,6 +86,29 @@ def account_main(argv: list[str]) -> int:
         default_path().parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
         store = AccountStore(path)
+    except AccountStoreError as exc:
+        print(f"chatd account: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return _run(store, args)
+    except AccountStoreError as exc:
+        print(f"chatd account: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
+
+
+def _cluster_main(args: argparse.Namespace) -> int:
+    """The same commands on a cluster's accounts in Redis (chatd.cluster_account_admin)."""
+    try:
+        from chatd.cluster_account_admin import RedisAccounts
+    except ImportError:
+        print(
+            "chatd account: --cluster needs hiredis: pip install 'chatd[cluster]'", file=sys.stderr
+        )
+        return 2
+    try:
+        store = RedisAccounts(args.cluster)
     except AccountStoreError as exc:
         print(f"chatd account: {exc}", file=sys.stderr)
         return 2

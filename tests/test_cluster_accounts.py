@@ -4,14 +4,17 @@ nodes, real sockets (docs/cluster.md, docs/accounts.md)."""
 from __future__ import annotations
 
 import json
+import os
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cluster_helpers import RedisServer, have_redis, node
-from helpers import ChatdProcess, JsonClient, wait_until
+from helpers import ROOT, ChatdProcess, JsonClient, wait_until
 from test_accounts_server import PASSWORD, drop, leave
 
 from chatd.cluster_accounts import MAX_ACCOUNTS
@@ -310,3 +313,39 @@ def test_a_node_started_later_knows_the_accounts(
         assert welcome["account"] == "alice", welcome
     finally:
         late.stop(signal.SIGKILL)
+
+
+def _account_cli(redis: RedisServer, *args: str, password: str = "") -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "chatd", "account", "--cluster", redis.url, *args],
+        input=password + "\n",
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    if password:
+        assert password not in done.stdout + done.stderr  # never echoed
+    return done.stdout + done.stderr
+
+
+def test_the_operator_manages_a_clusters_accounts(
+    redis: RedisServer, nodes: list[ChatdProcess]
+) -> None:
+    a, b = nodes
+    assert "created" in _account_cli(redis, "add", "ada", password="ada-passw0rd")
+    assert "exists" in _account_cli(redis, "add", "Ada", password="ada-passw0rd")
+    stranger, refused = hello(b.port, "ada")  # every node knows at once
+    assert refused["code"] == "nick_registered", refused
+    ada, welcome = hello(a.port, "ada", account_password="ada-passw0rd")
+    assert welcome["account"] == "ada", welcome
+    leave(ada)
+    assert "ada\t" in _account_cli(redis, "list")
+    assert "changed" in _account_cli(redis, "passwd", "ada", password="n3w-passw0rd")
+    ada, welcome = hello(b.port, "ada", account_password="n3w-passw0rd")
+    assert welcome["account"] == "ada", welcome
+    leave(ada)
+    assert "deleted" in _account_cli(redis, "delete", "ada")
+    anybody, welcome = hello(a.port, "ada")
+    assert welcome["type"] == "welcome", welcome
