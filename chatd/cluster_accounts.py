@@ -23,6 +23,7 @@ the node that ran it where the reply arrives.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
 from dataclasses import replace
@@ -134,7 +135,14 @@ class ClusterAccounts:
             return self._refuse(cid, cmd, wall)
         holder = hub.nick_holder(cmd.nick)
         if holder is not None and (cmd.resume or verified.account):
-            if holder > 0 and holder not in self._holds:
+            password = self.c.config.password
+            given = (cmd.password or "").encode()
+            if password is not None and not hmac.compare_digest(given, password.encode()):
+                return self._refuse(cid, cmd, wall)  # the server password, first
+            banned = hub.banned_hello(cid, cmd, wall)
+            if banned:
+                self.c._apply(banned)
+            elif holder > 0 and holder not in self._holds:
                 why = f'nick "{cmd.nick[:40]}" is already in use (a live session)'
                 self.c._error(cid, ErrorCode.NICK_TAKEN, why, cmd.rid)
             else:

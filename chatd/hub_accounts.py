@@ -86,6 +86,12 @@ class AccountRules:
     _new_token: Callable[[], str]
 
     # Provided by Hub.
+    if TYPE_CHECKING:  # (ModerationPowers': declared here for the type checker only)
+
+        def _server_ban_gate(
+            self, client: _Client, command: Hello | Identify, now: float
+        ) -> list[Action]: ...
+
     def _error(self, client: _Client, command: Command, code: str, message: str) -> list[Action]:
         raise NotImplementedError
 
@@ -120,6 +126,12 @@ class AccountRules:
         client = self._clients.get(cid)
         if client is not None:
             client.account, client.away = account, away
+
+    def banned_hello(self, cid: int, cmd: Hello, now: float) -> list[Action]:
+        """A server ban's refusal of ``cmd`` (and the close), or [] - what ``handle``
+        checks before any hello, for a resume the cluster decides first."""
+        client = self._clients.get(cid)
+        return self._server_ban_gate(client, cmd, now) if client is not None else []
 
     def end_hold(self, cid: int) -> list[Action]:
         """End ``cid``'s hold now (the cluster ends it with Redis): the usual quit."""

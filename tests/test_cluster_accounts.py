@@ -349,3 +349,22 @@ def test_the_operator_manages_a_clusters_accounts(
     assert "deleted" in _account_cli(redis, "delete", "ada")
     anybody, welcome = hello(a.port, "ada")
     assert welcome["type"] == "welcome", welcome
+
+
+def test_a_resume_still_needs_the_server_password(redis: RedisServer, tmp_path: Path) -> None:
+    secret = tmp_path / "password"
+    secret.write_text("letmein\n")
+    a = node(redis, "--password-file", str(secret))
+    b = node(redis, "--password-file", str(secret))
+    try:
+        alice, welcome = hello(a.port, "alice", password="letmein")
+        drop(alice)
+        probe, _ = hello(b.port, "probe", password="letmein")
+        wait_until(lambda: _whois_away(probe, "alice"), 10, "alice held")
+        thief, refused = hello(b.port, "alice", resume=welcome["resume"], password="guess")
+        assert refused["code"] == "bad_password", refused
+        back, again = hello(b.port, "alice", resume=welcome["resume"], password="letmein")
+        assert again["resumed"] is True, again
+    finally:
+        a.stop(signal.SIGKILL)
+        b.stop(signal.SIGKILL)
