@@ -289,6 +289,11 @@ class ClusterAccounts:
         if seconds <= 0 or user is None or not hub.is_registered(cid):
             return False  # no hold, or a quit
         c._queued.pop(cid, None)
+        # Bounded as the hub bounds its holds (no more than connections): past it the
+        # oldest hold ends early, here and so in the hub and everywhere at once.
+        while len(self._holds) >= max(1, c.config.max_clients):
+            oldest = next(iter(self._holds))
+            self._hold_over(oldest, self._holds[oldest], "connection lost")
         user["h"] = 1
         account = hub.account_of(cid)
         record = json.dumps(

@@ -368,3 +368,23 @@ def test_a_resume_still_needs_the_server_password(redis: RedisServer, tmp_path: 
     finally:
         a.stop(signal.SIGKILL)
         b.stop(signal.SIGKILL)
+
+
+def test_holds_are_bounded_and_the_oldest_ends_everywhere(redis: RedisServer) -> None:
+    """No more holds than connections (as on one node): past it the oldest hold ends
+    early - on every node at once, not only in its own node's hub."""
+    a = node(redis, "--max-clients", "2")
+    b = node(redis)
+    try:
+        watcher = b.json_client("watcher", "#lobby")
+        for nick in ("alice", "bob", "carol"):
+            user = a.json_client(nick, "#lobby")
+            watcher.expect_frame(type="join", nick=nick)
+            drop(user)
+            wait_until(lambda nick=nick: _whois_away(watcher, nick), 10, f"{nick} held")
+        watcher.send_json(op="whois", nick="alice", id="gone")
+        assert watcher.expect_frame(id="gone")["code"] == "no_such_nick"
+        assert _whois_away(watcher, "bob") and _whois_away(watcher, "carol")
+    finally:
+        a.stop(signal.SIGKILL)
+        b.stop(signal.SIGKILL)
