@@ -35,7 +35,8 @@ class ClusterAccountStore(AccountStore):
     def load(self, flat: object) -> None:
         self._records.clear()
         self._skeletons.clear()
-        for _key, record in _pairs(flat):
+        pairs = list(flat.items()) if isinstance(flat, dict) else _pairs(flat)  # RESP3: a map
+        for _key, record in pairs:
             try:
                 self.put(record)
             except (ValueError, KeyError, TypeError, AttributeError):
@@ -82,6 +83,9 @@ class ClusterAccountStore(AccountStore):
         self.remove(name)
         self.writer("del", found.name, None)
         return True
+
+    def __len__(self) -> int:
+        return len(self._records)
 
     def names(self) -> list[tuple[str, float]]:
         return sorted((a.name, a.created) for a in self._records.values())

@@ -117,8 +117,9 @@ class ClusterAccounts:
 
         def done(reply: object) -> None:
             if not _failed(reply) and self.store is not None:
-                self.store.load(reply if isinstance(reply, list) else [])
+                self.store.load(reply)
                 self.loaded = True
+                logger.info("cluster: %d accounts loaded", len(self.store))
 
         self.c.link.command(done, "HGETALL", ACCOUNTS)
 
@@ -130,6 +131,9 @@ class ClusterAccounts:
         hub = self.c.hub
         if hub.is_registered(cid) or not valid_nick(cmd.nick):
             return False
+        if self.c.ready and not self.ready:  # the accounts' mirror is loading
+            self.c._unavailable(cid, cmd.rid)
+            return True
         verified = cmd.verified or Verified()
         if verified.error:
             return self._refuse(cid, cmd, wall)
@@ -177,6 +181,9 @@ class ClusterAccounts:
     def nick_refused(self, cid: int, cmd: Nick, wall: float) -> bool:
         """A registered (or held) nick is refused before it is claimed in Redis."""
         hub = self.c.hub
+        if self.c.ready and not self.ready:  # the accounts' mirror is loading
+            self.c._unavailable(cid, cmd.rid)
+            return True
         old = hub.nick_of(cid) or ""
         verified = cmd.verified or Verified()
         owner, account = verified.owner, hub.account_of(cid)

@@ -95,6 +95,8 @@ def node(redis: RedisServer | Partition, *extra: str, irc: bool = False) -> Chat
         *extra, irc=irc,
     )  # fmt: skip
     wait_until(lambda: "in sync" in proc.log(), 10, "the node to join the cluster")
+    if "--accounts" not in extra:  # (and to know the cluster's accounts)
+        wait_until(lambda: "accounts loaded" in proc.log(), 10, "the node's accounts")
     return proc
 
 

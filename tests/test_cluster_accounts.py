@@ -312,6 +312,7 @@ def test_a_node_started_later_knows_the_accounts(
         alice, welcome = hello(late.port, "alice", account_password=PASSWORD)
         assert welcome["account"] == "alice", welcome
     finally:
+        print(f"--- the late node ---\n{late.log()[-4000:]}")
         late.stop(signal.SIGKILL)
 
 
