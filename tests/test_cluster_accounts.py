@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -382,7 +383,7 @@ def test_holds_are_bounded_and_the_oldest_ends_everywhere(redis: RedisServer) ->
             user = a.json_client(nick, "#lobby")
             watcher.expect_frame(type="join", nick=nick)
             drop(user)
-            wait_until(lambda nick=nick: _whois_away(watcher, nick), 10, f"{nick} held")
+            wait_until(partial(_whois_away, watcher, nick), 10, f"{nick} held")
         watcher.send_json(op="whois", nick="alice", id="gone")
         assert watcher.expect_frame(id="gone")["code"] == "no_such_nick"
         assert _whois_away(watcher, "bob") and _whois_away(watcher, "carol")
