@@ -271,7 +271,7 @@ class Node:
         elif self.replies > 2:  # an XREAD answered: {stream: [[id, [b"m", data]], ...]}
             streams = reply.items() if isinstance(reply, dict) else reply
             for key, entries in streams:
-                for entry_id, fields in entries:
+                for _id, fields in entries:
                     self.deliver(fields[1], now)
                 self.last_ids[key.decode()] = entries[-1][0].decode()
             self.xread()
@@ -413,7 +413,7 @@ def run_one(port: int, row: Row, seconds: float, seed: int) -> Row:
         child_end.close()
         children.append((proc, parent_end))
     try:
-        for proc, ctl in children:
+        for _, ctl in children:
             if not ctl.poll(READY_SECONDS) or ctl.recv() != "ready":
                 raise RuntimeError(f"a {row.mode} node did not get ready")
         before = counters(port)
@@ -424,7 +424,7 @@ def run_one(port: int, row: Row, seconds: float, seed: int) -> Row:
         for _, ctl in children:
             ctl.send(row.sent)
         results = []
-        for proc, ctl in children:
+        for _, ctl in children:
             if not ctl.poll(DRAIN_SECONDS + READY_SECONDS):
                 raise RuntimeError(f"a {row.mode} node did not report")
             results.append(NodeResult(**ctl.recv()))
