@@ -13,6 +13,9 @@ messages kept for it; the others see nothing at all. When the hold runs out (``e
 the others see the usual ``quit``. A ``hello`` with the token of a session that is still
 connected (the old TCP connection is not known to be dead yet) takes it over and closes
 the old connection.
+In a cluster (chatd.cluster_accounts) a user of another node (id < 0) is never held
+here: its own node holds it, and moves it here (``take_over``) or away
+(``move_session``) when it is resumed through another node.
 
 Private messages to a held nick are kept for its owner (at most ``MAX_KEPT``), the sender
 is told so, and they are delivered on resume or dropped with the hold: never to anyone
