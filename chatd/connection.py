@@ -139,7 +139,7 @@ class Connection:
         self.backlog: deque[bytes | LineTooLong] | None = None
         # Bytes read but not framed yet, from unframed_pos on: input held back by the
         # rate limit stays raw (a 2-byte line framed costs ~40 bytes), framed a line at
-        # a time as tokens come (see Server._frame_next).
+        # a time as tokens come (see frame_next, run by chatd.intake).
         self.unframed = b""
         self.unframed_pos = 0
         self.bucket = bucket
