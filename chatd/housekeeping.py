@@ -6,8 +6,8 @@ Each round does the timed work that belongs to no connection:
   there, a write probe while storage is failed, a pruning batch; a failure or a recovery
   is told to everyone, once (:meth:`~chatd.dispatch.Dispatcher.storage_state`);
 - nick holds that ran out (docs/accounts.md): the hub lets those nicks go;
-- every fourth round, password-guess episodes that are over are forgotten
-  (:meth:`chatd.admission.Admission.sweep`).
+- every fourth round, addresses that stopped guessing passwords are forgotten, and a
+  throttled episode that ended is logged once (:meth:`chatd.admission.Admission.sweep`).
 
 It runs only when there is such work: a history store, a server password, or nick holds.
 """

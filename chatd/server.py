@@ -162,19 +162,19 @@ class Server:
             self.hub,
             admission,
             self._dispatch,
-            self._close,
-            self.stats,
-            wall_clock,
+            close=self._close,
+            stats=self.stats,
+            wall_clock=wall_clock,
         )
         self._flusher = Flusher(
             loop,
             policy,
             self._dirty,
-            self._close,
-            self._finalize,
-            deliver_one,
-            self._intake.resume,
-            self.stats,
+            close=self._close,
+            finalize=self._finalize,
+            deliver_one=deliver_one,
+            resume=self._intake.resume,
+            stats=self.stats,
         )
         self._watchdog = Watchdog(config, loop, self.hub, deliver_one, self._close)
         holds = config.nick_hold_seconds > 0  # held nicks expire there (docs/accounts.md)
