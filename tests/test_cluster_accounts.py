@@ -90,6 +90,8 @@ def test_a_registered_nick_cannot_be_taken_on_another_node(
 ) -> None:
     a, b = nodes
     leave(registered(a.port, "alice"))
+    gone = partial(redis.command, "EXISTS", "chatd:nick:f:alice")
+    wait_until(lambda: gone() == b":0\r\n", 10, "alice's quit to free her nick in Redis")
     strangers = []
     for nick in ("alice", "ALICE", "aIice"):
         stranger, refused = hello(b.port, nick)
@@ -99,7 +101,7 @@ def test_a_registered_nick_cannot_be_taken_on_another_node(
     stranger.send_json(op="nick", nick="alice", id="n")
     assert stranger.expect_frame(type="error", id="n")["code"] == "nick_registered"
     # refused before the nick was claimed in Redis: nobody holds it there, nobody on A
-    assert redis.command("EXISTS", "chatd:nick:f:alice") == b":0\r\n"
+    assert gone() == b":0\r\n"
     probe = a.json_client("probe")
     probe.send_json(op="whois", nick="alice", id="w")
     assert probe.expect_frame(type="error", id="w")["code"] == "no_such_nick"
