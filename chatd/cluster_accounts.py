@@ -37,7 +37,9 @@ from chatd.cluster_scripts import CHANNEL, PREFIX, sha
 from chatd.cluster_sync import _ignore, _message, _nick_keys
 from chatd.hub_state import MAX_REASON_CHARS
 from chatd.model import (
+    Action,
     Away,
+    DeleteAccount,
     Deliver,
     Disconnected,
     DropAccount,
@@ -49,6 +51,7 @@ from chatd.model import (
     PrivMsg,
     Register,
     Replay,
+    SaveAccount,
     SetPassword,
     Verified,
 )
@@ -215,11 +218,42 @@ class ClusterAccounts:
                 away = clean_line(message or "")[:MAX_REASON_CHARS] or None
                 if cid in c._local:
                     c._local[cid]["aw"] = away
-            case Identify() | SetPassword() | DropAccount():
+            case SetPassword() | DropAccount():
+                self._change(cid, command, hub.handle(cid, command, wall))
+                return
+            case Identify():
                 c._apply(hub.handle(cid, command, wall))
                 if cid in c._local:
                     c._local[cid]["a"] = hub.account_of(cid)
         self._look(cid)
+
+    def _change(self, cid: int, cmd: SetPassword | DropAccount, actions: list[Action]) -> None:
+        """A new password or a dropped account: written in Redis before it is confirmed
+        to the user (so every node knows it by then)."""
+        c = self.c
+        writes = [a for a in actions if isinstance(a, SaveAccount | DeleteAccount)]
+        rest = [a for a in actions if not isinstance(a, SaveAccount | DeleteAccount)]
+        if not writes or self.store is None:
+            c._apply(rest)  # refused
+            return
+        store, name = self.store, writes[0].name
+        secret = writes[0].secret if isinstance(writes[0], SaveAccount) else None
+        record, args = self._set_args(name, secret)
+
+        def done(reply: object) -> None:
+            if _failed(reply):
+                c._unavailable(cid, cmd.rid, in_flight=True)
+                return
+            if record:
+                store.put(record)
+            else:
+                store.remove(name)
+            c._apply(rest)
+            if cid in c._local:
+                c._local[cid]["a"] = c.hub.account_of(cid)
+            self._look(cid)
+
+        c._send(cid, done, "EVALSHA", SHA["acct_set"], 0, *args)
 
     def _look(self, cid: int) -> None:
         """Tell the other nodes this user's account and away now."""
@@ -270,21 +304,25 @@ class ClusterAccounts:
         args = [fold(nick), nick_skeleton(nick), record, MAX_ACCOUNTS, CHANNEL, event]
         c._send(cid, done, "EVALSHA", SHA["acct_add"], 0, *args)
 
-    def _write(self, op: str, name: str, secret: bytes | None) -> None:
-        """A password changed or an account dropped here (the store's writer)."""
+    def _set_args(self, name: str, secret: bytes | None) -> tuple[str, list[Any]]:
+        """The new record ("" to drop the account) and the ``acct_set`` script's args."""
         record = ""
         if secret is not None and self.store is not None:
             found = self.store.get(name)
             created = found.created if found is not None else 0.0
             record = json.dumps({"n": name, "s": secret.decode(), "c": created})
-        event = self.c._event("acct", {"op": op, "n": name, "rec": record})
+        body = {"op": "set" if record else "del", "n": name, "rec": record}
+        event = self.c._event("acct", body)
+        return record, [fold(name), nick_skeleton(name), record, CHANNEL, event]
+
+    def _write(self, op: str, name: str, secret: bytes | None) -> None:
+        """The store's writer (a change not made through ``_change``)."""
 
         def done(reply: object) -> None:
             if _failed(reply):
                 logger.error("cluster: account %s: %s not confirmed by Redis", name, op)
 
-        args = [fold(name), nick_skeleton(name), record, CHANNEL, event]
-        self._eval(done, "acct_set", [], args)
+        self._eval(done, "acct_set", [], self._set_args(name, secret)[1])
 
     # ------------------------------------------------------------------ the nick hold
 
