@@ -494,7 +494,7 @@ def test_list_cut_at_the_reply_budget_says_how_many_rooms_are_missing() -> None:
         client.send_line("PART #room00,#room01,#room02,#room03,#room04,#room05,#room06")
         client.send_line("PART #room07,#room08,#room09,#room10,#room11,#room12,#room13")
         client.send_line("LIST")
-        lines = []
+        lines: list[str] = []
         while not lines or " 323 " not in lines[-1]:
             lines.append(client.expect(lambda line: True))
         assert sum(" 322 " in line for line in lines) == 6, lines
