@@ -127,9 +127,21 @@ class _Refusal:
         if not isinstance(event, h11.Request):
             self._owner.finish(self, answered=False)  # closed before asking
             return
-        self._answer(head=event.method == b"HEAD")
+        try:
+            data = self._answer(head=event.method == b"HEAD")
+        except h11.LocalProtocolError as exc:  # (a bug: it must cost this socket only)
+            logger.warning("cannot answer a refused web client: %s", exc)
+            self._owner.finish(self, answered=False)
+            return
+        try:
+            self.sock.send(data)  # a few hundred bytes into an empty buffer
+            self.sock.shutdown(socket.SHUT_WR)  # FIN after the answer, not a reset
+        except OSError as exc:
+            logger.debug("a refused web client left before its 503: %s", exc)
+        self._owner.finish(self, answered=True)
 
-    def _answer(self, head: bool) -> None:
+    def _answer(self, head: bool) -> bytes:
+        """The 503 response, as bytes."""
         http = self._http
         body = f"503 Service Unavailable: {self._why}\n".encode()
         headers = [
@@ -144,10 +156,4 @@ class _Refusal:
         data = http.send(response) or b""
         if not head:
             data += http.send(h11.Data(data=body)) or b""
-        data += http.send(h11.EndOfMessage()) or b""
-        try:
-            self.sock.send(data)  # a few hundred bytes into an empty buffer
-            self.sock.shutdown(socket.SHUT_WR)  # FIN after the answer, not a reset
-        except OSError as exc:
-            logger.debug("a refused web client left before its 503: %s", exc)
-        self._owner.finish(self, answered=True)
+        return data + (http.send(h11.EndOfMessage()) or b"")
