@@ -404,7 +404,7 @@ DECODERS: dict[str, Callable[[Fields], Frame]] = {
         for kind in moderation.EVENT_TYPES
     },
     "mode": lambda f: Moderation(
-        f._cut(sanitize(moderation.describe(f.obj), newlines=False)), moderation.mode_change(f.obj)
+        f.cut(sanitize(moderation.describe(f.obj), newlines=False)), moderation.mode_change(f.obj)
     ),
 }
 
