@@ -24,10 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path[:0] = [str(Path(__file__).resolve().parent.parent / "tests")]  # as bench/stress.py
-
-from cluster_helpers import RedisServer, have_redis, node  # noqa: E402
-from helpers import ChatdProcess  # noqa: E402
+from bench.chatd_process import ChatdProcess
+from bench.cluster_nodes import RedisServer, have_redis, node
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Does announcing slow the chat loop? Ping round trips with and without ``--announce``.
 
 ``python -m bench.discovery_latency [--pings N] [--rounds R]`` (root: it makes two
-network namespaces, tests/netns.py, and removes them). In each round, for each mode
+network namespaces, bench/netns.py, and removes them). In each round, for each mode
 (``--no-announce``, then announcing), a fresh chatd runs in the first namespace on
 0.0.0.0; a browser in the second namespace asks for ``_chatd._tcp`` without pause (so
 the announcer's thread answers queries the whole time); a pinger beside the server
@@ -18,11 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-
-from helpers import ChatdProcess  # noqa: E402
-from netns import Lan  # noqa: E402
+from bench.chatd_process import ChatdProcess
+from bench.netns import Lan
 
 _PINGER = """
 import json, socket, sys, time

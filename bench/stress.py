@@ -1,4 +1,4 @@
-"""The abuse scenarios of tests/test_abuse.py at a larger scale, for a person to watch.
+"""The abuse scenarios of the tests (bench/abuse_*.py) at a larger scale, for a person to watch.
 
     python -m bench.stress              # every scenario, stress size (a few minutes)
     python -m bench.stress --quick      # the sizes the test suite uses
@@ -24,31 +24,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
-
-import test_abuse as abuse  # noqa: E402
-import test_abuse_text as text_abuse  # noqa: E402
-from helpers import ChatdProcess  # noqa: E402
-
-from bench import stress_server  # noqa: E402
-from chatd.fdlimit import raise_fd_limit  # noqa: E402
-
-MiB = 1024  # figures are in KiB
-
-
-def _raise_nofile(count: int) -> None:
-    got = raise_fd_limit(count)
-    if got < count:
-        raise SystemExit(f"bench.stress: need RLIMIT_NOFILE {count}, could raise it to {got}")
+from bench import abuse_crowds, abuse_text, abuse_traffic, stress_server
+from bench import abuse_tools as abuse
+from bench.abuse_tools import MiB, raise_nofile_or_exit
+from bench.chatd_process import ChatdProcess
 
 
 def slowloris(quick: bool) -> tuple[dict[str, Any], list[str]]:
     n, timeout = (200, 2.0) if quick else (1000, 3.0)
-    _raise_nofile(n + 500)
+    raise_nofile_or_exit(n + 500)
     server = ChatdProcess(*abuse.MANY_HOSTS, "--register-timeout-seconds", str(timeout))
     try:
-        got = abuse.run_slowloris(
+        got = abuse_crowds.run_slowloris(
             server, tricklers=n, chatters=10 if quick else 20, register_timeout=timeout
         )
         abuse.server_healthy(server)
@@ -67,7 +54,7 @@ def endless(quick: bool) -> tuple[dict[str, Any], list[str]]:
     mb = 50 if quick else 500
     server = ChatdProcess("--rate-limit", "0")
     try:
-        got = abuse.run_endless_line(server, mb, "json")
+        got = abuse_traffic.run_endless_line(server, mb, "json")
         abuse.server_healthy(server)
     finally:
         server.stop()
@@ -81,10 +68,12 @@ def endless(quick: bool) -> tuple[dict[str, Any], list[str]]:
 
 def slow_consumers(quick: bool) -> tuple[dict[str, Any], list[str]]:
     readers, sleepers = (20, 50) if quick else (40, 300)
-    _raise_nofile(readers + sleepers + 500)
-    server = ChatdProcess(*abuse.SLOW_LIMITS)
+    raise_nofile_or_exit(readers + sleepers + 500)
+    server = ChatdProcess(*abuse_traffic.SLOW_LIMITS)
     try:
-        got = abuse.run_slow_consumers(server, readers=readers, sleepers=sleepers, messages=40)
+        got = abuse_traffic.run_slow_consumers(
+            server, readers=readers, sleepers=sleepers, messages=40
+        )
         abuse.server_healthy(server)
     finally:
         server.stop()
@@ -110,7 +99,7 @@ def churn(quick: bool) -> tuple[dict[str, Any], list[str]]:
         "0",
     )
     try:
-        got = abuse.run_churn(server, cycles=cycles)
+        got = abuse_crowds.run_churn(server, cycles=cycles)
         abuse.server_healthy(server)
     finally:
         server.stop()
@@ -138,7 +127,7 @@ def fd_exhaustion(quick: bool) -> tuple[dict[str, Any], list[str]]:
         preexec=abuse._low_nofile(limit),
     )
     try:
-        got = abuse.run_fd_exhaustion(server, limit, extra=extra, measure_s=3.0)
+        got = abuse_crowds.run_fd_exhaustion(server, limit, extra=extra, measure_s=3.0)
         abuse.server_healthy(server)
     finally:
         server.stop()
@@ -155,7 +144,9 @@ def flood(quick: bool) -> tuple[dict[str, Any], list[str]]:
     count = 70 if quick else 230  # 200 past the burst: 20 s at 10/s
     server = ChatdProcess()
     try:
-        got = abuse.run_flood(server, flood=count, chatters=4 if quick else 10, rate=10, burst=30)
+        got = abuse_traffic.run_flood(
+            server, flood=count, chatters=4 if quick else 10, rate=10, burst=30
+        )
         abuse.server_healthy(server)
     finally:
         server.stop()
@@ -170,12 +161,12 @@ def flood(quick: bool) -> tuple[dict[str, Any], list[str]]:
 
 def many(quick: bool) -> tuple[dict[str, Any], list[str]]:
     clients, rooms = (5000, 10) if quick else (10000, 20)
-    _raise_nofile(clients + 500)
+    raise_nofile_or_exit(clients + 500)
     server = ChatdProcess(
         *abuse.MANY_HOSTS, "--rate-limit", "0", "--max-clients", str(clients + 100)
     )
     try:
-        got = abuse.run_many(server, clients=clients, rooms=rooms)
+        got = abuse_crowds.run_many(server, clients=clients, rooms=rooms)
         abuse.server_healthy(server)
     finally:
         server.stop()
@@ -198,7 +189,7 @@ def paste(quick: bool) -> tuple[dict[str, Any], list[str]]:
         flags = ["--rate-limit", "0"] + (["--max-message-lines", str(lines)] if lines else [])
         server = ChatdProcess(*flags, irc=True)
         try:
-            figures = text_abuse.run_paste(server, pastes=pastes, max_lines=lines or 40)
+            figures = abuse_text.run_paste(server, pastes=pastes, max_lines=lines or 40)
             abuse.server_healthy(server)
         finally:
             server.stop()

@@ -1,4 +1,5 @@
-"""The scenarios of tests/test_abuse_server.py (issue 10) for ``make stress``.
+"""The scenarios of tests/test_abuse_server.py (issue 10; bench/abuse_server.py) for
+``make stress``.
 
 Each function runs one scenario at the stress size (or the test's size with ``quick``),
 with the protection on ("after") and, where a setting can turn it off, off ("before"),
@@ -11,11 +12,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import test_abuse as abuse
-import test_abuse_server as srv
-from helpers import ChatdProcess
+from bench import abuse_server as srv
+from bench import abuse_tools as abuse
+from bench.abuse_tools import MiB, raise_nofile_or_exit
+from bench.chatd_process import ChatdProcess
 
-MiB = 1024  # figures are in KiB
 Result = tuple[dict[str, Any], list[str]]
 
 
@@ -51,9 +52,7 @@ def tiny_lines(quick: bool) -> Result:
     """Finding 2: one 64 KiB packet of 'xy\\n' per registered client."""
     clients = 300 if quick else 1000
     abuse_nofile = clients + 500
-    from bench.stress import _raise_nofile  # noqa: PLC0415 - avoid an import cycle
-
-    _raise_nofile(abuse_nofile)
+    raise_nofile_or_exit(abuse_nofile)
     got = _run(abuse.MANY_HOSTS, srv.run_tiny_lines, clients=clients)
     ok = got["total_kib"] < 20 * MiB * clients / 300
     return got, [
@@ -86,9 +85,7 @@ def password_guessing(quick: bool) -> Result:
 def burst_crowd(quick: bool) -> Result:
     """Finding 5: N connections from one address each burst 30 lines; another pings."""
     clients = 100 if quick else 400
-    from bench.stress import _raise_nofile  # noqa: PLC0415
-
-    _raise_nofile(clients + 500)
+    raise_nofile_or_exit(clients + 500)
     before = _run(abuse.MANY_HOSTS, srv.run_burst_crowd, clients=clients, lines=30)
     after = _run((), srv.run_burst_crowd, clients=clients, lines=30)
     got = {"before": before, "after": after}

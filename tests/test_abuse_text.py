@@ -17,14 +17,12 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from helpers import ROOT, ChatdProcess, JsonClient, RawClient, wait_until
 from test_irc_server import IrcClient
 
-from chatd.model import Say
-from chatd.ratelimit import command_cost
+from bench.abuse_text import irc_member, run_paste
 
 BIDI = re.compile("[\u202a-\u202e\u2066-\u2069]")
 PASTE_40 = "\n".join(f"line {i}" for i in range(40))
@@ -37,14 +35,6 @@ def irc_server() -> Iterator[ChatdProcess]:
         yield proc
     finally:
         proc.stop()
-
-
-def irc_member(server: ChatdProcess, nick: str, room: str) -> IrcClient:
-    assert server.irc_port
-    client = IrcClient(server.irc_port)
-    client.register(nick)
-    client.join(room)
-    return client
 
 
 def privmsgs(client: IrcClient, room: str, until: str) -> list[str]:
@@ -110,65 +100,6 @@ def test_a_long_paste_costs_more_tokens_and_nobody_else_waits(
     assert seen == ["after", "probe"], seen  # the paster waited; the bystander did not
     paster.send_json(op="ping", id="still")
     paster.expect_frame(type="pong", id="still", timeout=10)  # paused, never cut
-
-
-def _worst_paste(lines: int, chars: int = 2000) -> str:
-    """The text with the most IRC lines a server allows: ``lines`` lines, ``chars`` in all."""
-    width = max(1, (chars - (lines - 1)) // lines)
-    return "\n".join("x" * width for _ in range(lines))
-
-
-def _irc_bytes_until(client: IrcClient, marker: str) -> tuple[int, bool]:
-    """Bytes (with CRLF) read until a line containing ``marker``; False if cut off first."""
-    total = 0
-    while True:
-        try:
-            line = client.read_line()
-        except AssertionError:
-            return total, False
-        if line is None or line.startswith("ERROR"):
-            return total, False
-        total += len(line.encode()) + 2
-        if marker in line:
-            return total, True
-
-
-def run_paste(server: ChatdProcess, pastes: int, max_lines: int) -> dict[str, Any]:
-    """Finding 4: what one pasted block costs IRC members, then what ``pastes`` of the
-    largest allowed blocks in history cost an IRC client that joins (``max_lines`` is the
-    server's ``--max-message-lines``; 1000 reproduces the server before the limit)."""
-    room = "#paste"
-    paster = server.json_client("paster", room)
-    watcher = irc_member(server, "watcher", room)
-    paster.send_json(op="say", room=room, text="x\n" * 1000, id="thousand")
-    refused = paster.expect_frame(id="thousand").get("code") == "too_many_lines"
-    paster.say(room, "marker1")
-    thousand_bytes, _ = _irc_bytes_until(watcher, "marker1")
-    worst = _worst_paste(min(max_lines, 1000))
-    paster.say(room, worst)
-    paster.say(room, "marker2")
-    worst_bytes, _ = _irc_bytes_until(watcher, "marker2")
-    for k in range(pastes):  # the last 50 (history_replay) are all worst-case
-        paster.send_json(op="say", room=room, text=worst, id=k)
-        paster.expect_frame(type="msg", id=k, timeout=30)
-    assert server.irc_port
-    joiner = IrcClient(server.irc_port, timeout=30)
-    joiner.register("joiner")
-    joiner.send_line(f"JOIN {room}")
-    joiner.send_line("PING :replayed")
-    replay_bytes, survived = _irc_bytes_until(joiner, "PONG")
-    for client in (paster, watcher, joiner):
-        client.close()
-    return {
-        "thousand_refused": refused,
-        "thousand_irc_bytes": thousand_bytes,
-        "worst_lines": worst.count("\n") + 1,
-        "worst_irc_bytes": worst_bytes,
-        "worst_tokens": command_cost(Say(room, worst)),
-        "replay_messages": pastes,
-        "replay_irc_bytes": replay_bytes,
-        "joiner_survived": survived,
-    }
 
 
 def test_paste_figures_for_irc_members_and_joiners(irc_server: ChatdProcess) -> None:

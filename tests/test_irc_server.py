@@ -17,47 +17,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import ChatdProcess, JsonClient, RawClient, wait_until
+from helpers import ChatdProcess, JsonClient, wait_until
 
-
-class IrcClient(RawClient):
-    """Raw IRC lines over a socket; answers nothing by itself."""
-
-    def send_line(self, text: str) -> None:
-        self.sock.sendall(text.encode() + b"\r\n")
-
-    def read_line(self, timeout: float | None = None) -> str | None:
-        line = super().read_line(timeout)
-        if line is not None:
-            assert line.endswith("\r"), f"not CRLF-terminated: {line!r}"
-            line = line[:-1]
-        return line
-
-    def register(self, nick: str, *caps: str, password: str | None = None) -> list[str]:
-        if caps:
-            self.send_line("CAP LS 302")
-            self.send_line("CAP REQ :" + " ".join(caps))
-        if password is not None:
-            self.send_line(f"PASS {password}")
-        self.send_line(f"NICK {nick}")
-        self.send_line(f"USER {nick} 0 * :{nick} the tester")
-        if caps:
-            self.send_line("CAP END")
-        welcome = []
-        while True:
-            line = self.expect(lambda line: True)
-            welcome.append(line)
-            if re.match(r":\S+ (376|422) ", line):
-                return welcome
-
-    def join(self, room: str) -> list[str]:
-        self.send_line(f"JOIN {room}")
-        got = []
-        while True:
-            line = self.expect(lambda line: True)
-            got.append(line)
-            if " 366 " in line and room.lower() in line.lower():
-                return got
+# Other tests import IrcClient from here; it lives in bench/chatd_process.py.
+from bench.chatd_process import IrcClient as IrcClient
 
 
 @pytest.fixture
