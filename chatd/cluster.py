@@ -34,12 +34,15 @@ from typing import Any
 
 import hiredis
 
+from chatd.cluster_moderation import SharedModeration
 from chatd.cluster_scripts import CHANNEL, PREFIX, SCRIPTS, mid_of, sha, stream_id
 from chatd.cluster_sync import RemoteView, _message, _nick_keys
 from chatd.connection import Connection, State
 from chatd.hub import MAX_TOPIC_CHARS
 from chatd.model import (
     Action,
+    Announce,
+    Ban,
     Deliver,
     Error,
     ErrorCode,
@@ -47,9 +50,14 @@ from chatd.model import (
     Hello,
     HistoryEnd,
     HistoryReply,
+    Invite,
     Join,
+    Kick,
+    Kill,
     Message,
+    Mode,
     Nick,
+    Oper,
     Part,
     PrivateMessage,
     PrivMsg,
@@ -57,6 +65,7 @@ from chatd.model import (
     Say,
     Store,
     Topic,
+    Unban,
 )
 from chatd.names import clean_line, fold, nfkc, room_problem, valid_nick
 from chatd.redis_link import LINK_DOWN, RedisLink, parse_url
@@ -80,7 +89,7 @@ def _stream(room: str) -> str:
     return PREFIX + "s:" + fold(room)
 
 
-class Cluster(RemoteView):
+class Cluster(SharedModeration, RemoteView):
     """The cluster layer of one node: a :class:`RedisLink` and the hub's remote view."""
 
     def __init__(self, server: Server) -> None:
@@ -112,6 +121,7 @@ class Cluster(RemoteView):
         self._inflight: dict[int, int] = {}  # cid -> its commands waiting for Redis
         self._queued: dict[int, deque[tuple[object, float]]] = {}  # its next commands
         self.dispatch.cluster = self
+        self._init_moderation()  # chatd.cluster_moderation
         ttl = config.cluster_ttl_seconds
         self._ttl_ms = max(1, int(ttl * 1000))
         self.loop.call_at(self.loop.now + ttl / 3, self._heartbeat)
@@ -212,6 +222,10 @@ class Cluster(RemoteView):
                 self._say(cid, command, wall)
             case PrivMsg():
                 self._privmsg(cid, command, wall)
+            case Kick() | Ban() | Unban() | Mode() | Invite() | Kill() | Announce():
+                self._moderate(cid, command, wall)  # chatd.cluster_moderation
+            case Oper():
+                self._oper(cid, command, wall)
             case _:
                 self._apply(hub.handle(cid, command, wall))  # type: ignore[arg-type]
 
@@ -220,6 +234,8 @@ class Cluster(RemoteView):
         holder = hub.nick_holder(cmd.nick)
         if hub.is_registered(cid) or not valid_nick(cmd.nick) or (holder or 0) > 0:
             self._apply(hub.handle(cid, replace(cmd, autojoin=()), wall))  # its refusal
+            return
+        if self._hello_banned(cid, cmd, wall):
             return
         # Held by another node's user: Redis decides (free if that node is dead).
         if self._cannot_claim(cid, cmd):
@@ -240,6 +256,7 @@ class Cluster(RemoteView):
         refreshed, refuse. (Redis alone grants the nick: a wrong guess costs time only.)"""
         hub = self.hub
         user = {"n": cmd.nick, "u": cmd.user, "r": cmd.realname, "rooms": []}
+        user |= self._identity(cid)  # address, OPER name: for the others' moderation rules
         key = fold(cmd.nick)
         self._claims.add(key)
         ttl = self.config.cluster_ttl_seconds
@@ -291,6 +308,7 @@ class Cluster(RemoteView):
                     self._join(cid, Join(room), self._wall())
 
         body = {"cid": cid, "n": cmd.nick, "u": cmd.user, "r": cmd.realname}
+        body |= self._identity(cid)
         self._script(
             cid,
             "claim",
@@ -310,6 +328,7 @@ class Cluster(RemoteView):
             room_problem(name) is not None
             or fold(name) in rooms
             or len(rooms) >= self.config.max_rooms_per_client
+            or self._join_refused(cid, cmd, wall)
         ):
             self._apply(hub.handle(cid, cmd, wall))  # refused, or already there
             return
@@ -335,10 +354,13 @@ class Cluster(RemoteView):
             # after an outage starts (0: the room's stream was empty).
             self._last[fold(name)] = max(self._last.get(fold(name), 0), newest)
             self._replay = stored[max(0, len(stored) - self.config.history_replay) :]
-            self._apply(hub.handle(cid, cmd, self._wall()))  # -> Replay -> self.replay
+            actions = hub.handle(cid, cmd, self._wall())  # -> Replay -> self.replay
+            self._apply(actions)
             self._replay = []
+            self._joined_here(cid, name, actions)  # refused if a mode change came first
 
-        self._update(done, cid, self._event("join", {"cid": cid, "room": name}), _stream(name))
+        event = self._event("join", {"cid": cid, "room": name, "key": cmd.key})  # +k: theirs too
+        self._update(done, cid, event, _stream(name))
 
     def _update(
         self,

@@ -1,0 +1,254 @@
+"""Moderation across cluster nodes, against a real redis-server and real chatd nodes
+(docs/cluster.md "Moderation", docs/moderation.md): kicks, bans, modes and kills decided
+on one node hold on every node, and on nodes started later."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cluster_helpers import RedisServer, have_redis, node
+from helpers import ChatdProcess, JsonClient, wait_until
+
+pytestmark = pytest.mark.skipif(
+    not have_redis(), reason="redis-server is not installed (Debian package redis-server)"
+)
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path, aof="always")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def opers(tmp_path: Path) -> Path:
+    path = tmp_path / "opers"
+    path.write_text("boss hunter2hunter2\n")
+    path.chmod(0o600)
+    return path
+
+
+def start(redis: RedisServer, opers: Path) -> ChatdProcess:
+    return node(redis, "--rate-limit", "0", "--oper-password-file", str(opers))
+
+
+@pytest.fixture
+def nodes(redis: RedisServer, opers: Path) -> Iterator[list[ChatdProcess]]:
+    started = [start(redis, opers) for _ in range(3)]
+    try:
+        yield started
+    finally:
+        for proc in started:
+            print(f"--- node on {proc.port} ---\n{proc.log()[-4000:]}")
+            proc.stop(signal.SIGKILL if proc.proc and proc.proc.poll() is None else 0)
+
+
+def boss(proc: ChatdProcess, *rooms: str) -> JsonClient:
+    """A server operator (OPER) on ``proc``, in ``rooms``."""
+    client = proc.json_client("boss")
+    client.send_json(op="oper", name="boss", password="hunter2hunter2", id="o")
+    client.expect_frame(type="oper", id="o")
+    for room in rooms:
+        client.join(room)
+    return client
+
+
+def members(client: JsonClient, room: str) -> list[str]:
+    client.send_json(op="who", room=room, id="w")
+    return list(client.expect_frame(type="who", id="w")["members"])
+
+
+def settles(client: JsonClient, room: str, wanted: set[str]) -> None:
+    """``who`` on ``client``'s node comes to show exactly ``wanted``."""
+    wait_until(lambda: set(members(client, room)) == wanted, 10, f"{room} to be {wanted}")
+
+
+def error_of(client: JsonClient, rid: str) -> dict[str, Any]:
+    return client.expect_frame(type="error", id=rid)
+
+
+def test_an_operator_on_one_node_kicks_a_user_of_another_everywhere(
+    nodes: list[ChatdProcess], redis: RedisServer, opers: Path
+) -> None:
+    a, b, c = nodes
+    bob = b.json_client("bob", "#r")
+    carol = c.json_client("carol", "#r")
+    op = boss(a, "#r")  # (its status travels: b's and c's hubs must accept its kick)
+    dave = b.json_client("dave", "#r")
+    for client in (op, carol, dave):
+        settles(client, "#r", {"boss", "bob", "carol", "dave"})
+    op.send_json(op="kick", room="#r", nick="bob", reason="flood", id="k")
+    assert op.expect_frame(type="kick", id="k")["nick"] == "bob"
+    told = bob.expect_frame(type="kick", room="#r")
+    assert (told["by"], told["reason"]) == ("boss", "flood")
+    carol.expect_frame(type="kick", nick="bob")
+    for client in (op, carol, dave):
+        assert set(members(client, "#r")) == {"boss", "carol", "dave"}
+    # bob's own node took him out: he may not speak there any more
+    bob.send_json(op="say", room="#r", text="still here?", id="s")
+    assert error_of(bob, "s")["code"] == "not_in_room"
+    # a node started afterwards sees the same room (bob's record was rewritten)
+    d = start(redis, opers)
+    try:
+        erin = d.json_client("erin")
+        settles(erin, "#r", {"boss", "carol", "dave"})
+    finally:
+        d.stop()
+
+
+def test_a_ban_set_on_one_node_holds_on_the_others_and_on_new_nodes(
+    nodes: list[ChatdProcess], redis: RedisServer, opers: Path
+) -> None:
+    a, b, c = nodes
+    op = boss(a, "#r")
+    bob = b.json_client("bob", "#r")
+    carol = c.json_client("carol", "#r")
+    settles(carol, "#r", {"boss", "bob", "carol"})
+    op.send_json(op="ban", room="#r", mask="bob", reason="spam", id="b")
+    assert op.expect_frame(type="mode", id="b")["args"] == ["bob!*@*"]
+    bob.expect_frame(type="mode", target="#r", modes="+b")
+    op.send_json(op="kick", room="#r", nick="bob", id="k")
+    bob.expect_frame(type="kick", room="#r")
+    bob.send_json(op="join", room="#r", id="j")
+    assert error_of(bob, "j")["code"] == "banned"
+    # a new connection through the third node, under a new nick: the ban named bob's
+    # address (his node told the others where he came from)
+    bob.close()
+    bobby = c.json_client("bobby")
+    bobby.send_json(op="join", room="#r", id="j")
+    assert error_of(bobby, "j")["code"] == "banned"
+    # a node started after the ban enforces it, and lists it
+    d = start(redis, opers)
+    try:
+        again = d.json_client("bob2")
+        again.send_json(op="join", room="#r", id="j")
+        assert error_of(again, "j")["code"] == "banned"
+        again.send_json(op="bans", room="#r", id="l")
+        assert [ban["mask"] for ban in again.expect_frame(type="bans", id="l")["bans"]] == [
+            "bob!*@*"
+        ]
+    finally:
+        d.stop()
+    settles(carol, "#r", {"boss", "carol"})
+
+
+def test_room_modes_set_on_one_node_hold_on_the_others(nodes: list[ChatdProcess]) -> None:
+    a, b, c = nodes
+    op = boss(a, "#m")
+    carol = c.json_client("carol", "#m")
+    op.send_json(op="mode", target="#m", modes="+imk", args=["sesame"], id="m")
+    op.expect_frame(type="mode", id="m")
+    carol.expect_frame(type="mode", target="#m", by="boss")
+    dave = b.json_client("dave")
+    dave.send_json(op="join", room="#m", id="j")
+    assert error_of(dave, "j")["code"] == "invite_only"
+    carol.send_json(op="say", room="#m", text="hello?", id="s")
+    assert error_of(carol, "s")["code"] == "cannot_send"
+    op.send_json(op="mode", target="#m", modes="-i", id="m2")
+    op.expect_frame(type="mode", id="m2")
+    dave.send_json(op="join", room="#m", id="j2")
+    assert error_of(dave, "j2")["code"] == "bad_key"
+    dave.send_json(op="join", room="#m", key="sesame", id="j3")
+    dave.expect_frame(type="joined", room="#m")
+    # +v given on one node lets the member speak through its own
+    op.send_json(op="mode", target="#m", modes="+v", args=["carol"], id="v")
+    op.expect_frame(type="mode", id="v")
+    carol.expect_frame(type="mode", modes="+v")
+    carol.send_json(op="say", room="#m", text="now I may", id="s2")
+    assert dave.expect_frame(type="msg", room="#m")["text"] == "now I may"
+    # an invitation from one node lets a user of another in
+    op.send_json(op="mode", target="#m", modes="+i", id="m3")
+    op.expect_frame(type="mode", id="m3")
+    erin = b.json_client("erin")
+    op.send_json(op="invite", nick="erin", room="#m", id="i")
+    erin.expect_frame(type="invite", room="#m", by="boss")
+    erin.send_json(op="join", room="#m", id="j")
+    erin.expect_frame(type="joined", room="#m")
+    settles(carol, "#m", {"boss", "carol", "dave", "erin"})
+
+
+def test_a_non_operator_is_refused_on_its_node_and_redis_hears_nothing(
+    nodes: list[ChatdProcess], redis: RedisServer
+) -> None:
+    a, b, _ = nodes
+    carol = a.json_client("carol", "#r")
+    bob = b.json_client("bob", "#r")
+    bob.send_json(op="kick", room="#r", nick="carol", id="k")
+    assert error_of(bob, "k")["code"] == "not_operator"
+    bob.send_json(op="ban", room="#r", mask="carol", id="b")
+    assert error_of(bob, "b")["code"] == "not_operator"
+    bob.send_json(op="mode", target="#r", modes="+i", id="m")
+    assert error_of(bob, "m")["code"] == "not_operator"
+    bob.send_json(op="kill", nick="carol", id="x")
+    assert error_of(bob, "x")["code"] == "not_server_operator"
+    bob.send_json(op="ban", server=True, mask="carol", id="s")
+    assert error_of(bob, "s")["code"] == "not_server_operator"
+    assert redis.command("GET", "chatd:mod:seq").startswith(b"$-1")  # nothing was sent
+    assert set(members(carol, "#r")) == {"bob", "carol"}
+
+
+def test_a_kill_and_a_server_ban_reach_the_users_own_node(
+    nodes: list[ChatdProcess], redis: RedisServer, opers: Path
+) -> None:
+    a, b, c = nodes
+    op = boss(a, "#r")
+    bob = b.json_client("bob", "#r")
+    mallory = c.json_client("mallory", "#r")
+    settles(op, "#r", {"boss", "bob", "mallory"})
+    op.send_json(op="kill", nick="bob", reason="enough", id="x")
+    op.expect_frame(type="notice", id="x")
+    assert "killed by boss: enough" in bob.expect_frame(type="error")["message"]
+    while bob.read_line(10) is not None:  # then its node closes the connection
+        pass
+    mallory.expect_frame(type="quit", nick="bob")
+    settles(mallory, "#r", {"boss", "mallory"})
+    c.json_client("bob").close()  # the nick is free again, on any node
+    # a server ban: mallory (on c) is disconnected there; she cannot come back anywhere
+    op.send_json(op="ban", server=True, mask="mallory*!*@*", reason="spam", id="s")
+    op.expect_frame(type="notice", id="s")
+    assert mallory.expect_frame(type="error")["code"] == "banned"
+    settles(op, "#r", {"boss"})
+    back = JsonClient(b.port)
+    back.send_json(op="hello", nick="mallory", id="h")
+    assert back.expect_frame(type="error", id="h")["code"] == "banned"
+    d = start(redis, opers)
+    try:
+        later = JsonClient(d.port)
+        later.send_json(op="hello", nick="mallory", id="h")
+        assert later.expect_frame(type="error", id="h")["code"] == "banned"
+        # ... and the moderation log came with the state
+        boss2 = d.json_client("boss2")
+        boss2.send_json(op="oper", name="boss", password="hunter2hunter2", id="o")
+        boss2.expect_frame(type="oper", id="o")
+        boss2.send_json(op="modlog", id="l")
+        actions = [e["action"] for e in boss2.expect_frame(type="modlog", id="l")["entries"]]
+        assert "kill" in actions and "server ban" in actions
+    finally:
+        d.stop()
+
+
+def test_a_kick_while_redis_is_away_is_refused_and_applied_nowhere(
+    nodes: list[ChatdProcess], redis: RedisServer
+) -> None:
+    a, b, _ = nodes
+    op = boss(a, "#r")
+    bob = b.json_client("bob", "#r")
+    settles(op, "#r", {"boss", "bob"})
+    redis.signal(signal.SIGSTOP)
+    try:
+        wait_until(lambda: "Redis away" in a.log(), 10, "node a to notice")
+        op.send_json(op="kick", room="#r", nick="bob", id="k")
+        assert error_of(op, "k")["code"] == "cluster_unavailable"
+        assert set(members(op, "#r")) == {"boss", "bob"}
+    finally:
+        redis.signal(signal.SIGCONT)
+    wait_until(lambda: a.log().count("in sync") >= 2, 10, "node a to be back")
+    bob.send_json(op="say", room="#r", text="still in", id="s")
+    assert op.expect_frame(type="msg", room="#r")["text"] == "still in"
