@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cluster_helpers import RedisServer, have_redis, node
+from cluster_helpers import Partition, RedisServer, have_redis, node
 from helpers import ChatdProcess, JsonClient, wait_until
 
 pytestmark = pytest.mark.skipif(
@@ -252,3 +252,37 @@ def test_a_kick_while_redis_is_away_is_refused_and_applied_nowhere(
     wait_until(lambda: a.log().count("in sync") >= 2, 10, "node a to be back")
     bob.send_json(op="say", room="#r", text="still in", id="s")
     assert op.expect_frame(type="msg", room="#r")["text"] == "still in"
+
+
+def test_a_node_cut_off_meanwhile_catches_up_with_rules_and_members(
+    redis: RedisServer, opers: Path
+) -> None:
+    """Node B misses, while cut off from Redis, a mode change and a join that the room's
+    rules let in only by invitation: when back, it has both (the join is not refused by
+    B's older view of the rules, and the rules are the new ones)."""
+    cut = Partition(redis.port)
+    slow = ("--rate-limit", "0", "--oper-password-file", str(opers), "--cluster-ttl-seconds", "6")
+    a = node(redis, *slow)
+    b = node(cut, *slow)
+    try:
+        op = boss(a, "#r")
+        bob = b.json_client("bob", "#r")
+        op.send_json(op="mode", target="#r", modes="+i", id="i")
+        bob.expect_frame(type="mode", modes="+i")
+        cut.frozen = True
+        wait_until(lambda: "Redis away" in b.log(), 10, "node b to notice")
+        dave = a.json_client("dave")
+        op.send_json(op="invite", nick="dave", room="#r", id="v")
+        op.expect_frame(type="invite", id="v")
+        dave.join("#r")
+        op.send_json(op="mode", target="#r", modes="+m", id="m")
+        op.expect_frame(type="mode", id="m")
+        cut.frozen = False
+        wait_until(lambda: b.log().count("moderation state loaded") >= 2, 10, "b to resync")
+        settles(bob, "#r", {"boss", "bob", "dave"})
+        bob.send_json(op="say", room="#r", text="hello?", id="s")
+        assert error_of(bob, "s")["code"] == "cannot_send"
+    finally:
+        a.stop()
+        b.stop()
+        cut.close()
