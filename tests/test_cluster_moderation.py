@@ -286,3 +286,22 @@ def test_a_node_cut_off_meanwhile_catches_up_with_rules_and_members(
         a.stop()
         b.stop()
         cut.close()
+
+
+def test_ban_lists_are_bounded_on_every_node_as_on_one(
+    nodes: list[ChatdProcess], redis: RedisServer
+) -> None:
+    a, b, _ = nodes
+    op = boss(a, "#r")
+    bob = b.json_client("bob", "#r")
+    op.send_json(op="ban", room="#r", mask="x" * 101 + "!*@*", id="huge")
+    assert error_of(op, "huge")["code"] == "bad_request"
+    for n in range(100):
+        op.send_json(op="ban", room="#r", mask=f"spam{n}!*@*", id=f"b{n}")
+    op.expect_frame(type="mode", id="b99")
+    op.send_json(op="ban", room="#r", mask="one!*@*", id="more")
+    assert "lift one first" in error_of(op, "more")["message"]
+    bob.send_json(op="bans", room="#r", id="l")
+    assert len(bob.expect_frame(type="bans", id="l")["bans"]) == 100
+    stored = redis.command("HGET", "chatd:mod:live", "#r")
+    assert stored.count(b'"mask"') == 100 and len(stored) < 100 * 200
