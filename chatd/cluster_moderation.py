@@ -260,7 +260,7 @@ class SharedModeration(RemoteView):
         for action in actions:
             if isinstance(action, SaveRoom):
                 self._save_room(action.state.name)
-        self._after_moderation()
+        self._fix_local(cid)
 
     # ------------------------------------------------------------------ other nodes
 
@@ -313,16 +313,20 @@ class SharedModeration(RemoteView):
     def _after_moderation(self) -> None:
         """What the hub did to users: remote users it removed (killed, banned) are
         forgotten here; local users it took out of rooms have their records rewritten."""
-        hub = self.hub
         for key, rcid in list(self._remote.items()):
-            if not hub.is_registered(rcid):
+            if not self.hub.is_registered(rcid):
                 del self._remote[key]
-        for cid, user in list(self._local.items()):
-            if not hub.is_registered(cid) or not self.ready:
-                continue  # closing: its quit follows
-            rooms = hub.rooms_of(cid)
-            if [fold(r) for r in rooms] == [fold(r) for r in user["rooms"]]:
-                continue
+        for cid in list(self._local):
+            self._fix_local(cid)
+
+    def _fix_local(self, cid: int) -> None:
+        """A local user's record says the rooms its hub says (after a kick, or a join
+        that a change before it in the channel's order refused)."""
+        user = self._local.get(cid)
+        if user is None or not self.hub.is_registered(cid) or not self.ready:
+            return  # gone or closing: its quit follows
+        rooms = self.hub.rooms_of(cid)
+        if [fold(r) for r in rooms] != [fold(r) for r in user["rooms"]]:
             user["rooms"] = rooms
             self._update(_ignore, cid, self._event("fix", {"cid": cid, "rooms": rooms}))
 
