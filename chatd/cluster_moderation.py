@@ -159,6 +159,7 @@ class SharedModeration(RemoteView):
         self.mod_store = ClusterModerationStore(self)
         self.dispatch.moderation = self.mod_store
         self._server.moderation = self.mod_store
+        self._server.console_acts = False  # chatd ctl would act on this node's hub alone
         self._touched = set()
 
     # ------------------------------------------------------------------ local commands
@@ -198,6 +199,7 @@ class SharedModeration(RemoteView):
     def _mod_apply(self, actor: int, cmd: Command, wall: float, origin: bool) -> None:
         self._mod_origin = origin
         self._touched = set()
+        before = self._rooms_now()
         try:
             actions = self.hub.handle(actor, cmd, wall)
             self._apply(actions)
@@ -213,7 +215,7 @@ class SharedModeration(RemoteView):
                         self._touched.add(event.target)
             for room in sorted(self._touched):
                 self._save_room(room)
-        self._after_moderation()
+        self._after_moderation(before)
 
     def _oper(self, cid: int, cmd: Command, wall: float) -> None:
         """OPER: checked here (the credentials are this node's); the others learn the
@@ -260,7 +262,9 @@ class SharedModeration(RemoteView):
         for action in actions:
             if isinstance(action, SaveRoom):
                 self._save_room(action.state.name)
-        self._fix_local(cid)
+        here = {fold(r) for r in self.hub.rooms_of(cid)}
+        if self.hub.is_registered(cid) and fold(room) not in here:
+            self._drop_rooms(cid, {fold(room)})
 
     # ------------------------------------------------------------------ other nodes
 
@@ -310,25 +314,30 @@ class SharedModeration(RemoteView):
             if fold(room) not in wanted:
                 self._apply(self.hub.handle(rcid, Part(room), self._wall()))
 
-    def _after_moderation(self) -> None:
+    def _rooms_now(self) -> dict[int, set[str]]:
+        return {cid: {fold(r) for r in self.hub.rooms_of(cid)} for cid in self._local}
+
+    def _after_moderation(self, before: dict[int, set[str]]) -> None:
         """What the hub did to users: remote users it removed (killed, banned) are
         forgotten here; local users it took out of rooms have their records rewritten."""
         for key, rcid in list(self._remote.items()):
             if not self.hub.is_registered(rcid):
                 del self._remote[key]
-        for cid in list(self._local):
-            self._fix_local(cid)
+        for cid, rooms in before.items():
+            if self.hub.is_registered(cid):  # (else closing: its quit follows)
+                self._drop_rooms(cid, rooms - {fold(r) for r in self.hub.rooms_of(cid)})
 
-    def _fix_local(self, cid: int) -> None:
-        """A local user's record says the rooms its hub says (after a kick, or a join
-        that a change before it in the channel's order refused)."""
+    def _drop_rooms(self, cid: int, lost: set[str]) -> None:
+        """Rooms a local user is out of by another's doing (a kick; a join that a change
+        before it in the channel's order refused): out of its record too. (Only those:
+        the record also holds the joins and parts it has in flight.)"""
         user = self._local.get(cid)
-        if user is None or not self.hub.is_registered(cid) or not self.ready:
-            return  # gone or closing: its quit follows
-        rooms = self.hub.rooms_of(cid)
-        if [fold(r) for r in rooms] != [fold(r) for r in user["rooms"]]:
-            user["rooms"] = rooms
-            self._update(_ignore, cid, self._event("fix", {"cid": cid, "rooms": rooms}))
+        if user is None or not lost:
+            return
+        user["rooms"] = [r for r in user["rooms"] if fold(r) not in lost]
+        if self.ready:  # (else SYNC writes the record as it is here)
+            event = self._event("fix", {"cid": cid, "rooms": user["rooms"]})
+            self._update(_ignore, cid, event)
 
     # ------------------------------------------------------------------ Redis
 

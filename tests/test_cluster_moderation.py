@@ -5,6 +5,8 @@ on one node hold on every node, and on nodes started later."""
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -305,3 +307,86 @@ def test_ban_lists_are_bounded_on_every_node_as_on_one(
     assert len(bob.expect_frame(type="bans", id="l")["bans"]) == 100
     stored = redis.command("HGET", "chatd:mod:live", "#r")
     assert stored.count(b'"mask"') == 100 and len(stored) < 100 * 200
+
+
+def test_the_console_of_one_node_refuses_to_act_for_the_cluster(
+    redis: RedisServer, tmp_path: Path
+) -> None:
+    sock = tmp_path / "ctl.sock"
+    a = node(redis, "--rate-limit", "0", "--ctl-socket", str(sock))
+    try:
+        bob = a.json_client("bob", "#r")
+
+        def ctl(*args: str) -> subprocess.CompletedProcess[str]:
+            command = [sys.executable, "-m", "chatd", "ctl", "--socket", str(sock), *args]
+            return subprocess.run(command, capture_output=True, text=True, timeout=30)
+
+        kicked = ctl("kick", "#r", "bob")
+        assert kicked.returncode == 1 and "one node only" in kicked.stderr
+        assert ctl("modlog").returncode == 0  # reading is fine
+        assert set(members(bob, "#r")) == {"bob"}
+    finally:
+        a.stop()
+
+
+def test_a_join_that_a_mode_change_overtook_is_refused_everywhere(
+    redis: RedisServer, opers: Path
+) -> None:
+    """+i on A reaches Redis before a join from B that B let through (B had not seen
+    the +i yet): every node refuses the join where the channel puts it, and B's record
+    of the user in Redis says so (a node started later agrees)."""
+    cut = Partition(redis.port)
+    patient = ("--rate-limit", "0", "--oper-password-file", str(opers))
+    patient += ("--cluster-ttl-seconds", "6", "--cluster-timeout-seconds", "5")
+    a = node(redis, *patient)
+    b = node(cut, *patient)
+    try:
+        op = boss(a, "#m")
+        dave = b.json_client("dave")
+        settles(dave, "#m", {"boss"})
+        cut.frozen = True
+        op.send_json(op="mode", target="#m", modes="+i", id="i")
+        op.expect_frame(type="mode", id="i")
+        dave.send_json(op="join", room="#m", id="j")  # b does not know of +i yet
+        cut.frozen = False
+        assert error_of(dave, "j")["code"] == "invite_only"
+        assert set(members(op, "#m")) == {"boss"}
+        c = node(redis, *patient)
+        try:
+            settles(c.json_client("erin"), "#m", {"boss"})
+        finally:
+            c.stop()
+    finally:
+        a.stop()
+        b.stop()
+        cut.close()
+
+
+def test_a_moderation_command_arriving_while_a_join_is_in_flight_does_not_undo_it(
+    redis: RedisServer, opers: Path
+) -> None:
+    cut = Partition(redis.port)
+    patient = ("--rate-limit", "0", "--oper-password-file", str(opers))
+    patient += ("--cluster-ttl-seconds", "6", "--cluster-timeout-seconds", "5")
+    a = node(redis, *patient)
+    b = node(cut, *patient)
+    try:
+        op = boss(a, "#m", "#r")
+        dave = b.json_client("dave")
+        settles(dave, "#r", {"boss"})
+        cut.frozen = True
+        op.send_json(op="mode", target="#m", modes="+m", id="m")  # another room
+        op.expect_frame(type="mode", id="m")
+        dave.send_json(op="join", room="#r", id="j")  # sent behind it, answered after
+        cut.frozen = False
+        dave.expect_frame(type="joined", room="#r")
+        settles(op, "#r", {"boss", "dave"})
+        c = node(redis, *patient)
+        try:
+            settles(c.json_client("erin"), "#r", {"boss", "dave"})
+        finally:
+            c.stop()
+    finally:
+        a.stop()
+        b.stop()
+        cut.close()
