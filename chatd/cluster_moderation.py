@@ -231,13 +231,13 @@ class SharedModeration(RemoteView):
 
     def _identity_changed(self, cid: int) -> None:
         user = self._local.get(cid)
-        if user is None or not self.ready:
-            return
         address, oper = self.hub.identity(cid)
-        if user.get("o") == oper:
+        if user is None or user.get("o") == oper:
             return
         user["o"] = oper
-        self._update(_ignore, cid, self._event("ident", {"cid": cid, "a": address, "o": oper}))
+        if self.ready:  # (else SYNC writes the record as it is here)
+            event = self._event("ident", {"cid": cid, "a": address, "o": oper})
+            self._update(_ignore, cid, event)
 
     def _identity(self, cid: int) -> dict[str, Any]:
         """What a new user's record carries for the other nodes' moderation rules."""

@@ -356,8 +356,8 @@ class ModerationPowers(ModerationRules):
             raise _Refusal(ErrorCode.NO_SUCH_NICK, f"nobody called {cmd.nick[:40]} is here")
         if target.cid in room.members:
             raise _Refusal(ErrorCode.ALREADY_IN_ROOM, f"{target.nick} is in {room.name} already")
-        if len(room.invited) >= MAX_INVITES:
-            room.invited.pop()
+        if len(room.invited) >= MAX_INVITES:  # (the same one on every node of a cluster)
+            room.invited.discard(min(room.invited))
         room.invited.add(fold(target.nick))
         assert client.nick is not None
         event = InviteEvent(room.name, target.nick, client.nick)
