@@ -82,6 +82,11 @@ bench-quick: $(STAMP)
 bench-cluster: $(STAMP)
 	$(BIN)/python -m bench.cluster $(BENCH_CLUSTER_ARGS)
 
+# Delivery to the nodes: pub/sub against XREAD BLOCK, at the Redis level (docs/cluster.md).
+.PHONY: bench-cluster-delivery
+bench-cluster-delivery: $(STAMP)
+	$(BIN)/python -m bench.cluster_delivery $(BENCH_CLUSTER_DELIVERY_ARGS)
+
 stress: $(STAMP)
 	$(BIN)/python -m bench.stress $(STRESS_ARGS)
 
