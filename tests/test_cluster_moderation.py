@@ -336,8 +336,8 @@ def test_a_join_that_a_mode_change_overtook_is_refused_everywhere(
     the +i yet): every node refuses the join where the channel puts it, and B's record
     of the user in Redis says so (a node started later agrees)."""
     cut = Partition(redis.port)
-    patient = ("--rate-limit", "0", "--oper-password-file", str(opers))
-    patient += ("--cluster-ttl-seconds", "6", "--cluster-timeout-seconds", "5")
+    patient = ["--rate-limit", "0", "--oper-password-file", str(opers)]
+    patient += ["--cluster-ttl-seconds", "6", "--cluster-timeout-seconds", "5"]
     a = node(redis, *patient)
     b = node(cut, *patient)
     try:
@@ -366,8 +366,8 @@ def test_a_moderation_command_arriving_while_a_join_is_in_flight_does_not_undo_i
     redis: RedisServer, opers: Path
 ) -> None:
     cut = Partition(redis.port)
-    patient = ("--rate-limit", "0", "--oper-password-file", str(opers))
-    patient += ("--cluster-ttl-seconds", "6", "--cluster-timeout-seconds", "5")
+    patient = ["--rate-limit", "0", "--oper-password-file", str(opers)]
+    patient += ["--cluster-ttl-seconds", "6", "--cluster-timeout-seconds", "5"]
     a = node(redis, *patient)
     b = node(cut, *patient)
     try:
