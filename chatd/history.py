@@ -22,9 +22,8 @@ server takes them back with :meth:`SqliteHistory.drop_pending` (it refuses them 
 senders). :meth:`check_file` notices a deleted or replaced file, :meth:`probe` tells
 when writing works again, and :mod:`chatd.retention` prunes old messages.
 
-The schema carries its version in ``PRAGMA user_version``; :data:`MIGRATIONS` upgrades an
-older file one step at a time (other features append their own steps), and a file from a
-newer chatd is refused.
+The schema, its version and the migrations that upgrade an older file one step at a time
+are in :mod:`chatd.history_schema` (a file from a newer chatd is refused).
 
 This module does I/O (it is the shell's store, not part of the sans-I/O core) but it
 never touches a socket or a clock.
@@ -36,9 +35,9 @@ import fcntl
 import logging
 import os
 import sqlite3
-from collections.abc import Callable
 from pathlib import Path
 
+from chatd.history_schema import prepare
 from chatd.historyfile import (
     MIN_FREE_BYTES,
     HistoryError,
@@ -48,7 +47,6 @@ from chatd.historyfile import (
     free_bytes,
 )
 from chatd.model import MAX_MID, Message
-from chatd.moderation_store import create_tables
 from chatd.names import fold
 
 __all__ = [
@@ -58,49 +56,13 @@ __all__ = [
     "default_path",
     "check_directory",
     "MEMORY",
-    "SCHEMA_VERSION",
-    "MIGRATIONS",
     "MIN_FREE_BYTES",
 ]
 
 logger = logging.getLogger(__name__)
 
 MEMORY = ":memory:"
-SCHEMA_VERSION = 3
 _KIND = {False: "say", True: "me"}
-
-
-def _create_v1(db: sqlite3.Connection) -> None:
-    db.execute("""
-        CREATE TABLE messages (
-            mid      INTEGER PRIMARY KEY,        -- the wire mid; server-wide, increasing
-            room_key TEXT NOT NULL,              -- the room name folded (rfc1459), for lookup
-            room     TEXT NOT NULL,              -- the room name as shown when it was said
-            sender   TEXT NOT NULL,
-            text     TEXT NOT NULL,
-            ts       REAL NOT NULL,              -- wall-clock seconds since the epoch
-            kind     TEXT NOT NULL CHECK (kind IN ('say', 'me'))
-        )""")
-    db.execute("CREATE INDEX messages_by_room ON messages (room_key, mid)")
-
-
-def _v1_to_v2(db: sqlite3.Connection) -> None:
-    """Time-based ids and retention: remember the highest id ever held, and per room the
-    highest id pruned (where its history now starts)."""
-    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)")
-    db.execute(
-        "INSERT INTO meta (key, value) SELECT 'last_mid', coalesce(max(mid), 0) FROM messages"
-    )
-    db.execute("CREATE TABLE pruned (room_key TEXT PRIMARY KEY, upto INTEGER NOT NULL)")
-
-
-# MIGRATIONS[v] turns a version-v file into a version-(v + 1) one, inside the startup
-# transaction. Version 0 is a new, empty file. To add a table (accounts, say): append
-# MIGRATIONS[2] and bump SCHEMA_VERSION.
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {0: _create_v1, 1: _v1_to_v2}
-_MIGRATIONS = MIGRATIONS  # the old name
-# 2 -> 3: moderation's rooms, bans and audit log (chatd/moderation_store.py)
-MIGRATIONS[2] = create_tables
 
 
 def default_path() -> Path:
@@ -170,7 +132,7 @@ class SqliteHistory:
             self._unlock()
             raise describe(path, exc) from None
         try:
-            self._setup()
+            prepare(self._db, path, wal=path != MEMORY)
         except sqlite3.Error as exc:
             self._abandon()
             raise describe(path, exc) from None
@@ -229,55 +191,6 @@ class SqliteHistory:
         except OSError:
             return None
         return st.st_dev, st.st_ino
-
-    def _setup(self) -> None:
-        db = self._db
-        # Before the first table exists this makes the file shrink as pruning frees pages
-        # (an older file is converted below, once).
-        db.execute("PRAGMA auto_vacuum = INCREMENTAL")
-        if self.path != MEMORY:
-            mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if mode != "wal":
-                raise HistoryError(
-                    f"history database {self.path}: cannot use WAL journaling (got {mode!r})"
-                )
-        db.execute("PRAGMA synchronous = NORMAL")
-        # BEGIN IMMEDIATE takes the write lock now: a read-only file, a full disk or a
-        # writer in another process fail here, at startup, not at the first message.
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise HistoryError(
-                    f"history database {self.path} has schema version {version}, newer than "
-                    f"this chatd understands ({SCHEMA_VERSION}); upgrade chatd"
-                )
-            if version == 0:
-                # (chatd.accounts_store may have made its table first: chatd account add)
-                tables = db.execute(
-                    "SELECT count(*) FROM sqlite_master WHERE tbl_name NOT IN "
-                    "('chatd_accounts', 'chatd_rooms', 'chatd_bans', 'chatd_modlog')"
-                ).fetchone()[0]
-                if tables:
-                    raise HistoryError(
-                        f"history database {self.path} is an SQLite file but "
-                        f"not a chatd history database; refusing to touch it"
-                    )
-            for step in range(version, SCHEMA_VERSION):
-                logger.info("history %s: migrating schema %d -> %d", self.path, step, step + 1)
-                MIGRATIONS[step](db)
-            # A write even when nothing changed, so a read-only file is caught now.
-            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
-        if db.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:
-            # A file from before retention: rewrite it once so that pruning can shrink it.
-            logger.info("history %s: converting to incremental vacuum (once)", self.path)
-            db.execute("PRAGMA auto_vacuum = INCREMENTAL")
-            db.execute("VACUUM")
 
     # ------------------------------------------------------------------ writing
 

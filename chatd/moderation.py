@@ -1,5 +1,6 @@
-"""The hub's moderation rules (a mixin of :class:`chatd.hub.Hub`; modes, invitations and
-the server operators' powers are in :mod:`chatd.moderation_powers`). Pure.
+"""The hub's moderation rules (a mixin of :class:`chatd.hub.Hub`; the ban commands are in
+:mod:`chatd.moderation_bans`, modes, invitations and the server operators' powers in
+:mod:`chatd.moderation_powers`). Pure.
 
 docs/moderation.md is the user's view of the same rules. In short:
 
@@ -26,7 +27,6 @@ from __future__ import annotations
 
 import fnmatch
 import hmac
-import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -35,10 +35,7 @@ from chatd.config import Config
 from chatd.hub_accounts import _Refusal
 from chatd.model import (
     Action,
-    Ban,
     BanInfo,
-    BanList,
-    BanListReply,
     Close,
     Command,
     Deliver,
@@ -52,14 +49,10 @@ from chatd.model import (
     LogModeration,
     ModeEvent,
     ModLogEntry,
-    Notice,
     RoomState,
     SaveRoom,
-    SaveServerBans,
-    Unban,
 )
 from chatd.names import clean_line, fold
-from chatd.throttle import address_key
 
 if TYPE_CHECKING:
     from chatd.hub import _Client, _Room
@@ -80,10 +73,8 @@ ROOM_FLAGS = "imnt"  # flag modes; with k (key), b/q (lists), o/v (member status
 USER_MODES = "io"  # everybody is +i; +o: server operator
 MAX_BANS = 100  # per list (bans, mutes) of a room, and of the server
 MAX_MODES = 6  # mode changes with an argument per command (IRC's MODES)
-MAX_MASK_CHARS = 100
 MAX_KEY_CHARS = 23
 MAX_INVITES = 100  # pending invitations per room
-MAX_DURATION = 10 * 365 * 86400
 MAX_CHANGES = 12  # mode letters per command
 MAX_ARG_CHARS = 300  # all arguments of one mode command (one IRC line must hold them)
 MAX_ROOMS_PER_FOUNDER = 20  # registered rooms per account; more are created unregistered
@@ -137,10 +128,6 @@ def _matches(ban: BanInfo, client: _Client, nick: str, account: str | None, now:
         return account is not None and fold(ban.mask[3:]) == fold(account)
     who = f"{nick}!{client.user or nick}@{client.address or '*'}"
     return fnmatch.fnmatchcase(fold(who), fold(ban.mask))
-
-
-def _live(bans: list[BanInfo], now: float) -> list[BanInfo]:
-    return [b for b in bans if b.expires is None or b.expires > now]
 
 
 class ModerationRules:
@@ -335,44 +322,6 @@ class ModerationRules:
             by += f" ({client.account})"
         return LogModeration(ModLogEntry(round(now, 3), by, action, target, room, reason))
 
-    def _ban_info(
-        self, client: _Client, text: str, duration: int | None, reason: str, now: float
-    ) -> BanInfo:
-        text = text.strip()
-        if (
-            not text
-            or len(text) > MAX_MASK_CHARS
-            or text.startswith(":")
-            or not text.isprintable()
-            or any(c.isspace() or c == "," for c in text)
-        ):
-            raise _Refusal(
-                ErrorCode.BAD_REQUEST,
-                f"a ban names a nick, mask or address (at most {MAX_MASK_CHARS} characters, "
-                "no spaces or commas)",
-            )
-        if duration is not None and not 1 <= duration <= MAX_DURATION:
-            raise _Refusal(ErrorCode.BAD_REQUEST, "a duration is 1 second to 10 years")
-        account = address = None
-        if text.lower().startswith(("$a:", "account:")):
-            mask = "$a:" + text.split(":", 1)[1]
-        elif any(c in text for c in "!@*?"):
-            nick, _, host = text.partition("@")
-            nick, _, user = nick.partition("!")
-            mask = f"{nick or '*'}!{user or '*'}@{host or '*'}"
-        elif _is_address(text):  # as connections are counted: IPv4, or an IPv6 /64
-            address = address_key(text)
-            mask = f"*!*@{address}"
-        else:
-            mask = f"{text}!*@*"
-            target = self._nicks.get(fold(text))
-            if target is not None:  # a present user: a new nick or a reconnect is no way out
-                account = target.account
-                address = None if target.account else (target.address or None)
-        expires = None if duration is None else round(now + duration, 3)
-        reason = clean_line(reason)[:200]
-        return BanInfo(mask, client.nick or "?", round(now, 3), expires, reason, account, address)
-
     # ------------------------------------------------------------------ commands
 
     def _mode_done(
@@ -404,79 +353,6 @@ class ModerationRules:
         self._leave(target, room)
         return actions + [self._log(client, now, "kick", target.nick, room.name, reason)]
 
-    def _ban(self, client: _Client, cmd: Ban, now: float) -> list[Action]:
-        what = "mute" if cmd.quiet else "ban"
-        if cmd.server:
-            self._require_server_op(client, "ban from the server")
-            info = self._ban_info(client, cmd.mask, cmd.duration, cmd.reason, now)
-            self._server_bans = _live(self._server_bans, now)[-(MAX_BANS - 1) :]
-            self._server_bans = [b for b in self._server_bans if b.mask != info.mask] + [info]
-            actions: list[Action] = [SaveServerBans(tuple(self._server_bans))]
-            actions.append(self._log(client, now, "server ban", info.mask, "", info.reason))
-            for victim in list(self._clients.values()):
-                if (
-                    victim.nick
-                    and victim is not client
-                    and _matches(info, victim, victim.nick, victim.account, now)
-                    and not self.is_server_operator(victim)
-                ):
-                    actions += self._server_ban_gate(victim, Identify(None, None), now)
-            text = f"{info.mask} is banned from the server" + _until(info, now)
-            return actions + [self._reply(client, cmd, Notice(text))]
-        room = self._target_room(client, cmd.room)
-        self._require_op(client, room, f"{what} anyone")
-        info = self._ban_info(client, cmd.mask, cmd.duration, cmd.reason, now)
-        entries = room.rules.quiets if cmd.quiet else room.rules.bans
-        kept = [b for b in _live(entries, now) if b.mask != info.mask or b.account != info.account]
-        if len(kept) >= MAX_BANS:
-            raise _Refusal(
-                ErrorCode.BAD_REQUEST, f"{room.name} has {MAX_BANS} {what}s: lift one first"
-            )
-        entries[:] = kept + [info]
-        return self._mode_done(
-            client, cmd, room, "+" + "bq"[cmd.quiet], (info.mask,), now, info.reason
-        )
-
-    def _unban(self, client: _Client, cmd: Unban, now: float) -> list[Action]:
-        what = "mute" if cmd.quiet else "ban"
-        if cmd.server:
-            self._require_server_op(client, "lift server bans")
-            entries = self._server_bans
-        else:
-            room = self._target_room(client, cmd.room)
-            self._require_op(client, room, f"lift {what}s")
-            entries = room.rules.quiets if cmd.quiet else room.rules.bans
-        text = cmd.mask.strip()
-        wanted = {
-            fold(text),
-            fold(f"{text}!*@*"),
-            fold(f"*!*@{text}"),
-            fold("$a:" + text.split(":")[-1]),
-        }
-        gone = [b for b in entries if fold(b.mask) in wanted]
-        if not gone:
-            raise _Refusal(ErrorCode.BAD_REQUEST, f"no {what} matches {text[:40]}")
-        entries[:] = [b for b in entries if b not in gone]
-        if cmd.server:
-            return [
-                SaveServerBans(tuple(entries)),
-                self._log(client, now, "server unban", gone[0].mask),
-                self._reply(client, cmd, Notice(f"{gone[0].mask} may connect again")),
-            ]
-        masks = tuple(b.mask for b in gone[:MAX_MODES])
-        return self._mode_done(client, cmd, room, "-" + "bq"[cmd.quiet] * len(masks), masks, now)
-
-    def _ban_list(self, client: _Client, cmd: BanList, now: float) -> list[Action]:
-        if cmd.server:
-            self._require_server_op(client, "see the server's bans")
-            return [
-                self._reply(client, cmd, BanListReply("*", tuple(_live(self._server_bans, now))))
-            ]
-        # (anybody may look, as on IRC: a ban list is how you learn why you cannot join)
-        room = self._room_of(client, None) if cmd.room is None else self._existing_room(cmd.room)
-        entries = _live(room.rules.quiets if cmd.quiet else room.rules.bans, now)
-        return [self._reply(client, cmd, BanListReply(room.name, tuple(entries), cmd.quiet))]
-
 
 def _to_all(room: _Room, client: _Client, cmd: Command, event: Event) -> list[Action]:
     """``event`` to the room; the actor's copy carries the request id (a server operator
@@ -489,15 +365,3 @@ def _to_all(room: _Room, client: _Client, cmd: Command, event: Event) -> list[Ac
 
 def _names(text: str) -> list[str]:
     return [name.strip() for name in text.split(",") if name.strip()]
-
-
-def _is_address(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _until(info: BanInfo, now: float) -> str:
-    return "" if info.expires is None else f" for {int(info.expires - now)}s"

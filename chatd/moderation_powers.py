@@ -1,8 +1,9 @@
-"""Room modes, invitations and the server operators' powers: the second half of the
-hub's moderation rules (:mod:`chatd.moderation` has the first, and the docstring). Pure.
+"""Room modes, invitations and the server operators' powers: the last third of the
+hub's moderation rules (:mod:`chatd.moderation` has the first, and the docstring;
+:mod:`chatd.moderation_bans` the ban commands). Pure.
 
-:class:`ModerationPowers` extends :class:`chatd.moderation.ModerationRules`; the Hub
-inherits it.
+:class:`ModerationPowers` extends :class:`chatd.moderation_bans.BanCommands` (which
+extends :class:`chatd.moderation.ModerationRules`); the Hub inherits it.
 """
 
 from __future__ import annotations
@@ -43,11 +44,11 @@ from chatd.moderation import (
     MAX_KEY_CHARS,
     MAX_MODES,
     ROOM_FLAGS,
-    ModerationRules,
     RoomRules,
     _matches,
     _names,
 )
+from chatd.moderation_bans import BanCommands
 from chatd.names import clean_line, fold
 
 if TYPE_CHECKING:
@@ -56,7 +57,7 @@ if TYPE_CHECKING:
 __all__ = ["ModerationPowers"]
 
 
-class ModerationPowers(ModerationRules):
+class ModerationPowers(BanCommands):
     """Mixin (the Hub's): modes, invite, and oper, kill, announce, modlog; the console's
     lists."""
 

@@ -29,7 +29,8 @@ from collections.abc import Callable
 
 from client import commands, frames, handlers, sync
 from client.commands import COMMANDS
-from client.frames import Garbled, Limits
+from client.fields import Garbled
+from client.frames import Limits
 from client.sync import GAP_PAGE, Room
 from client.text import (
     DEFAULT_PORT,

@@ -5,41 +5,31 @@ rest of the client handles typed values only. The server may be buggy or an impo
 (issue 17), so nothing is trusted:
 
 - the JSON itself: malformed, nested 100,000 deep (``RecursionError``), not an object;
-- every field's type; names are checked with the server's own rules (:mod:`chatd.names`),
-  so an invisible or invalid nick or room is refused, not adopted;
-- ``ts`` must be a finite time the clock can show (else ``None``: shown as "now");
-- text is sanitised (:func:`client.text.sanitize`) and cut to the advertised
-  ``max_text_chars``; lists of names are capped.
+- every field, through the checks of :mod:`client.fields` (types, names by the server's
+  own rules, times the clock can show, text sanitised and cut to the advertised
+  ``max_text_chars``, lists capped);
+- the advertised limits themselves, clamped (:class:`Limits`).
 
-A frame that fails any check raises :class:`Garbled`; the caller logs and skips it.
+A frame that fails any check raises :class:`~client.fields.Garbled`; the caller logs and
+skips it.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
-from chatd import names
 from chatd.config import Config
 from client import moderation
+from client.fields import Fields, Garbled
 from client.text import sanitize
 
-__all__ = ["DECODERS", "Frame", "Garbled", "Limits", "decode", "parse"]
+__all__ = ["DECODERS", "Frame", "Limits", "decode", "parse"]
 
-# Newest time a message may carry: the end of year 9999, which localtime() can show.
-MAX_TS = 253402300799.0
-# Client-side memory bounds for what one frame may add (not server limits).
-MAX_NAMES = 10_000  # members of a room, rooms of a whois, rooms of a /rooms reply
+# A client-side memory bound (like client.fields.MAX_NAMES), not a server limit.
 MAX_MOTD_LINES = 100
-TRUNCATED = " […]"
-
-
-class Garbled(Exception):
-    """A server frame that is not what the protocol promises; it is skipped."""
-
 
 _SERVER = Config()
 
@@ -297,97 +287,10 @@ Frame = (
 # --------------------------------------------------------------------------- fields
 
 
-class _Fields:
-    """Typed, checked access to one decoded JSON object."""
-
-    def __init__(self, obj: dict[str, Any], limits: Limits) -> None:
-        self.obj = obj
-        self.limits = limits
-
-    def raw_str(self, key: str) -> str:
-        value = self.obj.get(key)
-        if not isinstance(value, str) or not value:
-            raise Garbled(f"{key} is not a non-empty string")
-        return value
-
-    def nick(self, key: str) -> str:
-        value = self.raw_str(key)
-        if not names.valid_nick(value):
-            raise Garbled(f"{key} is not a valid nick")
-        return value
-
-    def room(self, key: str = "room") -> str:
-        value = self.raw_str(key)
-        if not names.valid_room(value):
-            raise Garbled(f"{key} is not a valid room name")
-        return sanitize(value, newlines=False)
-
-    def nicks(self, key: str) -> tuple[str, ...]:
-        return tuple(v for v in self._list(key) if isinstance(v, str) and names.valid_nick(v))
-
-    def marks(self) -> Marks:
-        """The optional away/ops/voiced lists of a member list (absent: nobody)."""
-        lists = [self.nicks(key) if key in self.obj else () for key in ("away", "ops", "voiced")]
-        return Marks(*lists)
-
-    def rooms(self, key: str) -> tuple[str, ...]:
-        return tuple(
-            sanitize(v, newlines=False)
-            for v in self._list(key)
-            if isinstance(v, str) and names.valid_room(v)
-        )
-
-    def _list(self, key: str) -> list[Any]:
-        value = self.obj.get(key)
-        if not isinstance(value, list):
-            raise Garbled(f"{key} is not a list")
-        return value[:MAX_NAMES]
-
-    def opt_str(self, key: str, *, newlines: bool = False) -> str:
-        value = self.obj.get(key)
-        if not isinstance(value, str):
-            return ""
-        return self._cut(sanitize(value[: self.limits.max_text_chars + 1], newlines=newlines))
-
-    def text(self, key: str = "text") -> str:
-        value = self.obj.get(key)
-        if not isinstance(value, str):
-            raise Garbled(f"{key} is not a string")
-        return self._cut(sanitize(value[: self.limits.max_text_chars + 1]))
-
-    def _cut(self, text: str) -> str:
-        limit = self.limits.max_text_chars
-        return text if len(text) <= limit else text[:limit] + TRUNCATED
-
-    def integer(self, key: str) -> int:
-        value = self.obj.get(key)
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise Garbled(f"{key} is not an integer")
-        return value
-
-    def opt_int(self, key: str) -> int | None:
-        value = self.obj.get(key)
-        return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-    def flag(self, key: str) -> bool:
-        return self.obj.get(key) is True
-
-    def ts(self) -> float | None:
-        """A time the clock can show, or None (shown as now): 1e20, NaN, 10**400 are not."""
-        value = self.obj.get("ts")
-        if not isinstance(value, int | float) or isinstance(value, bool):
-            return None
-        try:
-            ts = float(value)
-        except OverflowError:
-            return None
-        return ts if math.isfinite(ts) and 0.0 <= ts <= MAX_TS else None
-
-
 # --------------------------------------------------------------------------- decoders
 
 
-def _limits(f: _Fields) -> Limits:
+def _limits(f: Fields) -> Limits:
     given = f.obj.get("limits")
     if not isinstance(given, dict):
         return Limits()
@@ -400,13 +303,19 @@ def _limits(f: _Fields) -> Limits:
     return Limits(**values)
 
 
-def _welcome(f: _Fields) -> Welcome:
+def _marks(f: Fields) -> Marks:
+    """The optional away/ops/voiced lists of a member list (absent: nobody)."""
+    lists = [f.nicks(key) if key in f.obj else () for key in ("away", "ops", "voiced")]
+    return Marks(*lists)
+
+
+def _welcome(f: Fields) -> Welcome:
     motd = f.obj.get("motd")
     lines = motd[:MAX_MOTD_LINES] if isinstance(motd, list) else []
     return Welcome(
         f.nick("nick"),
         f.opt_str("server"),
-        tuple(f._cut(sanitize(line, newlines=False)) for line in lines if isinstance(line, str)),
+        tuple(f.cut(sanitize(line, newlines=False)) for line in lines if isinstance(line, str)),
         _limits(f),
         resume=f.opt_str("resume"),
         account=f.opt_str("account"),
@@ -414,7 +323,7 @@ def _welcome(f: _Fields) -> Welcome:
     )
 
 
-def _msg(f: _Fields) -> Msg:
+def _msg(f: Fields) -> Msg:
     return Msg(
         f.room(),
         f.nick("from"),
@@ -426,7 +335,7 @@ def _msg(f: _Fields) -> Msg:
     )
 
 
-def _history(f: _Fields) -> History:
+def _history(f: Fields) -> History:
     room = f.room()
     messages = f.obj.get("messages")
     if not isinstance(messages, list):
@@ -436,7 +345,7 @@ def _history(f: _Fields) -> History:
         if not isinstance(m, dict):
             continue
         try:
-            good.append(_msg(_Fields({**m, "room": room}, f.limits)))
+            good.append(_msg(Fields({**m, "room": room}, f.max_text_chars)))
         except Garbled:
             continue
     return History(
@@ -444,12 +353,12 @@ def _history(f: _Fields) -> History:
     )
 
 
-def _rooms(f: _Fields) -> Rooms:
+def _rooms(f: Fields) -> Rooms:
     infos = []
-    for info in f._list("rooms"):
+    for info in f.items("rooms"):
         if not isinstance(info, dict):
             continue
-        one = _Fields(info, f.limits)
+        one = Fields(info, f.max_text_chars)
         try:
             infos.append(RoomInfo(one.room(), one.opt_int("members"), one.opt_str("topic")))
         except Garbled:
@@ -457,9 +366,9 @@ def _rooms(f: _Fields) -> Rooms:
     return Rooms(tuple(infos))
 
 
-DECODERS: dict[str, Callable[[_Fields], Frame]] = {
+DECODERS: dict[str, Callable[[Fields], Frame]] = {
     "welcome": _welcome,
-    "joined": lambda f: Joined(f.room(), f.opt_str("topic"), f.nicks("members"), f.marks()),
+    "joined": lambda f: Joined(f.room(), f.opt_str("topic"), f.nicks("members"), _marks(f)),
     "join": lambda f: Join(f.room(), f.nick("nick")),
     "part": lambda f: Part(f.room(), f.nick("nick"), f.opt_str("reason")),
     "msg": _msg,
@@ -467,7 +376,7 @@ DECODERS: dict[str, Callable[[_Fields], Frame]] = {
         f.nick("from"), f.nick("to"), f.text(), f.ts(), action=f.flag("action")
     ),
     "nick": lambda f: Nick(f.nick("old"), f.nick("new")),
-    "who": lambda f: Who(f.room(), f.nicks("members"), f.marks()),
+    "who": lambda f: Who(f.room(), f.nicks("members"), _marks(f)),
     "rooms": _rooms,
     "topic": lambda f: Topic(f.room(), f.opt_str("topic"), f.opt_str("by")),
     "pong": lambda f: Pong(),
@@ -489,7 +398,7 @@ DECODERS: dict[str, Callable[[_Fields], Frame]] = {
     # moderation (client/moderation.py)
     "kick": lambda f: Kick(f.room(), f.nick("nick"), f.opt_str("by"), f.opt_str("reason")),
     **{
-        kind: (lambda f: Moderation(f._cut(sanitize(moderation.describe(f.obj), newlines=False))))
+        kind: (lambda f: Moderation(f.cut(sanitize(moderation.describe(f.obj), newlines=False))))
         for kind in moderation.EVENT_TYPES
     },
 }
@@ -517,4 +426,4 @@ def decode(obj: dict[str, Any], limits: Limits) -> Frame | None:
         Garbled: a field is missing, of the wrong type, or not a valid name.
     """
     decoder = DECODERS.get(obj["type"])
-    return None if decoder is None else decoder(_Fields(obj, limits))
+    return None if decoder is None else decoder(Fields(obj, limits.max_text_chars))

@@ -29,7 +29,7 @@ from prompt_toolkit.output import Output as PtOutput
 from prompt_toolkit.styles import Style, merge_styles
 from prompt_toolkit.widgets import TextArea
 
-from client import ui
+from client import render, ui
 from client.values import Kind, Line
 from client.views import Buffer, Member, Views
 
@@ -51,7 +51,7 @@ INPUT_MAX_ROWS = 5  # rows the input line grows to for a multi-line paste
 MEMBERS_MIN_WIDTH = 60  # narrower terminals show no member list (F2 or /who still work)
 STYLE = merge_styles(
     [
-        ui.STYLE,
+        render.STYLE,
         Style.from_dict(
             {
                 "bar": "bg:#303030 #d0d0d0",
@@ -181,7 +181,7 @@ class FullScreen:
         return bar
 
     def _status(self) -> StyleAndTextTuples:
-        status = ui.toolbar_fragments(self.state, self._width(), self.views.current.nick)
+        status = render.toolbar_fragments(self.state, self._width(), self.views.current.nick)
         buffer = self.views.current
         if buffer.scroll:  # WeeChat's -MORE(n)-: PageDown to follow again
             below = self._lines_below(buffer)
@@ -207,7 +207,7 @@ class FullScreen:
         if self._members_shown():
             width -= MEMBERS_WIDTH
         room = buffer.title if buffer.key.startswith("#") else None
-        return _rows(ui.wrap(ui.fragments(line, room), width))
+        return _rows(render.wrap(render.fragments(line, room), width))
 
     def _lines_below(self, buffer: Buffer) -> int:
         """How many lines lie wholly below the view of a scrolled-back buffer."""

@@ -10,7 +10,7 @@ from hostile import NASTY
 
 from client import frames, sync
 from client.core import ChatState, Limits, Output
-from client.ui import INDENT, wrap
+from client.render import INDENT, wrap
 
 
 def line(**fields: Any) -> str:

@@ -18,7 +18,7 @@ from prompt_toolkit.history import FileHistory, InMemoryHistory
 from prompt_toolkit.input import PipeInput, create_pipe_input
 from prompt_toolkit.output import DummyOutput, create_output
 
-from client import moderation, ui
+from client import moderation, render, ui
 from client.core import ChatState, Kind, Line, irc_fold
 
 T = TypeVar("T")
@@ -292,7 +292,7 @@ def test_tab_completes_in_the_prompt(keys: PipeInput) -> None:
 # --------------------------------------------------------------------------- rendering
 
 
-def plain(fragments: ui.Fragments) -> str:
+def plain(fragments: render.Fragments) -> str:
     return "".join(fragment[1] for fragment in fragments)
 
 
@@ -317,21 +317,21 @@ def test_line_layout_by_kind() -> None:
         (Line(Kind.MSG, "a\nb", ts=ts, room="#lobby", nick="bob"), "<bob> a\n    b"),
     ]
     for line, shown in cases:
-        text = plain(ui.fragments(line, "#lobby", colour))
+        text = plain(render.fragments(line, "#lobby", colour))
         assert shown in text, (line, text)
         if line.ts is not None:
             assert text.startswith("[") and text[6:8] == "] "
-    rendered = ui.fragments(cases[0][0], "#lobby", colour)
+    rendered = render.fragments(cases[0][0], "#lobby", colour)
     assert ("fg:ansiblue bold", "bob") in rendered
     assert "#lobby" not in plain(rendered)  # the current room is not repeated
 
 
 def test_styles_differ_by_kind() -> None:
-    own = ui.fragments(Line(Kind.OWN, "x", ts=0, nick="alice", own=True), None)
-    other = ui.fragments(Line(Kind.MSG, "x", ts=0, nick="bob"), None)
-    system = ui.fragments(Line(Kind.SYSTEM, "x", ts=0), None)
-    error = ui.fragments(Line(Kind.ERROR, "x"), None)
-    mention = ui.fragments(Line(Kind.MSG, "x", ts=0, nick="bob", mention=True), None)
+    own = render.fragments(Line(Kind.OWN, "x", ts=0, nick="alice", own=True), None)
+    other = render.fragments(Line(Kind.MSG, "x", ts=0, nick="bob"), None)
+    system = render.fragments(Line(Kind.SYSTEM, "x", ts=0), None)
+    error = render.fragments(Line(Kind.ERROR, "x"), None)
+    mention = render.fragments(Line(Kind.MSG, "x", ts=0, nick="bob", mention=True), None)
     assert ("class:own", "alice") in own
     assert any(style.startswith("fg:") for style, *_ in other)
     assert any(style == "class:system" for style, *_ in system)
@@ -340,9 +340,9 @@ def test_styles_differ_by_kind() -> None:
 
 
 def test_nick_colour_is_stable_and_spread() -> None:
-    assert ui.nick_colour("bob") == ui.nick_colour("bob") == ui.nick_colour("Bob")
-    colours = {ui.nick_colour(f"user{n}") for n in range(50)}
-    assert len(colours) > 5 and colours <= set(ui.NICK_PALETTE)
+    assert render.nick_colour("bob") == render.nick_colour("bob") == render.nick_colour("Bob")
+    colours = {render.nick_colour(f"user{n}") for n in range(50)}
+    assert len(colours) > 5 and colours <= set(render.NICK_PALETTE)
 
 
 def test_markup_and_escapes_are_printed_literally() -> None:
@@ -351,7 +351,7 @@ def test_markup_and_escapes_are_printed_literally() -> None:
     with create_app_session(output=create_output(stdout=buffer)):
         from prompt_toolkit import print_formatted_text
 
-        print_formatted_text(FormattedText(ui.fragments(line, "#r")), style=ui.STYLE)
+        print_formatted_text(FormattedText(render.fragments(line, "#r")), style=render.STYLE)
     assert "<b>bold</b> &lt; {x}" in buffer.getvalue()
     assert "<i>evil</i>" in buffer.getvalue()
 
@@ -385,6 +385,6 @@ def test_show_prints_a_burst_at_once_and_rings_on_mention() -> None:
 
 
 def test_toolbar_shows_state() -> None:
-    text = plain(ui.toolbar_fragments(online()))
+    text = plain(render.toolbar_fragments(online()))
     for part in ("connected", "h:1", "alice", "#lobby", "3 here"):
         assert part in text

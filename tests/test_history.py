@@ -21,8 +21,9 @@ from typing import Any
 import pytest
 from helpers import ROOT, ChatdProcess, JsonClient, RawClient, wait_until
 
-from chatd import history as history_module
-from chatd.history import SCHEMA_VERSION, HistoryError, SqliteHistory, open_store
+from chatd import history_schema
+from chatd.history import HistoryError, SqliteHistory, open_store
+from chatd.history_schema import SCHEMA_VERSION
 from chatd.model import Message
 
 # --------------------------------------------------------------------------- helpers
@@ -205,8 +206,8 @@ def test_store_migration_hook_runs_each_step(
     def to_v4(db: sqlite3.Connection) -> None:
         db.execute("ALTER TABLE messages ADD COLUMN edited INTEGER NOT NULL DEFAULT 0")
 
-    monkeypatch.setattr(history_module, "SCHEMA_VERSION", 4)
-    monkeypatch.setitem(history_module.MIGRATIONS, 3, to_v4)
+    monkeypatch.setattr(history_schema, "SCHEMA_VERSION", 4)
+    monkeypatch.setitem(history_schema.MIGRATIONS, 3, to_v4)
     store = open_store(path)
     assert mids_of(store.recent("#r", 10)) == [1, 2, 3]
     assert store._db.execute("PRAGMA user_version").fetchone()[0] == 4

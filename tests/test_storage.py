@@ -19,7 +19,8 @@ from helpers import ROOT
 
 from chatd.backup import ToolError, backup
 from chatd.config import Config, ConfigError, parse_duration
-from chatd.history import SCHEMA_VERSION, SqliteHistory, open_store
+from chatd.history import SqliteHistory, open_store
+from chatd.history_schema import SCHEMA_VERSION
 from chatd.hub import Hub
 from chatd.model import (
     Deliver,
