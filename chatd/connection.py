@@ -31,7 +31,7 @@ from chatd.outpolicy import Flow
 from chatd.ratelimit import TokenBucket
 from chatd.streams import TLS_RECORD_HANDSHAKE, Stream, StreamSniffer
 
-__all__ = ["Connection", "Owner", "State"]
+__all__ = ["Closer", "Connection", "Owner", "State"]
 
 # Linux's IOV_MAX is 1024; sendmsg() with more buffers fails with EMSGSIZE.
 _IOV_MAX = min(getattr(socket, "SC_IOV_MAX", 1024) or 1024, 1024)
@@ -48,9 +48,21 @@ class State(enum.Enum):
 
 
 class Owner(Protocol):
-    """Who a connection reports to (the server)."""
+    """Who a connection reports to: the server's read side (:class:`chatd.intake.Intake`)."""
 
     def on_readable(self, conn: Connection) -> None: ...
+
+
+class Closer(Protocol):
+    """How the server starts closing a connection (``Server._close``).
+
+    ``flush``: its queued output (an error, a goodbye) still goes out; ``broken``: its
+    stream failed, so no orderly stream close follows.
+    """
+
+    def __call__(
+        self, conn: Connection, reason: str, *, flush: bool, broken: bool = False
+    ) -> None: ...
 
 
 class Connection:
@@ -127,7 +139,7 @@ class Connection:
         self.backlog: deque[bytes | LineTooLong] | None = None
         # Bytes read but not framed yet, from unframed_pos on: input held back by the
         # rate limit stays raw (a 2-byte line framed costs ~40 bytes), framed a line at
-        # a time as tokens come (see Server._frame_next).
+        # a time as tokens come (see frame_next, run by chatd.intake).
         self.unframed = b""
         self.unframed_pos = 0
         self.bucket = bucket

@@ -1,20 +1,26 @@
 """The server: wires the loop, the listeners, the connections, the hub and the fan-out.
 
 One thread, one ``selectors`` loop (:mod:`chatd.loop`), every socket non-blocking. Lines
-a connection reads go through its codec into the :class:`~chatd.hub.Hub`; the actions the
-hub returns are carried out here. One loop turn (:meth:`Server.run_once`):
+a connection reads go through its codec into the :class:`~chatd.hub.Hub` (by way of the
+:class:`~chatd.dispatch.Dispatcher`), which carries out the actions the hub returns.
+One loop turn (:meth:`Server.run_once`):
 
 1. wait in ``select()`` until a socket is ready or the next deadline (:mod:`chatd.timers`);
-2. accept (:mod:`chatd.listeners`), read and execute what clients sent - output is only
-   *queued* (:mod:`chatd.fanout`); a connection that becomes writable is only noted;
-3. run the timers that are due: registration timeouts, slow consumers, rate-limit
-   pauses ending, close lingers, idle probes;
+2. accept (:mod:`chatd.listeners`, then :meth:`Server.adopt`), read and execute what
+   clients sent (:mod:`chatd.intake`) - output is only *queued* (:mod:`chatd.fanout`);
+   a connection that becomes writable is only noted;
+3. run the timers that are due: each connection's deadlines (:mod:`chatd.watchdog`),
+   slow consumers, rate-limit pauses ending, close lingers, upkeep
+   (:mod:`chatd.housekeeping`);
 4. tell the hub about connections that went away (never in the middle of a fan-out),
    and hand the turn's batched room messages to their recipients;
 5. commit the turn's room messages to history - **before** any byte of them is sent;
-6. flush every connection with queued output (gather writes, capped per connection) and
-   judge what is left (:mod:`chatd.outpolicy`); ``EVENT_WRITE`` is registered only for
-   those left with unsent bytes; closing connections whose goodbyes are out are closed.
+6. flush every connection with queued output and judge what is left
+   (:mod:`chatd.flushing`, :mod:`chatd.outpolicy`); ``EVENT_WRITE`` is registered only
+   for those left with unsent bytes; closing connections whose goodbyes are out close.
+
+This module keeps what ties those together: the open and closing connections, accepting
+a socket as a connection, starting and finishing a close, and the graceful shutdown.
 
 Errors: ``ProtocolError`` -> an error line, the connection stays. ``OSError`` on a
 socket or a broken stream -> that connection closes. Any other exception while serving a
@@ -37,8 +43,11 @@ from chatd.config import Config
 from chatd.connection import Connection, State
 from chatd.dispatch import Dispatcher
 from chatd.fanout import Fanout
+from chatd.flushing import Flusher
 from chatd.framing import LineFramer
+from chatd.housekeeping import Housekeeping
 from chatd.hub import Hub
+from chatd.intake import Intake
 from chatd.listeners import (
     Listener,
     configure_socket,
@@ -48,14 +57,15 @@ from chatd.listeners import (
     refuse,
 )
 from chatd.login_throttle import LoginThrottle
-from chatd.loop import READ, Loop
-from chatd.model import Action, Error, ErrorCode, Event, Probe, Shutdown, Skipped
+from chatd.loop import Loop
+from chatd.model import Action, Event, Shutdown
 from chatd.moderation_store import ModerationStore
-from chatd.outpolicy import OutputPolicy, Verdict
+from chatd.outpolicy import OutputPolicy
 from chatd.ratelimit import TokenBucket
 from chatd.storekeeper import HistoryStore, StoreKeeper
-from chatd.streams import StreamError, StreamFactory, StreamSniffer
+from chatd.streams import StreamFactory, StreamSniffer
 from chatd.throttle import address_key
+from chatd.watchdog import SNIFF_SECONDS, Watchdog
 
 if TYPE_CHECKING:
     from chatd.ctl import CtlServer
@@ -63,12 +73,6 @@ if TYPE_CHECKING:
 __all__ = ["Server", "HistoryStore", "Listener", "SNIFF_SECONDS"]
 
 logger = logging.getLogger(__name__)
-
-# A sniffing listener waits this long for the first bytes before it settles on plain
-# (and shows its banner): a TLS client speaks first, a person in nc waits to be greeted.
-SNIFF_SECONDS = 0.25
-# Storage upkeep (failure probes, pruning) and password-guess episodes run this often.
-_HOUSEKEEPING_SECONDS = 0.25
 
 
 class Server:
@@ -118,9 +122,6 @@ class Server:
         self._password_required = config.password is not None
         self._stopping = False
         self._stop_reason = "server shutting down"
-        # Bound once: every connection's registration timer shares it (memory per client).
-        self._on_register_timeout = self._register_timeout
-        self._on_handshake_timeout = self._handshake_timeout
         self.stats = {
             "accepted": 0,
             "rejected_full": 0,
@@ -152,13 +153,36 @@ class Server:
             gate=self.gate,
         )
         self._dispatch.moderation = moderation
-        self._housekeeping_turns = 0
-        # Without a rate limit every line read runs at once; with one, input may have to
-        # wait, and what waits is bounded by max_input_backlog_bytes.
-        self._recv_size = min(config.recv_chunk_bytes, config.max_input_backlog_bytes)
-        holds = config.nick_hold_seconds > 0  # held nicks expire here (docs/accounts.md)
+        deliver_one = self._dispatch.deliver_one
+        loop, policy, admission = self.loop, self.policy, self._admission
+        # The read side, the write side and every connection's deadlines:
+        self._intake = Intake(
+            config,
+            loop,
+            policy,
+            self.hub,
+            admission,
+            self._dispatch,
+            close=self._close,
+            stats=self.stats,
+            wall_clock=wall_clock,
+        )
+        self._flusher = Flusher(
+            loop,
+            policy,
+            self._dirty,
+            close=self._close,
+            finalize=self._finalize,
+            deliver_one=deliver_one,
+            resume=self._intake.resume,
+            stats=self.stats,
+        )
+        self._watchdog = Watchdog(config, loop, self.hub, deliver_one, self._close)
+        holds = config.nick_hold_seconds > 0  # held nicks expire there (docs/accounts.md)
         if self._keeper is not None or self._password_required or holds:
-            self.loop.call_at(self.loop.now + _HOUSEKEEPING_SECONDS, self._housekeeping)
+            Housekeeping(
+                loop, self._keeper, self._dispatch, self.hub, admission, wall_clock
+            ).start()
 
     # ------------------------------------------------------------------ set-up
 
@@ -250,7 +274,7 @@ class Server:
             self._fanout.flush()
         self._commit()  # store before deliver: see module docstring
         if self._dirty:
-            self._flush_dirty(now)
+            self._flusher.flush(now)
 
     def apply(self, actions: Iterable[Action]) -> None:
         """Carry out the hub's ``actions`` (for the operator console, chatd.ctl)."""
@@ -308,7 +332,7 @@ class Server:
         )
         codec = listener.make_codec() if listener.make_codec else None
         framer = LineFramer(config.max_line_bytes)
-        conn = Connection(cid, sock, peer, framer, codec, bucket, self._dirty, self)
+        conn = Connection(cid, sock, peer, framer, codec, bucket, self._dirty, self._intake)
         conn.last_heard = now
         conn.host = host
         self._admission.opened(host)
@@ -317,170 +341,16 @@ class Server:
         self.hub.connect(cid, self._wall(), conn.host)
         level = self._admission.log_level(host)
         logger.log(level, "#%d connected from %s (%s)", cid, peer, listener.name)
-        call_at = self.loop.call_at
-        call_at(now + config.register_timeout_seconds, self._on_register_timeout, conn)
-        if codec is not None and codec.pings_peer:
-            call_at(now + config.idle_ping_seconds, self._idle_check, conn)
-        if listener.sniff_stream is not None:
+        self._watchdog.arm(conn, listener, now)  # registration, sniffing, handshake, idle
+        if listener.sniff_stream is not None:  # plain or TLS: its first bytes will tell
             conn.sniffer = listener.sniff_stream
             conn.greeting = listener.banner
-            call_at(now + SNIFF_SECONDS, self._sniff_timeout, conn)
         else:
             if listener.make_stream is not None:
                 conn.stream = listener.make_stream()
             if listener.banner:
                 conn.queue(listener.banner)
-        if listener.handshake_seconds is not None:
-            # A stalled handshake is cut sooner than a slow typist (OpenSSL keeps
-            # kilobytes for it); the timer is gone once it fires, handshake or not.
-            call_at(now + listener.handshake_seconds, self._on_handshake_timeout, conn)
         self.loop.update(conn)
-
-    def _login_wait(self, conn: Connection, now: float) -> bool:
-        """Hold an unregistered client's lines while its address is out of guesses."""
-        if not self._password_required or self.hub.is_registered(conn.cid):
-            return False
-        wait = self._admission.guess_delay(conn.host)
-        if not wait:
-            return False
-        conn.paused_until = now + wait
-        self.loop.update(conn)
-        self.loop.call_at(conn.paused_until, self._resume, conn)
-        return True
-
-    # ------------------------------------------------------------------ reading
-
-    def on_readable(self, conn: Connection) -> None:
-        try:
-            data = conn.read(self._recv_size if conn.bucket else self.config.recv_chunk_bytes)
-        except StreamError as exc:
-            logger.info("#%d %s broke its stream: %s", conn.cid, conn.peer, exc.reason)
-            self._close(conn, f"stream error: {exc.reason}", flush=True, broken=True)
-            return
-        except OSError as exc:
-            self._close(conn, f"read error: {exc.strerror or exc}", flush=False)
-            return
-        if data is None:
-            return
-        now = self.loop.now
-        conn.last_heard = now
-        conn.probed = False
-        if data and conn.take_input(data):
-            self._run_backlog(conn, now)
-        if conn.at_eof and not conn.has_input:
-            # End of stream (the peer closed, or half-closed): what it sent before is
-            # executed, replies are flushed, then we close.
-            self._close(conn, "connection closed by peer", flush=True)
-
-    def _run_backlog(self, conn: Connection, now: float) -> None:
-        """Execute queued frames while the rate limit and the client's own output allow.
-
-        Above the high-water mark its remaining frames wait, as unread bytes would: they
-        could only add output for it (a burst of commands in one read must not pile up
-        more than the limits for a client that reads its replies perfectly well).
-        """
-        backlog = conn.backlog
-        bucket = conn.bucket
-        wall = self._wall()
-        high = self.policy.high
-        try:
-            while conn.state is State.OPEN:
-                if not backlog:
-                    backlog = conn.frame_next()
-                    if backlog is None:
-                        break
-                if self._login_wait(conn, now):
-                    return
-                if conn.queued > high:
-                    conn.flow.paused = True  # resumed when it drains (see _judge)
-                    self.loop.update(conn)
-                    return
-                if bucket is not None and not bucket.take(now):
-                    conn.paused_until = now + bucket.delay(now)
-                    self.loop.update(conn)
-                    self.loop.call_at(conn.paused_until, self._resume, conn)
-                    return
-                self._dispatch.execute(conn, backlog.popleft(), wall)
-            conn.backlog = None  # all done (or closing): free it
-            if conn.at_eof and conn.state is State.OPEN:
-                self._close(conn, "connection closed by peer", flush=True)
-        except Exception:
-            # A bug, not the peer's fault: keep it to this connection (asyncio's
-            # _fatal_error pattern). SystemExit and KeyboardInterrupt are not caught.
-            self.stats["bugs"] += 1
-            logger.exception("bug while serving #%d %s; closing it", conn.cid, conn.peer)
-            conn.backlog, conn.unframed = None, b""
-            self._close(conn, "internal error", flush=False)
-
-    # ------------------------------------------------------------------ writing
-
-    def _flush_dirty(self, now: float) -> None:
-        dirty = self._dirty[:]
-        self._dirty.clear()  # (connections hold this list: it is emptied, not replaced)
-        cap = self.policy.write_cap
-        closed = State.CLOSED
-        for conn in dirty:
-            conn.pending = False
-            if conn.state is closed:
-                continue
-            try:
-                conn.flush(cap)
-            except OSError as exc:
-                self._close(conn, f"write error: {exc.strerror or exc}", flush=False)
-                if conn.state is State.CLOSING:
-                    self._finalize(conn)  # nothing more can be sent to it
-                continue
-            stream = conn.stream  # (a TLS stream holds bytes only before its handshake)
-            if (
-                not conn.out.size
-                and conn.mask == READ
-                and (stream is None or not stream.buffered_bytes)
-            ):
-                flow = conn.flow  # the usual case: all sent, reading on, nothing owed
-                if not flow.skipped and flow.over_soft_since is None:
-                    continue
-            self._judge(conn, now)
-
-    def _judge(self, conn: Connection, now: float) -> None:
-        """Apply the output policy to what a flush left queued."""
-        paused = conn.flow.paused
-        verdict = self.policy.judge(conn.flow, conn.queued, now)
-        if paused and not conn.flow.paused and conn.has_input:
-            self.loop.call_at(now, self._resume, conn)  # its waiting frames
-        if verdict is Verdict.OVER_HARD:
-            self._slow_consumer(
-                conn, f"output buffer over the hard limit ({self.policy.hard} bytes)"
-            )
-        elif verdict is Verdict.OVER_SOFT:
-            since = conn.flow.over_soft_since
-            assert since is not None
-            logger.info(
-                "#%d %s is reading slowly (%d bytes queued): skipping room messages",
-                conn.cid,
-                conn.peer,
-                conn.queued,
-            )
-            self.loop.call_at(since + self.policy.soft_seconds, self._soft, conn)
-        elif verdict is Verdict.CAUGHT_UP and conn.state is State.OPEN:
-            skipped = conn.flow.take_skipped()
-            logger.info("#%d caught up; %d messages were skipped", conn.cid, skipped)
-            self._deliver_one(conn, Skipped(skipped))  # flushed next turn
-        if conn.state is State.CLOSING and not conn.out.size:
-            self._finalize(conn)  # its goodbyes are out
-        elif conn.state is not State.CLOSED:
-            self.loop.update(conn)
-
-    def _slow_consumer(self, conn: Connection, why: str) -> None:
-        self.stats["slow_consumers"] += 1
-        logger.warning(
-            "#%d %s disconnected as a slow consumer: %s (%d messages skipped)",
-            conn.cid,
-            conn.peer,
-            why,
-            conn.flow.skipped,
-        )
-        # Its buffer is full of older lines; it would never reach a goodbye. Cut it.
-        self._close(conn, f"slow consumer: {why}", flush=False)
 
     def _note_login(self, conn: Connection, actions: list[Action]) -> None:
         self._admission.note_login(conn.host, actions)
@@ -494,80 +364,6 @@ class Server:
     def storage_failure(self) -> str | None:
         """Set when a storage failure stopped the server (``--on-storage-failure stop``)."""
         return self._dispatch.storage_failure
-
-    # ------------------------------------------------------------------ timers
-
-    def _housekeeping(self) -> None:
-        """Storage upkeep (probes after a failure, pruning); password-guess episodes;
-        nick holds that ran out."""
-        now = self.loop.now
-        if self._keeper is not None:
-            change = self._keeper.upkeep(now, self._wall())
-            if change is not None:
-                self._dispatch.storage_state(change)
-        self._dispatch.apply(self.hub.expire(self._wall()))  # nick holds that ran out
-        self._housekeeping_turns += 1
-        if self._housekeeping_turns % 4 == 0:
-            self._admission.sweep()
-        self.loop.call_at(now + _HOUSEKEEPING_SECONDS, self._housekeeping)
-
-    def _register_timeout(self, conn: Connection) -> None:
-        if conn.state is State.OPEN and not self.hub.is_registered(conn.cid):
-            self._deliver_one(conn, Error(ErrorCode.TIMEOUT, "no nickname given in time; goodbye"))
-            self._close(conn, "registration timeout", flush=True)
-
-    def _sniff_timeout(self, conn: Connection) -> None:
-        if conn.state is State.OPEN and conn.sniffer is not None:
-            conn.settle_stream(b"")  # it waits to be greeted: plain, and say hello
-            if conn.at_eof:  # its stream refused it (plain text when TLS is required)
-                self._close(conn, "refused by its stream", flush=True)
-
-    def _handshake_timeout(self, conn: Connection) -> None:
-        stream = conn.stream
-        if (
-            conn.state is State.OPEN
-            and stream is not None
-            and conn.handshaking
-            and not stream.ready
-        ):
-            # Nothing can be said: there is no session to say it in.
-            self._close(conn, "handshake timeout", flush=False, broken=True)
-
-    def _soft(self, conn: Connection) -> None:
-        since = conn.flow.over_soft_since  # None, or a later episode: expired() says no
-        if since is None:
-            return
-        if conn.state is State.OPEN and self.policy.expired(conn.flow, since, self.loop.now):
-            self._slow_consumer(conn, f"over the soft limit for {self.policy.soft_seconds:g}s")
-
-    def _resume(self, conn: Connection) -> None:
-        """A rate-limit pause ended, or its output drained: run its waiting frames."""
-        if conn.state is not State.OPEN:
-            return
-        if conn.paused_until > self.loop.now:
-            return  # still rate-limited: its own timer resumes it
-        conn.paused_until = 0.0
-        self._run_backlog(conn, self.loop.now)
-        self.loop.update(conn)
-
-    def _idle_check(self, conn: Connection) -> None:
-        """Ping a silent peer whose protocol answers pings (IRC); drop it if it stays so."""
-        if conn.state is not State.OPEN:
-            return
-        now = self.loop.now
-        ping_after = self.config.idle_ping_seconds
-        drop_after = self.config.idle_drop_seconds
-        silent = now - conn.last_heard
-        if silent >= drop_after:
-            why = f"ping timeout: silent for {silent:.0f}s"
-            self._deliver_one(conn, Error(ErrorCode.TIMEOUT, why))
-            self._close(conn, why, flush=True)
-            return
-        if silent >= ping_after and not conn.probed:
-            conn.probed = True
-            self._deliver_one(conn, Probe())
-        due = conn.last_heard + (drop_after if conn.probed else ping_after)
-        self.loop.call_at(due, self._idle_check, conn)
 
     # ------------------------------------------------------------------ closing
 

@@ -133,7 +133,7 @@ def test_the_banner_names_a_chat_command_that_works_here() -> None:
     import shutil
     import subprocess
 
-    from chatd.cli import _how_to_join
+    from chatd.startup import _how_to_join
 
     hint = _how_to_join("127.0.0.1", 7777)
     command = hint.split()[2]
