@@ -158,6 +158,7 @@ class RoomInfo:
 class RoomsReply(Event):
     rooms: tuple[RoomInfo, ...]
     more: int = 0  # rooms left out: the list would have been over max_reply_bytes
+    budget_bytes: int = 0  # the max_reply_bytes the list was cut at (when ``more``)
 
 
 @dataclass(frozen=True, slots=True)

@@ -207,7 +207,8 @@ class RoomCommands:
                 break
             infos.append(RoomInfo(room.name, len(room.members), room.topic))
         more = len(self._rooms) - len(infos)
-        return [self._reply(client, cmd, RoomsReply(tuple(infos), more))]
+        budget = self._config.max_reply_bytes if more else 0
+        return [self._reply(client, cmd, RoomsReply(tuple(infos), more, budget))]
 
     def _topic(self, client: _Client, cmd: Topic, now: float) -> list[Action]:
         if cmd.topic is None:

@@ -57,6 +57,7 @@ class Listener:
         sniff_stream: StreamSniffer | None = None,
         turn_away: bytes | None = None,
         handshake_seconds: float | None = None,
+        refuse_with: Callable[[socket.socket, str], None] | None = None,
     ) -> None:
         if make_stream is not None and sniff_stream is not None:
             raise ValueError("a listener has make_stream or sniff_stream, not both")
@@ -72,6 +73,9 @@ class Listener:
         # A connection whose stream is not ready this long after accept is cut without a
         # word (a TLS handshake that stalls); None: no such deadline.
         self.handshake_seconds = handshake_seconds
+        # Takes over a newcomer refused when full, with the reason, to answer it in its
+        # own time (the web port's 503: chatd.web.refusal); None: one send, then close.
+        self.refuse_with = refuse_with
         self.mask = 0
         self.paused = False  # after EMFILE: not watched for a while
         self.loop: Loop | None = None
@@ -92,6 +96,13 @@ class Listener:
             return self.make_codec().encode(error)
         # The native port, mode not picked yet: a line for people, a frame for programs.
         return fallback.encode(error) + JsonCodec().encode(error)
+
+    def turn_down(self, sock: socket.socket, error: Error, fallback: Codec) -> None:
+        """Tell a newcomer refused when full why, in this listener's protocol; close it."""
+        if self.refuse_with is not None:
+            self.refuse_with(sock, error.message)
+        else:
+            refuse(sock, self.refusal(error, fallback))
 
     def start(self, loop: Loop, acceptor: Acceptor, config: Config) -> None:
         self.loop, self.acceptor = loop, acceptor

@@ -198,11 +198,12 @@ class Server:
         sniff_stream: StreamSniffer | None = None,
         turn_away: bytes | None = None,
         handshake_seconds: float | None = None,
+        refuse_with: Callable[[socket.socket, str], None] | None = None,
     ) -> tuple[str, int]:
         """Open a listening socket; returns the bound (host, port).
 
-        ``make_stream``/``sniff_stream``/``turn_away``/``handshake_seconds``: see
-        :class:`~chatd.listeners.Listener`.
+        ``make_stream``/``sniff_stream``/``turn_away``/``handshake_seconds``/``refuse_with``:
+        see :class:`~chatd.listeners.Listener`.
         """
         sock = open_socket(host, port, self.config.listen_backlog)
         if banner is None:
@@ -216,6 +217,7 @@ class Server:
             sniff_stream,
             turn_away=turn_away,
             handshake_seconds=handshake_seconds,
+            refuse_with=refuse_with,
         )
         self._listeners.append(listener)
         listener.start(self.loop, self, self.config)
@@ -321,7 +323,7 @@ class Server:
         host = address_key(addr[0]) if isinstance(addr, tuple) else peer
         error = self._admission.refusal(self.connections, host, peer)
         if error is not None:  # full, or that address is: told why in its protocol
-            refuse(sock, listener.refusal(error, self._fallback_codec))
+            listener.turn_down(sock, error, self._fallback_codec)
             return
         configure_socket(sock, peer, config)
         now = self.loop.now

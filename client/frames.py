@@ -249,9 +249,11 @@ class Kick:
 
 @dataclass(frozen=True, slots=True)
 class Moderation:
-    """Another moderation event (mode, bans, mutes, invite, oper, modlog), as one line."""
+    """Another moderation event (mode, bans, mutes, invite, oper, modlog), as one line;
+    a ``mode`` event also carries its parsed ``change`` (None if it does not parse)."""
 
     text: str
+    change: moderation.ModeChange | None = None
 
 
 Frame = (
@@ -401,6 +403,9 @@ DECODERS: dict[str, Callable[[Fields], Frame]] = {
         kind: (lambda f: Moderation(f.cut(sanitize(moderation.describe(f.obj), newlines=False))))
         for kind in moderation.EVENT_TYPES
     },
+    "mode": lambda f: Moderation(
+        f.cut(sanitize(moderation.describe(f.obj), newlines=False)), moderation.mode_change(f.obj)
+    ),
 }
 
 

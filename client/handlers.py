@@ -71,6 +71,7 @@ def on_joined(state: ChatState, out: Output, f: frames.Joined) -> None:
     room.joined = True
     _member_list(state, room, f.members, f.marks)
     room.topic = f.topic
+    room.modes = None  # (they may have changed while we were away: a /mode query says)
     if state.current is None or state.explicit_join == key or state.current not in state.rooms:
         state.current = key
         state.explicit_join = None
@@ -161,6 +162,31 @@ def on_kick(state: ChatState, out: Output, f: frames.Kick) -> None:
 
 def on_moderation(state: ChatState, out: Output, f: frames.Moderation) -> None:
     out.info(f.text)
+    change = f.change
+    room = state.rooms.get(irc_fold(change.target)) if change is not None else None
+    if change is None or room is None or not room.joined:
+        return  # not a mode change of a room we are in (a user mode, a list, ...)
+    if not change.by:  # the answer to a query: all of its modes
+        room.modes = {letter for plus, letter, _ in change.changes if plus}
+        return
+    for plus, letter, arg in change.changes:  # applied live: the member list shows ranks
+        if letter in "ov":
+            _set_rank(room, irc_fold(arg), "@" if letter == "o" else "+", plus)
+        elif letter not in "bq" and room.modes is not None:  # (bans, mutes: no state here)
+            (room.modes.add if plus else room.modes.discard)(letter)
+
+
+def _set_rank(room: sync.Room, nick: str, mark: str, plus: bool) -> None:
+    """Give or take ``mark`` ("@" or "+") for a member (its folded ``nick``)."""
+    if nick not in map(irc_fold, room.members):
+        return
+    marks = set(room.ranks.get(nick, ""))
+    marks = marks | {mark} if plus else marks - {mark}
+    rank = "@" * ("@" in marks) + "+" * ("+" in marks)
+    if rank:
+        room.ranks[nick] = rank
+    else:
+        room.ranks.pop(nick, None)
 
 
 def on_quit(state: ChatState, out: Output, f: frames.Quit) -> None:

@@ -3,15 +3,26 @@
 :func:`frame` turns ``/kick``, ``/ban``, ``/unban``, ``/mute``, ``/unmute``, ``/op``,
 ``/deop``, ``/voice``, ``/mode``, ``/invite``, ``/oper`` into a JSON request (the current
 room unless a ``#room`` comes first); :func:`describe` turns the moderation events into
-a line. Tab completion comes with the command table in core (``COMMANDS``).
+a line, and :func:`mode_change` a ``mode`` event into the changes the client applies to
+its books (a room's modes, its members' ranks). Tab completion comes with the command
+table in core (``COMMANDS``).
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["COMMAND_NAMES", "EVENT_TYPES", "USAGE", "frame", "describe"]
+__all__ = [
+    "COMMAND_NAMES",
+    "EVENT_TYPES",
+    "USAGE",
+    "ModeChange",
+    "frame",
+    "describe",
+    "mode_change",
+]
 
 USAGE = {
     "kick": ("/kick [#room] NICK [reason]", "remove someone from a room (operators)"),
@@ -31,6 +42,50 @@ EVENT_TYPES = frozenset({"mode", "bans", "mutes", "invite", "oper", "modlog"})  
 _DURATION = re.compile(r"\d{1,9}[smhdw]?")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 MAX_SHOWN = 100  # list entries one line shows
+# Mode letters that always take an argument (as the server parses them); "k" takes one
+# when set (its key), and a query's answer shows it only to members.
+_WITH_ARG = "ovbq"
+MAX_MODE_CHARS = 64  # a mode string longer than this is not from chatd: ignored
+
+
+@dataclass(frozen=True, slots=True)
+class ModeChange:
+    """A ``mode`` event, parsed: ``by`` "" is the answer to a query (the whole picture)."""
+
+    target: str
+    by: str
+    changes: tuple[tuple[bool, str, str], ...]  # (set?, letter, argument or "")
+
+
+def mode_change(f: dict[str, Any]) -> ModeChange | None:
+    """The changes a ``mode`` event makes, or None if it does not parse. ``f`` comes from
+    the server and is not trusted: types, lengths and letters are checked here."""
+    target, by, modes, args = f.get("target"), f.get("by", ""), f.get("modes"), f.get("args", [])
+    if not (
+        isinstance(target, str)
+        and isinstance(by, str)
+        and isinstance(modes, str)
+        and isinstance(args, list)
+        and len(modes) <= MAX_MODE_CHARS
+        and len(args) <= MAX_MODE_CHARS
+        and all(isinstance(a, str) for a in args)
+    ):
+        return None
+    rest = list(args)
+    changes: list[tuple[bool, str, str]] = []
+    plus = True
+    for letter in modes:
+        if letter in "+-":
+            plus = letter == "+"
+        elif not (letter.isascii() and letter.isalpha()):
+            return None
+        elif letter in _WITH_ARG:
+            if not rest:
+                return None
+            changes.append((plus, letter, rest.pop(0)))
+        else:
+            changes.append((plus, letter, rest.pop(0) if letter == "k" and plus and rest else ""))
+    return ModeChange(target, by, tuple(changes))
 
 
 def _seconds(word: str) -> int | None:

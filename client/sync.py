@@ -64,6 +64,9 @@ class Room:
     gap_since: float | None = None  # when tick() first saw the running fill
     queued: list[Request] = field(default_factory=list)  # typed while offline
     topic: str = ""
+    # Its modes ("mnt"...) once a query's answer told them all (None: not known, since
+    # `joined` does not say); kept up to date by `mode` events from then on.
+    modes: set[str] | None = None
     unread: int = 0
 
     def remember(self, key: Key) -> None:

@@ -190,9 +190,13 @@ class Views:
         return self.search(self.filter, most=SCROLLBACK) if self.filter else []
 
     def topic(self, state: ChatState) -> str:
-        """The topic of the shown buffer (a room), or ""."""
+        """The topic of the shown buffer (a room), after its modes when they are known
+        (``[+mnt] topic``), or ""."""
         room = state.rooms.get(self.active)
-        return room.topic if room is not None else ""
+        if room is None:
+            return ""
+        modes = f"[+{''.join(sorted(room.modes))}]" if room.modes else ""
+        return f"{modes} {room.topic}".strip()
 
     def members(self, state: ChatState) -> list[str]:
         """The member list of the shown buffer (a room), sorted: operators, voiced, the

@@ -467,6 +467,42 @@ def test_full_server_refuses_an_irc_client_with_an_error_line() -> None:
         proc.stop()
 
 
+def test_list_cut_at_the_reply_budget_says_how_many_rooms_are_missing() -> None:
+    """LIST is cut at max_reply_bytes like the rooms list of the other modes; the IRC
+    client is told so (a server NOTICE before 323), not left to believe it saw them all."""
+    proc = ChatdProcess(
+        "--rate-limit", "0", "--server-name", "irc.test", "--max-reply-bytes", "1536", irc=True
+    )
+    try:
+        client = irc(proc)
+        client.register("lister")
+        for i in range(20):
+            client.join(f"#room{i:02d}")
+        client.send_line("LIST")
+        listed, notices = [], []
+        while True:
+            line = client.expect(lambda line: True)
+            if " 322 " in line:
+                listed.append(line.split()[3])
+            elif " NOTICE lister :" in line:
+                notices.append(line.split(" :", 1)[1])
+            elif " 323 " in line:
+                break
+        assert 0 < len(listed) < 20, listed
+        assert notices == [f"... and {20 - len(listed)} more rooms (list cut at 1.5 KiB)"]
+        # Under the budget: no such notice.
+        client.send_line("PART #room00,#room01,#room02,#room03,#room04,#room05,#room06")
+        client.send_line("PART #room07,#room08,#room09,#room10,#room11,#room12,#room13")
+        client.send_line("LIST")
+        lines: list[str] = []
+        while not lines or " 323 " not in lines[-1]:
+            lines.append(client.expect(lambda line: True))
+        assert sum(" 322 " in line for line in lines) == 6, lines
+        assert not any("more room" in line for line in lines), lines
+    finally:
+        proc.stop()
+
+
 def test_room_message_reaches_every_irc_user_whoever_joined_first(server: ChatdProcess) -> None:
     # IRC users with the same capabilities share one encoding of a room message; the
     # sender's own copy (not echoed without echo-message) must not become everyone's.

@@ -260,9 +260,100 @@ def test_per_address_limit_counts_web_connections(make_server: type[ChatdProcess
     sockets = [WsClient(server.web_port or 0) for _ in range(2)]  # 3 from this address
     assert all(ws.rejected is None for ws in sockets)
     with socket.create_connection(("127.0.0.1", server.web_port or 0)) as s:
-        assert closed_within(s, 5) == b""  # the fourth: closed at once, no upgrade
+        s.sendall(b"GET / HTTP/1.1\r\nHost: chatd\r\n\r\n")  # the fourth: 503, why, closed
+        status, headers, body = parse_response(closed_within(s, 5))
+        assert status == 503 and headers[b"retry-after"] == b"30", (status, headers)
+        assert b"too many connections from your address (3 allowed)" in body, body
     for ws in sockets:  # the three admitted ones are unharmed
         ws.send_json(op="ping")
         ws.expect_frame(type="pong")
         ws.close()
     tcp.close()
+
+
+def parse_response(data: bytes) -> tuple[int, dict[bytes, bytes], bytes]:
+    """Status, headers (lower-case names) and body of one HTTP/1.1 response."""
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *lines = head.split(b"\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (x.partition(b":") for x in lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+def test_a_full_server_answers_browsers_503_and_holds_nothing_long(
+    make_server: type[ChatdProcess],
+) -> None:
+    """Refused when full, a browser is told so in HTTP (503, Retry-After, one line of why)
+    instead of a reset page; the refusal reads no more than a request head and holds a
+    socket at most a couple of seconds (the cap on how many: the test below)."""
+    from chatd.web.refusal import REFUSAL_SECONDS
+
+    server = make_server("--max-clients", "1", "--max-clients-per-ip", "0", web=True)
+    port = server.web_port or 0
+    only = JsonClient(server.port)
+    only.hello("only")
+    # A page load and a WebSocket upgrade: both get the 503 and the reason.
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: chatd\r\n\r\n")
+        status, headers, body = parse_response(closed_within(s, 5))
+    assert status == 503, (status, headers, body)
+    assert headers[b"retry-after"] == b"30" and headers[b"connection"] == b"close", headers
+    assert headers[b"content-type"].startswith(b"text/plain"), headers
+    assert body == b"503 Service Unavailable: the server is full (1 clients); try again later\n"
+    assert WsClient(port).rejected == 503
+    # HEAD: the same answer, without a body.
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(b"HEAD / HTTP/1.1\r\nHost: chatd\r\n\r\n")
+        status, headers, body = parse_response(closed_within(s, 5))
+    assert status == 503 and body == b"" and int(headers[b"content-length"]) > 0
+    # A head over web_max_header_bytes, or garbage: closed, no answer, nothing more read.
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nX: " + b"a" * 20000)
+        assert closed_within(s, 5) == b""
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(b"\x00\x01 not http\r\n\r\n")
+        assert closed_within(s, 5) == b""
+    # One that never asks is held at most REFUSAL_SECONDS, then closed without a word.
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        assert closed_within(s, REFUSAL_SECONDS + 10) == b""
+    # Meanwhile the one admitted client is served as ever.
+    only.send_json(op="ping")
+    only.expect_frame(type="pong")
+    only.close()
+
+
+def test_refusals_hold_at_most_max_refusing_sockets_and_let_go_in_time() -> None:
+    """The 503 machinery on a real loop and real sockets, the clock faked (a true edge):
+    beyond MAX_REFUSING held at once, newcomers are closed at once; each held one is let go
+    when REFUSAL_SECONDS pass without a request head."""
+    from chatd.loop import Loop
+    from chatd.web.refusal import MAX_REFUSING, REFUSAL_SECONDS, Refusals
+
+    now = [100.0]
+    loop = Loop(lambda: now[0])
+    refusals = Refusals(loop, 16384)
+    pairs = [socket.socketpair() for _ in range(MAX_REFUSING + 3)]
+    try:
+        for theirs, _ in pairs:
+            refusals.refuse(theirs, "full")
+        assert len(refusals) == MAX_REFUSING
+        eof = [mine.recv(1, socket.MSG_DONTWAIT) if i >= MAX_REFUSING else None
+               for i, (_, mine) in enumerate(pairs)]  # fmt: skip
+        assert eof[MAX_REFUSING:] == [b""] * 3 and refusals.dropped == 3
+        # One asks: it is answered at once, the others still wait.
+        pairs[0][1].sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\n\r\n")
+        loop.run_once(1.0)
+        assert pairs[0][1].recv(4096).startswith(b"HTTP/1.1 503 ")
+        assert len(refusals) == MAX_REFUSING - 1 and refusals.answered == 1
+        now[0] += REFUSAL_SECONDS - 0.5
+        loop.run_once(0)
+        assert len(refusals) == MAX_REFUSING - 1
+        now[0] += 1.0
+        loop.run_once(0)
+        assert len(refusals) == 0 and refusals.dropped == 3 + MAX_REFUSING - 1
+        for _, mine in pairs[1:MAX_REFUSING]:
+            assert mine.recv(1, socket.MSG_DONTWAIT) == b""
+    finally:
+        for theirs, mine in pairs:
+            theirs.close()
+            mine.close()
+        loop.close()

@@ -184,7 +184,7 @@ def render(s: Session, event: AnyEvent | IrcLines, ctx: Ctx | None) -> list[str]
             return _names_lines(s, room, members, event.prefixes)
         case WhoisReply():
             return _whois_lines(s, event, ctx)
-        case RoomsReply(rooms=rooms):
+        case RoomsReply(rooms=rooms, more=more):
             wanted = {fold(r) for r in ctx.target.split(",") if r} if ctx else set()
             lines = [num("321", "Channel", trailing="Users  Name")]
             lines += [
@@ -192,6 +192,8 @@ def render(s: Session, event: AnyEvent | IrcLines, ctx: Ctx | None) -> list[str]
                 for r in rooms
                 if not wanted or fold(r.room) in wanted
             ]
+            if more:  # cut at max_reply_bytes: say so before 323 (no numeric says it)
+                lines += _server_notice(s, _list_cut(more, event.budget_bytes))
             return lines + [num("323", trailing="End of /LIST")]
         case StatsReply():
             return _lusers_lines(s, event)
@@ -298,6 +300,12 @@ def _private(s: Session, m: PrivateMessage) -> list[str]:
     if echo and "echo-message" not in s.caps:
         return []
     return _texts(command, m.to, m.sender, m.text, m.action, _tags(s, m.ts, None, m.account))
+
+
+def _list_cut(more: int, budget_bytes: int) -> str:
+    """What LIST says when the rooms list was cut at the reply budget."""
+    cut = f" (list cut at {budget_bytes / 1024:.4g} KiB)" if budget_bytes else ""
+    return f"... and {more} more room{'s' * (more != 1)}{cut}"
 
 
 def _server_notice(s: Session, text: str) -> list[str]:

@@ -44,6 +44,7 @@ def listen_web(
         OSError: the port cannot be bound.
     """
     try:
+        from chatd.web.refusal import Refusals
         from chatd.web.site import Site
         from chatd.web.stream import FrameCache, WebStream
     except ImportError as exc:
@@ -55,6 +56,7 @@ def listen_web(
     config = server.config
     site = Site(config.max_line_bytes, config.web_max_header_bytes)
     cache = FrameCache()
+    refusals = Refusals(server.loop, config.web_max_header_bytes)  # 503 when full
     if tls is None:
         return server.listen(
             host,
@@ -63,6 +65,7 @@ def listen_web(
             make_codec=JsonCodec,
             banner=b"",
             make_stream=lambda: WebStream(site, cache),
+            refuse_with=refusals.refuse,
         )
     from chatd.streams import TLS_RECORD_HANDSHAKE, LayeredStream
     from chatd.tls import PlainRefused, TlsStream
@@ -86,6 +89,7 @@ def listen_web(
         banner=b"",
         sniff_stream=choose,
         handshake_seconds=handshake_seconds,
+        refuse_with=refusals.refuse,
     )
     if config.require_tls:
         refusal.append(_https_only(config.server_name, bound[1]))
