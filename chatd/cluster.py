@@ -14,7 +14,8 @@ one channel. Every node applies the event where it sees it in the channel; the n
 sent it applies it where the script's reply arrives - on the same RESP3 connection, next
 to its own push - so every node applies every change in the same order. A room message
 is stored (``XADD``) by that same script before it is published: store before deliver,
-and its stream id is its cluster-wide ``mid``.
+and its stream id is its cluster-wide ``mid``. Moderation commands take the same road
+(:mod:`chatd.cluster_moderation`); messages and history: :mod:`chatd.cluster_messages`.
 
 When Redis is away, shared commands get ``cluster_unavailable`` and nothing else changes:
 connections stay, ``who`` shows the last known view. When it is back, one ``SYNC`` script
@@ -36,34 +37,37 @@ import hiredis
 
 from chatd.cluster_account_store import ClusterAccountStore
 from chatd.cluster_accounts import ClusterAccounts
-from chatd.cluster_scripts import CHANNEL, PREFIX, SCRIPTS, mid_of, sha, stream_id
-from chatd.cluster_sync import RemoteView, _message, _nick_keys
+from chatd.cluster_messages import ClusterMessages, _stream
+from chatd.cluster_moderation import SharedModeration
+from chatd.cluster_scripts import CHANNEL, PREFIX, SCRIPTS, sha
+from chatd.cluster_sync import _message, _nick_keys
 from chatd.connection import Connection, State
-from chatd.hub import MAX_TOPIC_CHARS
 from chatd.model import (
     Action,
+    Announce,
     Away,
+    Ban,
     Deliver,
     DropAccount,
     Error,
     ErrorCode,
-    FetchHistory,
     Hello,
-    HistoryEnd,
-    HistoryReply,
     Identify,
+    Invite,
     Join,
+    Kick,
+    Kill,
     Message,
+    Mode,
     Nick,
+    Oper,
     Part,
-    PrivateMessage,
     PrivMsg,
     Register,
-    Replay,
     Say,
     SetPassword,
-    Store,
     Topic,
+    Unban,
 )
 from chatd.names import clean_line, fold, nfkc, room_problem, valid_nick
 from chatd.redis_link import LINK_DOWN, RedisLink, parse_url
@@ -83,11 +87,7 @@ TOO_MANY = "too many commands waiting for the cluster's store; slow down"
 SHA = {name: sha(text) for name, text in SCRIPTS.items()}
 
 
-def _stream(room: str) -> str:
-    return PREFIX + "s:" + fold(room)
-
-
-class Cluster(RemoteView):
+class Cluster(SharedModeration, ClusterMessages):
     """The cluster layer of one node: a :class:`RedisLink` and the hub's remote view."""
 
     def __init__(self, server: Server, accounts: ClusterAccountStore | None = None) -> None:
@@ -120,6 +120,7 @@ class Cluster(RemoteView):
         self._queued: dict[int, deque[tuple[object, float]]] = {}  # its next commands
         self.dispatch.cluster = self
         self.accounts = ClusterAccounts(self, accounts)  # accounts, nick hold, away
+        self._init_moderation()  # chatd.cluster_moderation
         ttl = config.cluster_ttl_seconds
         self._ttl_ms = max(1, int(ttl * 1000))
         self.loop.call_at(self.loop.now + ttl / 3, self._heartbeat)
@@ -226,6 +227,10 @@ class Cluster(RemoteView):
                 self._say(cid, command, wall)
             case PrivMsg():
                 self._privmsg(cid, command, wall)
+            case Kick() | Ban() | Unban() | Mode() | Invite() | Kill() | Announce():
+                self._moderate(cid, command, wall)  # chatd.cluster_moderation
+            case Oper():
+                self._oper(cid, command, wall)
             case _:
                 self._apply(hub.handle(cid, command, wall))  # type: ignore[arg-type]
 
@@ -234,6 +239,8 @@ class Cluster(RemoteView):
         holder = hub.nick_holder(cmd.nick)
         if hub.is_registered(cid) or not valid_nick(cmd.nick) or (holder or 0) > 0:
             self._apply(hub.handle(cid, replace(cmd, autojoin=()), wall))  # its refusal
+            return
+        if self._hello_banned(cid, cmd, wall):
             return
         # Held by another node's user: Redis decides (free if that node is dead).
         if self._cannot_claim(cid, cmd):
@@ -257,6 +264,7 @@ class Cluster(RemoteView):
         user: dict[str, Any] = {
             "n": cmd.nick, "u": cmd.user, "r": cmd.realname, "rooms": [], "a": account
         }  # fmt: skip
+        user |= self._identity(cid)  # address, OPER name: for the others' moderation rules
         key = fold(cmd.nick)
         self._claims.add(key)
         ttl = self.config.cluster_ttl_seconds
@@ -308,6 +316,7 @@ class Cluster(RemoteView):
                     self._join(cid, Join(room), self._wall())
 
         body = {"cid": cid, "n": cmd.nick, "u": cmd.user, "r": cmd.realname, "a": account}
+        body |= self._identity(cid)
         self._script(
             cid,
             "claim",
@@ -327,6 +336,7 @@ class Cluster(RemoteView):
             room_problem(name) is not None
             or fold(name) in rooms
             or len(rooms) >= self.config.max_rooms_per_client
+            or self._join_refused(cid, cmd, wall)
         ):
             self._apply(hub.handle(cid, cmd, wall))  # refused, or already there
             return
@@ -352,10 +362,13 @@ class Cluster(RemoteView):
             # after an outage starts (0: the room's stream was empty).
             self._last[fold(name)] = max(self._last.get(fold(name), 0), newest)
             self._replay = stored[max(0, len(stored) - self.config.history_replay) :]
-            self._apply(hub.handle(cid, cmd, self._wall()))  # -> Replay -> self.replay
+            actions = hub.handle(cid, cmd, self._wall())  # -> Replay -> self.replay
+            self._apply(actions)
             self._replay = []
+            self._joined_here(cid, name, actions)  # refused if a mode change came first
 
-        self._update(done, cid, self._event("join", {"cid": cid, "room": name}), _stream(name))
+        event = self._event("join", {"cid": cid, "room": name, "key": cmd.key})  # +k: theirs too
+        self._update(done, cid, event, _stream(name))
 
     def _update(
         self,
@@ -399,29 +412,6 @@ class Cluster(RemoteView):
 
         event = self._event("part", {"cid": cid, "room": names[key], "why": reason})
         self._update(done, cid, event, topic=(key, "") if emptied else None)
-
-    def _topic(self, cid: int, cmd: Topic, wall: float) -> None:
-        hub = self.hub
-        assert cmd.topic is not None
-        names = {fold(r): r for r in hub.rooms_of(cid)}
-        room = cmd.room if cmd.room is not None else (hub.rooms_of(cid) or [""])[-1]
-        key = fold(nfkc(room))
-        topic = clean_line(cmd.topic)
-        if key not in names or len(topic) > MAX_TOPIC_CHARS:
-            self._apply(hub.handle(cid, cmd, wall))  # refused
-            return
-        if not self.ready:
-            self._unavailable(cid, cmd.rid)
-            return
-
-        def done(reply: object) -> None:
-            if reply is LINK_DOWN or isinstance(reply, hiredis.ReplyError):
-                self._unavailable(cid, cmd.rid, in_flight=True)
-            elif self._open(cid) is not None:
-                self._apply(hub.handle(cid, replace(cmd, room=names[key]), self._wall()))
-
-        event = self._event("topic", {"cid": cid, "room": names[key], "topic": topic})
-        self._update(done, cid, event, topic=(key, topic))
 
     def _cannot_claim(self, cid: int, cmd: Hello | Nick) -> bool:
         """Refuse a nick this node is claiming already, or any claim while Redis is away."""
@@ -471,79 +461,6 @@ class Cluster(RemoteView):
              self._event("nick", {"cid": cid, "n": cmd.nick})],
         )  # fmt: skip
 
-    def _say(self, cid: int, cmd: Say, wall: float) -> None:
-        actions = self.hub.handle(cid, cmd, wall)  # checks it; the mid comes from Redis
-        stored = [a.message for a in actions if isinstance(a, Store)]
-        if not stored:
-            self._apply(actions)  # refused
-            return
-        if not self.ready:
-            self._unavailable(cid, cmd.rid)
-            return
-        message = stored[0]
-        body = {"room": message.room, "n": message.sender, "t": message.text, "ts": message.ts}
-        if message.action:
-            body["me"] = 1
-        if message.notice:
-            body["no"] = 1
-
-        def done(reply: object) -> None:
-            if reply is LINK_DOWN or isinstance(reply, hiredis.ReplyError):
-                self._unavailable(cid, cmd.rid, in_flight=True)  # it may still have been stored
-                return
-            assert isinstance(reply, bytes)
-            self._deliver(replace(message, mid=mid_of(reply)), cid, cmd.rid)
-
-        data = json.dumps(body, separators=(",", ":"))
-        args = [self.config.cluster_stream_maxlen, data, CHANNEL, self.node]
-        self._script(cid, "say", done, [_stream(message.room)], args)
-
-    def _deliver(self, message: Message, sender: int | None, rid: object) -> None:
-        """A stored room message to the room's members here, once, in stream order."""
-        key = fold(message.room)
-        if message.mid <= self._last.get(key, 0):
-            return
-        cids = self.hub.room_cids(message.room)
-        if not any(cid > 0 for cid in cids):
-            return  # nobody here: its node(s) deliver; nothing to remember
-        self._last[key] = message.mid
-        reply_to = sender if rid is not None else None
-        self._apply([Deliver(cids, message, rid, True, reply_to, message.room)])
-
-    def _privmsg(self, cid: int, cmd: PrivMsg, wall: float) -> None:
-        hub = self.hub
-        target = hub.nick_holder(cmd.to)
-        actions = hub.handle(cid, cmd, wall)
-        if (
-            target is None
-            or target >= 0
-            or any(isinstance(a, Deliver) and isinstance(a.event, Error) for a in actions)
-        ):
-            self._apply(actions)  # local, or refused
-            return
-        if not self.ready:
-            self._unavailable(cid, cmd.rid)
-            return
-        where = next((k for k, v in self._remote.items() if v == target), None)
-        event = next(a.event for a in actions if isinstance(a, Deliver) and target in a.cids)
-        assert where is not None and isinstance(event, PrivateMessage)
-        body = {
-            "cid": where[1], "s": event.sender, "to": event.to, "t": event.text,
-            "ts": event.ts, "no": event.notice, "me": event.action,
-        }  # fmt: skip
-
-        def done(reply: object) -> None:
-            if reply is LINK_DOWN or isinstance(reply, hiredis.ReplyError):
-                self._unavailable(cid, cmd.rid, in_flight=True)
-            elif reply == 0:
-                why = f"nobody called {cmd.to[:40]} is here"
-                self._error(cid, ErrorCode.NO_SUCH_NICK, why, cmd.rid)
-            else:
-                self._apply(actions)  # the sender's echo (and away notice)
-
-        payload = self._event("pm", body)
-        self._send(cid, done, "PUBLISH", PREFIX + "pm:" + where[0], payload)
-
     # ------------------------------------------------------------------ departures
 
     def departed(self, cid: int, reason: str) -> None:
@@ -563,44 +480,3 @@ class Cluster(RemoteView):
             return
         event = self._event("quit", {"cid": cid, "why": reason.removeprefix("quit: ")})
         self._update(lambda reply: None, cid, event, release=keys)
-
-    # ------------------------------------------------------------------ history
-
-    def replay(self, action: Replay) -> None:
-        if action.cid < 0:
-            return  # a remote client's join: its node replays
-        replay = self.dispatch.fit(action.cid, self._replay, replay=True)
-        for message in replay:
-            self._apply([Deliver((action.cid,), message)])
-        self._apply([Deliver((action.cid,), HistoryEnd(action.room, len(replay)))])
-
-    def fetch_history(self, action: FetchHistory) -> None:
-        cid, rid, room = action.cid, action.rid, action.room
-        if action.before is not None and action.before <= (action.after or 0) + 1:
-            self._apply([Deliver((cid,), HistoryReply(room, ()), rid=rid)])  # nothing between
-            return
-        if not self.ready:
-            self._unavailable(cid, rid)
-            return
-        if action.after is not None:
-            start = "(" + stream_id(action.after)
-            end = "(" + stream_id(action.before) if action.before is not None else "+"
-            args: list[Any] = ["XRANGE", _stream(room), start, end]
-        else:
-            end = "(" + stream_id(action.before) if action.before is not None else "+"
-            args = ["XREVRANGE", _stream(room), end, "-"]
-
-        def done(reply: object) -> None:
-            if reply is LINK_DOWN:
-                self._unavailable(cid, rid, in_flight=True)
-                return
-            if not isinstance(reply, list):  # a range Redis refuses: nothing in it
-                logger.warning("cluster: history %s refused by Redis: %s", args, reply)
-                reply = []
-            entries = reply if action.after is not None else list(reversed(reply))
-            messages = [m for e in entries if not (m := _message(e, room)).notice]
-            page = self.dispatch.fit(cid, messages, newest=action.after is None)
-            more = len(page) < len(messages)
-            self._apply([Deliver((cid,), HistoryReply(room, tuple(page), more=more), rid=rid)])
-
-        self._send(cid, done, *args, "COUNT", action.limit)

@@ -242,7 +242,7 @@ class RemoteView:
             del self._remote[(node, cid)]
             self._apply(hub.handle(rcid, Disconnected(body["why"]), wall))
         elif kind == "join":
-            self._apply(hub.handle(rcid, Join(body["room"]), wall))
+            self._apply(hub.handle(rcid, Join(body["room"], body.get("key")), wall))
         elif kind == "part":
             self._apply(hub.handle(rcid, Part(body["room"], body["why"]), wall))
         elif kind == "topic":

@@ -144,6 +144,8 @@ class CtlServer:
 
     def act(self, command: Command, wall: float) -> dict[str, Any]:
         """Run ``command`` in the hub as the console; its replies become the answer."""
+        if not self.server.console_acts and not isinstance(command, ModLog):
+            return _fail("cluster_mode", CLUSTER_MODE)
         replies: list[Event] = []
         rest: list[Action] = []
         for action in self.server.hub.console(command, wall):
@@ -259,6 +261,12 @@ class _CtlConn:
             self.owner.server.loop.remove(self)
             self.sock.close()
         self.owner._conns.discard(self)
+
+
+CLUSTER_MODE = (
+    "in cluster mode the console acts on one node only: kick, ban, kill and announce "
+    "from a server operator's client, which every node applies (docs/cluster.md)"
+)
 
 
 def _frame(obj: dict[str, Any]) -> bytes:

@@ -142,6 +142,7 @@ class ModerationRules:
     _server_bans: list[BanInfo]
     _operators: frozenset[str]
     _oper_credentials: dict[str, str]
+    admit_all = False
 
     if TYPE_CHECKING:  # the Hub's, used here
 
@@ -204,8 +205,8 @@ class ModerationRules:
     def _check_join(
         self, client: _Client, rules: RoomRules, name: str, key: str | None, now: float
     ) -> None:
-        if self.is_server_operator(client) or self._is_founder(client, rules):
-            return
+        if self.admit_all or self.is_server_operator(client) or self._is_founder(client, rules):
+            return  # (admit_all: the cluster restoring who is where, decided elsewhere)
         assert client.nick is not None
         room = self._rooms.get(fold(name))
         invited = room is not None and fold(client.nick) in room.invited

@@ -9,7 +9,8 @@ extends :class:`chatd.moderation.ModerationRules`); the Hub inherits it.
 from __future__ import annotations
 
 import hmac
-from typing import TYPE_CHECKING
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
 
 from chatd.config import Config
 from chatd.hub_accounts import _Refusal
@@ -17,6 +18,7 @@ from chatd.model import (
     Action,
     Announce,
     Ban,
+    BanInfo,
     BanList,
     Close,
     Deliver,
@@ -36,11 +38,14 @@ from chatd.model import (
 )
 from chatd.moderation import (
     MAX_ARG_CHARS,
+    MAX_BANS,
     MAX_CHANGES,
     MAX_INVITES,
     MAX_KEY_CHARS,
     MAX_MODES,
     ROOM_FLAGS,
+    RoomRules,
+    _matches,
     _names,
 )
 from chatd.moderation_bans import BanCommands
@@ -92,6 +97,94 @@ class ModerationPowers(BanCommands):
                 }
             )
         return rooms
+
+    # ------------------------------------------------------------------ the cluster's view
+    # (chatd.cluster_moderation: every node's hub must decide a command the same way)
+
+    def identity(self, cid: int) -> tuple[str, str | None]:
+        """What bans and powers look at, beside nick and account: address, OPER name."""
+        client = self._clients.get(cid)
+        return (client.address, client.oper) if client is not None else ("", None)
+
+    def mirror(self, cid: int, address: str, oper: str | None) -> None:
+        """Another node's user: its address and OPER name, as its own node knows them."""
+        client = self._clients.get(cid)
+        if client is not None:
+            client.address, client.oper = address, oper
+
+    def has_powers(self, cid: int) -> bool:
+        """A server operator, or an operator of some room (else a moderation command is
+        refused without looking further)."""
+        client = self._clients.get(cid)
+        if client is None:
+            return False
+        return self.is_server_operator(client) or any(
+            cid in room.ops for room in client.rooms.values()
+        )
+
+    def join_refusal(self, cid: int, name: str, key: str | None, now: float) -> bool:
+        """Would a join of ``name`` be refused by its bans or modes? (Changes nothing.)"""
+        client = self._clients.get(cid)
+        room = self._rooms.get(fold(name))
+        rules = room.rules if room is not None else self._saved_rooms.get(fold(name))
+        if client is None or client.nick is None or rules is None:
+            return False
+        try:
+            self._check_join(client, rules, name, key, now)
+        except _Refusal:
+            return True
+        return False
+
+    def server_banned(self, cid: int, nick: str, now: float) -> bool:
+        """Would a hello as ``nick`` be refused by a server ban? (Changes nothing.)"""
+        client = self._clients.get(cid)
+        return client is not None and any(
+            _matches(ban, client, nick, client.account, now) for ban in self._server_bans
+        )
+
+    def room_snapshot(self, name: str) -> dict[str, Any] | None:
+        """A live room's moderation state, member statuses by nick (None: no such room)."""
+        room = self._rooms.get(fold(name))
+        if room is None:
+            return None
+        rules = room.rules
+
+        def nicks(cids: set[int]) -> list[str]:
+            return sorted(c.nick for c in room.members.values() if c.cid in cids and c.nick)
+
+        return {
+            "name": room.name,
+            "founder": rules.founder,
+            "modes": "".join(sorted(rules.modes)),
+            "key": rules.key,
+            "bans": [asdict(b) for b in rules.bans],
+            "quiets": [asdict(b) for b in rules.quiets],
+            "ops": nicks(room.ops),
+            "voices": nicks(room.voices),
+            "invited": sorted(room.invited),
+        }
+
+    def load_room_snapshot(self, snap: dict[str, Any]) -> None:
+        """What :meth:`room_snapshot` gave (on another node): into the live room, or, for a
+        registered room nobody is in, into the saved rules."""
+        key = fold(snap["name"])
+        room = self._rooms.get(key)
+        if room is None and not snap["founder"]:
+            return  # an unregistered room that is gone: its rules went with it
+        rules = room.rules if room is not None else self._saved_rooms.setdefault(key, RoomRules())
+        rules.founder = snap["founder"]
+        rules.modes = {m for m in snap["modes"] if m in ROOM_FLAGS} | {"n"}
+        rules.key = snap["key"]
+        rules.bans = [BanInfo(**b) for b in snap["bans"]][-MAX_BANS:]
+        rules.quiets = [BanInfo(**b) for b in snap["quiets"]][-MAX_BANS:]
+        if room is not None:
+            by_nick = {fold(c.nick): c.cid for c in room.members.values() if c.nick}
+            room.ops = {by_nick[fold(n)] for n in snap["ops"] if fold(n) in by_nick}
+            room.voices = {by_nick[fold(n)] for n in snap["voices"] if fold(n) in by_nick}
+            room.invited = set(snap["invited"][:MAX_INVITES])
+
+    def load_server_bans(self, bans: list[BanInfo]) -> None:
+        self._server_bans = bans[-MAX_BANS:]
 
     def _mode(self, client: _Client, cmd: Mode, now: float) -> list[Action]:
         assert client.nick is not None
@@ -264,8 +357,8 @@ class ModerationPowers(BanCommands):
             raise _Refusal(ErrorCode.NO_SUCH_NICK, f"nobody called {cmd.nick[:40]} is here")
         if target.cid in room.members:
             raise _Refusal(ErrorCode.ALREADY_IN_ROOM, f"{target.nick} is in {room.name} already")
-        if len(room.invited) >= MAX_INVITES:
-            room.invited.pop()
+        if len(room.invited) >= MAX_INVITES:  # (the same one on every node of a cluster)
+            room.invited.discard(min(room.invited))
         room.invited.add(fold(target.nick))
         assert client.nick is not None
         event = InviteEvent(room.name, target.nick, client.nick)

@@ -104,6 +104,7 @@ class Server:
             self.hub.load_moderation(*moderation.load())
         self.hub.set_operators(_names(config.operators), oper_credentials or {})
         self.ctl: CtlServer | None = None  # the operator console (chatd.ctl), when on
+        self.console_acts = True  # False in cluster mode: its hub is one node's of many
         self._history = history
         self._keeper = StoreKeeper(history, clock()) if history is not None else None
         self._clock = clock
