@@ -87,6 +87,7 @@ def test_a_rooms_founder_is_its_operator_on_every_node(
     a, b = nodes
     ada = registered(a.port, "ada")
     assert ada.join("#club").get("ops") == ["ada"]  # founded on A
+    assert ada.join("#quiet").get("ops") == ["ada"]  # and one nobody moderates
     leave(registered(b.port, "carol"))  # an account, but not the founder
     bob = a.json_client("bob", "#club")
     leave(ada)
@@ -109,11 +110,13 @@ def test_a_rooms_founder_is_its_operator_on_every_node(
     c = node(redis, "--rate-limit", "0")
     request.addfinalizer(lambda: c.stop(signal.SIGKILL))
     carol = logged_in(c.port, "carol", "carol")
-    assert not carol.join("#club").get("ops")  # first in, yet not its operator
-    carol.send_json(op="kick", room="#club", nick="carol", id="k")
-    assert error_of(carol, "k")["code"] == "not_operator"
+    for room in ("#club", "#quiet"):
+        assert not carol.join(room).get("ops")  # first in, yet not its operator
+        carol.send_json(op="kick", room=room, nick="carol", id="k")
+        assert error_of(carol, "k")["code"] == "not_operator"
     ada = logged_in(c.port, "ada", "ada")
-    assert ada.join("#club").get("ops") == ["ada"]
+    for room in ("#club", "#quiet"):
+        assert ada.join(room).get("ops") == ["ada"]
 
 
 def test_an_operator_account_logged_in_on_one_node_acts_on_anothers_users(
