@@ -36,9 +36,7 @@ def nodes(redis: RedisServer, tmp_path: Path) -> Iterator[list[ChatdProcess]]:
     opers.write_text("boss hunter2hunter2\n")
     opers.chmod(0o600)
     started = [
-        node(
-            redis, "--rate-limit", "0", "--oper-password-file", str(opers), "--operators", "root"
-        )
+        node(redis, "--rate-limit", "0", "--oper-password-file", str(opers), "--operators", "root")
         for _ in range(2)
     ]
     try:
