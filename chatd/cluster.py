@@ -466,7 +466,7 @@ class Cluster(SharedModeration, ClusterMessages):
     def departed(self, cid: int, reason: str) -> None:
         """A local client is gone (the hub forgets it next)."""
         if self.accounts.hold(cid, reason):
-            return  # held cluster-wide (chatd.cluster_accounts)
+            return  # held cluster-wide (chatd.cluster_hold)
         self._queued.pop(cid, None)
         user = self._local.pop(cid, None)
         if user is None:
