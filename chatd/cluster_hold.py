@@ -117,6 +117,16 @@ class NickHold:
         c.loop.call_at(when, lambda: self._hold_over(cid, record, reason))
         return True
 
+    def holds_ended(self) -> None:
+        """After a moderation command: held users of this node's that the hub removed (a
+        kill, a server ban - as every node's hub did) are gone; their holds end now,
+        in Redis too, so their nicks are free everywhere at once."""
+        c = self.c
+        for cid, record in list(self._holds.items()):
+            nick = c._local.get(cid, {}).get("n")
+            if nick is not None and c.hub.nick_holder(nick) != cid:
+                self._hold_over(cid, record, "disconnected by a server operator")
+
     def _write_hold(self, cid: int) -> None:
         """The hold in Redis (again, after Redis was away: it may have lost it)."""
         c = self.c

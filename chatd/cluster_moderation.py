@@ -323,6 +323,7 @@ class SharedModeration(RemoteView):
         for key, rcid in list(self._remote.items()):
             if not self.hub.is_registered(rcid):
                 del self._remote[key]
+        self.accounts.holds_ended()  # held users of ours it removed: their holds end too
         for cid, rooms in before.items():
             if self.hub.is_registered(cid):  # (else closing: its quit follows)
                 self._drop_rooms(cid, rooms - {fold(r) for r in self.hub.rooms_of(cid)})

@@ -136,6 +136,7 @@ class ModerationRules:
 
     _config: Config
     _clients: dict[int, _Client]
+    _held: dict[int, _Client]
     _nicks: dict[str, _Client]
     _rooms: dict[str, _Room]
     _saved_rooms: dict[str, RoomRules]

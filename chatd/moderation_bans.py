@@ -57,7 +57,7 @@ class BanCommands(ModerationRules):
             self._server_bans = [b for b in self._server_bans if b.mask != info.mask] + [info]
             actions: list[Action] = [SaveServerBans(tuple(self._server_bans))]
             actions.append(self._log(client, now, "server ban", info.mask, "", info.reason))
-            for victim in list(self._clients.values()):
+            for victim in [*self._clients.values(), *self._held.values()]:  # held ones too
                 if (
                     victim.nick
                     and victim is not client

@@ -141,6 +141,15 @@ def test_an_operator_account_logged_in_on_one_node_acts_on_anothers_users(
     root.send_json(op="kill", nick="bob", reason="enough", id="x")
     bob.read_until_closed()  # bob's own node (A) closed his connection
     settles(root, "#plain", {"admin"})
+    # a server ban of an account, set on B: its user on B is closed, and it cannot log
+    # in through A (nor does its nick stay claimed there)
+    root.send_json(op="ban", server=True, mask="$a:nobody", reason="spam", id="s")
+    root.expect_frame(type="notice", id="s")
+    assert nobody.expect_frame(type="error")["code"] == "banned"
+    again, refused = hello(a.port, "someone", account="nobody", account_password=PASSWORD)
+    assert refused["type"] == "error" and refused["code"] == "banned", refused
+    free, welcome = hello(b.port, "someone")
+    assert welcome["type"] == "welcome", welcome
 
 
 def test_a_held_user_banned_from_a_room_does_not_rejoin_it_by_resuming_elsewhere(
@@ -164,3 +173,32 @@ def test_a_held_user_banned_from_a_room_does_not_rejoin_it_by_resuming_elsewhere
     assert error_of(back, "j")["code"] == "banned"
     assert "bob" not in members(back, "#r")
     assert set(members(op, "#r")) == {"boss"}
+
+
+@pytest.mark.parametrize("how", ["kill", "server ban"])
+def test_a_held_user_killed_or_server_banned_is_gone_on_every_node(
+    nodes: list[ChatdProcess], redis: RedisServer, how: str
+) -> None:
+    a, b = nodes
+    op = boss(b, "#r")  # on B; the held session is A's
+    mal = registered(a.port, "mal")
+    mal.join("#r")
+    settles(op, "#r", {"boss", "mal"})
+    drop(mal)
+    wait_until(lambda: redis.command("EXISTS", "chatd:hold:mal") == b":1\r\n", 10, "the hold")
+    if how == "kill":
+        op.send_json(op="kill", nick="mal", id="x")
+    else:
+        op.send_json(op="ban", server=True, mask="$a:mal", reason="spam", id="x")
+    op.expect_frame(type="notice", id="x")
+    watcher = a.json_client("watcher")
+    # gone on both nodes, and from Redis: the hold and the nick are freed at once
+    for client in (op, watcher):
+        settles(client, "#r", {"boss"})
+    wait_until(lambda: redis.command("EXISTS", "chatd:hold:mal") == b":0\r\n", 10, "no hold")
+    back, answer = hello(b.port, "mal", account_password=PASSWORD)
+    if how == "kill":
+        assert answer["type"] == "welcome" and not answer.get("resumed"), answer
+        assert "mal" not in members(back, "#r")
+    else:
+        assert answer["type"] == "error" and answer["code"] == "banned", answer
