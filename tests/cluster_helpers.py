@@ -1,7 +1,8 @@
 """A real redis-server for cluster tests (Debian's package), on 127.0.0.1, a free port,
 a temporary directory (bench/redis_server.py); chatd nodes pointed at it
-(bench/cluster_nodes.py; bench/cluster.py uses both); the fixtures' bodies the cluster
-tests share; a partition relay between a node and Redis."""
+(bench/cluster_nodes.py; bench/cluster.py uses both); the skip mark and the ``nodes``
+fixtures' body the cluster tests share (their ``redis`` fixture is in tests/conftest.py);
+a partition relay between a node and Redis."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -27,23 +27,12 @@ __all__ = [
     "have_redis",
     "needs_redis",
     "node",
-    "redis_in",
     "stopped_after",
 ]
 
 needs_redis = pytest.mark.skipif(
     not have_redis(), reason="redis-server is not installed (Debian package redis-server)"
 )
-
-
-def redis_in(tmp_path: Path) -> Iterator[RedisServer]:
-    """A ``redis`` fixture's body: a redis-server (AOF, fsync always) in ``tmp_path``,
-    stopped after the test."""
-    server = RedisServer(tmp_path, aof="always")
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def stopped_after(started: list[ChatdProcess]) -> Iterator[list[ChatdProcess]]:

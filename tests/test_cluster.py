@@ -8,18 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cluster_helpers import Partition, RedisServer, needs_redis, node, redis_in, stopped_after
+from cluster_helpers import Partition, RedisServer, needs_redis, node, stopped_after
 from helpers import ChatdProcess, JsonClient, RawClient, wait_until
 from test_irc_server import IrcClient
 
 from chatd.cluster_scripts import mid_of, stream_id
 
 pytestmark = needs_redis
-
-
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    yield from redis_in(tmp_path)
 
 
 @pytest.fixture

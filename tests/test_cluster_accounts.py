@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cluster_helpers import RedisServer, needs_redis, node, redis_in, stopped_after
+from cluster_helpers import RedisServer, needs_redis, node, stopped_after
 from helpers import ROOT, ChatdProcess, JsonClient, wait_until
 from test_accounts_server import PASSWORD, drop, leave
 
@@ -22,11 +22,6 @@ from chatd.cluster_accounts import MAX_ACCOUNTS
 from chatd.names import nick_skeleton
 
 pytestmark = needs_redis
-
-
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    yield from redis_in(tmp_path)
 
 
 @pytest.fixture

@@ -12,15 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cluster_helpers import Partition, RedisServer, needs_redis, node, redis_in, stopped_after
+from cluster_helpers import Partition, RedisServer, needs_redis, node, stopped_after
 from helpers import ChatdProcess, JsonClient, wait_until
 
 pytestmark = needs_redis
-
-
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    yield from redis_in(tmp_path)
 
 
 @pytest.fixture
