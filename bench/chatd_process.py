@@ -40,6 +40,25 @@ def wait_until(
         time.sleep(interval)
 
 
+def chatd_command(port: int, *args: str) -> list[str]:
+    """``python -m chatd`` on 127.0.0.1, ``port`` (0: any), with ``args``."""
+    return [sys.executable, "-m", "chatd", "--host", "127.0.0.1", "--port", str(port), *args]
+
+
+def stop_process(
+    proc: subprocess.Popen[Any], timeout: float = 10, sig: int = signal.SIGTERM
+) -> int:
+    """Send ``sig`` to ``proc`` if it still runs and wait for it, killing it if it outlasts
+    ``timeout``; its exit code."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
+
+
 class ChatdProcess:
     """``python -m chatd`` on 127.0.0.1, port 0 (or a given port for restarts)."""
 
@@ -74,19 +93,7 @@ class ChatdProcess:
         self.start()
 
     def start(self) -> None:
-        cmd = [
-            *self.wrap,
-            sys.executable,
-            "-m",
-            "chatd",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--log-level",
-            "info",
-            *self.args,
-        ]
+        cmd = [*self.wrap, *chatd_command(self.port, "--log-level", "info", *self.args)]
         if self.irc_port is not None:
             cmd += ["--irc-port", str(self.irc_port)]
         if self.web_port is not None:
@@ -140,13 +147,7 @@ class ChatdProcess:
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int:
         assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            code = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            code = self.proc.wait()
+        code = stop_process(self.proc, timeout, sig)
         if self.proc.stdout:
             self.proc.stdout.close()
         self._stderr.close()

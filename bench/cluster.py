@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.chatd_process import ChatdProcess
-from bench.cluster_nodes import RedisServer, have_redis, node
+from bench.cluster_nodes import node
+from bench.redis_server import RedisServer, counters, have_redis
 
 
 @dataclass
@@ -131,22 +132,6 @@ def run(ports: list[int], args: argparse.Namespace, mark: Callable[[], None]) ->
     return result
 
 
-def redis_counters(redis: RedisServer) -> dict[str, float]:
-    info = redis.command("INFO", "all").decode(errors="replace")
-    values: dict[str, float] = {"calls": 0}
-    for line in info.splitlines():
-        key, _, value = line.partition(":")
-        if key in ("used_cpu_sys", "used_cpu_user"):
-            values[key] = float(value)
-        elif key in ("total_commands_processed", "total_net_input_bytes", "total_net_output_bytes"):
-            values[key] = int(value)
-        elif key.startswith("cmdstat_"):
-            calls = int(value.split("calls=")[1].split(",")[0])
-            values["calls"] += calls
-            values[key[len("cmdstat_") :]] = calls
-    return values
-
-
 def report(name: str, result: Result, expected: float) -> None:
     both = result.same + result.cross
     print(
@@ -188,7 +173,7 @@ def main() -> int:
         try:
             procs = [node(redis, *common) for _ in range(args.nodes)]
             marks: list[dict[str, float]] = []
-            result = run([p.port for p in procs], args, lambda: marks.append(redis_counters(redis)))
+            result = run([p.port for p in procs], args, lambda: marks.append(counters(redis.port)))
             before, after = marks
             name = f"{args.nodes} nodes + Redis"
             report(name, result, result.sent * expected_per_msg)
@@ -197,15 +182,15 @@ def main() -> int:
                 f"{k} {v:.2f}"
                 for k, v in sorted(per.items())
                 if k.islower()
-                and k != "calls"
-                and not k.startswith(("total", "used"))
+                and k not in ("calls", "cpu")
+                and not k.startswith("total")
                 and v >= 0.01
             )
             print(
                 f"  Redis per message (heartbeats included): {per['calls']:.2f} commands "
                 f"counting scripts' inner calls ({inner}); {per['total_net_input_bytes']:.0f} B "
                 f"in, {per['total_net_output_bytes']:.0f} B out; Redis CPU "
-                f"{(per['used_cpu_sys'] + per['used_cpu_user']) * 1e6:.0f} us"
+                f"{per['cpu'] * 1e6:.0f} us"
             )
         finally:
             for proc in procs:

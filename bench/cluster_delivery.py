@@ -37,7 +37,6 @@ import multiprocessing
 import os
 import random
 import selectors
-import shutil
 import sys
 import time
 from array import array
@@ -48,7 +47,7 @@ from typing import Any
 
 import hiredis
 
-from bench.redis_server import Conn, command, counters, redis_server
+from bench.redis_server import Conn, command, counters, have_redis, redis_server
 from chatd.cluster_scripts import SAY, sha
 from chatd.config import Config
 
@@ -389,7 +388,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if shutil.which("redis-server") is None:
+    if not have_redis():
         print("redis-server is not installed: skipping the cluster delivery benchmark")
         return 0
     rows = []

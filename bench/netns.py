@@ -16,6 +16,8 @@ import os
 import subprocess
 from pathlib import Path
 
+from bench.chatd_process import stop_process
+
 __all__ = ["Lan"]
 
 
@@ -80,13 +82,7 @@ class Lan:
 
     def close(self) -> None:
         for proc in self.processes:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            stop_process(proc, 5)
         for ns in self.made:  # deleting a namespace deletes its end of the veth pair, and so both
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
         self.made.clear()

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from bench.chatd_process import chatd_command
 from bench.load_spec import raise_nofile
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,14 +40,8 @@ def server_command(kind: str, db: str, root: Path = ROOT) -> list[str]:
         cmd[cmd.index("--tls") + 1] = "on"
         return cmd
     if kind == "chatd":
-        return [
-            sys.executable,
-            "-m",
-            "chatd",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
+        return chatd_command(
+            0,
             "--rate-limit",
             "0",
             "--db",
@@ -60,7 +55,7 @@ def server_command(kind: str, db: str, root: Path = ROOT) -> list[str]:
             *_many_hosts(root),
             # e.g. CHATD_BENCH_ARGS="--history-max-per-room 1000" to measure retention
             *os.environ.get("CHATD_BENCH_ARGS", "").split(),
-        ]
+        )
     if kind in ("asyncio", "selectors"):
         return [
             sys.executable,

@@ -80,22 +80,14 @@ def account_main(argv: list[str]) -> int:
     try:
         path = _db_path(args)  # --db, else the config file's db, else the default
     except ToolError as exc:
-        print(f"chatd account: {exc}", file=sys.stderr)
-        return 2
+        return _fail(exc)
     if path == str(default_path()):
         default_path().parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
         store = AccountStore(path)
     except AccountStoreError as exc:
-        print(f"chatd account: {exc}", file=sys.stderr)
-        return 2
-    try:
-        return _run(store, args)
-    except AccountStoreError as exc:
-        print(f"chatd account: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        store.close()
+        return _fail(exc)
+    return _run_and_close(store, args)
 
 
 def _cluster_main(args: argparse.Namespace) -> int:
@@ -103,20 +95,25 @@ def _cluster_main(args: argparse.Namespace) -> int:
     try:
         from chatd.cluster_account_admin import RedisAccounts
     except ImportError:
-        print(
-            "chatd account: --cluster needs hiredis: pip install 'chatd[cluster]'", file=sys.stderr
-        )
-        return 2
+        return _fail("--cluster needs hiredis: pip install 'chatd[cluster]'")
     try:
         store = RedisAccounts(args.cluster)
     except AccountStoreError as exc:
-        print(f"chatd account: {exc}", file=sys.stderr)
-        return 2
+        return _fail(exc)
+    return _run_and_close(store, args)
+
+
+def _fail(why: object) -> int:
+    print(f"chatd account: {why}", file=sys.stderr)
+    return 2
+
+
+def _run_and_close(store: AccountStore, args: argparse.Namespace) -> int:
+    """The command on ``store`` (SQLite or a cluster's Redis), which is closed after."""
     try:
         return _run(store, args)
     except AccountStoreError as exc:
-        print(f"chatd account: {exc}", file=sys.stderr)
-        return 2
+        return _fail(exc)
     finally:
         store.close()
 

@@ -1,17 +1,49 @@
 """A real redis-server for cluster tests (Debian's package), on 127.0.0.1, a free port,
-a temporary directory; and chatd nodes pointed at it (both in bench/cluster_nodes.py,
-which bench/cluster.py uses too). A partition relay between a node and Redis."""
+a temporary directory (bench/redis_server.py); chatd nodes pointed at it
+(bench/cluster_nodes.py; bench/cluster.py uses both); the skip mark and the ``nodes``
+fixtures' body the cluster tests share (their ``redis`` fixture is in tests/conftest.py);
+a partition relay between a node and Redis."""
 
 from __future__ import annotations
 
 import selectors
+import signal
 import socket
 import threading
 import time
+from collections.abc import Iterator
 
-from bench.cluster_nodes import REDIS, RedisServer, free_port, have_redis, node
+import pytest
 
-__all__ = ["REDIS", "Partition", "RedisServer", "free_port", "have_redis", "node"]
+from bench.chatd_process import ChatdProcess
+from bench.cluster_nodes import node
+from bench.redis_server import REDIS, RedisServer, free_port, have_redis
+
+__all__ = [
+    "REDIS",
+    "Partition",
+    "RedisServer",
+    "free_port",
+    "have_redis",
+    "needs_redis",
+    "node",
+    "stopped_after",
+]
+
+needs_redis = pytest.mark.skipif(
+    not have_redis(), reason="redis-server is not installed (Debian package redis-server)"
+)
+
+
+def stopped_after(started: list[ChatdProcess]) -> Iterator[list[ChatdProcess]]:
+    """A ``nodes`` fixture's body: the nodes; after the test, each one's log printed (shown
+    when it failed) and each one stopped (killed if it still runs)."""
+    try:
+        yield started
+    finally:
+        for proc in started:
+            print(f"--- node on {proc.port} ---\n{proc.log()[-4000:]}")
+            proc.stop(signal.SIGKILL if proc.proc and proc.proc.poll() is None else 0)
 
 
 class Partition:

@@ -9,6 +9,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from cluster_helpers import RedisServer  # noqa: E402
 from helpers import ChatdProcess  # noqa: E402
 
 
@@ -34,4 +35,15 @@ def make_server() -> Iterator[type[ChatdProcess]]:
 
     yield make  # type: ignore[misc]
     for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real redis-server (AOF, fsync always) in the test's directory, stopped after
+    (the cluster tests mark themselves ``needs_redis``)."""
+    server = RedisServer(tmp_path, aof="always")
+    try:
+        yield server
+    finally:
         server.stop()

@@ -8,21 +8,18 @@ members in, once and in each room's order, in every delivery mode.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from cluster_helpers import needs_redis
 
 from bench.cluster_delivery import MODES
 
 ROOT = Path(__file__).resolve().parent.parent
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("redis-server") is None,
-    reason="redis-server is not installed (Debian package redis-server)",
-)
+pytestmark = needs_redis
 
 
 @pytest.mark.timeout(120)

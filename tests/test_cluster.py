@@ -8,35 +8,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cluster_helpers import Partition, RedisServer, have_redis, node
+from cluster_helpers import Partition, RedisServer, needs_redis, node, stopped_after
 from helpers import ChatdProcess, JsonClient, RawClient, wait_until
 from test_irc_server import IrcClient
 
 from chatd.cluster_scripts import mid_of, stream_id
 
-pytestmark = pytest.mark.skipif(
-    not have_redis(), reason="redis-server is not installed (Debian package redis-server)"
-)
-
-
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path, aof="always")
-    try:
-        yield server
-    finally:
-        server.stop()
+pytestmark = needs_redis
 
 
 @pytest.fixture
 def nodes(redis: RedisServer) -> Iterator[list[ChatdProcess]]:
-    started = [node(redis, "--rate-limit", "0", irc=True) for _ in range(3)]
-    try:
-        yield started
-    finally:
-        for proc in started:
-            print(f"--- node on {proc.port} ---\n{proc.log()[-4000:]}")
-            proc.stop(signal.SIGKILL if proc.proc and proc.proc.poll() is None else 0)
+    yield from stopped_after([node(redis, "--rate-limit", "0", irc=True) for _ in range(3)])
 
 
 def hello(port: int, nick: str, timeout: float = 10.0) -> JsonClient:

@@ -14,36 +14,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cluster_helpers import RedisServer, have_redis, node
+from cluster_helpers import RedisServer, needs_redis, node, stopped_after
 from helpers import ROOT, ChatdProcess, JsonClient, wait_until
 from test_accounts_server import PASSWORD, drop, leave
 
 from chatd.cluster_accounts import MAX_ACCOUNTS
 from chatd.names import nick_skeleton
 
-pytestmark = pytest.mark.skipif(
-    not have_redis(), reason="redis-server is not installed (Debian package redis-server)"
-)
-
-
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path, aof="always")
-    try:
-        yield server
-    finally:
-        server.stop()
+pytestmark = needs_redis
 
 
 @pytest.fixture
 def nodes(redis: RedisServer) -> Iterator[list[ChatdProcess]]:
-    started = [node(redis, "--rate-limit", "0") for _ in range(2)]
-    try:
-        yield started
-    finally:
-        for proc in started:
-            print(f"--- node on {proc.port} ---\n{proc.log()[-4000:]}")
-            proc.stop(signal.SIGKILL if proc.proc and proc.proc.poll() is None else 0)
+    yield from stopped_after([node(redis, "--rate-limit", "0") for _ in range(2)])
 
 
 def hello(port: int, nick: str, **fields: Any) -> tuple[JsonClient, dict[str, Any]]:

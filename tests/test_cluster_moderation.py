@@ -12,21 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cluster_helpers import Partition, RedisServer, have_redis, node
+from cluster_helpers import Partition, RedisServer, needs_redis, node, stopped_after
 from helpers import ChatdProcess, JsonClient, wait_until
 
-pytestmark = pytest.mark.skipif(
-    not have_redis(), reason="redis-server is not installed (Debian package redis-server)"
-)
-
-
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path, aof="always")
-    try:
-        yield server
-    finally:
-        server.stop()
+pytestmark = needs_redis
 
 
 @pytest.fixture
@@ -43,13 +32,7 @@ def start(redis: RedisServer, opers: Path) -> ChatdProcess:
 
 @pytest.fixture
 def nodes(redis: RedisServer, opers: Path) -> Iterator[list[ChatdProcess]]:
-    started = [start(redis, opers) for _ in range(3)]
-    try:
-        yield started
-    finally:
-        for proc in started:
-            print(f"--- node on {proc.port} ---\n{proc.log()[-4000:]}")
-            proc.stop(signal.SIGKILL if proc.proc and proc.proc.poll() is None else 0)
+    yield from stopped_after([start(redis, opers) for _ in range(3)])
 
 
 def boss(proc: ChatdProcess, *rooms: str) -> JsonClient:
