@@ -10,24 +10,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cluster_helpers import RedisServer, have_redis, node
+from cluster_helpers import RedisServer, needs_redis, node, stopped_after
 from helpers import ChatdProcess, JsonClient, wait_until
 from test_accounts_server import PASSWORD, drop, leave
 from test_cluster_accounts import hello, registered
 from test_cluster_moderation import boss, error_of, members, settles
 
-pytestmark = pytest.mark.skipif(
-    not have_redis(), reason="redis-server is not installed (Debian package redis-server)"
-)
-
-
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path, aof="always")
-    try:
-        yield server
-    finally:
-        server.stop()
+pytestmark = needs_redis
 
 
 @pytest.fixture
@@ -35,16 +24,8 @@ def nodes(redis: RedisServer, tmp_path: Path) -> Iterator[list[ChatdProcess]]:
     opers = tmp_path / "opers"
     opers.write_text("boss hunter2hunter2\n")
     opers.chmod(0o600)
-    started = [
-        node(redis, "--rate-limit", "0", "--oper-password-file", str(opers), "--operators", "root")
-        for _ in range(2)
-    ]
-    try:
-        yield started
-    finally:
-        for proc in started:
-            print(f"--- node on {proc.port} ---\n{proc.log()[-4000:]}")
-            proc.stop(signal.SIGKILL if proc.proc and proc.proc.poll() is None else 0)
+    flags = ("--rate-limit", "0", "--oper-password-file", str(opers), "--operators", "root")
+    yield from stopped_after([node(redis, *flags) for _ in range(2)])
 
 
 def logged_in(port: int, nick: str, account: str) -> JsonClient:
