@@ -1,10 +1,8 @@
 """Abuse scenarios about traffic (issue 6): an endless line, slow consumers beside
 readers at full speed, a pipelined flood.
 
-Each ``run_*`` function takes its scale as arguments and returns the figures it
-measured; tests/test_abuse.py calls it at a size that runs in seconds and asserts on the
-figures, ``make stress`` (bench/stress.py) at a larger size. Counts and deadlines are
-bounded everywhere; waits poll for a condition with a deadline.
+Like :mod:`bench.abuse_crowds` (which says how the ``run_*`` functions are used by the
+tests and by ``make stress``).
 """
 
 from __future__ import annotations

@@ -3,14 +3,17 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cluster_helpers import RedisServer  # noqa: E402
 from helpers import ChatdProcess  # noqa: E402
+
+if TYPE_CHECKING:  # (imported when used: it needs hiredis, which only the cluster needs)
+    from cluster_helpers import RedisServer
 
 
 @pytest.fixture
@@ -42,6 +45,8 @@ def make_server() -> Iterator[type[ChatdProcess]]:
 def redis(tmp_path: Path) -> Iterator[RedisServer]:
     """A real redis-server (AOF, fsync always) in the test's directory, stopped after
     (the cluster tests mark themselves ``needs_redis``)."""
+    from cluster_helpers import RedisServer
+
     server = RedisServer(tmp_path, aof="always")
     try:
         yield server
