@@ -12,13 +12,14 @@ import re
 import socket
 import sqlite3
 import stat
+import struct
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, ChatdProcess, JsonClient, RawClient
+from helpers import ROOT, ChatdProcess, JsonClient, RawClient, wait_until
 from test_irc_server import IrcClient
 
 PASSWORD = "correct horse"
@@ -121,6 +122,48 @@ def test_a_muted_users_message_reaches_no_one(server: ChatdProcess) -> None:
     bob.expect(lambda line: line == ":tex!tex@chatd MODE #quiet -q bob!*@*")
     bob.send_line("PRIVMSG #quiet :sorry")
     assert ada.expect_frame(type="msg")["text"] == "sorry"
+
+
+def test_a_server_ban_ends_a_held_session_at_once(server: ChatdProcess) -> None:
+    """A user who dropped without quit is held (her nick and rooms kept for the nick hold,
+    60 s here; docs/accounts.md). A server ban that matches her ends the hold now, as a
+    kill does: the room sees her quit at once, her nick is free, her token resumes nothing.
+    (The cluster's case: tests/test_cluster_together.py.)"""
+    boss = server.json_client("boss", "#hall")
+    boss.send_json(op="oper", name="boss", password="hunter2hunter2", id="o")
+    boss.expect_frame(type="oper", id="o")
+    eve = JsonClient(server.port, source="127.0.0.2")  # her own address, for the mask
+    token = eve.hello("eve")["resume"]
+    eve.join("#hall")
+    boss.expect_frame(type="join", nick="eve")
+    eve.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    eve.sock.close()  # a reset, no quit: a drop
+
+    probe = JsonClient(server.port)  # from 127.0.0.1: not matched by the ban
+
+    def held() -> bool:  # the server has seen the drop and holds eve's nick
+        probe.send_json(op="hello", nick="eve")
+        refused = probe.expect_frame(type="error")
+        assert refused["code"] == "nick_taken", refused
+        return "held" in refused["message"]
+
+    wait_until(held, what="eve's nick held")
+    boss.send_json(op="ban", server=True, mask="*!*@127.0.0.2", reason="spam", id="b")
+    boss.send_json(op="who", room="#hall", id="w")
+    assert boss.expect_frame(type="who", id="w")["members"] == ["boss"]
+    quits = [json.loads(x) for x in boss.lines if '"quit"' in x]
+    assert [q["nick"] for q in quits] == ["eve"], boss.lines
+    # the nick is free at once for someone else
+    probe.send_json(op="hello", nick="eve")
+    assert not probe.expect_frame(type="welcome").get("resumed")
+    # and her token resumes nothing: not from another address, not from hers
+    for source in ("127.0.0.3", "127.0.0.2"):
+        back = JsonClient(server.port, source=source)
+        back.send_json(op="hello", nick="eve", resume=token)
+        answer = back.expect_frame()
+        assert answer["type"] == "error", answer
+        assert answer["code"] == ("banned" if source == "127.0.0.2" else "nick_taken"), answer
+        back.close()
 
 
 def test_bans_modes_founders_and_the_log_survive_a_restart(server: ChatdProcess) -> None:
