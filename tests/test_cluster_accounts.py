@@ -185,7 +185,16 @@ def test_a_dropped_users_nick_is_held_cluster_wide_and_resumed_via_another_node(
     assert redis.command("EXISTS", "chatd:hold:alice") == b":0\r\n"
     back.send_json(op="say", room="#lobby", text="hi again", id="h")
     assert bob.expect_frame(type="msg", text="hi again")["from"] == "alice"
-    # A and the third node see her where she is now: she gets private messages on B
+
+    # A and the third node see her where she is now: she gets private messages on B. A
+    # knows it (it forwarded her kept messages); the third node learns it from the channel
+    # in its own time: wait until its whois no longer calls her held (a message it routed
+    # before would go to A, where she no longer is)
+    def resumed_seen_by(client: JsonClient) -> bool:
+        client.send_json(op="whois", nick="alice", id="seen")
+        return client.expect_frame(type="whois", id="seen").get("away") == "lunch"
+
+    wait_until(partial(resumed_seen_by, dave), 10, "the third node to see her resumed")
     for name, sender in (("carol", carol), ("dave", dave)):
         sender.send_json(op="msg", to="alice", text=f"hello from {name}", id="x")
         sender.expect_frame(type="privmsg", id="x")
